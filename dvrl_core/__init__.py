@@ -1,0 +1,49 @@
+"""dvrl_core: data valuation with DVRL (Yoon, Arik, Pfister, ICML 2020) as a plain library.
+
+>>> from dvrl_core import DVRL, prepare, read_table
+>>> data = prepare(read_table("train.csv"), target="income", valid=read_table("valid.csv"))
+>>> result = DVRL(random_state=0).fit(data)
+>>> result.lowest(20)          # the rows most likely to hurt the model
+
+No web, queue or database code lives here: the CLI, the worker and notebooks all call it.
+"""
+
+from __future__ import annotations
+
+from .data import PreparedData, Split, TableEncoder, infer_task, prepare
+from .dvrl import DVRL, Progress
+from .errors import (
+    ConfigError,
+    DataError,
+    DVRLError,
+    EmptyColumnError,
+    MissingColumnError,
+    MissingTargetError,
+    RunStopped,
+    SingleClassError,
+    TargetTypeError,
+    TooFewRowsError,
+    UnreadableTableError,
+    UnseenClassError,
+)
+from .evaluation import (
+    detection_auroc,
+    discovery_curve,
+    found_fraction,
+    removal_curves,
+    weighted_training,
+)
+from .io import read_table, write_table
+from .noise import inject_label_noise
+from .predictors import PREDICTORS, Predictor, make_predictor
+from .result import ValuationResult
+
+__all__ = [
+    "DVRL", "PREDICTORS", "ConfigError", "DVRLError", "DataError", "EmptyColumnError",
+    "MissingColumnError", "MissingTargetError", "PreparedData", "Predictor", "Progress",
+    "RunStopped", "SingleClassError", "Split", "TableEncoder", "TargetTypeError",
+    "TooFewRowsError", "UnreadableTableError", "UnseenClassError", "ValuationResult",
+    "detection_auroc", "discovery_curve", "found_fraction", "infer_task", "inject_label_noise",
+    "make_predictor", "prepare", "read_table", "removal_curves", "weighted_training",
+    "write_table",
+]

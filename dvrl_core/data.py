@@ -1,0 +1,363 @@
+"""Turning user tables into model-ready arrays.
+
+:func:`prepare` takes the training table (and optionally validation and test tables, or a fraction
+of the training table to hold out for validation) and returns a :class:`PreparedData`: float32
+feature matrices encoded by a :class:`TableEncoder` fitted on the training rows only, encoded
+labels, row ids and the task.
+
+Encoding rules: numeric columns are standardised; missing numbers are imputed with the training
+median and flagged in a ``<col>__missing`` indicator column; booleans become 0/1; dates become
+standardised days since the epoch; everything else is categorical and one-hot encoded over its most
+frequent ``max_categories`` levels (rarer and unseen levels encode as all zeros).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+
+from .errors import (
+    ConfigError,
+    EmptyColumnError,
+    MissingColumnError,
+    MissingTargetError,
+    SingleClassError,
+    TargetTypeError,
+    TooFewRowsError,
+    UnseenClassError,
+)
+
+Task = Literal["classification", "regression"]
+
+MIN_TRAIN_ROWS = 10
+MIN_VALID_ROWS = 5
+MAX_CLASSES_INFERRED = 20
+
+
+@dataclass
+class Split:
+    """One part of the data: features, encoded labels and the user's row ids."""
+
+    x: np.ndarray  # float32 [n, d]
+    y: np.ndarray  # int64 class index (classification) or float64 (regression), [n]
+    ids: np.ndarray  # the id column's values, or 0-based row numbers
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+
+@dataclass
+class PreparedData:
+    """Training, validation and (optional) test splits, encoded consistently."""
+
+    task: Task
+    train: Split
+    valid: Split
+    test: Split | None
+    classes: list = field(default_factory=list)  # original labels; index = encoded class
+    feature_names: list[str] = field(default_factory=list)
+    target: str = ""
+
+    @property
+    def n_classes(self) -> int:
+        return len(self.classes)
+
+    def with_train_labels(self, y: np.ndarray) -> PreparedData:
+        """A copy whose training labels are replaced (used by label-noise injection)."""
+        train = Split(self.train.x, np.asarray(y), self.train.ids)
+        return PreparedData(
+            self.task, train, self.valid, self.test, self.classes, self.feature_names, self.target
+        )
+
+
+@dataclass
+class _ColumnCode:
+    name: str
+    kind: Literal["numeric", "bool", "datetime", "categorical"]
+    center: float = 0.0
+    scale: float = 1.0
+    fill: float = 0.0
+    indicator: bool = False
+    levels: list = field(default_factory=list)
+
+
+class TableEncoder:
+    """Encodes feature columns; fitted on training rows, applied to any table with those columns."""
+
+    def __init__(self, max_categories: int = 100) -> None:
+        self.max_categories = max_categories
+        self.columns_: list[_ColumnCode] = []
+
+    def fit(self, frame: pd.DataFrame) -> TableEncoder:
+        self.columns_ = []
+        for name in frame.columns:
+            series = frame[name]
+            if series.isna().all():
+                raise EmptyColumnError(
+                    f"column {name!r} has no values in the training table; drop it or name the "
+                    "feature columns to use"
+                )
+            self.columns_.append(self._fit_column(str(name), series))
+        return self
+
+    def _fit_column(self, name: str, series: pd.Series) -> _ColumnCode:
+        if pd.api.types.is_bool_dtype(series):
+            return _ColumnCode(name, "bool")
+        if pd.api.types.is_datetime64_any_dtype(series):
+            days = _datetime_days(series)
+            return self._fit_numeric(name, "datetime", days)
+        if pd.api.types.is_numeric_dtype(series):
+            return self._fit_numeric(name, "numeric", series.astype("float64"))
+        counts = series.dropna().astype(str).value_counts(sort=True)
+        levels = sorted(counts.index[: self.max_categories].tolist())
+        code = _ColumnCode(name, "categorical", levels=levels)
+        code.indicator = bool(series.isna().any())
+        return code
+
+    @staticmethod
+    def _fit_numeric(name: str, kind, values: pd.Series) -> _ColumnCode:
+        finite = values.replace([np.inf, -np.inf], np.nan)
+        fill = float(finite.median()) if finite.notna().any() else 0.0
+        filled = finite.fillna(fill)
+        center = float(filled.mean())
+        scale = float(filled.std(ddof=0))
+        if not np.isfinite(scale) or scale == 0.0:
+            scale = 1.0
+        return _ColumnCode(
+            name, kind, center, scale, fill, indicator=bool(finite.isna().any())
+        )
+
+    @property
+    def feature_names(self) -> list[str]:
+        names: list[str] = []
+        for code in self.columns_:
+            if code.kind == "categorical":
+                names.extend(f"{code.name}={level}" for level in code.levels)
+            else:
+                names.append(code.name)
+            if code.indicator:
+                names.append(f"{code.name}__missing")
+        return names
+
+    def transform(self, frame: pd.DataFrame) -> np.ndarray:
+        blocks: list[np.ndarray] = []
+        for code in self.columns_:
+            series = frame[code.name]
+            missing = series.isna().to_numpy()
+            if code.kind == "categorical":
+                cat = pd.Categorical(series.astype("string").to_numpy(na_value=None),
+                                     categories=code.levels)
+                onehot = np.zeros((len(series), len(code.levels)), dtype=np.float32)
+                known = cat.codes >= 0
+                onehot[np.flatnonzero(known), cat.codes[known]] = 1.0
+                blocks.append(onehot)
+            else:
+                if code.kind == "bool":
+                    values = series.astype("float64").fillna(0.0).to_numpy()
+                elif code.kind == "datetime":
+                    values = _datetime_days(series).to_numpy()
+                else:
+                    values = pd.to_numeric(series, errors="coerce").astype("float64").to_numpy()
+                values = np.where(np.isfinite(values), values, np.nan)
+                missing = np.isnan(values)
+                values = np.where(missing, code.fill, values)
+                blocks.append(((values - code.center) / code.scale).astype(np.float32)[:, None])
+            if code.indicator:
+                blocks.append(missing.astype(np.float32)[:, None])
+        if not blocks:
+            return np.zeros((len(frame), 0), dtype=np.float32)
+        return np.ascontiguousarray(np.concatenate(blocks, axis=1), dtype=np.float32)
+
+
+def _datetime_days(series: pd.Series) -> pd.Series:
+    as_ns = pd.to_datetime(series, errors="coerce")
+    if getattr(as_ns.dt, "tz", None) is not None:
+        as_ns = as_ns.dt.tz_convert("UTC").dt.tz_localize(None)
+    return (as_ns - pd.Timestamp("1970-01-01")) / pd.Timedelta(days=1)
+
+
+def infer_task(target: pd.Series) -> Task:
+    """Classification for non-numeric, boolean or few-valued integer targets; else regression."""
+    values = target.dropna()
+    if not pd.api.types.is_numeric_dtype(values) or pd.api.types.is_bool_dtype(values):
+        return "classification"
+    as_float = values.astype("float64")
+    integral = bool(np.all(np.equal(np.mod(as_float, 1.0), 0.0)))
+    if integral and values.nunique() <= MAX_CLASSES_INFERRED:
+        return "classification"
+    return "regression"
+
+
+def prepare(
+    train: pd.DataFrame,
+    target: str,
+    valid: pd.DataFrame | None = None,
+    *,
+    valid_fraction: float | None = None,
+    test: pd.DataFrame | None = None,
+    id_column: str | None = None,
+    feature_columns: Sequence[str] | None = None,
+    task: Literal["classification", "regression", "auto"] = "auto",
+    max_categories: int = 100,
+    random_state: int = 0,
+) -> PreparedData:
+    """Encode training, validation and test tables for valuation.
+
+    Give either ``valid`` (a table from the target distribution) or ``valid_fraction`` (that
+    fraction of the training rows is held out, stratified by class, and not valued). Raises a
+    :class:`~dvrl_core.errors.DataError` subclass that names the problem when the data cannot be
+    valued.
+    """
+    if (valid is None) == (valid_fraction is None):
+        raise ConfigError("give exactly one of a validation table or a validation fraction")
+    _require_columns(train, [target], "training")
+    if id_column is not None:
+        _require_columns(train, [id_column], "training")
+    if feature_columns is None:
+        features = [c for c in train.columns if c not in (target, id_column)]
+    else:
+        features = list(feature_columns)
+        _require_columns(train, features, "training")
+        if target in features:
+            raise ConfigError(f"the target {target!r} cannot also be a feature column")
+    if not features:
+        raise MissingColumnError("the training table has no feature columns besides the target")
+
+    if task == "auto":
+        task = infer_task(train[target])
+    elif task not in ("classification", "regression"):
+        raise ConfigError(f"task must be classification, regression or auto, not {task!r}")
+
+    _check_target_values(train, target, "training")
+    if valid is None:
+        train, valid = _hold_out(train, target, task, float(valid_fraction), random_state)  # type: ignore[arg-type]
+    needed = [target, *features]
+    _require_columns(valid, needed, "validation")
+    _check_target_values(valid, target, "validation")
+    if test is not None:
+        _require_columns(test, needed, "test")
+        _check_target_values(test, target, "test")
+    if len(train) < MIN_TRAIN_ROWS:
+        raise TooFewRowsError(
+            f"the training table has {len(train)} rows; at least {MIN_TRAIN_ROWS} are needed"
+        )
+    if len(valid) < MIN_VALID_ROWS:
+        raise TooFewRowsError(
+            f"the validation data has {len(valid)} rows; at least {MIN_VALID_ROWS} are needed"
+        )
+
+    encoder = TableEncoder(max_categories).fit(train[features])
+    classes: list = []
+    if task == "classification":
+        classes = sorted(pd.unique(train[target]).tolist(), key=lambda v: (str(type(v)), v))
+        if len(classes) < 2:
+            raise SingleClassError(
+                f"the target {target!r} has one class only ({classes[0]!r}) in the training "
+                "table; valuation needs at least two"
+            )
+        y_train = _encode_labels(train[target], classes, "training")
+        y_valid = _encode_labels(valid[target], classes, "validation")
+        if len(np.unique(y_valid)) < 2:
+            raise SingleClassError(
+                "the validation data has one class only; the reward needs at least two"
+            )
+    else:
+        y_train = _numeric_target(train[target], target, "training")
+        y_valid = _numeric_target(valid[target], target, "validation")
+
+    def split(frame: pd.DataFrame, y: np.ndarray) -> Split:
+        if id_column is not None and id_column in frame.columns:
+            ids = frame[id_column].to_numpy()
+        else:
+            ids = np.asarray(frame.index.to_numpy())
+        return Split(encoder.transform(frame[features]), y, ids)
+
+    test_split = None
+    if test is not None:
+        if task == "classification":
+            y_test = _encode_labels(test[target], classes, "test")
+        else:
+            y_test = _numeric_target(test[target], target, "test")
+        test_split = split(test.reset_index(drop=True), y_test)
+    return PreparedData(
+        task=task,
+        train=split(train, y_train),
+        valid=split(valid.reset_index(drop=True), y_valid),
+        test=test_split,
+        classes=classes,
+        feature_names=encoder.feature_names,
+        target=target,
+    )
+
+
+def _require_columns(frame: pd.DataFrame, columns: Sequence[str], what: str) -> None:
+    missing = [c for c in columns if c not in frame.columns]
+    if missing:
+        shown = ", ".join(repr(c) for c in missing)
+        available = ", ".join(repr(str(c)) for c in list(frame.columns)[:20])
+        raise MissingColumnError(
+            f"the {what} table has no column {shown}; its columns are {available}"
+        )
+
+
+def _check_target_values(frame: pd.DataFrame, target: str, what: str) -> None:
+    empty = int(frame[target].isna().sum())
+    if empty:
+        first = frame.index[frame[target].isna()][:5].tolist()
+        raise MissingTargetError(
+            f"the target {target!r} is empty in {empty} {what} rows (first rows: {first}); "
+            "drop or fill them"
+        )
+
+
+def _encode_labels(labels: pd.Series, classes: list, what: str) -> np.ndarray:
+    lookup = {label: index for index, label in enumerate(classes)}
+    unseen = sorted({v for v in pd.unique(labels) if v not in lookup}, key=str)
+    if unseen:
+        raise UnseenClassError(
+            f"the {what} data has target values the training table lacks: {unseen[:10]}; "
+            f"training classes are {classes[:20]}"
+        )
+    return labels.map(lookup).to_numpy(dtype=np.int64)
+
+
+def _numeric_target(values: pd.Series, target: str, what: str) -> np.ndarray:
+    numbers = pd.to_numeric(values, errors="coerce")
+    bad = numbers.isna() & values.notna()
+    if bad.any() or pd.api.types.is_bool_dtype(values):
+        example = values[bad].iloc[0] if bad.any() else values.iloc[0]
+        raise TargetTypeError(
+            f"a regression target must be numeric, but {what} column {target!r} holds "
+            f"{example!r}; use task='classification' for labels"
+        )
+    array = numbers.to_numpy(dtype=np.float64)
+    if not np.all(np.isfinite(array)):
+        raise TargetTypeError(f"the {what} target {target!r} holds infinite values")
+    return array
+
+
+def _hold_out(
+    train: pd.DataFrame, target: str, task: Task, fraction: float, random_state: int
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    if not 0.0 < fraction < 1.0:
+        raise ConfigError(f"the validation fraction must be between 0 and 1, not {fraction}")
+    rng = np.random.default_rng(random_state)
+    held: list[np.ndarray] = []
+    if task == "classification":
+        positions = np.arange(len(train))
+        labels = train[target].to_numpy()
+        for label in pd.unique(labels):
+            members = positions[labels == label]
+            take = int(round(fraction * len(members)))
+            held.append(rng.choice(members, size=take, replace=False))
+        chosen = np.sort(np.concatenate(held))
+    else:
+        take = int(round(fraction * len(train)))
+        chosen = np.sort(rng.choice(len(train), size=take, replace=False))
+    mask = np.zeros(len(train), dtype=bool)
+    mask[chosen] = True
+    return train.loc[~mask], train.loc[mask]

@@ -1,0 +1,44 @@
+"""Reading and writing tables (CSV and Parquet) as pandas DataFrames."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from .errors import UnreadableTableError
+
+TABLE_SUFFIXES = (".csv", ".parquet", ".pq")
+
+
+def read_table(path: str | Path) -> pd.DataFrame:
+    """Read a CSV or Parquet file into a DataFrame.
+
+    The format is taken from the suffix (``.parquet``/``.pq`` or anything else as CSV). Raises
+    :class:`UnreadableTableError` with the reason when the file cannot be parsed as a table.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise UnreadableTableError(f"{path}: no such file")
+    try:
+        if path.suffix.lower() in (".parquet", ".pq"):
+            frame = pd.read_parquet(path)
+        else:
+            # pyarrow's reader is several times faster than the C engine on big files
+            frame = pd.read_csv(path, engine="pyarrow")
+    except (ValueError, OSError, UnicodeDecodeError) as exc:
+        raise UnreadableTableError(f"{path}: cannot read as a table ({exc})") from exc
+    except Exception as exc:  # pyarrow raises its own ArrowInvalid, a ValueError subclass
+        raise UnreadableTableError(f"{path}: cannot read as a table ({exc})") from exc
+    if frame.shape[1] == 0:
+        raise UnreadableTableError(f"{path}: the table has no columns")
+    return frame
+
+
+def write_table(frame: pd.DataFrame, path: str | Path) -> None:
+    """Write a DataFrame as Parquet (``.parquet``/``.pq``) or CSV (anything else)."""
+    path = Path(path)
+    if path.suffix.lower() in (".parquet", ".pq"):
+        frame.to_parquet(path, index=False)
+    else:
+        frame.to_csv(path, index=False)

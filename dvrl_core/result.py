@@ -1,0 +1,59 @@
+"""The outcome of a valuation: a value per training row with everything needed to trust it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+
+def rank_lowest_first(values: np.ndarray) -> np.ndarray:
+    """Rank 1 for the lowest value; ties keep input order (stable)."""
+    order = np.argsort(values, kind="stable")
+    ranks = np.empty(len(values), dtype=np.int64)
+    ranks[order] = np.arange(1, len(values) + 1)
+    return ranks
+
+
+@dataclass
+class ValuationResult:
+    """Per-row values from :class:`dvrl_core.DVRL` and the run's record.
+
+    ``values[i]`` is the estimator's selection probability for training row ``i`` (the row's
+    value: low means the row likely hurts the target task); ``ids[i]`` its id (the id column's
+    value, or the 0-based row number); ``labels[i]`` its given label.
+    """
+
+    values: np.ndarray
+    ids: np.ndarray
+    labels: np.ndarray
+    reward_trace: np.ndarray  # mean reward of the rollouts, per iteration
+    params: dict[str, Any] = field(default_factory=dict)
+    versions: dict[str, str] = field(default_factory=dict)
+    device: str = "cpu"
+    timings: dict[str, float] = field(default_factory=dict)
+    diagnostics: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def ranks(self) -> np.ndarray:
+        return rank_lowest_first(self.values)
+
+    def __len__(self) -> int:
+        return len(self.values)
+
+    def to_dataframe(self) -> pd.DataFrame:
+        """One row per training row, in input order: ``row``, ``value``, ``rank``, ``label``."""
+        return pd.DataFrame(
+            {"row": self.ids, "value": self.values, "rank": self.ranks, "label": self.labels}
+        )
+
+    def lowest(self, k: int = 10) -> pd.DataFrame:
+        """The ``k`` lowest-valued rows, lowest first: the first ones to review."""
+        return self.to_dataframe().sort_values("rank").head(k).reset_index(drop=True)
+
+    def highest(self, k: int = 10) -> pd.DataFrame:
+        return self.to_dataframe().sort_values("rank", ascending=False).head(k).reset_index(
+            drop=True
+        )
