@@ -149,11 +149,12 @@ class TableEncoder:
             series = frame[code.name]
             missing = series.isna().to_numpy()
             if code.kind == "categorical":
-                cat = pd.Categorical(series.astype("string").to_numpy(na_value=None),
-                                     categories=code.levels)
+                lookup = {level: index for index, level in enumerate(code.levels)}
+                codes = series.astype(str).map(lookup).where(~missing).fillna(-1)
+                codes = codes.to_numpy(dtype=np.int64)
                 onehot = np.zeros((len(series), len(code.levels)), dtype=np.float32)
-                known = cat.codes >= 0
-                onehot[np.flatnonzero(known), cat.codes[known]] = 1.0
+                known = codes >= 0
+                onehot[np.flatnonzero(known), codes[known]] = 1.0
                 blocks.append(onehot)
             else:
                 if code.kind == "bool":
@@ -271,9 +272,9 @@ def prepare(
 
     def split(frame: pd.DataFrame, y: np.ndarray) -> Split:
         if id_column is not None and id_column in frame.columns:
-            ids = frame[id_column].to_numpy()
+            ids = np.array(frame[id_column].to_numpy())
         else:
-            ids = np.asarray(frame.index.to_numpy())
+            ids = np.array(frame.index.to_numpy())
         return Split(encoder.transform(frame[features]), y, ids)
 
     test_split = None
@@ -322,7 +323,7 @@ def _encode_labels(labels: pd.Series, classes: list, what: str) -> np.ndarray:
             f"the {what} data has target values the training table lacks: {unseen[:10]}; "
             f"training classes are {classes[:20]}"
         )
-    return labels.map(lookup).to_numpy(dtype=np.int64)
+    return np.array(labels.map(lookup).to_numpy(dtype=np.int64))  # a writable copy
 
 
 def _numeric_target(values: pd.Series, target: str, what: str) -> np.ndarray:
@@ -334,7 +335,7 @@ def _numeric_target(values: pd.Series, target: str, what: str) -> np.ndarray:
             f"a regression target must be numeric, but {what} column {target!r} holds "
             f"{example!r}; use task='classification' for labels"
         )
-    array = numbers.to_numpy(dtype=np.float64)
+    array = np.array(numbers.to_numpy(dtype=np.float64))  # a writable copy
     if not np.all(np.isfinite(array)):
         raise TargetTypeError(f"the {what} target {target!r} holds infinite values")
     return array

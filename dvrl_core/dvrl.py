@@ -32,7 +32,7 @@ import torch
 from .data import PreparedData
 from .errors import ConfigError, RunStopped
 from .estimator import ValueEstimator, dvrl_loss
-from .metrics import DEFAULT_METRIC, get_metric, recalibrate
+from .metrics import DEFAULT_METRIC, get_metric
 from .predictors import DEFAULT_PREDICTOR, Predictor, make_predictor, resolve_device
 from .predictors.base import as_tensor
 from .result import ValuationResult
@@ -79,9 +79,9 @@ class DVRL:
         baseline: Baseline = "auto",
         window: int = 20,
         normalize_advantage: bool = True,
-        recalibrate: bool = True,
         average_fraction: float = 0.5,
         marginal_predictor: str | None = None,
+        prior_skip: bool = True,
         marginal_predictor_params: dict[str, Any] | None = None,
         device: str = "auto",
         random_state: int = 0,
@@ -102,9 +102,9 @@ class DVRL:
         self.baseline = baseline
         self.window = window
         self.normalize_advantage = normalize_advantage
-        self.recalibrate = recalibrate
         self.average_fraction = average_fraction
         self.marginal_predictor = marginal_predictor
+        self.prior_skip = prior_skip
         self.marginal_predictor_params = dict(marginal_predictor_params or {})
         self.device = device
         self.random_state = random_state
@@ -142,8 +142,7 @@ class DVRL:
             "layer_number": self.layer_number, "comb_dim": self.comb_dim,
             "learning_rate": self.learning_rate, "threshold": self.threshold,
             "rollouts": self.rollouts, "baseline": self.baseline, "window": self.window,
-            "normalize_advantage": self.normalize_advantage, "recalibrate": self.recalibrate,
-            "device": self.device,
+            "normalize_advantage": self.normalize_advantage, "device": self.device,
             "random_state": self.random_state, "predictor_params": self.predictor_params,
         }
 
@@ -222,6 +221,7 @@ class DVRL:
             estimator = ValueEstimator(
                 x.shape[1], label_input.shape[1], marginal.shape[1], hidden_dim=self.hidden_dim,
                 layer_number=self.layer_number, comb_dim=self.comb_dim,
+                prior_skip=self.prior_skip,
             ).to(device)
         optimiser = torch.optim.Adam(estimator.parameters(), lr=self.learning_rate)
         generator = torch.Generator(device=device).manual_seed(sampling_seed)
@@ -267,10 +267,7 @@ class DVRL:
             )
             with torch.no_grad():
                 models = trainer.fit(selection, rows)
-                predicted = trainer.predict(models, x_valid)
-                if self.recalibrate and data.task == "classification":
-                    predicted = recalibrate(predicted, y_valid)
-                score = metric(predicted, y_valid).float()
+                score = metric(trainer.predict(models, x_valid), y_valid).float()
             advantage = self._advantage(score, fixed_baseline, moving_baseline, baseline_mode)
             loss = dvrl_loss(probability, selection, advantage.to(probability.dtype),
                              self.threshold)

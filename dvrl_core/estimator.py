@@ -21,9 +21,10 @@ class ValueEstimator(nn.Module):
 
     def __init__(
         self, n_features: int, label_dim: int, marginal_dim: int, *, hidden_dim: int = 100,
-        layer_number: int = 5, comb_dim: int = 10,
+        layer_number: int = 5, comb_dim: int = 10, prior_skip: bool = False,
     ) -> None:
         super().__init__()
+        self.prior_skip = prior_skip
         layers: list[nn.Module] = [nn.Linear(n_features + label_dim, hidden_dim), nn.ReLU()]
         for _ in range(max(layer_number - 3, 0)):
             layers += [nn.Linear(hidden_dim, hidden_dim), nn.ReLU()]
@@ -32,14 +33,33 @@ class ValueEstimator(nn.Module):
         self.head = nn.Sequential(
             nn.Linear(comb_dim + marginal_dim, comb_dim), nn.ReLU(), nn.Linear(comb_dim, 1)
         )
+        if prior_skip:
+            # start exactly at the prior: the network learns corrections from the reward
+            nn.init.zeros_(self.head[-1].weight)
+            nn.init.zeros_(self.head[-1].bias)
 
     def logits(self, x: torch.Tensor, label: torch.Tensor, marginal: torch.Tensor) -> torch.Tensor:
         hidden = self.body(torch.cat([x, label], dim=1))
-        return self.head(torch.cat([hidden, marginal], dim=1)).squeeze(-1)
+        logit = self.head(torch.cat([hidden, marginal], dim=1)).squeeze(-1)
+        if self.prior_skip:
+            logit = logit + prior_logit(label, marginal)
+        return logit
 
     def forward(self, x: torch.Tensor, label: torch.Tensor, marginal: torch.Tensor) -> torch.Tensor:
         """Selection probabilities in (0, 1), one per row."""
         return torch.sigmoid(self.logits(x, label, marginal))
+
+
+def prior_logit(label: torch.Tensor, marginal: torch.Tensor) -> torch.Tensor:
+    """log-odds of the validation model's probability of the given label, from the marginal
+    (classification: 1 - |1 - f_valid(x)_y|; regression: a decreasing function of the relative
+    error)."""
+    if label.shape[1] == marginal.shape[1] and label.shape[1] > 1:
+        agreement = 1.0 - (marginal * label).sum(1)
+    else:
+        agreement = 1.0 / (1.0 + marginal[:, 0])
+    agreement = agreement.clamp(1e-4, 1 - 1e-4)
+    return torch.log(agreement) - torch.log1p(-agreement)
 
 
 def exploration_penalty(probability: torch.Tensor, threshold: float = 0.9) -> torch.Tensor:

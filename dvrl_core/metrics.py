@@ -62,24 +62,6 @@ def _average_ranks(score: torch.Tensor) -> torch.Tensor:
     return ranks
 
 
-def recalibrate(prob: torch.Tensor, y: torch.Tensor, steps: int = 8) -> torch.Tensor:
-    """Shift each model's class log-odds so that its mean predicted probabilities match the class
-    frequencies of ``y`` (the maximum-likelihood per-class intercept on that data).
-
-    Used on the validation set before scoring a reward: it removes the reward for merely moving
-    the predicted class prior (deselecting one class), so that what remains rewards better
-    decision functions.
-    """
-    n_classes = prob.shape[-1]
-    frequency = torch.nn.functional.one_hot(y, n_classes).to(torch.float64).mean(0)
-    log_prob = torch.log(prob.to(torch.float64).clamp_min(EPS))
-    shift = torch.zeros(*prob.shape[:-2], 1, n_classes, dtype=torch.float64, device=prob.device)
-    for _ in range(steps):
-        current = torch.softmax(log_prob + shift, dim=-1).mean(-2, keepdim=True)
-        shift = shift + torch.log(frequency.clamp_min(EPS)) - torch.log(current.clamp_min(EPS))
-    return torch.softmax(log_prob + shift, dim=-1)
-
-
 def _accuracy(prob: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return (prob.argmax(-1) == y).to(torch.float64).mean(-1)
 
@@ -131,8 +113,8 @@ def get_metric(name: str, task: str) -> MetricFn:
 def score(name: str, task: str, predictions: np.ndarray, y: np.ndarray) -> float:
     """A metric on numpy arrays, in its natural orientation (log-loss, MAE, ... positive)."""
     fn = get_metric(name, task)
-    pred = torch.as_tensor(np.asarray(predictions, dtype=np.float64))
-    target = torch.as_tensor(np.asarray(y))
+    pred = torch.tensor(np.asarray(predictions, dtype=np.float64))
+    target = torch.tensor(np.asarray(y))
     if task == "regression":
         target = target.to(torch.float64)
     value = float(fn(pred, target))
@@ -141,6 +123,6 @@ def score(name: str, task: str, predictions: np.ndarray, y: np.ndarray) -> float
 
 def roc_auc(score_values: np.ndarray, positive: np.ndarray) -> float:
     """Plain binary AUROC of ``score_values`` for the boolean ``positive`` (ties averaged)."""
-    s = torch.as_tensor(np.asarray(score_values, dtype=np.float64))
-    p = torch.as_tensor(np.asarray(positive, dtype=bool))
+    s = torch.tensor(np.asarray(score_values, dtype=np.float64))
+    p = torch.tensor(np.asarray(positive, dtype=bool))
     return float(_binary_auc(s, p))

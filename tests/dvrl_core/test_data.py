@@ -1,0 +1,156 @@
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from dvrl_core import (
+    ConfigError,
+    EmptyColumnError,
+    MissingColumnError,
+    MissingTargetError,
+    SingleClassError,
+    TargetTypeError,
+    TooFewRowsError,
+    UnreadableTableError,
+    UnseenClassError,
+    infer_task,
+    prepare,
+    read_table,
+)
+from dvrl_core.datasets import make_table
+
+
+@pytest.fixture
+def table() -> pd.DataFrame:
+    return make_table(60, n_features=4, random_state=1)
+
+
+def test_numeric_columns_are_scaled_with_training_statistics(table):
+    valid = table.copy()
+    valid["x0"] = valid["x0"] + 100.0
+    data = prepare(table, "label", valid)
+    column = data.feature_names.index("x0")
+    assert data.train.x[:, column].mean() == pytest.approx(0.0, abs=1e-5)
+    assert data.train.x[:, column].std() == pytest.approx(1.0, abs=1e-4)
+    # the validation shift shows up, measured in training standard deviations
+    assert data.valid.x[:, column].mean() > 10
+
+
+def test_categoricals_are_one_hot_and_unseen_levels_encode_as_zeros(table):
+    valid = table.copy()
+    valid.loc[0, "cat0"] = "never-seen"
+    data = prepare(table, "label", valid)
+    columns = [i for i, n in enumerate(data.feature_names) if n.startswith("cat0=")]
+    assert len(columns) == table["cat0"].nunique()
+    assert np.all(data.train.x[:, columns].sum(1) == 1.0)
+    assert data.valid.x[0, columns].sum() == 0.0
+
+
+def test_missing_numbers_are_imputed_with_an_indicator(table):
+    train = table.copy()
+    train.loc[[1, 2], "x1"] = np.nan
+    data = prepare(train, "label", table)
+    assert "x1__missing" in data.feature_names
+    flag = data.feature_names.index("x1__missing")
+    assert data.train.x[[1, 2], flag].tolist() == [1.0, 1.0]
+    assert np.isfinite(data.train.x).all()
+
+
+def test_booleans_dates_and_integer_labels(table):
+    train = table.copy()
+    train["flag"] = train["x0"] > 0
+    train["when"] = pd.date_range("2020-01-01", periods=len(train), freq="D")
+    train["label"] = (train["label"] == "class_1").astype(int) * 7
+    data = prepare(train, "label", valid_fraction=0.25)
+    assert data.task == "classification" and data.classes == [0, 7]
+    assert "flag" in data.feature_names and "when" in data.feature_names
+    assert len(data.train) + len(data.valid) == len(train)
+
+
+def test_validation_fraction_is_stratified_and_ids_are_input_row_numbers(table):
+    data = prepare(table, "label", valid_fraction=0.25, random_state=3)
+    assert abs(len(data.valid) - 15) <= 1
+    share = (table["label"] == "class_1").mean()
+    held = np.mean(np.asarray(data.classes)[data.valid.y] == "class_1")
+    assert abs(held - share) < 0.05
+    assert sorted(set(data.train.ids)) == sorted(data.train.ids)
+    assert len(data.train) + len(data.valid) == 60 and data.train.ids.max() < 60
+
+
+def test_id_column_names_rows(table):
+    table["key"] = [f"r{i}" for i in range(len(table))]
+    data = prepare(table, "label", table, id_column="key")
+    assert list(data.train.ids[:2]) == ["r0", "r1"]
+    assert not any(n.startswith("key") for n in data.feature_names)
+
+
+def test_task_inference():
+    assert infer_task(pd.Series(["a", "b"])) == "classification"
+    assert infer_task(pd.Series([0, 1, 1, 0])) == "classification"
+    assert infer_task(pd.Series(np.linspace(0, 1, 50))) == "regression"
+    assert infer_task(pd.Series(np.arange(100))) == "regression"
+
+
+def test_regression_targets(table):
+    regression = make_table(60, n_features=4, task="regression")
+    data = prepare(regression, "label", regression)
+    assert data.task == "regression" and data.train.y.dtype == np.float64
+
+
+@pytest.mark.parametrize(
+    ("change", "error", "words"),
+    [
+        (lambda t: t.drop(columns="label"), MissingColumnError, "no column 'label'"),
+        (lambda t: t.assign(label="same"), SingleClassError, "one class"),
+        (lambda t: t.head(5), TooFewRowsError, "at least"),
+        (lambda t: t.assign(label=t["label"].where(t.index != 3)), MissingTargetError, "empty"),
+        (lambda t: t.assign(x0=np.nan), EmptyColumnError, "'x0'"),
+    ],
+)
+def test_bad_training_tables_raise_specific_errors(table, change, error, words):
+    with pytest.raises(error, match=words):
+        prepare(change(table.copy()), "label", table)
+
+
+def test_validation_classes_the_training_table_lacks(table):
+    valid = table.copy()
+    valid.loc[0, "label"] = "class_9"
+    with pytest.raises(UnseenClassError, match="class_9"):
+        prepare(table, "label", valid)
+
+
+def test_single_class_validation(table):
+    with pytest.raises(SingleClassError, match="validation"):
+        prepare(table, "label", table.assign(label="class_0"))
+
+
+def test_non_numeric_regression_target(table):
+    with pytest.raises(TargetTypeError, match="numeric"):
+        prepare(table, "label", table, task="regression")
+
+
+def test_validation_table_without_feature_columns(table):
+    with pytest.raises(MissingColumnError, match="validation"):
+        prepare(table, "label", table.drop(columns="x1"))
+
+
+def test_exactly_one_validation_source(table):
+    with pytest.raises(ConfigError):
+        prepare(table, "label")
+    with pytest.raises(ConfigError):
+        prepare(table, "label", table, valid_fraction=0.2)
+    with pytest.raises(ConfigError):
+        prepare(table, "label", valid_fraction=1.5)
+
+
+def test_read_table_csv_parquet_and_garbage(tmp_path, table):
+    table.to_csv(tmp_path / "t.csv", index=False)
+    table.to_parquet(tmp_path / "t.parquet")
+    assert read_table(tmp_path / "t.csv").shape == table.shape
+    assert read_table(tmp_path / "t.parquet").shape == table.shape
+    (tmp_path / "bad.parquet").write_bytes(b"not parquet at all")
+    with pytest.raises(UnreadableTableError):
+        read_table(tmp_path / "bad.parquet")
+    with pytest.raises(UnreadableTableError, match="no such file"):
+        read_table(tmp_path / "missing.csv")

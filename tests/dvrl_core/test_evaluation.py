@@ -1,0 +1,59 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from dvrl_core import (
+    ConfigError,
+    detection_auroc,
+    discovery_curve,
+    found_fraction,
+    inject_label_noise,
+    prepare,
+    removal_curves,
+    weighted_training,
+)
+from dvrl_core.datasets import make_table
+
+
+def test_noise_injection_moves_exactly_the_fraction_to_other_classes():
+    y = np.repeat(np.arange(3), 100)
+    noisy, corrupted = inject_label_noise(y, 0.2, 3, random_state=5)
+    assert len(corrupted) == 60
+    assert np.all(noisy[corrupted] != y[corrupted])
+    untouched = np.setdiff1d(np.arange(300), corrupted)
+    assert np.array_equal(noisy[untouched], y[untouched])
+    again, same = inject_label_noise(y, 0.2, 3, random_state=5)
+    assert np.array_equal(again, noisy) and np.array_equal(same, corrupted)
+    with pytest.raises(ConfigError):
+        inject_label_noise(y, 1.5, 3)
+
+
+def test_discovery_figures_for_perfect_and_inverted_values():
+    values = np.arange(100, dtype=float)
+    corrupted = np.arange(20)  # the 20 lowest values are the corrupted rows
+    assert found_fraction(values, corrupted, 0.2) == 1.0
+    assert found_fraction(-values, corrupted, 0.2) == 0.0
+    assert detection_auroc(values, corrupted) == 1.0
+    assert detection_auroc(-values, corrupted) == 0.0
+    curve = discovery_curve(values, corrupted, steps=11)
+    assert curve["found"].tolist() == curve["optimal"].tolist()
+    assert curve["random"].iloc[-1] == 1.0 and curve["found"].iloc[0] == 0.0
+
+
+def test_removal_curves_show_removing_corrupted_rows_helps():
+    table = make_table(700, n_features=6, random_state=3)
+    data = prepare(table.iloc[:400], "label", table.iloc[400:550], test=table.iloc[550:])
+    noisy, corrupted = inject_label_noise(data.train.y, 0.3, 2, random_state=0)
+    data = data.with_train_labels(noisy)
+    oracle = np.ones(len(noisy))
+    oracle[corrupted] = 0.0  # perfect values: corrupted rows lowest
+    curves = removal_curves(data, oracle, model="logistic_regression", random_repeats=2,
+                            fractions=np.array([0.0, 0.1, 0.3]))
+    assert list(curves.columns) == ["removed", "remove_lowest", "remove_highest", "random",
+                                    "random_std"]
+    assert curves.attrs["metric"] == "auc"
+    final = curves.iloc[-1]
+    assert final["remove_lowest"] > final["random"] > final["remove_highest"]
+    weighted = weighted_training(data, oracle, model="logistic_regression")
+    assert weighted["weighted"] > weighted["unweighted"]

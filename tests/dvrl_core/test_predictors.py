@@ -1,0 +1,77 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from sklearn.linear_model import LogisticRegression as ReferenceLogistic
+from sklearn.linear_model import Ridge
+
+from dvrl_core import ConfigError, make_predictor
+
+
+def _classification(n=300, d=8, classes=2, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((n, d)).astype(np.float32)
+    w = rng.standard_normal((d, classes))
+    y = np.argmax(x @ w + rng.gumbel(size=(n, classes)), axis=1)
+    return x, y
+
+
+@pytest.mark.parametrize("classes", [2, 3])
+def test_logistic_regression_matches_scikit_learn_on_selected_rows(classes):
+    x, y = _classification(classes=classes)
+    predictor = make_predictor("logistic_regression", "classification", classes)
+    trainer = predictor.trainer(torch.tensor(x), torch.tensor(y))
+    selections = (torch.rand(4, len(y), generator=torch.Generator().manual_seed(0)) < 0.7)
+    batched = trainer.predict(trainer.fit(selections.float()), torch.tensor(x)).numpy()
+    for r in range(4):
+        keep = selections[r].numpy()
+        reference = ReferenceLogistic(C=1.0, tol=1e-10, max_iter=10_000).fit(x[keep], y[keep])
+        assert np.abs(batched[r] - reference.predict_proba(x)).max() < 2e-3
+
+
+def test_linear_regression_matches_ridge_with_weights():
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((200, 5)).astype(np.float32)
+    y = x @ rng.standard_normal(5) + 3 + rng.standard_normal(200) * 0.1
+    weight = rng.integers(0, 2, 200).astype(float)
+    ours = make_predictor("linear_regression", "regression", alpha=1e-6).fit(x, y, weight)
+    reference = Ridge(alpha=1e-6).fit(x, y, sample_weight=weight)
+    assert np.abs(ours.predict(x) - reference.predict(x)).max() < 1e-3
+
+
+def test_mlp_learns_and_batched_fits_equal_single_fits():
+    x, y = _classification(n=200, d=5)
+    mlp = make_predictor("mlp", "classification", 2, epochs=40, random_state=3)
+    trainer = mlp.trainer(torch.tensor(x), torch.tensor(y))
+    weights = torch.ones(3, len(y))
+    weights[1, :50] = 0
+    batched = trainer.predict(trainer.fit(weights), torch.tensor(x))
+    single = trainer.predict(trainer.fit(weights[1:2]), torch.tensor(x))
+    assert torch.allclose(batched[1], single[0], atol=1e-5)
+    assert torch.allclose(batched[0], batched[2])  # same data, same start: same model
+    accuracy = (batched[0].argmax(-1).numpy() == y).mean()
+    assert accuracy > 0.75  # labels carry Gumbel noise; chance is about 0.5
+
+
+def test_mlp_regression_and_lightgbm_with_sample_weights():
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((300, 4)).astype(np.float32)
+    y = 5 * x[:, 0] + 100
+    mlp = make_predictor("mlp", "regression", epochs=50).fit(x, y)
+    assert np.abs(mlp.predict(x) - y).mean() < 2.0
+    labels = (x[:, 0] > 0).astype(int)
+    weight = np.where(np.arange(300) < 150, 1.0, 0.0)
+    booster = make_predictor("lightgbm", "classification", 2).fit(x, labels, weight)
+    probability = booster.predict(x)
+    assert probability.shape == (300, 2)
+    assert (probability.argmax(1) == labels).mean() > 0.9
+
+
+def test_registry_rejects_unknown_names_and_wrong_tasks():
+    with pytest.raises(ConfigError, match="unknown predictor"):
+        make_predictor("svm", "classification", 2)
+    with pytest.raises(ConfigError, match="does not do regression"):
+        make_predictor("logistic_regression", "regression")
+    with pytest.raises(ConfigError, match="bad parameters"):
+        make_predictor("mlp", "classification", 2, depth=3)
