@@ -6,16 +6,29 @@ samples selections s ~ Bernoulli(h) for a batch of rows, trains the predictor on
 updates h with REINFORCE on reward = score - baseline, plus the exploration penalty that keeps the
 mean probability within [0.1, 0.9]. The values are h on every training row.
 
-What this implementation adds to the paper, and why. With one rollout per iteration the reward
-is a single noisy number for a thousand row-level decisions; the gradient barely carries per-row
-information, so the estimator drifts onto a monotone function of its strongest input (the
-marginal) with a sign the reward does not reliably fix. Here each iteration draws ``rollouts``
-independent selections and trains one predictor per selection as one batched computation; each
-rollout's advantage is its reward minus the mean reward of the other rollouts (a leave-one-out
-baseline, unbiased and far less noisy than a fixed or moving-average one), scaled by the rollouts'
-reward spread so that the step size does not depend on the metric's units. With ``rollouts=1`` the
-loop is the official one (fixed baseline: the predictor trained on all rows) or the paper's
-(moving-average baseline over ``window`` iterations).
+What this implementation adds to the paper, and why (measured on the Adult protocol; see
+README.md for the figures):
+
+* ``rollouts`` selections per iteration, one predictor each, trained as one batched computation.
+  Each rollout's advantage is its reward minus the mean reward of the other rollouts (leave-one-out
+  baseline), divided by the rewards' spread so the step does not depend on the metric's units.
+  With one rollout, a reward is one noisy number for a thousand row decisions.
+* The reward metric defaults to log-loss: across random selections its correlation with the
+  number of corrupted rows selected was -0.41, against -0.14 for AUC, which is blind to the
+  calibration damage that flipped labels do.
+* Inside DVRL, logistic regression is strongly regularised by default (C = 10 / rows): each row's
+  effect on the reward then tracks its label's correctness (per-row effect AUROC 0.90 vs 0.80).
+* The marginal also enters as a prior: the last layer starts at zero and the log-odds of the
+  validation model's probability of the given label is added to the estimator's logit
+  (``prior_skip``), so training starts from that prior and the reward must earn every change.
+  Without it the estimator leaves the prior early and wanders.
+* The values are the selection probabilities averaged over the iterations
+  (``average_fraction`` of the run, from its end), not the last iterate's: the REINFORCE
+  gradient is noisy, and the average is a far steadier estimate.
+
+With ``rollouts=1, prior_skip=False, average_fraction=0`` and the AUC metric the loop is the
+official one (fixed baseline: the predictor trained on all rows) or the paper's (moving-average
+baseline over ``window`` iterations).
 """
 
 from __future__ import annotations
@@ -32,11 +45,14 @@ import torch
 from .data import PreparedData
 from .errors import ConfigError, RunStopped
 from .estimator import ValueEstimator, dvrl_loss
-from .metrics import DEFAULT_METRIC, get_metric
+from .metrics import get_metric
 from .predictors import DEFAULT_PREDICTOR, Predictor, make_predictor, resolve_device
 from .predictors.base import as_tensor
 from .result import ValuationResult
 from .seeding import child_seeds, library_versions
+
+STRONG_L2_PER_ROW = 0.1
+DVRL_DEFAULT_METRIC = {"classification": "log_loss", "regression": "mse"}
 
 Baseline = Literal["auto", "fixed", "moving_average", "leave_one_out"]
 
@@ -79,7 +95,7 @@ class DVRL:
         baseline: Baseline = "auto",
         window: int = 20,
         normalize_advantage: bool = True,
-        average_fraction: float = 0.5,
+        average_fraction: float = 1.0,
         marginal_predictor: str | None = None,
         prior_skip: bool = True,
         marginal_predictor_params: dict[str, Any] | None = None,
@@ -152,6 +168,10 @@ class DVRL:
             return self.predictor
         name = self.predictor or DEFAULT_PREDICTOR[data.task]
         params = dict(self.predictor_params)
+        if name == "logistic_regression":
+            # strong L2 (C = 10 / rows): on the Adult protocol each row's measured effect on the
+            # reward then tracks label correctness far better (AUROC 0.90 vs 0.80 at C = 1)
+            params.setdefault("alpha", STRONG_L2_PER_ROW * min(len(data.train), self.batch_size))
         if name == "mlp":
             params.setdefault("epochs", self.inner_iterations)
             params.setdefault("batch_size", self.predictor_batch_size)
@@ -199,7 +219,7 @@ class DVRL:
         """
         started = time.perf_counter()
         device = resolve_device(self.device)
-        metric_name = self.metric or DEFAULT_METRIC[data.task]
+        metric_name = self.metric or DVRL_DEFAULT_METRIC[data.task]
         metric = get_metric(metric_name, data.task)
         estimator_seed, sampling_seed, predictor_seed = child_seeds(self.random_state)[:3]
 
@@ -228,6 +248,9 @@ class DVRL:
         baseline_mode = self._baseline_mode()
         moving_baseline = fixed_baseline
         rewards = np.zeros(self.iterations)
+        # running sums of each row's selection probability, for the averaged values
+        value_sum = torch.zeros(n, dtype=torch.float64, device=device)
+        value_count = torch.zeros(n, dtype=torch.float64, device=device)
         start_iteration = 0
         if resume_from is not None:
             state = _load_state(resume_from)
@@ -238,6 +261,8 @@ class DVRL:
             generator.set_state(state["generator"])
             moving_baseline = float(state["moving_baseline"])
             rewards[: len(state["rewards"])] = state["rewards"].numpy()
+            value_sum = state["value_sum"].to(device)
+            value_count = state["value_count"].to(device)
             start_iteration = int(state["iteration"])
 
         def checkpoint(iteration: int) -> bytes:
@@ -246,10 +271,9 @@ class DVRL:
                 "estimator": estimator.state_dict(), "optimiser": optimiser.state_dict(),
                 "generator": generator.get_state(), "moving_baseline": moving_baseline,
                 "rewards": torch.as_tensor(rewards[:iteration]),
+                "value_sum": value_sum.cpu(), "value_count": value_count.cpu(),
             })
 
-        averaged = torch.zeros(n, dtype=torch.float64, device=device)
-        averaged_count = 0
         setup_s = time.perf_counter() - started
         loop_started = time.perf_counter()
         batch = min(self.batch_size, n)
@@ -274,9 +298,13 @@ class DVRL:
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
             optimiser.step()
-            if rows is None and iteration >= self.iterations * (1 - self.average_fraction):
-                averaged = averaged + probability.detach().double()
-                averaged_count += 1
+            if iteration >= self.iterations * (1 - self.average_fraction):
+                if rows is None:
+                    value_sum += probability.detach().double()
+                    value_count += 1
+                else:
+                    value_sum.index_add_(0, rows, probability.detach().double())
+                    value_count.index_add_(0, rows, torch.ones_like(rows, dtype=torch.float64))
             mean_score = float(score.mean())
             rewards[iteration] = mean_score - fixed_baseline
             if baseline_mode == "moving_average":
@@ -289,9 +317,9 @@ class DVRL:
                 on_checkpoint(checkpoint(done), done)
         train_s = time.perf_counter() - loop_started
 
-        values = self._values(estimator, x, label_input, marginal)
-        if averaged_count:
-            values = (averaged / averaged_count).cpu().numpy()
+        final = self._values(estimator, x, label_input, marginal)
+        counts = value_count.cpu().numpy()
+        values = np.where(counts > 0, value_sum.cpu().numpy() / np.maximum(counts, 1), final)
         control = self.marginal_control(data, marginal.cpu().numpy())
         params = self.get_params() | {
             "predictor": predictor.name, "predictor_params": predictor.params(),

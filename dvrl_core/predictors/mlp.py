@@ -74,6 +74,10 @@ class _MLPTrainer(BatchTrainer):
         return -torch.gather(log_prob, -1, y.expand(log_prob.shape[:-1]).unsqueeze(-1)).squeeze(-1)
 
     def fit(self, weights: torch.Tensor, rows: torch.Tensor | None = None) -> _MLPModels:
+        with torch.enable_grad():  # DVRL calls fit under no_grad
+            return self._fit(weights, rows)
+
+    def _fit(self, weights: torch.Tensor, rows: torch.Tensor | None) -> _MLPModels:
         x = self.x if rows is None else self.x[rows]
         y = self.y if rows is None else self.y[rows]
         r, n = weights.shape

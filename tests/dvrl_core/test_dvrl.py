@@ -1,0 +1,156 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from dvrl_core import (
+    DVRL,
+    ConfigError,
+    RunStopped,
+    detection_auroc,
+    found_fraction,
+    inject_label_noise,
+    make_predictor,
+    prepare,
+)
+from dvrl_core.datasets import make_table
+
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+
+
+@pytest.fixture(scope="module")
+def noisy_data():
+    table = make_table(700, n_features=8, signal=3.0, random_state=11)
+    data = prepare(table.iloc[:500], "label", table.iloc[500:])
+    noisy, corrupted = inject_label_noise(data.train.y, 0.2, 2, random_state=0)
+    return data.with_train_labels(noisy), corrupted
+
+
+def small(**params):
+    base = dict(iterations=30, rollouts=8, random_state=0, device="cpu")
+    return DVRL(**(base | params))
+
+
+def test_same_seed_same_values_other_seed_other_values(noisy_data):
+    data, _ = noisy_data
+    first = small().fit(data).values
+    assert np.array_equal(first, small().fit(data).values)
+    assert not np.array_equal(first, small(random_state=1).fit(data).values)
+
+
+def test_interrupted_and_resumed_run_equals_an_uninterrupted_one(noisy_data):
+    data, _ = noisy_data
+    whole = small().fit(data)
+    checkpoints = {}
+    with pytest.raises(RunStopped) as stopped:
+        small().fit(data, should_stop=lambda: len(checkpoints) == 2,
+                    on_checkpoint=lambda state, i: checkpoints.setdefault(i, state),
+                    checkpoint_every=10)
+    assert stopped.value.iteration == 20 and stopped.value.total == 30
+    resumed = small().fit(data, resume_from=stopped.value.checkpoint)
+    assert np.array_equal(resumed.values, whole.values)
+    assert np.array_equal(resumed.reward_trace, whole.reward_trace)
+    from_first = small().fit(data, resume_from=checkpoints[10])
+    assert np.array_equal(from_first.values, whole.values)
+
+
+def test_checkpoint_of_another_run_is_refused(noisy_data):
+    data, _ = noisy_data
+    with pytest.raises(RunStopped) as stopped:
+        small().fit(data, should_stop=lambda: True)
+    with pytest.raises(ConfigError, match="checkpoint"):
+        small(iterations=31).fit(data, resume_from=stopped.value.checkpoint)
+
+
+def test_progress_is_reported_every_iteration(noisy_data):
+    data, _ = noisy_data
+    seen = []
+    result = small().fit(data, on_progress=seen.append)
+    assert [p.iteration for p in seen] == list(range(1, 31))
+    assert all(p.total == 30 for p in seen)
+    assert [p.reward for p in seen] == pytest.approx(result.reward_trace.tolist())
+    assert seen[-1].elapsed_s > 0
+
+
+def test_marginal_input_is_distance_of_label_from_validation_model(noisy_data):
+    data, _ = noisy_data
+    dvrl = small()
+    reference = make_predictor("logistic_regression", "classification", 2,
+                               alpha=dvrl.marginal_predictor_params.get("alpha", 1.0))
+    reference.fit(data.valid.x, data.valid.y)
+    probability = reference.predict(data.train.x)
+    expected = np.abs(np.eye(2)[data.train.y] - probability)
+    assert np.allclose(dvrl.marginal(data), expected, atol=1e-5)
+
+
+def test_result_table_and_record(noisy_data):
+    data, _ = noisy_data
+    result = small().fit(data)
+    frame = result.to_dataframe()
+    assert list(frame.columns) == ["row", "value", "rank", "label"]
+    assert len(frame) == len(data.train)
+    assert sorted(frame["rank"]) == list(range(1, len(frame) + 1))
+    lowest = frame.loc[frame["rank"] == 1, "value"].item()
+    assert lowest == frame["value"].min()
+    assert set(result.labels) <= {"class_0", "class_1"}
+    assert result.params["rollouts"] == 8 and result.params["metric"] == "log_loss"
+    assert {"torch", "numpy"} <= set(result.versions)
+    assert result.timings["iterations_per_s"] > 0
+
+
+def test_quality_planted_label_noise_is_found_and_not_inverted(noisy_data):
+    """Fails if DVRL stops finding flipped labels, collapses, or inverts its ranking."""
+    data, corrupted = noisy_data
+    dvrl = DVRL(iterations=300, random_state=0, device="cpu")
+    result = dvrl.fit(data)
+    control = dvrl.marginal_control(data, dvrl.marginal(data))
+    auroc = detection_auroc(result.values, corrupted)
+    assert found_fraction(result.values, corrupted, 0.2) > 0.6  # random finds 0.2
+    assert auroc > 0.85
+    assert auroc >= detection_auroc(control, corrupted) - 0.03
+    assert np.std(result.values) > 0.05  # not collapsed onto one value
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_runs_on_every_available_device(noisy_data, device):
+    data, _ = noisy_data
+    result = small(device=device, iterations=5).fit(data)
+    assert result.device.startswith(device) and np.isfinite(result.values).all()
+
+
+def test_regression_multiclass_mlp_and_sampled_batches():
+    regression = make_table(300, n_features=5, task="regression", random_state=2)
+    data = prepare(regression.iloc[:200], "label", regression.iloc[200:])
+    result = small(iterations=10, batch_size=64).fit(data)
+    assert result.params["predictor"] == "linear_regression" and len(result) == 200
+    multiclass = make_table(300, n_features=5, n_classes=3, random_state=4)
+    data = prepare(multiclass.iloc[:200], "label", multiclass.iloc[200:])
+    result = small(iterations=3, predictor="mlp", inner_iterations=2, metric="auc").fit(data)
+    assert result.params["predictor"] == "mlp" and np.isfinite(result.values).all()
+
+
+def test_single_rollout_official_baselines(noisy_data):
+    data, _ = noisy_data
+    for baseline in ("fixed", "moving_average"):
+        result = small(rollouts=1, baseline=baseline, iterations=5).fit(data)
+        assert result.params["baseline"] == baseline
+
+
+@pytest.mark.parametrize(
+    "params",
+    [{"iterations": 0}, {"rollouts": 0}, {"layer_number": 2}, {"threshold": 1.5},
+     {"baseline": "median"}, {"baseline": "leave_one_out", "rollouts": 1},
+     {"learning_rate": -1.0}],
+)
+def test_bad_parameters_are_refused(params):
+    with pytest.raises(ConfigError):
+        DVRL(**params)
+
+
+def test_unknown_metric_and_predictor(noisy_data):
+    data, _ = noisy_data
+    with pytest.raises(ConfigError, match="metric"):
+        small(metric="rmspe").fit(data)
+    with pytest.raises(ConfigError, match="predictor"):
+        small(predictor="svm").fit(data)
