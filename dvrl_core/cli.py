@@ -67,6 +67,9 @@ def _build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _build_parser().parse_args(argv)
+    from .runtime import tune_allocator
+
+    tune_allocator()
     try:
         if args.command == "demo":
             return _demo(args)

@@ -1,0 +1,94 @@
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+
+from dvrl_core.datasets import make_table
+
+
+def run_cli(*args: str, cwd=None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "dvrl_core.cli", *args], capture_output=True,
+                          text=True, cwd=cwd, timeout=300)
+
+
+@pytest.fixture(scope="module")
+def tables(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("tables")
+    table = make_table(500, n_features=6, signal=3.0, random_state=5)
+    table.insert(0, "customer", [f"c{i:04d}" for i in range(len(table))])
+    table.iloc[:350].to_csv(folder / "train.csv", index=False)
+    table.iloc[350:].to_parquet(folder / "valid.parquet")
+    return folder
+
+
+def test_value_writes_one_row_per_training_row_in_input_order(tables):
+    out = tables / "values.csv"
+    done = run_cli("value", str(tables / "train.csv"), "--target", "label", "--valid",
+                   str(tables / "valid.parquet"), "--iterations", "40", "--seed", "3",
+                   "--id-column", "customer", "--inject-noise", "0.2", "--out", str(out))
+    assert done.returncode == 0, done.stderr
+    values = pd.read_csv(out)
+    assert {"row", "value", "rank", "label", "noise_injected"} <= set(values.columns)
+    assert values["row"].tolist() == [f"c{i:04d}" for i in range(350)]
+    assert sorted(values["rank"]) == list(range(1, 351))
+    assert values["noise_injected"].sum() == 70
+    assert "lowest-valued rows" in done.stderr and "found among the lowest" in done.stderr
+    assert "marginal input alone" in done.stderr
+
+
+def test_parquet_output_row_numbers_and_same_seed_same_file(tables):
+    outputs = []
+    for name in ("a.parquet", "b.parquet"):
+        done = run_cli("value", str(tables / "train.csv"), "--target", "label",
+                       "--valid-fraction", "0.3", "--iterations", "10", "--quiet",
+                       "--out", str(tables / name))
+        assert done.returncode == 0, done.stderr
+        assert done.stderr == ""
+        outputs.append(pd.read_parquet(tables / name))
+    pd.testing.assert_frame_equal(outputs[0], outputs[1])
+    rows = outputs[0]["row"].tolist()
+    assert rows == sorted(rows) and len(rows) == 245 and max(rows) < 350
+
+
+def test_values_to_standard_output(tables):
+    done = run_cli("value", str(tables / "train.csv"), "--target", "label", "--valid",
+                   str(tables / "valid.parquet"), "--iterations", "5", "--quiet")
+    assert done.returncode == 0
+    assert done.stdout.splitlines()[0] == "row,value,rank,label"
+    assert len(done.stdout.splitlines()) == 351
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--target", "nope"], "no column 'nope'"),
+        (["--target", "label", "--predictor", "svm"], "unknown predictor"),
+        (["--target", "label", "--iterations", "0"], "iterations"),
+        (["--target", "x0", "--inject-noise", "0.2", "--task", "regression"], "classification"),
+    ],
+)
+def test_errors_print_one_line_and_exit_2(tables, args, message):
+    done = run_cli("value", str(tables / "train.csv"), "--valid",
+                   str(tables / "valid.parquet"), *args)
+    assert done.returncode == 2
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0]
+    assert "Traceback" not in done.stderr
+
+
+def test_missing_file_and_missing_validation(tables):
+    done = run_cli("value", str(tables / "nothing.csv"), "--target", "label", "--valid-fraction",
+                   "0.2")
+    assert done.returncode == 2 and "no such file" in done.stderr
+    done = run_cli("value", str(tables / "train.csv"), "--target", "label")
+    assert done.returncode == 2 and "--valid" in done.stderr
+
+
+def test_demo_values_a_generated_table(tmp_path):
+    done = run_cli("demo", "--rows", "300", "--iterations", "30", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "injected noise: 60 labels flipped" in done.stderr
+    assert len(pd.read_csv(tmp_path / "dvrl-demo-values.csv")) == 300
