@@ -36,7 +36,7 @@ def make_table(
         probability = 1.0 / (1.0 + np.exp(-signal * score))
         classes = (rng.random(n_rows) < probability).astype(int)
     else:
-        weights = rng.standard_normal((n_numeric, n_classes)) if n_numeric else np.zeros((0, n_classes))
+        weights = rng.standard_normal((n_numeric, n_classes))
         logits = signal * (numeric @ weights) / np.sqrt(max(n_numeric, 1))
         classes = np.argmax(logits + rng.gumbel(size=logits.shape), axis=1)
     columns["label"] = np.array([f"class_{c}" for c in classes])

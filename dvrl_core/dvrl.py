@@ -313,7 +313,8 @@ class DVRL:
             if on_progress is not None:
                 on_progress(Progress(done, self.iterations, rewards[iteration],
                                      time.perf_counter() - loop_started))
-            if on_checkpoint is not None and done % checkpoint_every == 0 and done < self.iterations:
+            due = done % checkpoint_every == 0 and done < self.iterations
+            if on_checkpoint is not None and due:
                 on_checkpoint(checkpoint(done), done)
         train_s = time.perf_counter() - loop_started
 
@@ -377,7 +378,7 @@ class DVRL:
     @staticmethod
     def _values(estimator: ValueEstimator, x: torch.Tensor, label: torch.Tensor,
                 marginal: torch.Tensor, chunk: int = 65536) -> np.ndarray:
-        """Selection probabilities in float64 (from the logits, so that near-1 values still rank)."""
+        """Selection probabilities in float64, from the logits (near-1 values still rank)."""
         out = []
         with torch.no_grad():
             for start in range(0, len(x), chunk):
