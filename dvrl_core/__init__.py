@@ -10,33 +10,53 @@ No web, queue or database code lives here: the CLI, the worker and notebooks all
 
 from __future__ import annotations
 
-from .data import PreparedData, Split, TableEncoder, infer_task, prepare
-from .dvrl import DVRL, Progress
-from .errors import (
-    ConfigError,
-    DataError,
-    DVRLError,
-    EmptyColumnError,
-    MissingColumnError,
-    MissingTargetError,
-    RunStopped,
-    SingleClassError,
-    TargetTypeError,
-    TooFewRowsError,
-    UnreadableTableError,
-    UnseenClassError,
-)
-from .evaluation import (
-    detection_auroc,
-    discovery_curve,
-    found_fraction,
-    removal_curves,
-    weighted_training,
-)
-from .io import read_table, write_table
-from .noise import inject_label_noise
-from .predictors import PREDICTORS, Predictor, make_predictor
-from .result import ValuationResult
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
+
+# Names are imported on first use (PEP 562), so that ``import dvrl_core.errors`` from a web
+# process does not pull in torch.
+_EXPORTS = {
+    "PreparedData": "data", "Split": "data", "TableEncoder": "data", "infer_task": "data",
+    "prepare": "data", "DVRL": "dvrl", "Progress": "dvrl", "ConfigError": "errors",
+    "DataError": "errors", "DVRLError": "errors", "EmptyColumnError": "errors",
+    "MissingColumnError": "errors", "MissingTargetError": "errors", "RunStopped": "errors",
+    "SingleClassError": "errors", "TargetTypeError": "errors", "TooFewRowsError": "errors",
+    "UnreadableTableError": "errors", "UnseenClassError": "errors",
+    "detection_auroc": "evaluation", "discovery_curve": "evaluation",
+    "found_fraction": "evaluation", "removal_curves": "evaluation",
+    "weighted_training": "evaluation", "read_table": "io", "write_table": "io",
+    "inject_label_noise": "noise", "PREDICTORS": "predictors", "Predictor": "predictors",
+    "make_predictor": "predictors", "ValuationResult": "result",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        value = getattr(import_module(f".{_EXPORTS[name]}", __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'dvrl_core' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))
+
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .data import PreparedData, Split, TableEncoder, infer_task, prepare
+    from .dvrl import DVRL, Progress
+    from .errors import (
+        ConfigError, DataError, DVRLError, EmptyColumnError, MissingColumnError,
+        MissingTargetError, RunStopped, SingleClassError, TargetTypeError, TooFewRowsError,
+        UnreadableTableError, UnseenClassError,
+    )
+    from .evaluation import (
+        detection_auroc, discovery_curve, found_fraction, removal_curves, weighted_training,
+    )
+    from .io import read_table, write_table
+    from .noise import inject_label_noise
+    from .predictors import PREDICTORS, Predictor, make_predictor
+    from .result import ValuationResult
 
 __all__ = [
     "DVRL", "PREDICTORS", "ConfigError", "DVRLError", "DataError", "EmptyColumnError",

@@ -1,0 +1,79 @@
+"""RFC 9457 problem details: every error of the API, mapped in one place.
+
+Each problem has a stable ``type`` (``/problems/<slug>``); validation problems list the offending
+fields in ``errors``.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from dvrl_core.errors import ConfigError, DataError
+from service.errors import ServiceError
+from service.jobs import UnknownDataset
+
+log = logging.getLogger(__name__)
+MEDIA_TYPE = "application/problem+json"
+
+
+def problem(status: int, slug: str, title: str, detail: str, request: Request | None = None,
+            errors: list[dict[str, Any]] | None = None,
+            headers: dict[str, str] | None = None) -> JSONResponse:
+    body: dict[str, Any] = {"type": f"/problems/{slug}", "title": title, "status": status,
+                            "detail": detail}
+    if request is not None:
+        body["instance"] = request.url.path
+    if errors:
+        body["errors"] = errors
+    return JSONResponse(body, status_code=status, media_type=MEDIA_TYPE, headers=headers)
+
+
+def _field(location: tuple | list) -> str:
+    parts = [str(p) for p in location if p not in ("body", "query", "path")]
+    return ".".join(parts) or "body"
+
+
+def install(app: FastAPI) -> None:
+    @app.exception_handler(RequestValidationError)
+    async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = [{"field": _field(e.get("loc", ())), "message": e.get("msg", "invalid")}
+                  for e in exc.errors()]
+        return problem(422, "validation-error", "Invalid request",
+                       f"{len(errors)} field(s) are invalid", request, errors)
+
+    @app.exception_handler(UnknownDataset)
+    async def _unknown_dataset(request: Request, exc: UnknownDataset) -> JSONResponse:
+        return problem(422, "unknown-dataset", "Unknown dataset", str(exc), request,
+                       [{"field": ".".join(exc.field), "message": str(exc)}])
+
+    @app.exception_handler(ServiceError)
+    async def _service(request: Request, exc: ServiceError) -> JSONResponse:
+        return problem(exc.status, exc.slug, exc.title, str(exc), request)
+
+    @app.exception_handler(DataError)
+    async def _data(request: Request, exc: DataError) -> JSONResponse:
+        return problem(422, exc.code, "The data cannot be valued as given", str(exc), request)
+
+    @app.exception_handler(ConfigError)
+    async def _config(request: Request, exc: ConfigError) -> JSONResponse:
+        return problem(422, exc.code, "Invalid parameters", str(exc), request)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        slug = {404: "not-found", 405: "method-not-allowed", 413: "upload-too-large"}.get(
+            exc.status_code, "http-error")
+        return problem(exc.status_code, slug, str(exc.detail), str(exc.detail), request,
+                       headers=getattr(exc, "headers", None))
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error on %s", request.url.path)
+        return problem(500, "internal-error", "Internal error",
+                       "the request failed unexpectedly; the service log has the details",
+                       request)

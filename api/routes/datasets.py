@@ -1,0 +1,64 @@
+"""Datasets: upload (CSV or Parquet), get, list, delete."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, File, Request, Response, UploadFile
+from fastapi.concurrency import run_in_threadpool
+
+from service import datasets
+from service.errors import UploadTooLarge
+from service.models import Dataset
+
+from ..deps import PageSize, SessionDep, SettingsDep, decode_token, encode_token
+from ..schemas import DatasetPublic, DatasetsPublic
+
+router = APIRouter(prefix="/v1/datasets", tags=["datasets"])
+
+
+def to_public(dataset: Dataset) -> DatasetPublic:
+    return DatasetPublic(id=dataset.id, filename=dataset.filename, rows=dataset.rows,
+                         n_columns=len(dataset.columns), columns=dataset.columns,
+                         sha256=dataset.sha256, size_bytes=dataset.size_bytes,
+                         created_at=dataset.created_at)
+
+
+@router.post("", status_code=201, response_model=DatasetPublic, operation_id="create_dataset",
+             summary="Upload a table (CSV or Parquet)")
+async def create_dataset(
+    request: Request, response: Response, session: SessionDep, settings: SettingsDep,
+    file: Annotated[UploadFile, File(description="the table: CSV with a header row, or Parquet")],
+) -> DatasetPublic:
+    if file.size is not None and file.size > settings.max_upload_bytes:
+        raise UploadTooLarge(f"the upload is {file.size} bytes; at most "
+                             f"{settings.max_upload_bytes} are accepted")
+    # parsing a big table takes seconds: off the event loop
+    dataset = await run_in_threadpool(datasets.ingest, session, file.file,
+                                      file.filename or "upload", settings)
+    response.headers["Location"] = f"/v1/datasets/{dataset.id}"
+    return to_public(dataset)
+
+
+@router.get("", response_model=DatasetsPublic, operation_id="list_datasets",
+            summary="List datasets, newest first")
+def list_datasets(session: SessionDep, page_size: PageSize = 50,
+                  page_token: str | None = None) -> DatasetsPublic:
+    items = datasets.list_datasets(session, page_size + 1, decode_token(page_token))
+    more = len(items) > page_size
+    items = items[:page_size]
+    return DatasetsPublic(items=[to_public(d) for d in items],
+                          next_page_token=encode_token(items[-1].id) if more else None)
+
+
+@router.get("/{dataset_id}", response_model=DatasetPublic, operation_id="get_dataset",
+            summary="Get a dataset's description")
+def get_dataset(dataset_id: str, session: SessionDep) -> DatasetPublic:
+    return to_public(datasets.get_dataset(session, dataset_id))
+
+
+@router.delete("/{dataset_id}", status_code=204, operation_id="delete_dataset",
+               summary="Delete a dataset (409 while an unfinished job uses it)")
+def delete_dataset(dataset_id: str, session: SessionDep) -> Response:
+    datasets.delete_dataset(session, dataset_id)
+    return Response(status_code=204)

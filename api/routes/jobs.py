@@ -1,0 +1,61 @@
+"""Jobs: create (202), get, list (page tokens, state filter), cancel."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from fastapi import APIRouter, Response
+
+from service import dispatch, jobs
+from service.models import Job
+from service.specs import JobSpec
+
+from ..deps import PageSize, SessionDep, decode_token, encode_token
+from ..schemas import JobPublic, JobsPublic
+
+router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+State = Literal["QUEUED", "RUNNING", "CANCELLING", "SUCCEEDED", "FAILED", "CANCELLED"]
+
+
+def to_public(job: Job) -> JobPublic:
+    base = f"/v1/jobs/{job.id}"
+    links = {"self": base, "cancel": f"{base}:cancel"}
+    if job.state == "SUCCEEDED":
+        links |= {"values": f"{base}/values", "corrupted": f"{base}/corrupted",
+                  "curves": f"{base}/curves"}
+    return JobPublic(id=job.id, state=job.state, spec=JobSpec.model_validate(job.spec),
+                     progress=job.progress or {"phase": "queued"}, error=job.error,
+                     summary=job.summary, created_at=job.created_at, started_at=job.started_at,
+                     finished_at=job.finished_at, links=links)
+
+
+@router.post("", status_code=202, response_model=JobPublic, operation_id="create_job",
+             summary="Start a valuation job")
+def create_job(spec: JobSpec, response: Response, session: SessionDep) -> JobPublic:
+    job = jobs.create_job(session, spec)  # committed before the message is sent
+    dispatch.send(job.id, spec.device)
+    response.headers["Location"] = f"/v1/jobs/{job.id}"
+    return to_public(job)
+
+
+@router.get("", response_model=JobsPublic, operation_id="list_jobs",
+            summary="List jobs, newest first")
+def list_jobs(session: SessionDep, state: State | None = None, page_size: PageSize = 50,
+              page_token: str | None = None) -> JobsPublic:
+    items = jobs.list_jobs(session, page_size + 1, decode_token(page_token), state)
+    more = len(items) > page_size
+    items = items[:page_size]
+    return JobsPublic(items=[to_public(j) for j in items],
+                      next_page_token=encode_token(items[-1].id) if more else None)
+
+
+@router.post("/{job_id}:cancel", status_code=202, response_model=JobPublic,
+             operation_id="cancel_job", summary="Ask a job to stop (cooperative)")
+def cancel_job(job_id: str, session: SessionDep) -> JobPublic:
+    return to_public(jobs.request_cancel(session, job_id))
+
+
+@router.get("/{job_id}", response_model=JobPublic, operation_id="get_job",
+            summary="A job's state, progress and outcome")
+def get_job(job_id: str, session: SessionDep) -> JobPublic:
+    return to_public(jobs.get_job(session, job_id))

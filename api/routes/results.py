@@ -1,0 +1,59 @@
+"""Results of a SUCCEEDED job: values (paged JSON, CSV, Parquet), corrupted rows, curves."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from fastapi import APIRouter, Response
+from fastapi.responses import StreamingResponse
+
+from service import results
+from service.db import new_session
+
+from ..deps import PageSize, SessionDep, decode_int_token, encode_token
+from ..schemas import CurvesPublic, ValuesPublic
+
+router = APIRouter(prefix="/v1/jobs/{job_id}", tags=["results"])
+
+
+@router.get("/values", response_model=ValuesPublic, operation_id="get_values",
+            summary="One value per training row",
+            responses={200: {"content": {"text/csv": {}, "application/vnd.apache.parquet": {}}}})
+def get_values(job_id: str, session: SessionDep, format: Literal["json", "csv", "parquet"] = "json",
+               order: Literal["rank", "row"] = "rank", page_size: PageSize = 1000,
+               page_token: str | None = None):
+    """JSON pages ordered by rank (lowest value first) or input row order; ``format=csv`` or
+    ``parquet`` downloads every row in input order (columns row, value, rank, label, flagged)."""
+    results.require_succeeded(session, job_id)
+    if format == "csv":
+        def stream():
+            with new_session() as own:  # the request's session closes before streaming ends
+                yield from results.csv_chunks(own, job_id)
+
+        return StreamingResponse(stream(), media_type="text/csv", headers={
+            "Content-Disposition": f'attachment; filename="values-{job_id}.csv"'})
+    if format == "parquet":
+        return Response(results.parquet_bytes(session, job_id),
+                        media_type="application/vnd.apache.parquet", headers={
+                            "Content-Disposition": f'attachment; filename="values-{job_id}.parquet"'})
+    key = "rank" if order == "rank" else "position"
+    items, last = results.values_page(session, job_id, key, decode_int_token(page_token),
+                                      page_size)
+    return ValuesPublic(items=items, next_page_token=encode_token(last))
+
+
+@router.get("/corrupted", response_model=ValuesPublic, operation_id="get_corrupted",
+            summary="Flagged rows, lowest value first: the likely corrupted ones")
+def get_corrupted(job_id: str, session: SessionDep, page_size: PageSize = 1000,
+                  page_token: str | None = None) -> ValuesPublic:
+    results.require_succeeded(session, job_id)
+    items, last = results.values_page(session, job_id, "rank", decode_int_token(page_token),
+                                      page_size, flagged_only=True)
+    return ValuesPublic(items=items, next_page_token=encode_token(last))
+
+
+@router.get("/curves", response_model=CurvesPublic, operation_id="get_curves",
+            summary="Removal curves, discovery curve and reward trace")
+def get_curves(job_id: str, session: SessionDep) -> CurvesPublic:
+    job = results.require_succeeded(session, job_id)
+    return CurvesPublic(**(job.curves or {"reward_trace": {}}))

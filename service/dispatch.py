@@ -1,0 +1,112 @@
+"""Sending jobs to workers. Only the dispatch differs between modes; the runner is the same.
+
+* Celery (``DVRL_BROKER_URL`` set): a message with the job id alone, by task name, to the CPU or
+  GPU queue; acks are late, so a message is not lost with a killed worker.
+* Embedded (no broker): an in-process thread runs queued jobs one at a time, oldest first.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from functools import lru_cache
+
+from celery import Celery
+from sqlalchemy import select
+
+from .db import session_scope
+from .models import Job
+from .settings import Settings, get_settings
+
+log = logging.getLogger(__name__)
+TASK_NAME = "dvrl.run_job"
+
+
+def make_celery(settings: Settings) -> Celery:
+    app = Celery("dvrl", broker=settings.broker_url)
+    # late acks + prefetch 1: a message is acknowledged only after its job ended, and a worker
+    # holds one job at a time; the visibility timeout outlasts the longest job
+    visibility = settings.max_time_budget_s + 3600
+    app.conf.update(
+        task_acks_late=True, task_reject_on_worker_lost=True, worker_prefetch_multiplier=1,
+        task_default_queue=settings.cpu_queue, broker_connection_retry_on_startup=True,
+        broker_transport_options={"visibility_timeout": visibility},
+        task_ignore_result=True, worker_hijack_root_logger=False,
+    )
+    return app
+
+
+@lru_cache
+def celery_app() -> Celery:
+    return make_celery(get_settings())
+
+
+class EmbeddedWorker:
+    """Runs queued jobs in a background thread of the API process (the embedded default)."""
+
+    def __init__(self) -> None:
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="dvrl-embedded-worker",
+                                        daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+
+    def notify(self) -> None:
+        self._wake.set()
+
+    def _next_job(self) -> str | None:
+        with session_scope() as session:
+            return session.scalar(select(Job.id).where(Job.state == "QUEUED")
+                                  .order_by(Job.created_at).limit(1))
+
+    def _loop(self) -> None:
+        from .runner import run_job
+
+        while not self._stop.is_set():
+            job_id = self._next_job()
+            if job_id is None:
+                self._wake.wait(timeout=2.0)
+                self._wake.clear()
+                continue
+            try:
+                run_job(job_id)
+            except Exception:  # keep the worker alive whatever one job does
+                log.exception("embedded worker: job %s", job_id)
+
+
+_embedded: EmbeddedWorker | None = None
+
+
+def start_embedded_worker() -> EmbeddedWorker:
+    global _embedded
+    if _embedded is None:
+        _embedded = EmbeddedWorker()
+        _embedded.start()
+    return _embedded
+
+
+def stop_embedded_worker() -> None:
+    global _embedded
+    if _embedded is not None:
+        _embedded.stop()
+        _embedded = None
+
+
+def queue_for(device: str, settings: Settings) -> str:
+    return settings.gpu_queue if device == "cuda" else settings.cpu_queue
+
+
+def send(job_id: str, device: str, settings: Settings | None = None) -> None:
+    """Hand a committed QUEUED job to a worker."""
+    settings = settings or get_settings()
+    if settings.embedded:
+        if _embedded is not None:
+            _embedded.notify()
+        return
+    celery_app().send_task(TASK_NAME, args=[job_id], queue=queue_for(device, settings))

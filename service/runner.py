@@ -1,0 +1,236 @@
+"""The job runner: the same code behind the Celery worker and the embedded in-process worker.
+
+``run_job(job_id)`` claims the job, values the data with dvrl_core, writes progress at a steady
+rate, honours cancellation and the time budget cooperatively, runs the requested evaluations and
+stores the results; it never raises for a job's own failure (the job ends FAILED with a problem
+body that says why).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import numpy as np
+
+from dvrl_core import (
+    DVRL,
+    DVRLError,
+    PreparedData,
+    RunStopped,
+    detection_auroc,
+    discovery_curve,
+    found_fraction,
+    inject_label_noise,
+    prepare,
+    removal_curves,
+    weighted_training,
+)
+from dvrl_core.errors import ConfigError
+from dvrl_core.predictors.base import resolve_device
+
+from . import jobs
+from .datasets import load_frame
+from .db import session_scope
+from .results import write_values
+from .settings import Settings, get_settings
+from .specs import JobSpec
+
+log = logging.getLogger(__name__)
+REMOVAL_SAMPLE_ROWS = 20_000
+TRACE_POINTS = 500
+
+
+class _Budget(Exception):
+    pass
+
+
+class _Monitor:
+    """Progress writes, cancel checks and checkpoints, each at its own steady rate."""
+
+    def __init__(self, job_id: str, settings: Settings, budget_s: float) -> None:
+        self.job_id = job_id
+        self.settings = settings
+        self.started = time.monotonic()
+        self.budget_s = budget_s
+        self.last_progress = self.last_cancel_check = self.last_checkpoint = 0.0
+        self.cancelled = False
+        self.over_budget = False
+        self.recent: list[float] = []
+
+    def phase(self, name: str, **extra: Any) -> None:
+        with session_scope() as session:
+            jobs.record_progress(session, self.job_id, {"phase": name,
+                                                        "elapsed_s": self.elapsed()} | extra)
+
+    def elapsed(self) -> float:
+        return round(time.monotonic() - self.started, 3)
+
+    def on_progress(self, progress) -> None:
+        self.recent = (self.recent + [float(progress.reward)])[-20:]
+        now = time.monotonic()
+        last = progress.iteration == progress.total
+        if not last and now - self.last_progress < self.settings.progress_interval_s:
+            return
+        self.last_progress = now
+        rate = progress.iteration / max(progress.elapsed_s, 1e-9)
+        self.phase("training", iteration=progress.iteration, total=progress.total,
+                   reward=float(np.mean(self.recent)),
+                   eta_s=round((progress.total - progress.iteration) / max(rate, 1e-9), 1))
+
+    def should_stop(self) -> bool:
+        if self.elapsed() > self.budget_s:
+            self.over_budget = True
+            return True
+        now = time.monotonic()
+        if now - self.last_cancel_check < self.settings.cancel_check_interval_s:
+            return False
+        self.last_cancel_check = now
+        with session_scope() as session:
+            self.cancelled = jobs.cancel_requested(session, self.job_id)
+        return self.cancelled
+
+    def on_checkpoint(self, state: bytes, iteration: int) -> None:
+        now = time.monotonic()
+        if now - self.last_checkpoint < self.settings.checkpoint_interval_s:
+            return
+        self.last_checkpoint = now
+        with session_scope() as session:
+            jobs.save_checkpoint(session, self.job_id, state)
+
+
+def run_job(job_id: str, settings: Settings | None = None) -> str | None:
+    """Run one job to its end; returns the final state, or None if it was not ours to run."""
+    settings = settings or get_settings()
+    with session_scope() as session:
+        if not jobs.claim(session, job_id):
+            return None
+        job = jobs.get_job(session, job_id)
+        spec = JobSpec.model_validate(job.spec)
+        checkpoint = job.checkpoint
+    budget = float(spec.time_budget_s or settings.default_time_limit_s)
+    monitor = _Monitor(job_id, settings, budget)
+    try:
+        return _run(job_id, spec, monitor, checkpoint)
+    except RunStopped:
+        if monitor.cancelled:
+            with session_scope() as session:
+                jobs.finish(session, job_id, "CANCELLED", progress={"phase": "cancelled",
+                                                                    "elapsed_s": monitor.elapsed()})
+            return "CANCELLED"
+        return _fail(job_id, "time-budget-exceeded", "Time budget exceeded",
+                     f"the job ran past its time budget of {budget:.0f} s; raise time_budget_s "
+                     "or lower dvrl.iterations", monitor)
+    except DVRLError as exc:
+        return _fail(job_id, exc.code, "The data cannot be valued as given", str(exc), monitor)
+    except Exception:  # a bug, not the user's data: log it, keep tracebacks out of the body
+        log.exception("job %s failed", job_id)
+        return _fail(job_id, "internal-error", "Internal error",
+                     "the job failed unexpectedly; the service log has the details", monitor)
+
+
+def _fail(job_id: str, code: str, title: str, detail: str, monitor: _Monitor) -> str:
+    error = {"type": f"/problems/{code}", "title": title, "status": 422, "detail": detail}
+    with session_scope() as session:
+        jobs.finish(session, job_id, "FAILED", error=error,
+                    progress={"phase": "failed", "elapsed_s": monitor.elapsed()})
+    return "FAILED"
+
+
+def _prepare(job_id: str, spec: JobSpec) -> tuple[PreparedData, np.ndarray | None]:
+    with session_scope() as session:
+        train = load_frame(session, spec.dataset_id)
+        valid = load_frame(session, spec.validation.dataset_id) \
+            if spec.validation.dataset_id else None
+        test = load_frame(session, spec.test.dataset_id) if spec.test else None
+    data = prepare(train, spec.target, valid, valid_fraction=spec.validation.fraction, test=test,
+                   id_column=spec.id_column, feature_columns=spec.features, task=spec.task,
+                   random_state=spec.seed)
+    corrupted = None
+    if spec.label_noise is not None:
+        if data.task != "classification":
+            raise ConfigError("label_noise flips labels, so it needs a classification target")
+        noisy, corrupted = inject_label_noise(data.train.y, spec.label_noise, data.n_classes,
+                                              spec.seed)
+        data = data.with_train_labels(noisy)
+    return data, corrupted
+
+
+def _run(job_id: str, spec: JobSpec, monitor: _Monitor, checkpoint: bytes | None) -> str:
+    monitor.phase("preparing")
+    data, corrupted = _prepare(job_id, spec)
+    params = spec.dvrl.model_dump()
+    dvrl = DVRL(spec.predictor, device=str(resolve_device(spec.device)),
+                random_state=spec.seed, **params)
+    monitor.phase("training", iteration=0, total=spec.dvrl.iterations)
+    result = dvrl.fit(data, on_progress=monitor.on_progress, should_stop=monitor.should_stop,
+                      on_checkpoint=monitor.on_checkpoint, resume_from=checkpoint)
+
+    monitor.phase("evaluating")
+    summary, curves = _evaluate(spec, data, result, corrupted, dvrl)
+    monitor.phase("writing")
+    flag_fraction = spec.flag_fraction or spec.label_noise or 0.1
+    with session_scope() as session:
+        summary["flagged"] = write_values(session, job_id, result, flag_fraction, corrupted)
+    if monitor.should_stop() and monitor.cancelled:
+        raise RunStopped(spec.dvrl.iterations, spec.dvrl.iterations, b"")
+    with session_scope() as session:
+        jobs.finish(session, job_id, "SUCCEEDED", summary=summary, curves=curves,
+                    progress={"phase": "done", "iteration": spec.dvrl.iterations,
+                              "total": spec.dvrl.iterations, "elapsed_s": monitor.elapsed()})
+    return "SUCCEEDED"
+
+
+def _evaluate(spec: JobSpec, data: PreparedData, result, corrupted, dvrl: DVRL):
+    trace = result.reward_trace
+    step = max(1, len(trace) // TRACE_POINTS)
+    curves: dict[str, Any] = {"reward_trace": {"iteration": list(range(1, len(trace) + 1, step)),
+                                               "reward": trace[::step].round(6).tolist()}}
+    summary: dict[str, Any] = {
+        "rows": len(result), "task": data.task, "predictor": result.params["predictor"],
+        "metric": result.params["metric"], "device": result.device,
+        "timings": {k: round(v, 3) for k, v in result.timings.items()},
+        "diagnostics": result.diagnostics, "versions": result.versions,
+    }
+    if corrupted is not None:
+        control = dvrl.marginal_control(data, dvrl.marginal(data))
+        curve = discovery_curve(result.values, corrupted)
+        curves["discovery"] = curve.to_dict(orient="list")
+        summary["label_noise"] = {
+            "flipped": int(len(corrupted)),
+            **{f"found_at_{p}": found_fraction(result.values, corrupted, p / 100)
+               for p in (10, 20, 30)},
+            "auroc": detection_auroc(result.values, corrupted),
+            "marginal_control": {"found_at_20": found_fraction(control, corrupted, 0.2),
+                                 "auroc": detection_auroc(control, corrupted)},
+        }
+    if "removal" in spec.evaluations or "weighted" in spec.evaluations:
+        sample = _evaluation_sample(data, result.values, spec.seed)
+        sampled_data, sampled_values = sample
+        if "removal" in spec.evaluations:
+            frame = removal_curves(sampled_data, sampled_values, random_state=spec.seed)
+            curves["removal"] = frame.to_dict(orient="list") | {
+                "metric": frame.attrs["metric"], "model": "lightgbm",
+                "rows": len(sampled_values)}
+        if "weighted" in spec.evaluations:
+            summary["weighted_training"] = weighted_training(sampled_data, sampled_values,
+                                                             random_state=spec.seed)
+    return summary, curves
+
+
+def _evaluation_sample(data: PreparedData, values: np.ndarray, seed: int):
+    """Removal curves retrain LightGBM ~80 times: on big tables use a seeded row sample."""
+    if len(values) <= REMOVAL_SAMPLE_ROWS:
+        return data, values
+    keep = np.sort(np.random.default_rng(seed).choice(len(values), REMOVAL_SAMPLE_ROWS,
+                                                      replace=False))
+    from dvrl_core.data import Split
+
+    train = Split(data.train.x[keep], data.train.y[keep], data.train.ids[keep])
+    sampled = PreparedData(data.task, train, data.valid, data.test, data.classes,
+                           data.feature_names, data.target)
+    return sampled, values[keep]
+
+
+__all__ = ["run_job"]

@@ -1,0 +1,79 @@
+"""The job spec: what a user asks a valuation job to do, with the paper's defaults."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+# the predictor registry's names, spelled out so that the API does not import torch; a test
+# checks that they match dvrl_core.predictors.PREDICTORS
+PredictorName = Literal["lightgbm", "linear_regression", "logistic_regression", "mlp"]
+Evaluation = Literal["removal", "weighted"]
+
+
+class StrictModel(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ValidationSpec(StrictModel):
+    """A validation dataset from the target task, or a fraction held out of the training table."""
+
+    dataset_id: str | None = Field(None, description="id of an uploaded validation dataset")
+    fraction: float | None = Field(None, gt=0, lt=1, description="hold out this fraction")
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> ValidationSpec:
+        if (self.dataset_id is None) == (self.fraction is None):
+            raise ValueError("give exactly one of dataset_id or fraction")
+        return self
+
+
+class TestSpec(StrictModel):
+    dataset_id: str = Field(description="id of an uploaded test dataset (for removal curves)")
+
+
+class DVRLParams(StrictModel):
+    """DVRL hyper-parameters; defaults are the paper's (and this service's, see README)."""
+
+    iterations: int = Field(2000, ge=1, le=100_000)
+    batch_size: int = Field(2000, ge=2, le=1_000_000)
+    inner_iterations: int = Field(100, ge=1, le=10_000)
+    predictor_batch_size: int = Field(256, ge=1, le=100_000)
+    hidden_dim: int = Field(100, ge=1, le=4096)
+    layer_number: int = Field(5, ge=3, le=20)
+    comb_dim: int = Field(10, ge=1, le=1024)
+    learning_rate: float = Field(0.01, gt=0, le=1)
+    rollouts: int = Field(32, ge=1, le=4096)
+    metric: Literal["auc", "accuracy", "log_loss", "mae", "mse", "rmspe"] | None = None
+    baseline: Literal["auto", "fixed", "moving_average", "leave_one_out"] = "auto"
+
+
+class JobSpec(StrictModel):
+    """Everything a job needs. Only ``dataset_id``, ``target`` and ``validation`` are required."""
+
+    dataset_id: str = Field(description="the training dataset")
+    target: str = Field(min_length=1, description="the label column")
+    validation: ValidationSpec
+    test: TestSpec | None = None
+    task: Literal["auto", "classification", "regression"] = "auto"
+    id_column: str | None = Field(None, description="column that names rows in the results")
+    features: list[str] | None = Field(None, description="feature columns; default all others")
+    predictor: PredictorName | None = Field(
+        None, description="default: logistic_regression (linear_regression for regression)")
+    dvrl: DVRLParams = Field(default_factory=DVRLParams)
+    evaluations: list[Evaluation] = Field(default_factory=lambda: ["removal"])
+    seed: int = Field(0, ge=0, le=2**31 - 1)
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    time_budget_s: int | None = Field(None, ge=1, le=7 * 24 * 3600)
+    label_noise: float | None = Field(
+        None, gt=0, lt=1, description="self-check: flip this fraction of training labels")
+    flag_fraction: float | None = Field(
+        None, gt=0, le=1, description="flag this fraction of lowest-valued rows; default: the "
+        "label_noise fraction, else 0.1")
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{
+        "dataset_id": "0b8f7d2e-5c1a-4a57-9c44-2f7e1c7f6a10", "target": "income",
+        "validation": {"dataset_id": "5e1d7f0c-2b9a-4f4e-8d0e-8a3c3f9b7a21"},
+        "label_noise": 0.2, "seed": 0,
+    }]})

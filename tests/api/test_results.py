@@ -1,0 +1,55 @@
+from __future__ import annotations
+
+import io
+
+import pandas as pd
+
+from service.runner import run_job
+from tests.conftest import upload
+
+
+def _succeeded_job(client, tables) -> str:
+    train, valid = tables
+    train = train.copy()
+    train.loc[0, "customer"] = "=HYPERLINK(\"http://x\")"  # a formula cell
+    spec = {"dataset_id": upload(client, train), "target": "label",
+            "validation": {"dataset_id": upload(client, valid)}, "id_column": "customer",
+            "label_noise": 0.2, "dvrl": {"iterations": 40, "rollouts": 8}, "evaluations": []}
+    job_id = client.post("/v1/jobs", json=spec).json()["id"]
+    assert run_job(job_id) == "SUCCEEDED"
+    return job_id
+
+
+def test_values_pages_in_rank_and_row_order_and_downloads(client, tables):
+    job_id = _succeeded_job(client, tables)
+    seen, token = [], None
+    while True:
+        params = {"page_size": 100} | ({"page_token": token} if token else {})
+        page = client.get(f"/v1/jobs/{job_id}/values", params=params).json()
+        seen += page["items"]
+        token = page["next_page_token"]
+        if token is None:
+            break
+    assert [v["rank"] for v in seen] == list(range(1, 361))
+    values = [v["value"] for v in seen]
+    assert values == sorted(values)
+    by_row = client.get(f"/v1/jobs/{job_id}/values", params={"order": "row",
+                                                              "page_size": 5}).json()
+    assert [v["row"] for v in by_row["items"][1:]] == ["c0001", "c0002", "c0003", "c0004"]
+
+    csv = client.get(f"/v1/jobs/{job_id}/values", params={"format": "csv"})
+    assert csv.headers["content-type"].startswith("text/csv")
+    table = pd.read_csv(io.StringIO(csv.text))
+    assert list(table.columns[:3]) == ["row", "value", "rank"] and len(table) == 360
+    assert table["row"].iloc[0].startswith("'=")  # neutralised for spreadsheets
+    assert table["row"].iloc[1] == "c0001"
+    parquet = client.get(f"/v1/jobs/{job_id}/values", params={"format": "parquet"})
+    frame = pd.read_parquet(io.BytesIO(parquet.content))
+    assert len(frame) == 360 and frame["noise_injected"].sum() == 72
+
+
+def test_corrupted_lists_flagged_rows_lowest_first(client, tables):
+    job_id = _succeeded_job(client, tables)
+    rows = client.get(f"/v1/jobs/{job_id}/corrupted", params={"page_size": 1000}).json()
+    assert len(rows["items"]) == 72 and all(r["flagged"] for r in rows["items"])
+    assert [r["rank"] for r in rows["items"]] == list(range(1, 73))

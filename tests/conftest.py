@@ -1,0 +1,128 @@
+"""Shared fixtures: the real PostgreSQL (database ``test``) through the real migrations, the real
+Redis, and real worker processes."""
+
+from __future__ import annotations
+
+import io
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+PG_URL = os.environ.get("DVRL_TEST_DATABASE_URL",
+                        "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+REDIS_URL = os.environ.get("DVRL_TEST_BROKER_URL", "redis://127.0.0.1:6379/15")
+
+
+def _configure(database_url: str | None, broker_url: str | None) -> None:
+    from service.db import dispose_engines
+    from service.dispatch import celery_app
+    from service.settings import get_settings
+
+    for name, value in (("DVRL_DATABASE_URL", database_url), ("DVRL_BROKER_URL", broker_url)):
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
+    os.environ["DVRL_PROGRESS_INTERVAL_S"] = "0.2"
+    get_settings.cache_clear()
+    celery_app.cache_clear()
+    dispose_engines()
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[str]:
+    """A clean schema in the ``test`` database, migrated to head."""
+    from sqlalchemy import create_engine, text
+
+    from service.migrate import upgrade
+
+    engine = create_engine(PG_URL)
+    with engine.begin() as connection:
+        connection.execute(text("DROP SCHEMA public CASCADE"))
+        connection.execute(text("CREATE SCHEMA public"))
+    engine.dispose()
+    upgrade(PG_URL)
+    yield PG_URL
+
+
+@pytest.fixture
+def service_env(postgres) -> Iterator[str]:
+    """Settings pointing at PostgreSQL and Redis; tables and the test queue emptied."""
+    import redis
+    from sqlalchemy import text
+
+    _configure(postgres, REDIS_URL)
+    from service.db import get_engine
+
+    with get_engine().begin() as connection:
+        connection.execute(text("TRUNCATE job_values, jobs, datasets CASCADE"))
+    redis.Redis.from_url(REDIS_URL).flushdb()
+    yield postgres
+    _configure(None, None)
+
+
+@pytest.fixture
+def client(service_env):
+    from fastapi.testclient import TestClient
+
+    from api.app import create_app
+
+    with TestClient(create_app(run_embedded_worker=False)) as test_client:
+        yield test_client
+
+
+def csv_bytes(frame) -> bytes:
+    buffer = io.StringIO()
+    frame.to_csv(buffer, index=False)
+    return buffer.getvalue().encode()
+
+
+@pytest.fixture(scope="session")
+def tables():
+    """A generated classification table: 360 training rows, 140 validation rows."""
+    from dvrl_core.datasets import make_table
+
+    table = make_table(500, n_features=6, signal=3.0, random_state=7)
+    table.insert(0, "customer", [f"c{i:04d}" for i in range(len(table))])
+    return table.iloc[:360].reset_index(drop=True), table.iloc[360:].reset_index(drop=True)
+
+
+def upload(client, frame, name="train.csv") -> str:
+    response = client.post("/v1/datasets", files={"file": (name, csv_bytes(frame))})
+    assert response.status_code == 201, response.text
+    return response.json()["id"]
+
+
+def wait_for(client, job_id: str, states=("SUCCEEDED", "FAILED", "CANCELLED"),
+             timeout: float = 180.0) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        job = client.get(f"/v1/jobs/{job_id}").json()
+        if job["state"] in states:
+            return job
+        time.sleep(0.2)
+    raise AssertionError(f"job {job_id} still {job['state']} after {timeout}s: {job}")
+
+
+@pytest.fixture
+def celery_worker(service_env, tmp_path) -> Iterator[subprocess.Popen]:
+    """A real ``dvrl worker`` process on the real Redis and PostgreSQL (log in tmp_path)."""
+    env = os.environ | {"DVRL_DATABASE_URL": PG_URL, "DVRL_BROKER_URL": REDIS_URL,
+                        "DVRL_PROGRESS_INTERVAL_S": "0.2"}
+    with open(tmp_path / "worker.log", "wb") as log:
+        process = subprocess.Popen([sys.executable, "-m", "dvrl_cli", "worker", "--loglevel",
+                                    "WARNING"], cwd=ROOT, env=env, stdout=log,
+                                   stderr=subprocess.STDOUT)
+        yield process
+        process.terminate()
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()

@@ -1,0 +1,103 @@
+"""The runner, called in-process against the real PostgreSQL (the worker calls the same code)."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+from sqlalchemy import func, select
+
+from service import jobs
+from service.db import session_scope
+from service.models import JobValue
+from service.runner import run_job
+from tests.conftest import upload
+
+
+def _create(client, tables, **extra) -> str:
+    train, valid = tables
+    spec = {"dataset_id": upload(client, train), "target": "label",
+            "validation": {"dataset_id": upload(client, valid)}, "seed": 0,
+            "dvrl": {"iterations": 60, "rollouts": 8}} | extra
+    response = client.post("/v1/jobs", json=spec)
+    assert response.status_code == 202, response.text
+    return response.json()["id"]
+
+
+def test_a_job_runs_to_succeeded_with_values_summary_and_curves(client, tables):
+    job_id = _create(client, tables, label_noise=0.2, id_column="customer",
+                     evaluations=["removal", "weighted"])
+    assert run_job(job_id) == "SUCCEEDED"
+    assert run_job(job_id) is None  # a job runs once: the second claim fails
+    job = client.get(f"/v1/jobs/{job_id}").json()
+    assert job["state"] == "SUCCEEDED" and job["progress"]["phase"] == "done"
+    assert job["summary"]["rows"] == 360 and job["summary"]["flagged"] == 72
+    assert job["summary"]["label_noise"]["flipped"] == 72
+    assert job["summary"]["weighted_training"]["metric"] == "auc"
+    curves = client.get(f"/v1/jobs/{job_id}/curves").json()
+    assert len(curves["removal"]["removed"]) == 11 and curves["discovery"]["found"][-1] == 1.0
+    assert len(curves["reward_trace"]["reward"]) == 60
+    with session_scope() as session:
+        assert session.scalar(select(func.count()).select_from(JobValue)) == 360
+
+
+def test_data_that_cannot_be_valued_ends_failed_with_a_reason(client, tables):
+    train, valid = tables
+    spec = {"dataset_id": upload(client, train), "target": "label",
+            "validation": {"dataset_id": upload(client, valid.drop(columns="x1"))}}
+    job_id = client.post("/v1/jobs", json=spec).json()["id"]
+    assert run_job(job_id) == "FAILED"
+    job = client.get(f"/v1/jobs/{job_id}").json()
+    assert job["error"]["type"] == "/problems/missing-column"
+    assert "validation" in job["error"]["detail"] and "x1" in job["error"]["detail"]
+    assert "Traceback" not in str(job)
+    assert client.get(f"/v1/jobs/{job_id}/values").status_code == 409
+
+
+def test_label_noise_on_a_regression_target_fails_clearly(client, tables):
+    train, valid = tables
+    spec = {"dataset_id": upload(client, train), "target": "x0",
+            "validation": {"dataset_id": upload(client, valid)}, "label_noise": 0.1,
+            "task": "regression", "dvrl": {"iterations": 5}}
+    job_id = client.post("/v1/jobs", json=spec).json()["id"]
+    assert run_job(job_id) == "FAILED"
+    assert "classification" in client.get(f"/v1/jobs/{job_id}").json()["error"]["detail"]
+
+
+def test_cancel_stops_a_running_job_within_seconds_and_keeps_no_values(client, tables):
+    job_id = _create(client, tables, dvrl={"iterations": 100_000, "rollouts": 8})
+    outcome = {}
+    thread = threading.Thread(target=lambda: outcome.setdefault("state", run_job(job_id)))
+    thread.start()
+    try:
+        deadline = time.monotonic() + 60
+        while (client.get(f"/v1/jobs/{job_id}").json()["progress"].get("iteration") or 0) < 5:
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        assert client.post(f"/v1/jobs/{job_id}:cancel").json()["state"] == "CANCELLING"
+        asked = time.monotonic()
+    finally:
+        with session_scope() as session:  # never leave the loop running past the test
+            if jobs.get_job(session, job_id).state == "RUNNING":
+                jobs.request_cancel(session, job_id)
+        thread.join(timeout=30)
+    assert outcome["state"] == "CANCELLED" and time.monotonic() - asked < 5
+    job = client.get(f"/v1/jobs/{job_id}").json()
+    assert job["state"] == "CANCELLED" and job["summary"] is None
+    with session_scope() as session:
+        assert session.scalar(select(func.count()).select_from(JobValue)) == 0
+
+
+def test_time_budget_ends_the_job_failed(client, tables):
+    job_id = _create(client, tables, dvrl={"iterations": 100_000, "rollouts": 8},
+                     time_budget_s=2)
+    assert run_job(job_id) == "FAILED"
+    assert client.get(f"/v1/jobs/{job_id}").json()["error"]["type"] == \
+        "/problems/time-budget-exceeded"
+
+
+def test_claim_is_exclusive(client, tables):
+    job_id = _create(client, tables)
+    with session_scope() as session:
+        assert jobs.claim(session, job_id) is True
+        assert jobs.claim(session, job_id) is False

@@ -1,0 +1,63 @@
+"""The embedded default: `dvrl serve` with no configuration (SQLite + in-process worker)."""
+
+from __future__ import annotations
+
+import io
+import os
+import socket
+import subprocess
+import sys
+import time
+
+import httpx
+import pandas as pd
+
+from tests.conftest import ROOT, csv_bytes
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def test_serve_with_no_configuration_values_a_table_end_to_end(tmp_path, tables):
+    port = _free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DVRL_")}
+    env |= {"DVRL_DATA_DIR": str(tmp_path / "data"), "DVRL_PROGRESS_INTERVAL_S": "0.2"}
+    log = open(tmp_path / "serve.log", "wb")  # noqa: SIM115 - closed in finally
+    server = subprocess.Popen([sys.executable, "-m", "dvrl_cli", "serve", "--port", str(port)],
+                              cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        base = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(f"{base}/healthz").status_code == 200:
+                    break
+            except httpx.TransportError:
+                assert time.monotonic() < deadline and server.poll() is None
+                time.sleep(0.2)
+        with httpx.Client(base_url=base, timeout=30) as client:
+            assert client.get("/readyz").json()["mode"] == "embedded"
+            train, valid = tables
+            ids = [client.post("/v1/datasets", files={"file": (n, csv_bytes(f))}).json()["id"]
+                   for n, f in (("train.csv", train), ("valid.csv", valid))]
+            job = client.post("/v1/jobs", json={
+                "dataset_id": ids[0], "target": "label", "validation": {"dataset_id": ids[1]},
+                "seed": 0, "label_noise": 0.2, "dvrl": {"iterations": 100}}).json()
+            deadline = time.monotonic() + 240
+            while job["state"] not in ("SUCCEEDED", "FAILED", "CANCELLED"):
+                assert time.monotonic() < deadline
+                time.sleep(0.3)
+                job = client.get(f"/v1/jobs/{job['id']}").json()
+            assert job["state"] == "SUCCEEDED", job["error"]
+            table = pd.read_csv(io.StringIO(client.get(f"/v1/jobs/{job['id']}/values",
+                                                       params={"format": "csv"}).text))
+            assert len(table) == 360
+            assert table.loc[table["noise_injected"], "rank"].median() < 100  # planted: low
+        assert (tmp_path / "data" / "dvrl.sqlite3").exists()
+    finally:
+        server.terminate()
+        server.wait(timeout=20)
+        log.close()

@@ -1,0 +1,19 @@
+"""Celery tasks. Thin: the runner claims the job, runs it and records the outcome.
+
+Pool choice: ``solo`` (the task runs in the worker's main process). LightGBM's OpenMP runtime and
+CUDA both break in children forked after they started, and a prefork pool forks exactly there;
+with one job per worker process nothing is forked. Run more worker processes for more
+concurrency.
+"""
+
+from __future__ import annotations
+
+from service.dispatch import TASK_NAME, celery_app
+from service.runner import run_job
+
+app = celery_app()
+
+
+@app.task(name=TASK_NAME)
+def run_job_task(job_id: str) -> str | None:
+    return run_job(job_id)
