@@ -46,12 +46,25 @@ if TYPE_CHECKING:  # pragma: no cover
     from .data import PreparedData, Split, TableEncoder, infer_task, prepare
     from .dvrl import DVRL, Progress
     from .errors import (
-        ConfigError, DataError, DVRLError, EmptyColumnError, MissingColumnError,
-        MissingTargetError, RunStopped, SingleClassError, TargetTypeError, TooFewRowsError,
-        UnreadableTableError, UnseenClassError,
+        ConfigError,
+        DataError,
+        DVRLError,
+        EmptyColumnError,
+        MissingColumnError,
+        MissingTargetError,
+        RunStopped,
+        SingleClassError,
+        TargetTypeError,
+        TooFewRowsError,
+        UnreadableTableError,
+        UnseenClassError,
     )
     from .evaluation import (
-        detection_auroc, discovery_curve, found_fraction, removal_curves, weighted_training,
+        detection_auroc,
+        discovery_curve,
+        found_fraction,
+        removal_curves,
+        weighted_training,
     )
     from .io import read_table, write_table
     from .noise import inject_label_noise

@@ -11,7 +11,6 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from .settings import get_settings
 
-
 _engines: dict[str, Engine] = {}
 
 

@@ -91,7 +91,8 @@ def values_page(session: Session, job_id: str, order: str, after: int | None, li
     return [_as_dict(r) for r in rows], last
 
 
-def iter_value_frames(session: Session, job_id: str, chunk: int = 100_000) -> Iterator[pd.DataFrame]:
+def iter_value_frames(session: Session, job_id: str,
+                      chunk: int = 100_000) -> Iterator[pd.DataFrame]:
     """All values in input order, in DataFrame chunks (for CSV / Parquet downloads)."""
     after = -1
     while True:

@@ -19,8 +19,8 @@ router = APIRouter(prefix="/v1/jobs/{job_id}", tags=["results"])
 @router.get("/values", response_model=ValuesPublic, operation_id="get_values",
             summary="One value per training row",
             responses={200: {"content": {"text/csv": {}, "application/vnd.apache.parquet": {}}}})
-def get_values(job_id: str, session: SessionDep, format: Literal["json", "csv", "parquet"] = "json",
-               order: Literal["rank", "row"] = "rank", page_size: PageSize = 1000,
+def get_values(job_id: str, session: SessionDep,
+               format: Literal["json", "csv", "parquet"] = "json", order: Literal["rank", "row"] = "rank", page_size: PageSize = 1000,
                page_token: str | None = None):
     """JSON pages ordered by rank (lowest value first) or input row order; ``format=csv`` or
     ``parquet`` downloads every row in input order (columns row, value, rank, label, flagged)."""
@@ -33,9 +33,10 @@ def get_values(job_id: str, session: SessionDep, format: Literal["json", "csv", 
         return StreamingResponse(stream(), media_type="text/csv", headers={
             "Content-Disposition": f'attachment; filename="values-{job_id}.csv"'})
     if format == "parquet":
+        name = f"values-{job_id}.parquet"
         return Response(results.parquet_bytes(session, job_id),
-                        media_type="application/vnd.apache.parquet", headers={
-                            "Content-Disposition": f'attachment; filename="values-{job_id}.parquet"'})
+                        media_type="application/vnd.apache.parquet",
+                        headers={"Content-Disposition": f'attachment; filename="{name}"'})
     key = "rank" if order == "rank" else "position"
     items, last = results.values_page(session, job_id, key, decode_int_token(page_token),
                                       page_size)

@@ -1,0 +1,241 @@
+"""Service figures: upload throughput, poll latency under load, Adult job time, result paging.
+
+    python bench/api.py [--upload-mb 100] [--clients 50] [--poll-seconds 15] [--rows 1000000]
+
+Runs a real API server (uvicorn, one process) and a real Celery worker against the local
+PostgreSQL (database ``dvrl_bench``, created if missing) and Redis (db 14). Prints:
+* upload: MB/s for a generated CSV of ``--upload-mb`` MB, and the API process's peak memory
+  growth during it, as a multiple of the file size;
+* poll latency p50/p99 of GET /v1/jobs/{id} from ``--clients`` concurrent clients while the
+  worker is busy with a job;
+* Adult protocol job (1,000 training rows, 400 validation rows, label_noise 0.2, defaults):
+  seconds from POST to SUCCEEDED;
+* paging through ``--rows`` stored result rows with page_size 10,000, and the CSV download.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pandas as pd
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+DATABASE = "dvrl_bench"
+PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
+PG_URL = f"postgresql+psycopg://postgres@127.0.0.1:5432/{DATABASE}"
+REDIS_URL = "redis://127.0.0.1:6379/14"
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _fresh_database() -> None:
+    import psycopg
+    import redis
+
+    with psycopg.connect(PG_ADMIN, autocommit=True) as connection:
+        connection.execute(f"DROP DATABASE IF EXISTS {DATABASE} WITH (FORCE)")
+        connection.execute(f"CREATE DATABASE {DATABASE}")
+    redis.Redis.from_url(REDIS_URL).flushdb()
+    from service.migrate import upgrade
+
+    upgrade(PG_URL)
+
+
+def _peak_rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def _rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def _upload(client: httpx.Client, path: Path) -> dict:
+    with open(path, "rb") as handle:
+        response = client.post("/v1/datasets", files={"file": (path.name, handle)})
+    response.raise_for_status()
+    return response.json()
+
+
+def bench_upload(client: httpx.Client, server_pid: int, megabytes: int, folder: Path) -> None:
+    path = folder / "upload.csv"
+    rng = np.random.default_rng(0)
+    rows = int(megabytes * 1e6 / 200)  # about 200 bytes a row
+    frame = pd.DataFrame(np.round(rng.standard_normal((rows, 20)), 6),
+                         columns=[f"x{j}" for j in range(20)])
+    frame["label"] = rng.integers(0, 2, rows)
+    frame.to_csv(path, index=False)
+    size_mb = path.stat().st_size / 1e6
+    before = _rss_mb(server_pid)
+    started = time.perf_counter()
+    dataset = _upload(client, path)
+    seconds = time.perf_counter() - started
+    growth = _peak_rss_mb(server_pid) - before
+    print(f"upload: {size_mb:.0f} MB CSV ({dataset['rows']} rows) in {seconds:.1f}s = "
+          f"{size_mb / seconds:.1f} MB/s; API peak memory growth {growth:.0f} MB = "
+          f"{growth / size_mb:.2f}x the file")
+
+
+async def _poll(base: str, job_id: str, seconds: float, latencies: list[float]) -> None:
+    async with httpx.AsyncClient(base_url=base, timeout=30) as client:
+        deadline = time.perf_counter() + seconds
+        while time.perf_counter() < deadline:
+            started = time.perf_counter()
+            response = await client.get(f"/v1/jobs/{job_id}")
+            latencies.append(time.perf_counter() - started)
+            response.raise_for_status()
+
+
+def bench_polling(client: httpx.Client, base: str, clients: int, seconds: float,
+                  ids: tuple[str, str]) -> None:
+    job = client.post("/v1/jobs", json={
+        "dataset_id": ids[0], "target": "income", "validation": {"dataset_id": ids[1]},
+        "dvrl": {"iterations": 100_000}}).json()
+    while client.get(f"/v1/jobs/{job['id']}").json()["state"] != "RUNNING":
+        time.sleep(0.2)
+    latencies: list[float] = []
+
+    async def run() -> None:
+        await asyncio.gather(*[_poll(base, job["id"], seconds, latencies)
+                               for _ in range(clients)])
+
+    asyncio.run(run())
+    client.post(f"/v1/jobs/{job['id']}:cancel")
+    ordered = sorted(latencies)
+    p50 = statistics.median(ordered) * 1000
+    p99 = ordered[int(0.99 * (len(ordered) - 1))] * 1000
+    print(f"poll: {clients} concurrent clients, worker busy, {len(ordered)} requests in "
+          f"{seconds:.0f}s: p50 {p50:.1f} ms, p99 {p99:.1f} ms")
+    while client.get(f"/v1/jobs/{job['id']}").json()["state"] != "CANCELLED":
+        time.sleep(0.2)
+
+
+def bench_adult_job(client: httpx.Client, folder: Path) -> tuple[str, str]:
+    from adult_protocol import adult_protocol
+
+    _, _, raw = adult_protocol(0)
+    # the service injects the noise itself: upload the clean training rows
+    from adult_protocol import read_adult
+
+    full_train, _ = read_adult()
+    rng = np.random.default_rng(0)
+    train = full_train.iloc[rng.choice(len(full_train), 1000, replace=False)]
+    train.to_csv(folder / "adult_train.csv", index=False)
+    raw["valid"].to_csv(folder / "adult_valid.csv", index=False)
+    ids = (_upload(client, folder / "adult_train.csv")["id"],
+           _upload(client, folder / "adult_valid.csv")["id"])
+    started = time.perf_counter()
+    job = client.post("/v1/jobs", json={
+        "dataset_id": ids[0], "target": "income", "validation": {"dataset_id": ids[1]},
+        "label_noise": 0.2, "seed": 0}).json()
+    while job["state"] not in ("SUCCEEDED", "FAILED", "CANCELLED"):
+        time.sleep(0.5)
+        job = client.get(f"/v1/jobs/{job['id']}").json()
+    seconds = time.perf_counter() - started
+    noise = (job.get("summary") or {}).get("label_noise", {})
+    print(f"adult job: POST to {job['state']} in {seconds:.1f}s (2000 iterations, removal "
+          f"curves); found@20 {noise.get('found_at_20', float('nan')):.3f}, AUROC "
+          f"{noise.get('auroc', float('nan')):.3f}")
+    return ids
+
+
+def bench_paging(client: httpx.Client, rows: int) -> None:
+    from dvrl_core.result import ValuationResult
+    from service import jobs
+    from service.db import session_scope
+    from service.models import Job
+    from service.results import write_values
+
+    rng = np.random.default_rng(0)
+    result = ValuationResult(values=rng.random(rows), ids=np.arange(rows),
+                             labels=np.where(rng.random(rows) < 0.5, "a", "b"),
+                             reward_trace=np.zeros(1))
+    with session_scope() as session:
+        job = Job(id=f"bench-{rows}", state="RUNNING", spec={}, progress={},
+                  cancel_requested=False, attempts=1)
+        session.add(job)
+        session.commit()
+        started = time.perf_counter()
+        write_values(session, job.id, result, 0.1, None)
+        jobs.finish(session, job.id, "SUCCEEDED", summary={}, curves={"reward_trace": {}})
+        write_s = time.perf_counter() - started
+    started = time.perf_counter()
+    token, seen = None, 0
+    while True:
+        params = {"page_size": 10_000} | ({"page_token": token} if token else {})
+        page = client.get(f"/v1/jobs/bench-{rows}/values", params=params).json()
+        seen += len(page["items"])
+        token = page["next_page_token"]
+        if token is None:
+            break
+    page_s = time.perf_counter() - started
+    started = time.perf_counter()
+    with client.stream("GET", f"/v1/jobs/bench-{rows}/values", params={"format": "csv"}) as r:
+        size = sum(len(chunk) for chunk in r.iter_bytes())
+    csv_s = time.perf_counter() - started
+    print(f"results: {rows} rows stored in {write_s:.1f}s; paged in value order "
+          f"({seen} rows, pages of 10,000) in {page_s:.1f}s = {seen / page_s:,.0f} rows/s; "
+          f"CSV download {size / 1e6:.0f} MB in {csv_s:.1f}s")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--upload-mb", type=int, default=100)
+    parser.add_argument("--clients", type=int, default=50)
+    parser.add_argument("--poll-seconds", type=float, default=15)
+    parser.add_argument("--rows", type=int, default=1_000_000)
+    args = parser.parse_args()
+    _fresh_database()
+    env = os.environ | {"DVRL_DATABASE_URL": PG_URL, "DVRL_BROKER_URL": REDIS_URL}
+    os.environ.update({"DVRL_DATABASE_URL": PG_URL, "DVRL_BROKER_URL": REDIS_URL})
+    port = _free_port()
+    base = f"http://127.0.0.1:{port}"
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        server = subprocess.Popen([sys.executable, "-m", "dvrl_cli", "serve", "--port",
+                                   str(port)], cwd=ROOT, env=env)
+        worker = subprocess.Popen([sys.executable, "-m", "dvrl_cli", "worker", "--loglevel",
+                                   "WARNING"], cwd=ROOT, env=env)
+        try:
+            with httpx.Client(base_url=base, timeout=600) as client:
+                for _ in range(300):
+                    try:
+                        client.get("/healthz")
+                        break
+                    except httpx.TransportError:
+                        time.sleep(0.2)
+                bench_upload(client, server.pid, args.upload_mb, folder)
+                ids = bench_adult_job(client, folder)
+                bench_polling(client, base, args.clients, args.poll_seconds, ids)
+                bench_paging(client, args.rows)
+        finally:
+            for process in (worker, server):
+                process.terminate()
+                process.wait(timeout=30)
+
+
+if __name__ == "__main__":
+    main()
