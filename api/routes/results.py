@@ -20,7 +20,8 @@ router = APIRouter(prefix="/v1/jobs/{job_id}", tags=["results"])
             summary="One value per training row",
             responses={200: {"content": {"text/csv": {}, "application/vnd.apache.parquet": {}}}})
 def get_values(job_id: str, session: SessionDep,
-               format: Literal["json", "csv", "parquet"] = "json", order: Literal["rank", "row"] = "rank", page_size: PageSize = 1000,
+               format: Literal["json", "csv", "parquet"] = "json",
+               order: Literal["rank", "row"] = "rank", page_size: PageSize = 1000,
                page_token: str | None = None):
     """JSON pages ordered by rank (lowest value first) or input row order; ``format=csv`` or
     ``parquet`` downloads every row in input order (columns row, value, rank, label, flagged)."""
