@@ -35,8 +35,10 @@ class ValueEstimator(nn.Module):
         )
         if prior_skip:
             # start exactly at the prior: the network learns corrections from the reward
-            nn.init.zeros_(self.head[-1].weight)
-            nn.init.zeros_(self.head[-1].bias)
+            last = self.head[-1]
+            assert isinstance(last, nn.Linear)
+            nn.init.zeros_(last.weight)
+            nn.init.zeros_(last.bias)
 
     def logits(self, x: torch.Tensor, label: torch.Tensor, marginal: torch.Tensor) -> torch.Tensor:
         hidden = self.body(torch.cat([x, label], dim=1))

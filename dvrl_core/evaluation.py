@@ -114,7 +114,7 @@ def removal_curves(
 def weighted_training(
     data: PreparedData, values: np.ndarray, *, model: str = "lightgbm", metric: str | None = None,
     random_state: int = 0, model_params: dict | None = None,
-) -> dict[str, float]:
+) -> dict[str, float | str]:
     """Test score of the evaluation model trained without and with the values as sample weights."""
     metric = metric or DEFAULT_METRIC[data.task]
     held_out = _held_out(data)

@@ -41,7 +41,7 @@ def now() -> datetime:
 
 
 def create_job(session: Session, spec: JobSpec) -> Job:
-    references = [(("dataset_id",), spec.dataset_id)]
+    references: list[tuple[tuple[str, ...], str]] = [(("dataset_id",), spec.dataset_id)]
     if spec.validation.dataset_id:
         references.append((("validation", "dataset_id"), spec.validation.dataset_id))
     if spec.test:
@@ -97,7 +97,7 @@ def request_cancel(session: Session, job_id: str) -> Job:
 
 def claim(session: Session, job_id: str) -> bool:
     """QUEUED -> RUNNING, atomically; False when another worker has it or it was cancelled."""
-    claimed = session.execute(
+    claimed = session.execute(  # type: ignore[attr-defined]
         update(Job).where(Job.id == job_id, Job.state == "QUEUED").values(
             state="RUNNING", started_at=now(), heartbeat_at=now(), attempts=Job.attempts + 1,
             progress={"phase": "loading"})

@@ -54,6 +54,7 @@ def _copy_postgres(session: Session, frame: pd.DataFrame) -> None:
     columns = ["job_id", "rank", "position", "row", "value", "label", "flagged",
                "noise_injected"]
     connection = session.connection().connection.driver_connection
+    assert connection is not None
     sql = f"COPY job_values ({', '.join(columns)}) FROM STDIN"
     with connection.cursor() as cursor, cursor.copy(sql) as copy:
         for record in frame[columns].itertuples(index=False, name=None):

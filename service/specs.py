@@ -49,6 +49,10 @@ class DVRLParams(StrictModel):
     baseline: Literal["auto", "fixed", "moving_average", "leave_one_out"] = "auto"
 
 
+def _default_evaluations() -> list[Evaluation]:
+    return ["removal"]
+
+
 class JobSpec(StrictModel):
     """Everything a job needs. Only ``dataset_id``, ``target`` and ``validation`` are required."""
 
@@ -62,7 +66,7 @@ class JobSpec(StrictModel):
     predictor: PredictorName | None = Field(
         None, description="default: logistic_regression (linear_regression for regression)")
     dvrl: DVRLParams = Field(default_factory=DVRLParams)
-    evaluations: list[Evaluation] = Field(default_factory=lambda: ["removal"])
+    evaluations: list[Evaluation] = Field(default_factory=_default_evaluations)
     seed: int = Field(0, ge=0, le=2**31 - 1)
     device: Literal["auto", "cpu", "cuda"] = "auto"
     time_budget_s: int | None = Field(None, ge=1, le=7 * 24 * 3600)

@@ -12,14 +12,15 @@ from service.errors import UploadTooLarge
 from service.models import Dataset
 
 from ..deps import PageSize, SessionDep, SettingsDep, decode_token, encode_token
-from ..schemas import DatasetPublic, DatasetsPublic
+from ..schemas import ColumnPublic, DatasetPublic, DatasetsPublic
 
 router = APIRouter(prefix="/v1/datasets", tags=["datasets"])
 
 
 def to_public(dataset: Dataset) -> DatasetPublic:
     return DatasetPublic(id=dataset.id, filename=dataset.filename, rows=dataset.rows,
-                         n_columns=len(dataset.columns), columns=dataset.columns,
+                         n_columns=len(dataset.columns),
+                         columns=[ColumnPublic(**c) for c in dataset.columns],
                          sha256=dataset.sha256, size_bytes=dataset.size_bytes,
                          created_at=dataset.created_at)
 

@@ -11,7 +11,7 @@ from service.models import Job
 from service.specs import JobSpec
 
 from ..deps import PageSize, SessionDep, decode_token, encode_token
-from ..schemas import JobPublic, JobsPublic
+from ..schemas import JobPublic, JobsPublic, ProblemPublic, ProgressPublic
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 State = Literal["QUEUED", "RUNNING", "CANCELLING", "SUCCEEDED", "FAILED", "CANCELLED"]
@@ -24,7 +24,8 @@ def to_public(job: Job) -> JobPublic:
         links |= {"values": f"{base}/values", "corrupted": f"{base}/corrupted",
                   "curves": f"{base}/curves"}
     return JobPublic(id=job.id, state=job.state, spec=JobSpec.model_validate(job.spec),
-                     progress=job.progress or {"phase": "queued"}, error=job.error,
+                     progress=ProgressPublic.model_validate(job.progress or {"phase": "queued"}),
+                     error=ProblemPublic.model_validate(job.error) if job.error else None,
                      summary=job.summary, created_at=job.created_at, started_at=job.started_at,
                      finished_at=job.finished_at, links=links)
 

@@ -11,7 +11,7 @@ from service import results
 from service.db import new_session
 
 from ..deps import PageSize, SessionDep, decode_int_token, encode_token
-from ..schemas import CurvesPublic, ValuesPublic
+from ..schemas import CurvesPublic, ValuePublic, ValuesPublic
 
 router = APIRouter(prefix="/v1/jobs/{job_id}", tags=["results"])
 
@@ -41,7 +41,8 @@ def get_values(job_id: str, session: SessionDep,
     key = "rank" if order == "rank" else "position"
     items, last = results.values_page(session, job_id, key, decode_int_token(page_token),
                                       page_size)
-    return ValuesPublic(items=items, next_page_token=encode_token(last))
+    return ValuesPublic(items=[ValuePublic(**item) for item in items],
+                        next_page_token=encode_token(last))
 
 
 @router.get("/corrupted", response_model=ValuesPublic, operation_id="get_corrupted",
@@ -51,7 +52,8 @@ def get_corrupted(job_id: str, session: SessionDep, page_size: PageSize = 1000,
     results.require_succeeded(session, job_id)
     items, last = results.values_page(session, job_id, "rank", decode_int_token(page_token),
                                       page_size, flagged_only=True)
-    return ValuesPublic(items=items, next_page_token=encode_token(last))
+    return ValuesPublic(items=[ValuePublic(**item) for item in items],
+                        next_page_token=encode_token(last))
 
 
 @router.get("/curves", response_model=CurvesPublic, operation_id="get_curves",

@@ -43,7 +43,7 @@ class _LightGBMTrainer(BatchTrainer):
                 return constant
         elif len(y) < 2:
             return np.array([float(y.mean()) if len(y) else 0.0])
-        params = {
+        params: dict[str, Any] = {
             "n_estimators": p.n_estimators, "learning_rate": p.learning_rate,
             "num_leaves": p.num_leaves, "min_child_samples": p.min_child_samples,
             "random_state": p.random_state, "deterministic": True, "n_jobs": p.n_jobs,

@@ -155,7 +155,8 @@ class _LogisticTrainer(BatchTrainer):
         x = self.x if rows is None else self.x[rows]
         target = self.target if rows is None else self.target[rows]
         weights = weights.to(self.dtype)
-        direction = grad_prev = pre_prev = None
+        direction: torch.Tensor | None = None
+        grad_prev = pre_prev = torch.zeros(0)
         for iteration in range(max_iter):
             grad = self._gradient(x, target, weights, theta)
             pre = self._step(grad)
