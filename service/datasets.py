@@ -14,11 +14,12 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from .errors import BadUpload, Conflict, NotFound, UploadTooLarge
 from .models import Dataset, Job
+from .paging import newest_first
 from .settings import Settings
 
 PARQUET_MAGIC = b"PAR1"
@@ -103,32 +104,16 @@ def get_dataset(session: Session, dataset_id: str) -> Dataset:
 
 
 def list_datasets(session: Session, limit: int, after: str | None) -> list[Dataset]:
-    query = select(Dataset).order_by(Dataset.created_at.desc(), Dataset.id.desc())
-    if after is not None:
-        anchor = session.get(Dataset, after)
-        if anchor is not None:
-            query = query.where(
-                (Dataset.created_at < anchor.created_at)
-                | ((Dataset.created_at == anchor.created_at) & (Dataset.id < anchor.id))
-            )
-    return list(session.scalars(query.limit(limit)))
+    return newest_first(session, Dataset, limit, after)
 
 
 def delete_dataset(session: Session, dataset_id: str) -> None:
     dataset = get_dataset(session, dataset_id)
-    active = session.scalar(
-        select(func.count()).select_from(Job).where(
-            Job.state.in_(("QUEUED", "RUNNING", "CANCELLING"))
-        )
-    )
-    if active:
-        users = [
-            job.id for job in session.scalars(
-                select(Job).where(Job.state.in_(("QUEUED", "RUNNING", "CANCELLING")))
-            ) if dataset_id in _dataset_ids(job.spec)
-        ]
-        if users:
-            raise Conflict(f"dataset {dataset_id!r} is used by unfinished jobs {users[:5]}")
+    unfinished = session.scalars(
+        select(Job).where(Job.state.in_(("QUEUED", "RUNNING", "CANCELLING"))))
+    users = [job.id for job in unfinished if dataset_id in _dataset_ids(job.spec)]
+    if users:
+        raise Conflict(f"dataset {dataset_id!r} is used by unfinished jobs {users[:5]}")
     session.delete(dataset)
     session.commit()
 

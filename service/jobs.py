@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session
 from .datasets import get_dataset
 from .errors import Conflict, NotFound
 from .models import Job
+from .paging import newest_first
 from .specs import JobSpec
 
 ACTIVE = ("QUEUED", "RUNNING", "CANCELLING")
@@ -66,17 +67,8 @@ def get_job(session: Session, job_id: str) -> Job:
 
 
 def list_jobs(session: Session, limit: int, after: str | None, state: str | None) -> list[Job]:
-    query = select(Job).order_by(Job.created_at.desc(), Job.id.desc())
-    if state is not None:
-        query = query.where(Job.state == state)
-    if after is not None:
-        anchor = session.get(Job, after)
-        if anchor is not None:
-            query = query.where(
-                (Job.created_at < anchor.created_at)
-                | ((Job.created_at == anchor.created_at) & (Job.id < anchor.id))
-            )
-    return list(session.scalars(query.limit(limit)))
+    conditions = [] if state is None else [Job.state == state]
+    return newest_first(session, Job, limit, after, *conditions)
 
 
 def request_cancel(session: Session, job_id: str) -> Job:
