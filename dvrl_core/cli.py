@@ -127,6 +127,7 @@ def _value(args: argparse.Namespace) -> int:
     test = read_table(args.test) if args.test else None
     data = prepare(train, args.target, valid, valid_fraction=args.valid_fraction, test=test,
                    id_column=args.id_column, task=args.task, random_state=args.seed)
+    del train, valid, test  # the encoded arrays are all that is needed from here on
     corrupted = None
     if args.inject_noise is not None:
         if data.task != "classification":

@@ -233,8 +233,15 @@ class DVRL:
         y_valid = as_tensor(data.valid.y, device)
         trainer = predictor.trainer(x, y_train)
         n = len(y)
-        fixed_baseline = float(metric(trainer.predict(trainer.fit(torch.ones(1, n, device=device)),
-                                                      x_valid), y_valid)[0])
+        # the official fixed baseline: the predictor trained on all rows (on big tables, on one
+        # seeded batch: every iteration's predictor trains on a batch too)
+        baseline_rows = None
+        if n > self.batch_size:
+            baseline_generator = torch.Generator(device=device).manual_seed(sampling_seed)
+            baseline_rows = torch.randperm(n, generator=baseline_generator,
+                                           device=device)[: self.batch_size]
+        fitted = trainer.fit(torch.ones(1, min(n, self.batch_size), device=device), baseline_rows)
+        fixed_baseline = float(metric(trainer.predict(fitted, x_valid), y_valid)[0])
 
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(estimator_seed)

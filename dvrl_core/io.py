@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pandas as pd
+import pyarrow.csv as pacsv
 
 from .errors import UnreadableTableError
 
@@ -24,8 +25,11 @@ def read_table(path: str | Path) -> pd.DataFrame:
         if path.suffix.lower() in (".parquet", ".pq"):
             frame = pd.read_parquet(path)
         else:
-            # pyarrow's reader is several times faster than the C engine on big files
-            frame = pd.read_csv(path, engine="pyarrow")
+            # pyarrow's reader is several times faster than pandas' own on big files; the Arrow
+            # buffers are released column by column while converting (peak memory ~1x, not 2x)
+            table = pacsv.read_csv(path)
+            frame = table.to_pandas(self_destruct=True, split_blocks=True)
+            del table
     except (ValueError, OSError, UnicodeDecodeError) as exc:
         raise UnreadableTableError(f"{path}: cannot read as a table ({exc})") from exc
     except Exception as exc:  # pyarrow raises its own ArrowInvalid, a ValueError subclass

@@ -21,6 +21,8 @@ import torch
 
 from ..errors import ConfigError
 
+PREDICT_CHUNK = 65_536
+
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
     """``auto`` picks CUDA when a GPU is visible, else the CPU."""
@@ -102,9 +104,13 @@ class Predictor(ABC):
     def predict(self, x: np.ndarray) -> np.ndarray:
         if self._trainer is None:
             raise ConfigError("call fit before predict")
-        with torch.no_grad():
-            out = self._trainer.predict(self._models, self._to_tensor(x))[0]
-        return out.detach().to("cpu", torch.float64).numpy()
+        parts = []
+        with torch.no_grad():  # in chunks: a big table is never copied whole
+            for start in range(0, len(x), PREDICT_CHUNK):
+                chunk = self._to_tensor(x[start:start + PREDICT_CHUNK])
+                parts.append(self._trainer.predict(self._models, chunk)[0].to("cpu",
+                                                                             torch.float64))
+        return torch.cat(parts).numpy() if parts else np.zeros((0,))
 
     def _to_tensor(self, x: np.ndarray) -> torch.Tensor:
         return as_tensor(np.asarray(x, dtype=np.float32), self.device)

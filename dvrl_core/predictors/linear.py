@@ -23,6 +23,7 @@ from ..errors import ConfigError
 from .base import BatchTrainer, Predictor, standardise_target
 
 EXACT_HESSIAN_LIMIT = 1500
+ANCHOR_ROWS = 200_000
 
 
 def _with_bias(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
@@ -42,14 +43,18 @@ class _LogisticTrainer(BatchTrainer):
         # float32: the solution is accurate to ~1e-5, far below what moves a validation score, and
         # the matrix products run several times faster than in float64
         self.dtype = torch.float32
-        self.x = _with_bias(x, self.dtype)
-        self.n, self.p = self.x.shape
+        self.raw, self.labels = x, y  # kept as given: no copy of a big table
+        self.n_classes = n_classes
         self.binary = n_classes == 2
         self.k = 1 if self.binary else n_classes
-        if self.binary:
-            self.target = y.to(self.dtype).unsqueeze(-1)  # [n, 1]
-        else:
-            self.target = torch.nn.functional.one_hot(y, n_classes).to(self.dtype)  # [n, C]
+        # the shared starting point and the curvature come from all rows, or from a seeded
+        # sample of ANCHOR_ROWS rows on big tables (DVRL then trains on batches anyway)
+        anchor = None
+        if len(x) > ANCHOR_ROWS:
+            generator = torch.Generator().manual_seed(0)
+            anchor = torch.randperm(len(x), generator=generator)[:ANCHOR_ROWS].to(x.device)
+        self.x, self.target = self._design(anchor)
+        self.n, self.p = self.x.shape
         self.alpha = alpha
         self.max_iter = max_iter
         self.tol = tol
@@ -60,9 +65,19 @@ class _LogisticTrainer(BatchTrainer):
         # full-data solution: the shared starting point of every fit, and its curvature
         self._precondition_at(theta)
         for _ in range(4):
-            theta = self._solve(ones, theta, None, max_iter)
+            theta = self._solve(ones, theta, anchor, max_iter)
             self._precondition_at(theta)
         self.theta0 = theta
+
+    def _design(self, rows: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Features with the intercept column, and targets, for ``rows`` (None: all rows)."""
+        x = self.raw if rows is None else self.raw[rows]
+        y = self.labels if rows is None else self.labels[rows]
+        if self.binary:
+            target = y.to(self.dtype).unsqueeze(-1)  # [n, 1]
+        else:
+            target = torch.nn.functional.one_hot(y, self.n_classes).to(self.dtype)  # [n, C]
+        return _with_bias(x, self.dtype), target
 
     # objective pieces ------------------------------------------------------------------------
     def _logits(self, x: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
@@ -152,8 +167,10 @@ class _LogisticTrainer(BatchTrainer):
     ) -> torch.Tensor:
         """Preconditioned nonlinear conjugate gradients (Polak-Ribiere+) with a Newton step
         length along each direction, per rollout."""
-        x = self.x if rows is None else self.x[rows]
-        target = self.target if rows is None else self.target[rows]
+        if rows is None and len(self.raw) == self.n:
+            x, target = self.x, self.target
+        else:
+            x, target = self._design(rows)
         weights = weights.to(self.dtype)
         direction: torch.Tensor | None = None
         grad_prev = pre_prev = torch.zeros(0)
@@ -221,14 +238,14 @@ class _LinearModels:
 class _RidgeTrainer(BatchTrainer):
     def __init__(self, x: torch.Tensor, y: torch.Tensor, alpha: float) -> None:
         self.dtype = torch.float64
-        self.x = _with_bias(x, self.dtype)
+        self.raw = x  # kept as given: no copy of a big table
         target, self.mean, self.std = standardise_target(y)
         self.y = target.to(self.dtype)
-        self.ridge = torch.full((self.x.shape[1],), alpha, dtype=self.dtype, device=x.device)
+        self.ridge = torch.full((x.shape[1] + 1,), alpha, dtype=self.dtype, device=x.device)
         self.ridge[-1] = 1e-10  # the intercept is not penalised
 
     def fit(self, weights: torch.Tensor, rows: torch.Tensor | None = None) -> _LinearModels:
-        x = self.x if rows is None else self.x[rows]
+        x = _with_bias(self.raw if rows is None else self.raw[rows], self.dtype)
         y = self.y if rows is None else self.y[rows]
         w = weights.to(self.dtype)
         gram = torch.einsum("np,rn,nq->rpq", x, w, x) + torch.diag(self.ridge)
