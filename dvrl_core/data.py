@@ -92,10 +92,13 @@ class TableEncoder:
         self.max_categories = max_categories
         self.columns_: list[_ColumnCode] = []
 
-    def fit(self, frame: pd.DataFrame) -> TableEncoder:
+    def fit(self, frame: pd.DataFrame, columns: Sequence[str] | None = None,
+            rows: np.ndarray | None = None) -> TableEncoder:
+        """Learn the encoding of ``columns`` (default: all) from ``rows`` (positions; default:
+        all rows). Works a column at a time: the table is never copied."""
         self.columns_ = []
-        for name in frame.columns:
-            series = frame[name]
+        for name in frame.columns if columns is None else columns:
+            series = _column(frame, name, rows)
             if series.isna().all():
                 raise EmptyColumnError(
                     f"column {name!r} has no values in the training table; drop it or name the "
@@ -143,19 +146,22 @@ class TableEncoder:
                 names.append(f"{code.name}__missing")
         return names
 
-    def transform(self, frame: pd.DataFrame) -> np.ndarray:
-        blocks: list[np.ndarray] = []
+    def transform(self, frame: pd.DataFrame, rows: np.ndarray | None = None) -> np.ndarray:
+        """Encode ``rows`` (positions; default all) into one float32 matrix, filled a column at a
+        time."""
+        n = len(frame) if rows is None else len(rows)
+        out = np.zeros((n, len(self.feature_names)), dtype=np.float32)
+        at = 0
         for code in self.columns_:
-            series = frame[code.name]
+            series = _column(frame, code.name, rows)
             missing = series.isna().to_numpy()
             if code.kind == "categorical":
                 lookup = {level: index for index, level in enumerate(code.levels)}
                 codes = series.astype(str).map(lookup).where(~missing).fillna(-1)
                 codes = codes.to_numpy(dtype=np.int64)
-                onehot = np.zeros((len(series), len(code.levels)), dtype=np.float32)
                 known = codes >= 0
-                onehot[np.flatnonzero(known), codes[known]] = 1.0
-                blocks.append(onehot)
+                out[np.flatnonzero(known), at + codes[known]] = 1.0
+                at += len(code.levels)
             else:
                 if code.kind == "bool":
                     values = series.astype("float64").fillna(0.0).to_numpy()
@@ -166,12 +172,17 @@ class TableEncoder:
                 values = np.where(np.isfinite(values), values, np.nan)
                 missing = np.isnan(values)
                 values = np.where(missing, code.fill, values)
-                blocks.append(((values - code.center) / code.scale).astype(np.float32)[:, None])
+                out[:, at] = (values - code.center) / code.scale
+                at += 1
             if code.indicator:
-                blocks.append(missing.astype(np.float32)[:, None])
-        if not blocks:
-            return np.zeros((len(frame), 0), dtype=np.float32)
-        return np.ascontiguousarray(np.concatenate(blocks, axis=1), dtype=np.float32)
+                out[:, at] = missing
+                at += 1
+        return out
+
+
+def _column(frame: pd.DataFrame, name: str, rows: np.ndarray | None) -> pd.Series:
+    series = frame[name]
+    return series if rows is None else series.iloc[rows]
 
 
 def _datetime_days(series: pd.Series) -> pd.Series:
@@ -234,48 +245,63 @@ def prepare(
         raise ConfigError(f"task must be classification, regression or auto, not {task!r}")
 
     _check_target_values(train, target, "training")
+    # rows are selected by position, never copied as frames: a big table stays in memory once
+    train_rows: np.ndarray | None = None
+    valid_rows: np.ndarray | None = None
+    valid_frame = valid
     if valid is None:
-        train, valid = _hold_out(train, target, task, float(valid_fraction), random_state)  # type: ignore[arg-type]
+        train_rows, valid_rows = _hold_out(train, target, task, float(valid_fraction),  # type: ignore[arg-type]
+                                           random_state)
+        valid_frame = train
+    assert valid_frame is not None
     needed = [target, *features]
-    _require_columns(valid, needed, "validation")
-    _check_target_values(valid, target, "validation")
+    _require_columns(valid_frame, needed, "validation")
+    _check_target_values(valid_frame, target, "validation")
     if test is not None:
         _require_columns(test, needed, "test")
         _check_target_values(test, target, "test")
-    if len(train) < MIN_TRAIN_ROWS:
+    n_train = len(train) if train_rows is None else len(train_rows)
+    n_valid = len(valid_frame) if valid_rows is None else len(valid_rows)
+    if n_train < MIN_TRAIN_ROWS:
         raise TooFewRowsError(
-            f"the training table has {len(train)} rows; at least {MIN_TRAIN_ROWS} are needed"
+            f"the training table has {n_train} rows; at least {MIN_TRAIN_ROWS} are needed"
         )
-    if len(valid) < MIN_VALID_ROWS:
+    if n_valid < MIN_VALID_ROWS:
         raise TooFewRowsError(
-            f"the validation data has {len(valid)} rows; at least {MIN_VALID_ROWS} are needed"
+            f"the validation data has {n_valid} rows; at least {MIN_VALID_ROWS} are needed"
         )
 
-    encoder = TableEncoder(max_categories).fit(train[features])
+    encoder = TableEncoder(max_categories).fit(train, features, train_rows)
+    train_target = _column(train, target, train_rows)
+    valid_target = _column(valid_frame, target, valid_rows)
     classes: list = []
     if task == "classification":
-        classes = sorted(pd.unique(train[target]).tolist(), key=lambda v: (str(type(v)), v))
+        classes = sorted(pd.unique(train_target).tolist(), key=lambda v: (str(type(v)), v))
         if len(classes) < 2:
             raise SingleClassError(
                 f"the target {target!r} has one class only ({classes[0]!r}) in the training "
                 "table; valuation needs at least two"
             )
-        y_train = _encode_labels(train[target], classes, "training")
-        y_valid = _encode_labels(valid[target], classes, "validation")
+        y_train = _encode_labels(train_target, classes, "training")
+        y_valid = _encode_labels(valid_target, classes, "validation")
         if len(np.unique(y_valid)) < 2:
             raise SingleClassError(
                 "the validation data has one class only; the reward needs at least two"
             )
     else:
-        y_train = _numeric_target(train[target], target, "training")
-        y_valid = _numeric_target(valid[target], target, "validation")
+        y_train = _numeric_target(train_target, target, "training")
+        y_valid = _numeric_target(valid_target, target, "validation")
 
-    def split(frame: pd.DataFrame, y: np.ndarray) -> Split:
+    def split(frame: pd.DataFrame, rows: np.ndarray | None, y: np.ndarray,
+              ids_by_position: bool) -> Split:
         if id_column is not None and id_column in frame.columns:
-            ids = np.array(frame[id_column].to_numpy())
+            ids = np.array(_column(frame, id_column, rows).to_numpy())
+        elif ids_by_position:
+            ids = np.arange(len(y))
         else:
-            ids = np.array(frame.index.to_numpy())
-        return Split(encoder.transform(frame[features]), y, ids)
+            index = frame.index.to_numpy()
+            ids = np.array(index if rows is None else index[rows])
+        return Split(encoder.transform(frame, rows), y, ids)
 
     test_split = None
     if test is not None:
@@ -283,11 +309,11 @@ def prepare(
             y_test = _encode_labels(test[target], classes, "test")
         else:
             y_test = _numeric_target(test[target], target, "test")
-        test_split = split(test.reset_index(drop=True), y_test)
+        test_split = split(test, None, y_test, ids_by_position=True)
     return PreparedData(
         task=task,
-        train=split(train, y_train),
-        valid=split(valid.reset_index(drop=True), y_valid),
+        train=split(train, train_rows, y_train, ids_by_position=False),
+        valid=split(valid_frame, valid_rows, y_valid, ids_by_position=True),
         test=test_split,
         classes=classes,
         feature_names=encoder.feature_names,
@@ -343,7 +369,8 @@ def _numeric_target(values: pd.Series, target: str, what: str) -> np.ndarray:
 
 def _hold_out(
     train: pd.DataFrame, target: str, task: Task, fraction: float, random_state: int
-) -> tuple[pd.DataFrame, pd.DataFrame]:
+) -> tuple[np.ndarray, np.ndarray]:
+    """Positions of the training rows and of the held-out validation rows."""
     if not 0.0 < fraction < 1.0:
         raise ConfigError(f"the validation fraction must be between 0 and 1, not {fraction}")
     rng = np.random.default_rng(random_state)
@@ -361,4 +388,4 @@ def _hold_out(
         chosen = np.sort(rng.choice(len(train), size=take, replace=False))
     mask = np.zeros(len(train), dtype=bool)
     mask[chosen] = True
-    return train.loc[~mask], train.loc[mask]
+    return np.flatnonzero(~mask), np.flatnonzero(mask)
