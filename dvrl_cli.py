@@ -88,8 +88,13 @@ def _worker(args: argparse.Namespace) -> int:
         return 2
     queues = args.queues or (f"{settings.gpu_queue},{settings.cpu_queue}" if args.gpu
                              else settings.cpu_queue)
+    import os
+
+    import torch
+
     from worker.tasks import app
 
+    torch.set_num_threads(settings.worker_threads or max(1, (os.cpu_count() or 2) - 1))
     # solo pool: jobs run in the worker's own process, never in a child forked after LightGBM's
     # OpenMP or CUDA started (both hang in such children)
     app.worker_main(["worker", "--pool=solo", f"--queues={queues}",

@@ -84,12 +84,15 @@ def ingest(session: Session, source: BinaryIO, filename: str, settings: Settings
     source.seek(0)
     table = _read(source, filename)
     _check(table, settings)
+    rows = table.num_rows
+    columns = [{"name": f.name, "type": _friendly_type(f.type)} for f in table.schema]
     buffer = io.BytesIO()
     pq.write_table(table, buffer, compression="zstd")
+    del table  # memory: the Arrow table goes before the database write
     dataset = Dataset(
-        id=str(uuid.uuid4()), filename=Path(filename).name[:255] or "upload", rows=table.num_rows,
-        columns=[{"name": f.name, "type": _friendly_type(f.type)} for f in table.schema],
-        sha256=digest.hexdigest(), size_bytes=size, content=buffer.getvalue(),
+        id=str(uuid.uuid4()), filename=Path(filename).name[:255] or "upload", rows=rows,
+        columns=columns, sha256=digest.hexdigest(), size_bytes=size,
+        content=buffer.getbuffer(),  # a view, not a copy of the Parquet bytes
     )
     session.add(dataset)
     session.commit()

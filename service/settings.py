@@ -29,6 +29,9 @@ class Settings(BaseSettings):
     progress_interval_s: float = 1.0
     cancel_check_interval_s: float = 0.5
     checkpoint_interval_s: float = 30.0
+    worker_threads: int | None = Field(
+        None, description="torch threads in a worker; default: all cores but one (the API and "
+        "the database keep a core)")
     cpu_queue: str = "dvrl"
     gpu_queue: str = "dvrl-gpu"
 
