@@ -68,28 +68,24 @@ def require_succeeded(session: Session, job_id: str) -> Job:
     return job
 
 
-def _as_dict(value: JobValue) -> dict[str, Any]:
-    return {"row": value.row, "value": value.value, "rank": value.rank, "label": value.label,
-            "flagged": value.flagged, "noise_injected": value.noise_injected}
-
-
 def values_page(session: Session, job_id: str, order: str, after: int | None, limit: int,
                 flagged_only: bool = False) -> tuple[list[dict[str, Any]], int | None]:
     """A page of values ordered by ``rank`` (lowest value first) or ``position`` (input order),
     after the cursor ``after``; returns the rows and the next cursor (None at the end)."""
     key = JobValue.rank if order == "rank" else JobValue.position
-    query = select(JobValue).where(JobValue.job_id == job_id)
+    # plain rows, not ORM objects: a page of 10,000 values is built in milliseconds
+    query = select(JobValue.row, JobValue.value, JobValue.rank, JobValue.label,
+                   JobValue.flagged, JobValue.noise_injected, key.label("cursor"))
+    query = query.where(JobValue.job_id == job_id)
     if flagged_only:
         query = query.where(JobValue.flagged.is_(True))
     if after is not None:
         query = query.where(key > after)
-    rows = list(session.scalars(query.order_by(key).limit(limit + 1)))
+    rows = session.execute(query.order_by(key).limit(limit + 1)).all()
     more = len(rows) > limit
     rows = rows[:limit]
-    last = None
-    if more and rows:
-        last = rows[-1].rank if order == "rank" else rows[-1].position
-    return [_as_dict(r) for r in rows], last
+    last = rows[-1].cursor if more and rows else None
+    return [dict(zip(COLUMNS, row[:6], strict=True)) for row in rows], last
 
 
 def iter_value_frames(session: Session, job_id: str,
