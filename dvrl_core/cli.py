@@ -116,7 +116,7 @@ def _value(args: argparse.Namespace) -> int:
     from .errors import ConfigError
     from .evaluation import detection_auroc, found_fraction
     from .io import read_table, write_table
-    from .noise import inject_label_noise
+    from .noise import with_label_noise
 
     if args.valid is None and args.valid_fraction is None:
         raise ConfigError("give --valid TABLE or --valid-fraction F")
@@ -130,11 +130,7 @@ def _value(args: argparse.Namespace) -> int:
     del train, valid, test  # the encoded arrays are all that is needed from here on
     corrupted = None
     if args.inject_noise is not None:
-        if data.task != "classification":
-            raise ConfigError("--inject-noise flips labels, so it needs a classification target")
-        noisy, corrupted = inject_label_noise(data.train.y, args.inject_noise, data.n_classes,
-                                              args.seed)
-        data = data.with_train_labels(noisy)
+        data, corrupted = with_label_noise(data, args.inject_noise, args.seed)
 
     params = {"iterations": args.iterations, "random_state": args.seed, "device": args.device}
     for name in ("predictor", "metric", "rollouts"):

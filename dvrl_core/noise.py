@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 
 from .errors import ConfigError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .data import PreparedData
 
 
 def inject_label_noise(
@@ -27,3 +32,13 @@ def inject_label_noise(
     shift = rng.integers(1, n_classes, size=count)  # 1..C-1: never the same class
     noisy[corrupted] = (y[corrupted] + shift) % n_classes
     return noisy, corrupted
+
+
+def with_label_noise(
+    data: PreparedData, fraction: float, random_state: int = 0
+) -> tuple[PreparedData, np.ndarray]:
+    """``data`` with ``fraction`` of its training labels flipped, and the flipped rows."""
+    if data.task != "classification":
+        raise ConfigError("label noise flips labels, so it needs a classification target")
+    noisy, corrupted = inject_label_noise(data.train.y, fraction, data.n_classes, random_state)
+    return data.with_train_labels(noisy), corrupted

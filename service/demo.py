@@ -116,9 +116,10 @@ def run_demo(port: int = 0, iterations: int = 400) -> int:
                 print(f"  row {item['row']:>4}  value {item['value']:.2e}  label "
                       f"{item['label']:<9} ({mark})")
             print(f"\nvalues for all {len(values)} rows: {out}")
-            print(f"next: API docs {base}/docs; job {base}/v1/jobs/{job['id']}; curves "
-                  f"{base}/v1/jobs/{job['id']}/curves; run `dvrl serve` for a service that "
-                  "stays up")
+            print("next: `dvrl serve` keeps the service up on the same data (then "
+                  f"http://127.0.0.1:8000/docs, /v1/jobs/{job['id']}, .../values, .../curves); "
+                  "`dvrl value --help` values a table without the service; README.md walks "
+                  "through the API")
     finally:
         server.should_exit = True
         thread.join(timeout=10)

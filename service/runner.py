@@ -22,12 +22,11 @@ from dvrl_core import (
     detection_auroc,
     discovery_curve,
     found_fraction,
-    inject_label_noise,
     prepare,
     removal_curves,
     weighted_training,
 )
-from dvrl_core.errors import ConfigError
+from dvrl_core.noise import with_label_noise
 from dvrl_core.predictors.base import resolve_device
 
 from . import jobs
@@ -149,11 +148,7 @@ def _prepare(job_id: str, spec: JobSpec) -> tuple[PreparedData, np.ndarray | Non
                    random_state=spec.seed)
     corrupted = None
     if spec.label_noise is not None:
-        if data.task != "classification":
-            raise ConfigError("label_noise flips labels, so it needs a classification target")
-        noisy, corrupted = inject_label_noise(data.train.y, spec.label_noise, data.n_classes,
-                                              spec.seed)
-        data = data.with_train_labels(noisy)
+        data, corrupted = with_label_noise(data, spec.label_noise, spec.seed)
     return data, corrupted
 
 
