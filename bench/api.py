@@ -100,18 +100,20 @@ def bench_upload(client: httpx.Client, server_pid: int, megabytes: int, folder: 
 
 
 async def _poll(base: str, job_id: str, seconds: float, think: float,
-                latencies: list[float]) -> None:
+                latencies: list[float], index: int = 0) -> None:
     async with httpx.AsyncClient(base_url=base, timeout=30) as client:
         for _ in range(3):  # warm-up: connections and server threads exist before measuring
             (await client.get(f"/v1/jobs/{job_id}")).raise_for_status()
-        await asyncio.sleep(1.0)
+        # independent clients are not in step: a random start, and +-50% on the interval
+        rng = np.random.default_rng(index)
+        await asyncio.sleep(1.0 + rng.uniform(0, think))
         deadline = time.perf_counter() + seconds
         while time.perf_counter() < deadline:
             started = time.perf_counter()
             response = await client.get(f"/v1/jobs/{job_id}")
             latencies.append(time.perf_counter() - started)
             response.raise_for_status()
-            await asyncio.sleep(think)
+            await asyncio.sleep(think * rng.uniform(0.5, 1.5))
 
 
 def bench_polling(client: httpx.Client, base: str, clients: int, seconds: float,
@@ -125,8 +127,8 @@ def bench_polling(client: httpx.Client, base: str, clients: int, seconds: float,
         latencies: list[float] = []
 
         async def run(think: float, latencies: list[float]) -> None:
-            await asyncio.gather(*[_poll(base, job["id"], seconds, think, latencies)
-                                   for _ in range(clients)])
+            await asyncio.gather(*[_poll(base, job["id"], seconds, think, latencies, i)
+                                   for i in range(clients)])
 
         asyncio.run(run(think, latencies))
         ordered = sorted(latencies)

@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import hashlib
 import io
+import tempfile
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
@@ -14,15 +16,17 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
-from sqlalchemy import select
+from sqlalchemy import insert, select
 from sqlalchemy.orm import Session
 
 from .errors import BadUpload, Conflict, NotFound, UploadTooLarge
-from .models import Dataset, Job
+from .models import Dataset, DatasetPart, Job
 from .paging import newest_first
 from .settings import Settings
 
 PARQUET_MAGIC = b"PAR1"
+BLOCK_BYTES = 8 << 20
+PART_BYTES = 8 << 20
 
 
 def _friendly_type(arrow_type: pa.DataType) -> str:
@@ -39,24 +43,21 @@ def _friendly_type(arrow_type: pa.DataType) -> str:
     return "string"
 
 
-def _read(source: BinaryIO, filename: str) -> pa.Table:
+def _batches(source: BinaryIO, filename: str) -> tuple[pa.Schema, Iterator[pa.RecordBatch]]:
+    """The upload as a stream of record batches: never the whole table in memory."""
     head = source.read(4)
     source.seek(0)
-    try:
-        if head == PARQUET_MAGIC or filename.lower().endswith((".parquet", ".pq")):
-            return pq.read_table(source)
-        return pacsv.read_csv(source, read_options=pacsv.ReadOptions(block_size=16 << 20))
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, OSError, ValueError) as exc:
-        message = str(exc).splitlines()[0][:300]
-        raise BadUpload(f"cannot read {filename!r} as a CSV or Parquet table: {message}") from exc
+    if head == PARQUET_MAGIC or filename.lower().endswith((".parquet", ".pq")):
+        parquet = pq.ParquetFile(source)
+        return parquet.schema_arrow, parquet.iter_batches(batch_size=65_536)
+    reader = pacsv.open_csv(source, read_options=pacsv.ReadOptions(block_size=BLOCK_BYTES))
+    return reader.schema, iter(reader)
 
 
-def _check(table: pa.Table, settings: Settings) -> None:
-    names = table.column_names
+def _check_schema(schema: pa.Schema, settings: Settings) -> None:
+    names = schema.names
     if not names:
         raise BadUpload("the table has no columns")
-    if table.num_rows == 0:
-        raise BadUpload("the table has a header but no rows")
     empty = [i for i, n in enumerate(names) if not str(n).strip()]
     if empty:
         raise BadUpload(f"columns at positions {empty[:10]} have no name")
@@ -64,14 +65,37 @@ def _check(table: pa.Table, settings: Settings) -> None:
     duplicates = sorted({n for n in names if n in seen or seen.add(n)})  # type: ignore[func-returns-value]
     if duplicates:
         raise BadUpload(f"duplicate column names: {duplicates[:10]}")
-    if table.num_columns > settings.max_columns:
-        raise BadUpload(f"{table.num_columns} columns; at most {settings.max_columns} are accepted")
-    if table.num_rows > settings.max_rows:
-        raise BadUpload(f"{table.num_rows} rows; at most {settings.max_rows} are accepted")
+    if len(names) > settings.max_columns:
+        raise BadUpload(f"{len(names)} columns; at most {settings.max_columns} are accepted")
+
+
+def _to_parquet(source: BinaryIO, filename: str, target: Path,
+                settings: Settings) -> tuple[int, pa.Schema]:
+    """Convert the upload to a Parquet file batch by batch; returns rows and schema."""
+    rows = 0
+    try:
+        schema, batches = _batches(source, filename)
+        _check_schema(schema, settings)
+        with pq.ParquetWriter(target, schema, compression="zstd") as writer:
+            for batch in batches:
+                rows += batch.num_rows
+                if rows > settings.max_rows:
+                    raise BadUpload(f"more than {settings.max_rows} rows; at most "
+                                    f"{settings.max_rows} are accepted")
+                writer.write_batch(batch)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, OSError, ValueError) as exc:
+        message = str(exc).splitlines()[0][:300]
+        raise BadUpload(f"cannot read {filename!r} as a CSV or Parquet table: {message}") from exc
+    if rows == 0:
+        raise BadUpload("the table has a header but no rows")
+    return rows, schema
 
 
 def ingest(session: Session, source: BinaryIO, filename: str, settings: Settings) -> Dataset:
-    """Parse, check and store an uploaded file; returns the new dataset (committed)."""
+    """Parse, check and store an uploaded file; returns the new dataset (committed).
+
+    The table is converted to Parquet a batch at a time on disk and stored in parts of
+    ``PART_BYTES``, so memory stays far below the file's size whatever its size."""
     digest = hashlib.sha256()
     size = 0
     for block in iter(lambda: source.read(1 << 20), b""):
@@ -82,19 +106,20 @@ def ingest(session: Session, source: BinaryIO, filename: str, settings: Settings
     if size == 0:
         raise BadUpload("the file is empty")
     source.seek(0)
-    table = _read(source, filename)
-    _check(table, settings)
-    rows = table.num_rows
-    columns = [{"name": f.name, "type": _friendly_type(f.type)} for f in table.schema]
-    buffer = io.BytesIO()
-    pq.write_table(table, buffer, compression="zstd")
-    del table  # memory: the Arrow table goes before the database write
-    dataset = Dataset(
-        id=str(uuid.uuid4()), filename=Path(filename).name[:255] or "upload", rows=rows,
-        columns=columns, sha256=digest.hexdigest(), size_bytes=size,
-        content=buffer.getbuffer(),  # a view, not a copy of the Parquet bytes
-    )
-    session.add(dataset)
+    with tempfile.TemporaryDirectory() as folder:
+        parquet_path = Path(folder) / "table.parquet"
+        rows, schema = _to_parquet(source, filename, parquet_path, settings)
+        dataset = Dataset(
+            id=str(uuid.uuid4()), filename=Path(filename).name[:255] or "upload", rows=rows,
+            columns=[{"name": f.name, "type": _friendly_type(f.type)} for f in schema],
+            sha256=digest.hexdigest(), size_bytes=size, content=None,
+        )
+        session.add(dataset)
+        session.flush()
+        with open(parquet_path, "rb") as parquet:
+            for part, chunk in enumerate(iter(lambda: parquet.read(PART_BYTES), b"")):
+                session.execute(insert(DatasetPart).values(dataset_id=dataset.id, part=part,
+                                                           content=chunk))
     session.commit()
     return dataset
 
@@ -130,7 +155,10 @@ def _dataset_ids(spec: dict) -> set[str]:
 
 def load_frame(session: Session, dataset_id: str) -> pd.DataFrame:
     """The stored table as a DataFrame (types as uploaded)."""
-    content = session.scalar(select(Dataset.content).where(Dataset.id == dataset_id))
-    if content is None:
-        raise NotFound(f"no dataset {dataset_id!r}")
-    return pq.read_table(io.BytesIO(content)).to_pandas()
+    get_dataset(session, dataset_id)
+    parts = session.scalars(select(DatasetPart.content).where(DatasetPart.dataset_id == dataset_id)
+                            .order_by(DatasetPart.part))
+    content = b"".join(parts) or session.scalar(
+        select(Dataset.content).where(Dataset.id == dataset_id))  # datasets before parts
+    table = pq.read_table(io.BytesIO(content))
+    return table.to_pandas(self_destruct=True)

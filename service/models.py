@@ -40,8 +40,19 @@ class Dataset(Base):
     columns: Mapped[list[dict[str, str]]] = mapped_column(JSON)  # [{"name", "type"}]
     sha256: Mapped[str] = mapped_column(String(64))
     size_bytes: Mapped[int] = mapped_column(Integer)
-    content: Mapped[bytes] = mapped_column(LargeBinary, deferred=True)
+    content: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True, deferred=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class DatasetPart(Base):
+    """A dataset's Parquet bytes in parts (8 MiB each): written and read a part at a time."""
+
+    __tablename__ = "dataset_parts"
+
+    dataset_id: Mapped[str] = mapped_column(
+        String(36), ForeignKey("datasets.id", ondelete="CASCADE"), primary_key=True)
+    part: Mapped[int] = mapped_column(Integer, primary_key=True)
+    content: Mapped[bytes] = mapped_column(LargeBinary)
 
 
 class Job(Base):

@@ -58,5 +58,7 @@ def cancel_job(job_id: str, session: SessionDep) -> JobPublic:
 
 @router.get("/{job_id}", response_model=JobPublic, operation_id="get_job",
             summary="A job's state, progress and outcome")
-def get_job(job_id: str, session: SessionDep) -> JobPublic:
-    return to_public(jobs.get_job(session, job_id))
+def get_job(job_id: str, session: SessionDep) -> Response:
+    # the most frequent request (polling): serialised once, without a second validation pass
+    return Response(to_public(jobs.get_job(session, job_id)).model_dump_json(),
+                    media_type="application/json")
