@@ -69,20 +69,36 @@ def _check_schema(schema: pa.Schema, settings: Settings) -> None:
         raise BadUpload(f"{len(names)} columns; at most {settings.max_columns} are accepted")
 
 
+def _write(target: Path, schema: pa.Schema, batches: Iterator[pa.RecordBatch],
+           settings: Settings) -> int:
+    _check_schema(schema, settings)
+    rows = 0
+    with pq.ParquetWriter(target, schema, compression="zstd") as writer:
+        for batch in batches:
+            rows += batch.num_rows
+            if rows > settings.max_rows:
+                raise BadUpload(f"more than {settings.max_rows} rows; at most "
+                                f"{settings.max_rows} are accepted")
+            writer.write_batch(batch)
+    return rows
+
+
 def _to_parquet(source: BinaryIO, filename: str, target: Path,
                 settings: Settings) -> tuple[int, pa.Schema]:
     """Convert the upload to a Parquet file batch by batch; returns rows and schema."""
-    rows = 0
     try:
-        schema, batches = _batches(source, filename)
-        _check_schema(schema, settings)
-        with pq.ParquetWriter(target, schema, compression="zstd") as writer:
-            for batch in batches:
-                rows += batch.num_rows
-                if rows > settings.max_rows:
-                    raise BadUpload(f"more than {settings.max_rows} rows; at most "
-                                    f"{settings.max_rows} are accepted")
-                writer.write_batch(batch)
+        try:
+            schema, batches = _batches(source, filename)
+            rows = _write(target, schema, batches, settings)
+        except pa.ArrowInvalid as exc:
+            if "conversion error" not in str(exc):
+                raise
+            # the streaming reader fixes column types from the first block; a later value of
+            # a wider type (2.5 after integers) needs the whole-file reader, which unifies them
+            source.seek(0)
+            table = pacsv.read_csv(source)
+            schema = table.schema
+            rows = _write(target, schema, iter(table.to_batches()), settings)
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError, OSError, ValueError) as exc:
         message = str(exc).splitlines()[0][:300]
         raise BadUpload(f"cannot read {filename!r} as a CSV or Parquet table: {message}") from exc

@@ -78,3 +78,15 @@ def test_pandas_round_trip_of_types(client):
     dataset = client.post("/v1/datasets", files={"file": ("t.csv", csv_bytes(frame))}).json()
     types = {c["name"]: c["type"] for c in dataset["columns"]}
     assert types == {"flag": "boolean", "when": "datetime", "n": "integer"}
+
+
+def test_a_wider_type_after_the_first_block_is_accepted(client, monkeypatch):
+    from service import datasets
+
+    monkeypatch.setattr(datasets, "BLOCK_BYTES", 1024)  # so the change comes blocks later
+    body = b"n,label\n" + b"1,a\n" * 2000 + b"2.5,b\n"
+    response = client.post("/v1/datasets", files={"file": ("late.csv", body)})
+    assert response.status_code == 201, response.text
+    dataset = response.json()
+    assert dataset["rows"] == 2001
+    assert {c["name"]: c["type"] for c in dataset["columns"]}["n"] == "number"
