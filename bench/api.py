@@ -1,6 +1,7 @@
 """Service figures: upload throughput, poll latency under load, Adult job time, result paging.
 
     python bench/api.py [--upload-mb 100] [--clients 50] [--poll-seconds 15] [--rows 1000000]
+                        [--only upload|job|paging]
 
 Runs a real API server (uvicorn, one process) and a real Celery worker against the local
 PostgreSQL (database ``dvrl_bench``, created if missing) and Redis (db 14). Prints:
@@ -217,6 +218,8 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=50)
     parser.add_argument("--poll-seconds", type=float, default=15)
     parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--only", choices=("upload", "job", "paging"),
+                        help="measure one part only (polling needs the job)")
     args = parser.parse_args()
     _fresh_database()
     env = os.environ | {"DVRL_DATABASE_URL": PG_URL, "DVRL_BROKER_URL": REDIS_URL}
@@ -237,10 +240,13 @@ def main() -> None:
                         break
                     except httpx.TransportError:
                         time.sleep(0.2)
-                bench_upload(client, server.pid, args.upload_mb, folder)
-                ids = bench_adult_job(client, folder)
-                bench_polling(client, base, args.clients, args.poll_seconds, ids)
-                bench_paging(client, args.rows)
+                if args.only in (None, "upload"):
+                    bench_upload(client, server.pid, args.upload_mb, folder)
+                if args.only in (None, "job"):
+                    ids = bench_adult_job(client, folder)
+                    bench_polling(client, base, args.clients, args.poll_seconds, ids)
+                if args.only in (None, "paging"):
+                    bench_paging(client, args.rows)
         finally:
             for process in (worker, server):
                 process.terminate()

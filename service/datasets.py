@@ -1,31 +1,27 @@
 """Dataset storage: uploads are parsed once (pyarrow, off the event loop), checked, and stored as
-Parquet bytes in the database, so that a worker on another machine reads them without a shared
+Arrow IPC bytes in the database, so that a worker on another machine reads them without a shared
 disk."""
 
 from __future__ import annotations
 
 import hashlib
-import io
 import tempfile
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 
 import pandas as pd
 import pyarrow as pa
-import pyarrow.csv as pacsv
-import pyarrow.parquet as pq
 from sqlalchemy import insert, select
 from sqlalchemy.orm import Session
 
+from . import tabular
 from .errors import BadUpload, Conflict, NotFound, UploadTooLarge
 from .models import Dataset, DatasetPart, Job
 from .paging import newest_first
 from .settings import Settings
 
-PARQUET_MAGIC = b"PAR1"
-BLOCK_BYTES = 8 << 20
 PART_BYTES = 8 << 20
 
 
@@ -43,17 +39,6 @@ def _friendly_type(arrow_type: pa.DataType) -> str:
     return "string"
 
 
-def _batches(source: BinaryIO, filename: str) -> tuple[pa.Schema, Iterator[pa.RecordBatch]]:
-    """The upload as a stream of record batches: never the whole table in memory."""
-    head = source.read(4)
-    source.seek(0)
-    if head == PARQUET_MAGIC or filename.lower().endswith((".parquet", ".pq")):
-        parquet = pq.ParquetFile(source)
-        return parquet.schema_arrow, parquet.iter_batches(batch_size=65_536)
-    reader = pacsv.open_csv(source, read_options=pacsv.ReadOptions(block_size=BLOCK_BYTES))
-    return reader.schema, iter(reader)
-
-
 def _check_schema(schema: pa.Schema, settings: Settings) -> None:
     names = schema.names
     if not names:
@@ -69,49 +54,33 @@ def _check_schema(schema: pa.Schema, settings: Settings) -> None:
         raise BadUpload(f"{len(names)} columns; at most {settings.max_columns} are accepted")
 
 
-def _write(target: Path, schema: pa.Schema, batches: Iterator[pa.RecordBatch],
-           settings: Settings) -> int:
-    _check_schema(schema, settings)
-    rows = 0
-    with pq.ParquetWriter(target, schema, compression="zstd") as writer:
-        for batch in batches:
-            rows += batch.num_rows
-            if rows > settings.max_rows:
-                raise BadUpload(f"more than {settings.max_rows} rows; at most "
-                                f"{settings.max_rows} are accepted")
-            writer.write_batch(batch)
-    return rows
+def _limits(settings: Settings) -> Callable[[pa.Schema, int], None]:
+    def check(schema: pa.Schema, rows: int) -> None:
+        if rows == 0:
+            _check_schema(schema, settings)
+        elif rows > settings.max_rows:
+            raise BadUpload(f"more than {settings.max_rows} rows; at most "
+                            f"{settings.max_rows} are accepted")
+    return check
 
 
-def _to_parquet(source: BinaryIO, filename: str, target: Path,
-                settings: Settings) -> tuple[int, pa.Schema]:
-    """Convert the upload to a Parquet file batch by batch; returns rows and schema."""
+def _to_arrow(source: BinaryIO, filename: str, target: BinaryIO,
+              settings: Settings) -> tabular.Summary:
     try:
-        try:
-            schema, batches = _batches(source, filename)
-            rows = _write(target, schema, batches, settings)
-        except pa.ArrowInvalid as exc:
-            if "conversion error" not in str(exc):
-                raise
-            # the streaming reader fixes column types from the first block; a later value of
-            # a wider type (2.5 after integers) needs the whole-file reader, which unifies them
-            source.seek(0)
-            table = pacsv.read_csv(source)
-            schema = table.schema
-            rows = _write(target, schema, iter(table.to_batches()), settings)
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, OSError, ValueError) as exc:
-        message = str(exc).splitlines()[0][:300]
-        raise BadUpload(f"cannot read {filename!r} as a CSV or Parquet table: {message}") from exc
-    if rows == 0:
+        summary = tabular.convert(source, filename, target, _limits(settings))
+    except tabular.TableError as exc:
+        raise BadUpload(f"cannot read {filename!r} as a CSV or Parquet table: {exc}") from exc
+    if summary.rows == 0:
         raise BadUpload("the table has a header but no rows")
-    return rows, schema
+    return summary
 
 
 def ingest(session: Session, source: BinaryIO, filename: str, settings: Settings) -> Dataset:
     """Parse, check and store an uploaded file; returns the new dataset (committed).
 
-    The table is converted to Parquet a batch at a time on disk and stored in parts of
-    ``PART_BYTES``, so memory stays far below the file's size whatever its size."""
+    The table is converted to an Arrow IPC stream a slice at a time on disk (service.tabular)
+    and stored in parts of ``PART_BYTES``, so memory stays far below the file's size whatever
+    its size."""
     digest = hashlib.sha256()
     size = 0
     for block in iter(lambda: source.read(1 << 20), b""):
@@ -122,9 +91,9 @@ def ingest(session: Session, source: BinaryIO, filename: str, settings: Settings
     if size == 0:
         raise BadUpload("the file is empty")
     source.seek(0)
-    with tempfile.TemporaryDirectory() as folder:
-        parquet_path = Path(folder) / "table.parquet"
-        rows, schema = _to_parquet(source, filename, parquet_path, settings)
+    with tempfile.TemporaryFile() as stored:
+        summary = _to_arrow(source, filename, stored, settings)
+        rows, schema = summary.rows, summary.schema
         dataset = Dataset(
             id=str(uuid.uuid4()), filename=Path(filename).name[:255] or "upload", rows=rows,
             columns=[{"name": f.name, "type": _friendly_type(f.type)} for f in schema],
@@ -132,10 +101,10 @@ def ingest(session: Session, source: BinaryIO, filename: str, settings: Settings
         )
         session.add(dataset)
         session.flush()
-        with open(parquet_path, "rb") as parquet:
-            for part, chunk in enumerate(iter(lambda: parquet.read(PART_BYTES), b"")):
-                session.execute(insert(DatasetPart).values(dataset_id=dataset.id, part=part,
-                                                           content=chunk))
+        stored.seek(0)
+        for part, chunk in enumerate(iter(lambda: stored.read(PART_BYTES), b"")):
+            session.execute(insert(DatasetPart).values(dataset_id=dataset.id, part=part,
+                                                       content=chunk))
     session.commit()
     return dataset
 
@@ -176,5 +145,4 @@ def load_frame(session: Session, dataset_id: str) -> pd.DataFrame:
                             .order_by(DatasetPart.part))
     content = b"".join(parts) or session.scalar(
         select(Dataset.content).where(Dataset.id == dataset_id))  # datasets before parts
-    table = pq.read_table(io.BytesIO(content))
-    return table.to_pandas(self_destruct=True)
+    return tabular.read(content).to_pandas(self_destruct=True)

@@ -29,7 +29,7 @@ class Base(DeclarativeBase):
 
 
 class Dataset(Base):
-    """An uploaded table, stored as Parquet bytes so any worker can read it without a shared
+    """An uploaded table, stored as Arrow IPC bytes so any worker can read it without a shared
     disk."""
 
     __tablename__ = "datasets"
@@ -45,7 +45,7 @@ class Dataset(Base):
 
 
 class DatasetPart(Base):
-    """A dataset's Parquet bytes in parts (8 MiB each): written and read a part at a time."""
+    """A dataset's stored bytes in parts (8 MiB each): written and read a part at a time."""
 
     __tablename__ = "dataset_parts"
 

@@ -81,9 +81,9 @@ def test_pandas_round_trip_of_types(client):
 
 
 def test_a_wider_type_after_the_first_block_is_accepted(client, monkeypatch):
-    from service import datasets
+    from service import tabular
 
-    monkeypatch.setattr(datasets, "BLOCK_BYTES", 1024)  # so the change comes blocks later
+    monkeypatch.setattr(tabular, "SLICE_BYTES", 1024)  # so the change comes slices later
     body = b"n,label\n" + b"1,a\n" * 2000 + b"2.5,b\n"
     response = client.post("/v1/datasets", files={"file": ("late.csv", body)})
     assert response.status_code == 201, response.text

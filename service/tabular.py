@@ -1,0 +1,206 @@
+"""Uploaded files to an Arrow IPC stream, a slice at a time.
+
+CSV is cut into slices of ``SLICE_BYTES`` at row boundaries (never inside a quoted field) and
+each slice is parsed by pyarrow's multi-threaded reader with the column types fixed by the
+slices before it. When a later slice holds a wider value (``2.5`` after integers, text after
+numbers, a value in a column that was empty so far) the column is widened and the file is read
+again, so the result is the same as reading the whole file at once, in a fraction of the memory.
+
+Parquet uploads are copied a record batch at a time. The output is an LZ4-compressed Arrow
+IPC stream: cheap to write and to read back (LZ4 is fast, and there is nothing to decode).
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import BinaryIO
+
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pyarrow.ipc as ipc
+import pyarrow.parquet as pq
+
+PARQUET_MAGIC = b"PAR1"
+SLICE_BYTES = 4 << 20
+MAX_ROW_BYTES = 64 << 20
+QUOTE = ord('"')
+
+
+class TableError(ValueError):
+    """The file cannot be read as a table (the message says why)."""
+
+
+@dataclass(frozen=True)
+class Summary:
+    rows: int
+    schema: pa.Schema
+
+
+def is_parquet(head: bytes, filename: str) -> bool:
+    return head[:4] == PARQUET_MAGIC or filename.lower().endswith((".parquet", ".pq"))
+
+
+def csv_slices(source: BinaryIO, slice_bytes: int | None = None) -> Iterator[bytes]:
+    """Consecutive pieces of a CSV stream, each ending at a row boundary.
+
+    A newline inside a quoted field is not a row boundary: a cut is only made where the number
+    of quote characters before it is even (RFC 4180 escapes a quote by doubling it)."""
+    size = slice_bytes or SLICE_BYTES
+    rest = b""
+    while True:
+        data = source.read(size)
+        if not data:
+            if rest:
+                yield rest
+            return
+        buffer = rest + data if rest else data
+        cut = _row_boundary(buffer)
+        if cut == 0:
+            if len(buffer) > MAX_ROW_BYTES:
+                raise TableError(f"a row longer than {MAX_ROW_BYTES >> 20} MiB, or a quote "
+                                 "that is never closed")
+            rest = buffer  # no complete row yet: read on
+            continue
+        rest = buffer[cut:]
+        yield buffer[:cut] if cut < len(buffer) else buffer
+
+
+def _row_boundary(buffer: bytes) -> int:
+    """Offset just after the last newline outside quotes, 0 if there is none."""
+    cut = buffer.rfind(b"\n") + 1
+    quotes = buffer.count(b'"', 0, cut)
+    while cut and quotes % 2:
+        earlier = buffer.rfind(b"\n", 0, cut - 1) + 1
+        quotes -= buffer.count(b'"', earlier, cut)
+        cut = earlier
+    return cut
+
+
+def _widened(old: pa.DataType, new: pa.DataType) -> pa.DataType:
+    if old == new or pa.types.is_null(new):
+        return old
+    if pa.types.is_null(old):
+        return new
+    numeric = (pa.types.is_integer, pa.types.is_floating)
+    if any(f(old) for f in numeric) and any(f(new) for f in numeric):
+        return pa.int64() if pa.types.is_integer(old) and pa.types.is_integer(new) \
+            else pa.float64()
+    return pa.string()
+
+
+def _parse(piece: bytes, names: list[str] | None,
+           types: dict[str, pa.DataType] | None) -> pa.Table:
+    read = pacsv.ReadOptions(column_names=names) if names else pacsv.ReadOptions()
+    convert = pacsv.ConvertOptions(column_types=types) if types else pacsv.ConvertOptions()
+    return pacsv.read_csv(io.BytesIO(piece), read_options=read,
+                          parse_options=pacsv.ParseOptions(newlines_in_values=True),
+                          convert_options=convert)
+
+
+def _csv_tables(source: BinaryIO, types: dict[str, pa.DataType]) -> Iterator[pa.Table]:
+    """Tables parsed slice by slice with ``types`` (from the first slice where missing); raises
+    _Widen when a later slice holds a value wider than its column's type."""
+    names: list[str] | None = None
+    for piece in csv_slices(source):
+        if names is None:
+            table = _parse(piece, None, types)
+            names = table.column_names
+            types.update({f.name: f.type for f in table.schema if f.name not in types})
+            yield table
+            continue
+        try:
+            table = _parse(piece, names, types)
+        except pa.ArrowInvalid as exc:
+            if "conversion error" not in str(exc):
+                raise
+            raise _Widen() from exc
+        yield table
+
+
+class _Widen(Exception):
+    pass
+
+
+def _settled_types(source: BinaryIO) -> dict[str, pa.DataType]:
+    """Each column's type over the whole file: the widest of the types its slices suggest."""
+    names: list[str] | None = None
+    types: dict[str, pa.DataType] = {}
+    for piece in csv_slices(source):
+        schema = _parse(piece, names, None).schema
+        if names is None:
+            names = schema.names
+            types = {f.name: f.type for f in schema}
+        else:
+            types = {f.name: _widened(types[f.name], f.type) for f in schema}
+    return types
+
+
+def convert(source: BinaryIO, filename: str, target: BinaryIO,
+            check: Callable[[pa.Schema, int], None] = lambda schema, rows: None,
+            compression: str | None = "lz4") -> Summary:
+    """Write ``source`` (CSV or Parquet) to ``target`` as an Arrow IPC stream.
+
+    ``check(schema, rows_so_far)`` is called before the first rows and after every slice, so
+    that limits stop a big upload early. Raises TableError for a file that is not a readable
+    table."""
+    head = source.read(4)
+    source.seek(0)
+    options = ipc.IpcWriteOptions(compression=compression)
+    try:
+        if is_parquet(head, filename):
+            parquet = pq.ParquetFile(source)
+            return _write(target, parquet.schema_arrow,
+                          (pa.Table.from_batches([b]) for b in parquet.iter_batches(65_536)),
+                          check, options)
+        try:
+            return _write_csv(source, target, {}, check, options)
+        except _Widen:
+            # a later slice holds a wider value than the first ones: settle every column's
+            # type over the whole file, then write again
+            source.seek(0)
+            types = _settled_types(source)
+            source.seek(0)
+            target.seek(0)
+            target.truncate()
+            try:
+                return _write_csv(source, target, types, check, options)
+            except _Widen as exc:
+                raise TableError("column types differ between parts of the file") from exc
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, OSError) as exc:
+        raise TableError(str(exc).splitlines()[0][:300]) from exc
+
+
+def _write_csv(source: BinaryIO, target: BinaryIO, types: dict[str, pa.DataType],
+               check: Callable[[pa.Schema, int], None],
+               options: ipc.IpcWriteOptions) -> Summary:
+    tables = _csv_tables(source, types)
+    first = next(tables, None)
+    if first is None:
+        raise TableError("the file is empty")
+    return _write(target, first.schema, _chain(first, tables), check, options)
+
+
+def _chain(first: pa.Table, rest: Iterator[pa.Table]) -> Iterator[pa.Table]:
+    yield first
+    yield from rest
+
+
+def _write(target: BinaryIO, schema: pa.Schema, tables: Iterator[pa.Table],
+           check: Callable[[pa.Schema, int], None], options: ipc.IpcWriteOptions) -> Summary:
+    check(schema, 0)
+    rows = 0
+    with ipc.new_stream(target, schema, options=options) as writer:
+        for table in tables:
+            rows += table.num_rows
+            check(schema, rows)
+            writer.write_table(table)
+    return Summary(rows, schema)
+
+
+def read(content: bytes) -> pa.Table:
+    """A stored table: an Arrow IPC stream, or Parquet (datasets stored before IPC)."""
+    if content[:4] == PARQUET_MAGIC:
+        return pq.read_table(pa.BufferReader(content))
+    return ipc.open_stream(pa.BufferReader(content)).read_all()
