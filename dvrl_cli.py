@@ -6,6 +6,9 @@
                           and DVRL_BROKER_URL are set
     dvrl worker           a Celery worker (needs DVRL_DATABASE_URL and DVRL_BROKER_URL)
     dvrl migrate          bring the database schema to the newest migration
+    dvrl keys create --owner NAME [--name TEXT]   a new API key (printed once, stored hashed)
+    dvrl keys list                                keys: id, owner, name, created, revoked
+    dvrl keys revoke ID                           a revoked key answers 401 within seconds
 """
 
 from __future__ import annotations
@@ -36,6 +39,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     worker.add_argument("--gpu", action="store_true", help="a GPU worker")
     worker.add_argument("--loglevel", default="INFO")
     commands.add_parser("migrate", help="apply database migrations")
+    keys = commands.add_parser("keys", help="create, list and revoke API keys")
+    key_commands = keys.add_subparsers(dest="keys_command", required=True)
+    create = key_commands.add_parser("create", help="a new key, printed once")
+    create.add_argument("--owner", required=True, help="who the key's datasets and jobs "
+                        "belong to (letters, digits, . _ @ -)")
+    create.add_argument("--name", default="", help="a note, e.g. what uses the key")
+    key_commands.add_parser("list", help="all keys (never the keys themselves)")
+    revoke = key_commands.add_parser("revoke", help="revoke a key by its id")
+    revoke.add_argument("key_id")
     demo = commands.add_parser("demo", help="value a real table through the embedded service")
     demo.add_argument("--port", type=int, default=0, help="default: a free port")
     demo.add_argument("--iterations", type=int, default=400)
@@ -50,6 +62,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _worker(args)
     if args.command == "migrate":
         return _migrate()
+    if args.command == "keys":
+        return _keys(args)
     from service.demo import run_demo
 
     return run_demo(args.port, args.iterations)
@@ -63,18 +77,69 @@ def _migrate() -> int:
     return 0
 
 
+def _keys(args: argparse.Namespace) -> int:
+    from service import keys
+    from service.db import session_scope
+    from service.errors import NotFound
+
+    _migrate()
+    with session_scope() as session:
+        if args.keys_command == "create":
+            try:
+                key, token = keys.create_key(session, args.owner, args.name)
+            except ValueError as exc:
+                print(f"error: {exc}", file=sys.stderr)
+                return 2
+            print(token)
+            print(f"key {key.id} for owner {key.owner!r}: shown only now, stored as a hash; "
+                  "send it as 'Authorization: Bearer <key>'", file=sys.stderr)
+        elif args.keys_command == "list":
+            print(f"{'id':<14}{'owner':<24}{'created':<22}{'revoked':<22}name")
+            for key in keys.list_keys(session):
+                revoked = f"{key.revoked_at:%Y-%m-%d %H:%M:%S}" if key.revoked_at else "-"
+                print(f"{key.id:<14}{key.owner:<24}{key.created_at:%Y-%m-%d %H:%M:%S}   "
+                      f"{revoked:<22}{key.name}")
+        else:
+            try:
+                key = keys.revoke_key(session, args.key_id)
+            except NotFound as exc:
+                print(f"error: {exc}", file=sys.stderr)
+                return 2
+            print(f"key {key.id} of {key.owner!r} revoked", file=sys.stderr)
+    return 0
+
+
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
 def _serve(host: str, port: int) -> int:
     import uvicorn
 
-    from api.app import create_app
+    from api.app import auth_required, create_app
+    from service import keys
+    from service.db import session_scope
     from service.settings import get_settings
 
     settings = get_settings()
     _migrate()
+    loopback = host in LOOPBACK
+    require_keys = auth_required(settings, loopback)
+    if not loopback:
+        with session_scope() as session:
+            active = keys.active_keys(session)
+        if not require_keys or active == 0:
+            why = "DVRL_AUTH=off" if not require_keys else "no API key exists"
+            print(f"error: refusing to serve on {host} ({why}): anyone who can reach it could "
+                  "read and run everything. Create a key with 'dvrl keys create --owner NAME' "
+                  "(and leave DVRL_AUTH at auto), or serve on 127.0.0.1", file=sys.stderr)
+            return 2
     mode = "embedded (SQLite at " + str(settings.data_dir) + ", in-process worker)" \
         if settings.embedded else "PostgreSQL + Celery"
-    print(f"dvrl: serving on http://{host}:{port} ({mode}); API docs at /docs", file=sys.stderr)
-    uvicorn.run(create_app(), host=host, port=port, log_level="warning")
+    auth = "API keys required" if require_keys else "no API key needed on 127.0.0.1"
+    print(f"dvrl: serving on http://{host}:{port} ({mode}; {auth}); API docs at /docs",
+          file=sys.stderr)
+    uvicorn.run(create_app(require_keys=require_keys), host=host, port=port,
+                log_level="warning")
     return 0
 
 
@@ -92,9 +157,11 @@ def _worker(args: argparse.Namespace) -> int:
 
     import torch
 
+    from service.dispatch import Sweeper
     from worker.tasks import app
 
     torch.set_num_threads(settings.worker_threads or max(1, (os.cpu_count() or 2) - 1))
+    Sweeper(settings).start()  # lost messages and dead workers' jobs are sent again
     # solo pool: jobs run in the worker's own process, never in a child forked after LightGBM's
     # OpenMP or CUDA started (both hang in such children)
     app.worker_main(["worker", "--pool=solo", f"--queues={queues}",

@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from service import dispatch
-from service.settings import get_settings
+from service.settings import Settings, get_settings
 
 from . import problems
 from .routes import datasets, health, jobs, results
@@ -24,7 +24,16 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         dispatch.stop_embedded_worker()
 
 
-def create_app(run_embedded_worker: bool = True) -> FastAPI:
+def auth_required(settings: Settings, loopback: bool = True) -> bool:
+    """Whether API keys are required: always when configured so, never when turned off, and by
+    default unless the embedded service listens on the loopback interface only."""
+    if settings.auth != "auto":
+        return settings.auth == "required"
+    return not (settings.embedded and loopback)
+
+
+def create_app(run_embedded_worker: bool = True, require_keys: bool | None = None) -> FastAPI:
+    """The API. ``require_keys`` None: decided by ``auth_required`` for a loopback server."""
     app = FastAPI(
         title="DVRL data valuation",
         version="0.1.0",
@@ -34,6 +43,8 @@ def create_app(run_embedded_worker: bool = True) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.run_embedded_worker = run_embedded_worker
+    app.state.auth_required = auth_required(get_settings()) if require_keys is None \
+        else require_keys
     problems.install(app)
     for module in (datasets, jobs, results, health):
         app.include_router(module.router)

@@ -54,7 +54,7 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(ServiceError)
     async def _service(request: Request, exc: ServiceError) -> JSONResponse:
-        return problem(exc.status, exc.slug, exc.title, str(exc), request)
+        return problem(exc.status, exc.slug, exc.title, str(exc), request, headers=exc.headers)
 
     @app.exception_handler(DataError)
     async def _data(request: Request, exc: DataError) -> JSONResponse:

@@ -14,9 +14,10 @@ from typing import BinaryIO
 import pandas as pd
 import pyarrow as pa
 from sqlalchemy import insert, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from . import tabular
+from . import idempotency, tabular
 from .errors import BadUpload, Conflict, NotFound, UploadTooLarge
 from .models import Dataset, DatasetPart, Job
 from .paging import newest_first
@@ -75,8 +76,10 @@ def _to_arrow(source: BinaryIO, filename: str, target: BinaryIO,
     return summary
 
 
-def ingest(session: Session, source: BinaryIO, filename: str, settings: Settings) -> Dataset:
-    """Parse, check and store an uploaded file; returns the new dataset (committed).
+def ingest(session: Session, source: BinaryIO, filename: str, settings: Settings, owner: str,
+           idempotency_key: str | None = None) -> Dataset:
+    """Parse, check and store an uploaded file; returns the new dataset (committed), or the one
+    an earlier upload with the same ``idempotency_key`` and the same file made.
 
     The table is converted to an Arrow IPC stream a slice at a time on disk (service.tabular)
     and stored in parts of ``PART_BYTES``, so memory stays far below the file's size whatever
@@ -90,12 +93,18 @@ def ingest(session: Session, source: BinaryIO, filename: str, settings: Settings
             raise UploadTooLarge(f"the upload exceeds {settings.max_upload_bytes} bytes")
     if size == 0:
         raise BadUpload("the file is empty")
+    name = Path(filename.replace("\\", "/")).name[:255] or "upload"
+    request = idempotency.request_hash(digest.hexdigest(), name)
+    if idempotency_key is not None:
+        earlier = idempotency.find(session, owner, "create_dataset", idempotency_key, request)
+        if earlier is not None:
+            return get_dataset(session, earlier, owner)
     source.seek(0)
     with tempfile.TemporaryFile() as stored:
         summary = _to_arrow(source, filename, stored, settings)
         rows, schema = summary.rows, summary.schema
         dataset = Dataset(
-            id=str(uuid.uuid4()), filename=Path(filename).name[:255] or "upload", rows=rows,
+            id=str(uuid.uuid4()), owner=owner, filename=name, rows=rows,
             columns=[{"name": f.name, "type": _friendly_type(f.type)} for f in schema],
             sha256=digest.hexdigest(), size_bytes=size, content=None,
         )
@@ -105,23 +114,36 @@ def ingest(session: Session, source: BinaryIO, filename: str, settings: Settings
         for part, chunk in enumerate(iter(lambda: stored.read(PART_BYTES), b"")):
             session.execute(insert(DatasetPart).values(dataset_id=dataset.id, part=part,
                                                        content=chunk))
-    session.commit()
+        if idempotency_key is not None:
+            idempotency.remember(session, owner, "create_dataset", idempotency_key, request,
+                                 dataset.id)
+    try:
+        session.commit()
+    except IntegrityError:  # a concurrent upload with the same key won: answer with its dataset
+        session.rollback()
+        if idempotency_key is None:
+            raise
+        earlier = idempotency.find(session, owner, "create_dataset", idempotency_key, request)
+        if earlier is None:
+            raise
+        return get_dataset(session, earlier, owner)
     return dataset
 
 
-def get_dataset(session: Session, dataset_id: str) -> Dataset:
+def get_dataset(session: Session, dataset_id: str, owner: str | None = None) -> Dataset:
+    """The dataset; another owner's dataset is not found (``owner`` None: any owner)."""
     dataset = session.get(Dataset, dataset_id)
-    if dataset is None:
+    if dataset is None or (owner is not None and dataset.owner != owner):
         raise NotFound(f"no dataset {dataset_id!r}")
     return dataset
 
 
-def list_datasets(session: Session, limit: int, after: str | None) -> list[Dataset]:
-    return newest_first(session, Dataset, limit, after)
+def list_datasets(session: Session, owner: str, limit: int, after: str | None) -> list[Dataset]:
+    return newest_first(session, Dataset, limit, after, Dataset.owner == owner)
 
 
-def delete_dataset(session: Session, dataset_id: str) -> None:
-    dataset = get_dataset(session, dataset_id)
+def delete_dataset(session: Session, dataset_id: str, owner: str) -> None:
+    dataset = get_dataset(session, dataset_id, owner)
     unfinished = session.scalars(
         select(Job).where(Job.state.in_(("QUEUED", "RUNNING", "CANCELLING"))))
     users = [job.id for job in unfinished if dataset_id in _dataset_ids(job.spec)]

@@ -2,7 +2,13 @@
 
 * Celery (``DVRL_BROKER_URL`` set): a message with the job id alone, by task name, to the CPU or
   GPU queue; acks are late, so a message is not lost with a killed worker.
-* Embedded (no broker): an in-process thread runs queued jobs one at a time, oldest first.
+* Embedded (no broker): an in-process thread runs queued jobs one at a time, oldest first,
+  and takes over jobs whose lease ran out (a process that died mid-job).
+
+A sweeper (in every Celery worker process, and in the embedded worker) finds jobs whose message
+may be lost (a restarted Redis keeps nothing) or whose worker died, and sends them again: the
+conditional claim makes duplicates harmless. It also deletes results older than
+``results_ttl_days`` when that is set.
 """
 
 from __future__ import annotations
@@ -12,8 +18,10 @@ import threading
 from functools import lru_cache
 
 from celery import Celery
-from sqlalchemy import select
+from sqlalchemy import and_, or_, select
+from sqlalchemy.exc import DBAPIError
 
+from . import jobs, retention
 from .db import session_scope
 from .models import Job
 from .settings import Settings, get_settings
@@ -62,14 +70,21 @@ class EmbeddedWorker:
 
     def _next_job(self) -> str | None:
         with session_scope() as session:
-            return session.scalar(select(Job.id).where(Job.state == "QUEUED")
+            orphaned = and_(Job.state.in_(("RUNNING", "CANCELLING")),
+                            Job.lease_expires_at < jobs.now())
+            return session.scalar(select(Job.id).where(or_(Job.state == "QUEUED", orphaned))
                                   .order_by(Job.created_at).limit(1))
 
     def _loop(self) -> None:
         from .runner import run_job
 
         while not self._stop.is_set():
-            job_id = self._next_job()
+            try:
+                job_id = self._next_job()
+                retention.expire(get_settings())
+            except DBAPIError:
+                log.warning("embedded worker: database unavailable", exc_info=True)
+                job_id = None
             if job_id is None:
                 self._wake.wait(timeout=2.0)
                 self._wake.clear()
@@ -110,3 +125,39 @@ def send(job_id: str, device: str, settings: Settings | None = None) -> None:
             _embedded.notify()
         return
     celery_app().send_task(TASK_NAME, args=[job_id], queue=queue_for(device, settings))
+
+
+def sweep(settings: Settings | None = None) -> list[str]:
+    """Send again every job whose message may be lost or whose worker died; expire old
+    results. Returns the ids sent."""
+    settings = settings or get_settings()
+    with session_scope() as session:
+        due = jobs.due_for_dispatch(session, settings)
+    for job_id, device in due:
+        log.warning("sweep: sending job %s again (message lost or worker gone)", job_id)
+        send(job_id, device, settings)
+    retention.expire(settings)
+    return [job_id for job_id, _ in due]
+
+
+class Sweeper:
+    """Runs ``sweep`` every ``sweep_interval_s`` in a daemon thread (of a Celery worker)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="dvrl-sweeper", daemon=True)
+
+    def start(self) -> Sweeper:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.settings.sweep_interval_s):
+            try:
+                sweep(self.settings)
+            except Exception:  # the database or broker is away: the next round tries again
+                log.warning("sweep failed", exc_info=True)

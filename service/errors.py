@@ -1,10 +1,13 @@
 """Service-level errors, mapped to RFC 9457 problems in one place (api/problems.py).
 
     ServiceError                  type slug          status
-    ├── NotFound                  not-found          404
+    ├── Unauthorized              unauthorized       401   (missing, unknown or revoked key)
+    ├── NotFound                  not-found          404   (also: another owner's resource)
     ├── Conflict                  conflict           409
     ├── ResultsNotReady           results-not-ready  409
+    ├── IdempotencyMismatch       idempotency-key-reused 422 (same key, different request)
     ├── UploadTooLarge            upload-too-large   413
+    ├── TooManyJobs               too-many-jobs      429   (with Retry-After)
     └── BadUpload                 bad-upload         422   (unreadable or unacceptable table)
 
 dvrl_core's DataError and ConfigError are mapped there too (422, with their own codes).
@@ -17,6 +20,12 @@ class ServiceError(Exception):
     slug = "service-error"
     status = 500
     title = "Service error"
+    headers: dict[str, str] | None = None
+
+
+class Unauthorized(ServiceError):
+    slug, status, title = "unauthorized", 401, "Unauthorized"
+    headers = {"WWW-Authenticate": 'Bearer realm="dvrl"'}
 
 
 class NotFound(ServiceError):
@@ -37,3 +46,15 @@ class UploadTooLarge(ServiceError):
 
 class BadUpload(ServiceError):
     slug, status, title = "bad-upload", 422, "Unreadable or unacceptable table"
+
+
+class IdempotencyMismatch(ServiceError):
+    slug, status, title = "idempotency-key-reused", 422, "Idempotency key reused"
+
+
+class TooManyJobs(ServiceError):
+    slug, status, title = "too-many-jobs", 429, "Too many jobs in flight"
+
+    def __init__(self, message: str, retry_after_s: int) -> None:
+        super().__init__(message)
+        self.headers = {"Retry-After": str(retry_after_s)}

@@ -4,23 +4,29 @@
        │                 │
        └──cancel──> CANCELLED     RUNNING ──cancel──> CANCELLING ──(loop sees it)──> CANCELLED
 
-The job row is committed (QUEUED) before any message is sent; a worker claims it with one
-conditional UPDATE, so a job runs on at most one worker at a time.
+The job row is committed (QUEUED) before any message is sent. A worker claims it with one
+conditional UPDATE that also takes a lease (``lease_holder``, ``lease_expires_at``), renewed by
+its heartbeat: a job runs on at most one worker at a time, and a job whose worker died (its lease
+ran out) can be claimed again and resumes from its last checkpoint. Every write a worker makes
+to a claimed job is conditional on still holding the lease, so results are written once.
 """
 
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import and_, case, func, or_, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from . import idempotency
 from .datasets import get_dataset
-from .errors import Conflict, NotFound
+from .errors import Conflict, NotFound, ServiceError, TooManyJobs
 from .models import Job
 from .paging import newest_first
+from .settings import Settings
 from .specs import JobSpec
 
 ACTIVE = ("QUEUED", "RUNNING", "CANCELLING")
@@ -37,11 +43,45 @@ class UnknownDataset(Exception):
         self.dataset_id = dataset_id
 
 
+class SpecOverLimit(ServiceError):
+    """A spec within the API's static bounds but over this deployment's configured limits."""
+
+    slug, status, title = "limit-exceeded", 422, "Over a configured limit"
+
+    def __init__(self, errors: list[dict[str, str]]) -> None:
+        super().__init__("; ".join(f"{e['field']}: {e['message']}" for e in errors))
+        self.errors = errors
+
+
 def now() -> datetime:
     return datetime.now(UTC)
 
 
-def create_job(session: Session, spec: JobSpec) -> Job:
+def check_limits(spec: JobSpec, settings: Settings) -> None:
+    errors = []
+    if spec.dvrl.iterations > settings.max_iterations:
+        errors.append({"field": "dvrl.iterations",
+                       "message": f"at most {settings.max_iterations} on this service"})
+    if spec.dvrl.batch_size > settings.max_batch_size:
+        errors.append({"field": "dvrl.batch_size",
+                       "message": f"at most {settings.max_batch_size} on this service"})
+    if spec.time_budget_s is not None and spec.time_budget_s > settings.max_time_budget_s:
+        errors.append({"field": "time_budget_s",
+                       "message": f"at most {settings.max_time_budget_s} on this service"})
+    if errors:
+        raise SpecOverLimit(errors)
+
+
+def create_job(session: Session, spec: JobSpec, owner: str, settings: Settings,
+               idempotency_key: str | None = None) -> tuple[Job, bool]:
+    """A new QUEUED job (committed), or the one an earlier request with the same
+    ``idempotency_key`` and spec made; returns the job and whether it is new."""
+    request = idempotency.request_hash(spec.model_dump(mode="json"))
+    if idempotency_key is not None:
+        earlier = idempotency.find(session, owner, "create_job", idempotency_key, request)
+        if earlier is not None:
+            return get_job(session, earlier, owner), False
+    check_limits(spec, settings)
     references: list[tuple[tuple[str, ...], str]] = [(("dataset_id",), spec.dataset_id)]
     if spec.validation.dataset_id:
         references.append((("validation", "dataset_id"), spec.validation.dataset_id))
@@ -49,30 +89,58 @@ def create_job(session: Session, spec: JobSpec) -> Job:
         references.append((("test", "dataset_id"), spec.test.dataset_id))
     for field, dataset_id in references:
         try:
-            get_dataset(session, dataset_id)
+            get_dataset(session, dataset_id, owner)
         except NotFound as exc:
             raise UnknownDataset(field, dataset_id) from exc
-    job = Job(id=str(uuid.uuid4()), state="QUEUED", spec=spec.model_dump(mode="json"),
-              progress={"phase": "queued"}, cancel_requested=False, attempts=0)
+    in_flight = session.scalar(select(func.count()).select_from(Job).where(
+        Job.owner == owner, Job.state.in_(ACTIVE)))
+    if in_flight is not None and in_flight >= settings.max_jobs_in_flight:
+        raise TooManyJobs(f"{in_flight} jobs are queued or running for this owner; at most "
+                          f"{settings.max_jobs_in_flight} at a time: retry when one has "
+                          "finished", settings.retry_after_s)
+    job = Job(id=str(uuid.uuid4()), owner=owner, state="QUEUED",
+              spec=spec.model_dump(mode="json"), progress={"phase": "queued"},
+              cancel_requested=False, attempts=0, dispatched_at=now())
     session.add(job)
-    session.commit()  # committed before the message is sent
-    return job
+    if idempotency_key is not None:
+        idempotency.remember(session, owner, "create_job", idempotency_key, request, job.id)
+    try:
+        session.commit()  # committed before the message is sent
+    except IntegrityError:  # a concurrent request with the same key won: answer with its job
+        session.rollback()
+        earlier = idempotency.find(session, owner, "create_job", idempotency_key or "", request)
+        if earlier is None:
+            raise
+        return get_job(session, earlier, owner), False
+    return job, True
 
 
-def get_job(session: Session, job_id: str) -> Job:
+def get_job(session: Session, job_id: str, owner: str | None = None) -> Job:
+    """The job; another owner's job is not found (``owner`` None: any owner)."""
     job = session.get(Job, job_id)
-    if job is None:
+    if job is None or (owner is not None and job.owner != owner):
         raise NotFound(f"no job {job_id!r}")
     return job
 
 
-def list_jobs(session: Session, limit: int, after: str | None, state: str | None) -> list[Job]:
-    conditions = [] if state is None else [Job.state == state]
+def list_jobs(session: Session, owner: str, limit: int, after: str | None,
+              state: str | None) -> list[Job]:
+    conditions = [Job.owner == owner] + ([] if state is None else [Job.state == state])
     return newest_first(session, Job, limit, after, *conditions)
 
 
-def request_cancel(session: Session, job_id: str) -> Job:
-    job = get_job(session, job_id)
+def delete_job(session: Session, job_id: str, owner: str) -> None:
+    """Delete a finished job with its results (409 while it is queued or running)."""
+    job = get_job(session, job_id, owner)
+    if job.state in ACTIVE:
+        raise Conflict(f"job {job_id!r} is {job.state}; cancel it and delete it once it has "
+                       "ended")
+    session.delete(job)
+    session.commit()
+
+
+def request_cancel(session: Session, job_id: str, owner: str) -> Job:
+    job = get_job(session, job_id, owner)
     if job.state in TERMINAL:
         raise Conflict(f"job {job_id!r} has already finished ({job.state})")
     if job.state == "QUEUED":
@@ -87,41 +155,103 @@ def request_cancel(session: Session, job_id: str) -> Job:
     return job
 
 
-def claim(session: Session, job_id: str) -> bool:
-    """QUEUED -> RUNNING, atomically; False when another worker has it or it was cancelled."""
+def _lease_ends(settings: Settings) -> datetime:
+    return now() + timedelta(seconds=settings.lease_s)
+
+
+def claim(session: Session, job_id: str, holder: str, settings: Settings) -> bool:
+    """Take the job: a QUEUED one, or a RUNNING / CANCELLING one whose lease ran out (its worker
+    died). False when another worker holds it or it has ended."""
+    stamp = now()
+    expired = and_(Job.state.in_(("RUNNING", "CANCELLING")),
+                   or_(Job.lease_expires_at.is_(None), Job.lease_expires_at < stamp))
     claimed = session.execute(  # type: ignore[attr-defined]
-        update(Job).where(Job.id == job_id, Job.state == "QUEUED").values(
-            state="RUNNING", started_at=now(), heartbeat_at=now(), attempts=Job.attempts + 1,
-            progress={"phase": "loading"})
+        update(Job).where(Job.id == job_id, or_(Job.state == "QUEUED", expired)).values(
+            state=case((Job.state == "CANCELLING", "CANCELLING"), else_="RUNNING"),
+            started_at=func.coalesce(Job.started_at, stamp), heartbeat_at=stamp,
+            attempts=Job.attempts + 1, lease_holder=holder,
+            lease_expires_at=_lease_ends(settings), progress={"phase": "loading"})
     ).rowcount
     session.commit()
     return bool(claimed)
 
 
-def record_progress(session: Session, job_id: str, progress: dict[str, Any]) -> None:
-    stamp = now()
-    session.execute(update(Job).where(Job.id == job_id).values(
-        progress=progress | {"heartbeat": stamp.isoformat()}, heartbeat_at=stamp))
+def _held(job_id: str, holder: str) -> Any:
+    return and_(Job.id == job_id, Job.lease_holder == holder,
+                Job.state.in_(("RUNNING", "CANCELLING")))
+
+
+def renew(session: Session, job_id: str, holder: str, settings: Settings) -> bool:
+    """Extend the lease; False when it is no longer ours (the caller must stop)."""
+    renewed = session.execute(update(Job).where(_held(job_id, holder)).values(  # type: ignore[attr-defined]
+        lease_expires_at=_lease_ends(settings), heartbeat_at=now())).rowcount
     session.commit()
+    return bool(renewed)
+
+
+def record_progress(session: Session, job_id: str, holder: str, progress: dict[str, Any],
+                    settings: Settings) -> bool:
+    """Write progress (and renew the lease); False when the job is no longer ours."""
+    stamp = now()
+    written = session.execute(update(Job).where(_held(job_id, holder)).values(  # type: ignore[attr-defined]
+        progress=progress | {"heartbeat": stamp.isoformat()}, heartbeat_at=stamp,
+        lease_expires_at=_lease_ends(settings))).rowcount
+    session.commit()
+    return bool(written)
 
 
 def cancel_requested(session: Session, job_id: str) -> bool:
     return bool(session.scalar(select(Job.cancel_requested).where(Job.id == job_id)))
 
 
-def save_checkpoint(session: Session, job_id: str, state: bytes) -> None:
-    session.execute(update(Job).where(Job.id == job_id).values(checkpoint=state))
+def save_checkpoint(session: Session, job_id: str, holder: str, state: bytes) -> bool:
+    saved = session.execute(update(Job).where(_held(job_id, holder)).values(  # type: ignore[attr-defined]
+        checkpoint=state)).rowcount
     session.commit()
+    return bool(saved)
+
+
+def hold(session: Session, job_id: str, holder: str) -> bool:
+    """Lock the job row for the rest of the transaction if it is still ours (before writing
+    results: with the lock held, no other worker can claim it until the commit)."""
+    query = select(Job.id).where(_held(job_id, holder)).with_for_update()
+    return session.scalar(query) is not None
 
 
 def finish(
-    session: Session, job_id: str, state: str, *, error: dict[str, Any] | None = None,
-    summary: dict[str, Any] | None = None, curves: dict[str, Any] | None = None,
-    progress: dict[str, Any] | None = None,
-) -> None:
+    session: Session, job_id: str, holder: str, state: str, *,
+    error: dict[str, Any] | None = None, summary: dict[str, Any] | None = None,
+    curves: dict[str, Any] | None = None, progress: dict[str, Any] | None = None,
+) -> bool:
+    """Set the final state in the session's transaction (the caller commits); False when the
+    job is no longer ours."""
     values: dict[str, Any] = {"state": state, "finished_at": now(), "error": error,
-                              "summary": summary, "curves": curves, "checkpoint": None}
+                              "summary": summary, "curves": curves, "checkpoint": None,
+                              "lease_holder": None, "lease_expires_at": None}
     if progress is not None:
         values["progress"] = progress
-    session.execute(update(Job).where(Job.id == job_id).values(**values))
+    done = session.execute(update(Job).where(_held(job_id, holder)).values(**values)).rowcount  # type: ignore[attr-defined]
+    return bool(done)
+
+
+def due_for_dispatch(session: Session, settings: Settings) -> list[tuple[str, str]]:
+    """Jobs whose message may be lost: QUEUED and not sent for ``requeue_after_s``, or running
+    on a worker whose lease ran out. Each is marked as sent now (one sweeper re-sends it, however
+    many run); returns (job id, device)."""
+    stamp = now()
+    quiet = or_(Job.dispatched_at.is_(None),
+                Job.dispatched_at < stamp - timedelta(seconds=settings.requeue_after_s))
+    lost_worker = and_(Job.state.in_(("RUNNING", "CANCELLING")), Job.lease_expires_at < stamp,
+                       or_(quiet, Job.dispatched_at < Job.lease_expires_at))
+    candidates = session.execute(select(Job.id, Job.spec).where(
+        or_(and_(Job.state == "QUEUED", quiet), lost_worker)).order_by(Job.created_at)
+        .limit(1000)).all()
+    due = []
+    for job_id, spec in candidates:
+        marked = session.execute(update(Job).where(  # type: ignore[attr-defined]
+            Job.id == job_id, or_(and_(Job.state == "QUEUED", quiet), lost_worker)).values(
+            dispatched_at=stamp)).rowcount
+        if marked:
+            due.append((job_id, (spec or {}).get("device", "auto")))
     session.commit()
+    return due

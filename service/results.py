@@ -22,8 +22,8 @@ COLUMNS = ("row", "value", "rank", "label", "flagged", "noise_injected")
 
 def write_values(session: Session, job_id: str, result: ValuationResult, flag_fraction: float,
                  corrupted: np.ndarray | None) -> int:
-    """Store one row per training row (replacing any earlier partial write); returns how many
-    rows are flagged (the lowest ``flag_fraction``)."""
+    """Store one row per training row in the session's transaction (the caller commits it with
+    the job's final state); returns how many rows are flagged (the lowest ``flag_fraction``)."""
     ranks = result.ranks
     flag_count = int(round(flag_fraction * len(ranks)))
     noise = None
@@ -45,7 +45,6 @@ def write_values(session: Session, job_id: str, result: ValuationResult, flag_fr
         records = frame.to_dict(orient="records")
         for start in range(0, len(records), 50_000):
             session.execute(insert(JobValue), records[start:start + 50_000])
-    session.commit()
     return flag_count
 
 
@@ -61,8 +60,8 @@ def _copy_postgres(session: Session, frame: pd.DataFrame) -> None:
             copy.write_row(record)
 
 
-def require_succeeded(session: Session, job_id: str) -> Job:
-    job = get_job(session, job_id)
+def require_succeeded(session: Session, job_id: str, owner: str) -> Job:
+    job = get_job(session, job_id, owner)
     if job.state != "SUCCEEDED":
         raise ResultsNotReady(f"job {job_id!r} is {job.state}; results exist once it SUCCEEDED")
     return job

@@ -1,18 +1,27 @@
 """The job runner: the same code behind the Celery worker and the embedded in-process worker.
 
-``run_job(job_id)`` claims the job, values the data with dvrl_core, writes progress at a steady
-rate, honours cancellation and the time budget cooperatively, runs the requested evaluations and
-stores the results; it never raises for a job's own failure (the job ends FAILED with a problem
-body that says why).
+``run_job(job_id)`` claims the job (a lease, see service.jobs), values the data with dvrl_core,
+writes progress at a steady rate, honours cancellation and the time budget cooperatively, saves
+checkpoints, runs the requested evaluations and stores the results with the final state in one
+transaction; it never raises for a job's own failure (the job ends FAILED with a problem body
+that says why). A heartbeat thread renews the lease through phases that report no progress;
+database errors are retried for ``db_retry_s`` (a restarted PostgreSQL), and a worker that lost
+its lease stops without writing anything.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import socket
+import threading
 import time
-from typing import Any
+import uuid
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import numpy as np
+from sqlalchemy.exc import DBAPIError
 
 from dvrl_core import (
     DVRL,
@@ -39,29 +48,84 @@ from .specs import JobSpec
 log = logging.getLogger(__name__)
 REMOVAL_SAMPLE_ROWS = 20_000
 TRACE_POINTS = 500
+T = TypeVar("T")
+WORKER_ID = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
 
-class _Budget(Exception):
-    pass
+class LeaseLost(Exception):
+    """Another worker took the job over (ours was presumed dead): stop, write nothing."""
+
+
+def with_retries(action: Callable[[], T], settings: Settings) -> T:
+    """Run a database action, retrying connection failures (a restarted PostgreSQL) for up to
+    ``settings.db_retry_s`` seconds."""
+    deadline = time.monotonic() + settings.db_retry_s
+    pause = 0.5
+    while True:
+        try:
+            return action()
+        except DBAPIError as exc:
+            if not exc.connection_invalidated and "connect" not in str(exc).lower() \
+                    or time.monotonic() > deadline:
+                raise
+            log.warning("database unavailable (%s); retrying in %.1fs",
+                        str(exc).splitlines()[0], pause)
+            time.sleep(pause)
+            pause = min(pause * 2, 10.0)
 
 
 class _Monitor:
-    """Progress writes, cancel checks and checkpoints, each at its own steady rate."""
+    """Progress writes, cancel checks, checkpoints and the lease's heartbeat."""
 
-    def __init__(self, job_id: str, settings: Settings, budget_s: float) -> None:
+    def __init__(self, job_id: str, settings: Settings, budget_s: float,
+                 holder: str = WORKER_ID) -> None:
         self.job_id = job_id
+        self.holder = holder
         self.settings = settings
         self.started = time.monotonic()
         self.budget_s = budget_s
         self.last_progress = self.last_cancel_check = self.last_checkpoint = 0.0
         self.cancelled = False
         self.over_budget = False
+        self.lost = False
         self.recent: list[float] = []
+        self._stop = threading.Event()
+        self._heartbeat = threading.Thread(target=self._beat, daemon=True,
+                                           name=f"dvrl-heartbeat-{job_id[:8]}")
+
+    def __enter__(self) -> _Monitor:
+        self._heartbeat.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._heartbeat.join(timeout=5)
+
+    def _beat(self) -> None:
+        """Renew the lease every third of its length, whatever the job is doing."""
+        while not self._stop.wait(self.settings.lease_s / 3):
+            try:
+                with session_scope() as session:
+                    if not jobs.renew(session, self.job_id, self.holder, self.settings):
+                        self.lost = True
+                        return
+            except DBAPIError as exc:  # the database is away: the next beat tries again
+                log.warning("heartbeat for job %s failed: %s", self.job_id,
+                            str(exc).splitlines()[0])
+
+    def _write(self, action: Callable[[Any], bool]) -> None:
+        def attempt() -> bool:
+            with session_scope() as session:
+                return action(session)
+
+        if not with_retries(attempt, self.settings):
+            self.lost = True
+            raise LeaseLost(self.job_id)
 
     def phase(self, name: str, **extra: Any) -> None:
-        with session_scope() as session:
-            jobs.record_progress(session, self.job_id, {"phase": name,
-                                                        "elapsed_s": self.elapsed()} | extra)
+        progress = {"phase": name, "elapsed_s": self.elapsed()} | extra
+        self._write(lambda session: jobs.record_progress(session, self.job_id, self.holder,
+                                                         progress, self.settings))
 
     def elapsed(self) -> float:
         return round(time.monotonic() - self.started, 3)
@@ -79,6 +143,8 @@ class _Monitor:
                    eta_s=round((progress.total - progress.iteration) / max(rate, 1e-9), 1))
 
     def should_stop(self) -> bool:
+        if self.lost:
+            raise LeaseLost(self.job_id)
         if self.elapsed() > self.budget_s:
             self.over_budget = True
             return True
@@ -86,8 +152,12 @@ class _Monitor:
         if now - self.last_cancel_check < self.settings.cancel_check_interval_s:
             return False
         self.last_cancel_check = now
-        with session_scope() as session:
-            self.cancelled = jobs.cancel_requested(session, self.job_id)
+
+        def check() -> bool:
+            with session_scope() as session:
+                return jobs.cancel_requested(session, self.job_id)
+
+        self.cancelled = with_retries(check, self.settings)
         return self.cancelled
 
     def on_checkpoint(self, state: bytes, iteration: int) -> None:
@@ -95,46 +165,75 @@ class _Monitor:
         if now - self.last_checkpoint < self.settings.checkpoint_interval_s:
             return
         self.last_checkpoint = now
-        with session_scope() as session:
-            jobs.save_checkpoint(session, self.job_id, state)
+        self._write(lambda session: jobs.save_checkpoint(session, self.job_id, self.holder,
+                                                         state))
+
+    def finish(self, state: str, write: Callable[[Any], dict[str, Any]] | None = None,
+               **fields: Any) -> str | None:
+        """End the job in one transaction (with its results when ``write`` is given), if it is
+        still ours; returns the state, or None when another worker has it now."""
+        def attempt() -> bool:
+            with session_scope() as session:
+                if not jobs.hold(session, self.job_id, self.holder):
+                    return False
+                if write is not None:
+                    fields["summary"] = write(session)
+                return jobs.finish(session, self.job_id, self.holder, state, **fields)
+
+        if not with_retries(attempt, self.settings):
+            log.warning("job %s: taken over by another worker; nothing written", self.job_id)
+            return None
+        return state
 
 
-def run_job(job_id: str, settings: Settings | None = None) -> str | None:
+def run_job(job_id: str, settings: Settings | None = None,
+            holder: str = WORKER_ID) -> str | None:
     """Run one job to its end; returns the final state, or None if it was not ours to run."""
     settings = settings or get_settings()
-    with session_scope() as session:
-        if not jobs.claim(session, job_id):
-            return None
-        job = jobs.get_job(session, job_id)
-        spec = JobSpec.model_validate(job.spec)
-        checkpoint = job.checkpoint
+
+    def take() -> tuple[JobSpec, bytes | None, bool] | None:
+        with session_scope() as session:
+            if not jobs.claim(session, job_id, holder, settings):
+                return None
+            job = jobs.get_job(session, job_id)
+            return JobSpec.model_validate(job.spec), job.checkpoint, job.cancel_requested
+
+    taken = with_retries(take, settings)
+    if taken is None:
+        return None
+    spec, checkpoint, cancelled = taken
     budget = float(spec.time_budget_s or settings.default_time_limit_s)
-    monitor = _Monitor(job_id, settings, budget)
-    try:
-        return _run(job_id, spec, monitor, checkpoint)
-    except RunStopped:
-        if monitor.cancelled:
-            with session_scope() as session:
-                jobs.finish(session, job_id, "CANCELLED", progress={"phase": "cancelled",
-                                                                    "elapsed_s": monitor.elapsed()})
-            return "CANCELLED"
-        return _fail(job_id, "time-budget-exceeded", "Time budget exceeded",
-                     f"the job ran past its time budget of {budget:.0f} s; raise time_budget_s "
-                     "or lower dvrl.iterations", monitor)
-    except DVRLError as exc:
-        return _fail(job_id, exc.code, "The data cannot be valued as given", str(exc), monitor)
-    except Exception:  # a bug, not the user's data: log it, keep tracebacks out of the body
-        log.exception("job %s failed", job_id)
-        return _fail(job_id, "internal-error", "Internal error",
-                     "the job failed unexpectedly; the service log has the details", monitor)
+    with _Monitor(job_id, settings, budget, holder) as monitor:
+        if cancelled:  # cancelled while its earlier worker was dying
+            return monitor.finish("CANCELLED", progress={"phase": "cancelled"})
+        if checkpoint is not None:
+            log.info("job %s: resuming from its checkpoint", job_id)
+        try:
+            return _run(job_id, spec, monitor, checkpoint)
+        except LeaseLost:
+            log.warning("job %s: lease lost to another worker; stopping", job_id)
+            return None
+        except RunStopped:
+            if monitor.cancelled:
+                return monitor.finish("CANCELLED", progress={"phase": "cancelled",
+                                                             "elapsed_s": monitor.elapsed()})
+            return _fail("time-budget-exceeded", "Time budget exceeded",
+                         f"the job ran past its time budget of {budget:.0f} s; raise "
+                         "time_budget_s or lower dvrl.iterations", monitor)
+        except DVRLError as exc:
+            return _fail(exc.code, "The data cannot be valued as given", str(exc), monitor)
+        except Exception:  # a bug, not the user's data: log it, keep tracebacks out of the body
+            log.exception("job %s failed", job_id)
+            return _fail("internal-error", "Internal error",
+                         "the job failed unexpectedly; the service log has the details",
+                         monitor, status=500)
 
 
-def _fail(job_id: str, code: str, title: str, detail: str, monitor: _Monitor) -> str:
-    error = {"type": f"/problems/{code}", "title": title, "status": 422, "detail": detail}
-    with session_scope() as session:
-        jobs.finish(session, job_id, "FAILED", error=error,
-                    progress={"phase": "failed", "elapsed_s": monitor.elapsed()})
-    return "FAILED"
+def _fail(code: str, title: str, detail: str, monitor: _Monitor,
+          status: int = 422) -> str | None:
+    error = {"type": f"/problems/{code}", "title": title, "status": status, "detail": detail}
+    return monitor.finish("FAILED", error=error,
+                          progress={"phase": "failed", "elapsed_s": monitor.elapsed()})
 
 
 def _prepare(job_id: str, spec: JobSpec) -> tuple[PreparedData, np.ndarray | None]:
@@ -152,7 +251,8 @@ def _prepare(job_id: str, spec: JobSpec) -> tuple[PreparedData, np.ndarray | Non
     return data, corrupted
 
 
-def _run(job_id: str, spec: JobSpec, monitor: _Monitor, checkpoint: bytes | None) -> str:
+def _run(job_id: str, spec: JobSpec, monitor: _Monitor,
+         checkpoint: bytes | None) -> str | None:
     monitor.phase("preparing")
     data, corrupted = _prepare(job_id, spec)
     params = spec.dvrl.model_dump()
@@ -166,15 +266,18 @@ def _run(job_id: str, spec: JobSpec, monitor: _Monitor, checkpoint: bytes | None
     summary, curves = _evaluate(spec, data, result, corrupted, dvrl)
     monitor.phase("writing")
     flag_fraction = spec.flag_fraction or spec.label_noise or 0.1
-    with session_scope() as session:
-        summary["flagged"] = write_values(session, job_id, result, flag_fraction, corrupted)
     if monitor.should_stop() and monitor.cancelled:
         raise RunStopped(spec.dvrl.iterations, spec.dvrl.iterations, b"")
-    with session_scope() as session:
-        jobs.finish(session, job_id, "SUCCEEDED", summary=summary, curves=curves,
-                    progress={"phase": "done", "iteration": spec.dvrl.iterations,
-                              "total": spec.dvrl.iterations, "elapsed_s": monitor.elapsed()})
-    return "SUCCEEDED"
+
+    def write(session) -> dict[str, Any]:
+        flagged = write_values(session, job_id, result, flag_fraction, corrupted)
+        return summary | {"flagged": flagged}
+
+    # values and the final state in one transaction, under the row lock: written once
+    return monitor.finish("SUCCEEDED", write, curves=curves,
+                          progress={"phase": "done", "iteration": spec.dvrl.iterations,
+                                    "total": spec.dvrl.iterations,
+                                    "elapsed_s": monitor.elapsed()})
 
 
 def _evaluate(spec: JobSpec, data: PreparedData, result, corrupted, dvrl: DVRL):

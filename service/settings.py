@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -20,15 +21,33 @@ class Settings(BaseSettings):
     database_url: str | None = Field(None, description="PostgreSQL URL; empty: embedded SQLite")
     broker_url: str | None = Field(None, description="Redis URL; empty: in-process worker")
     data_dir: Path = Field(Path("dvrl-data"), description="embedded mode: where SQLite lives")
-    max_upload_bytes: int = 1 << 30
+    auth: Literal["auto", "required", "off"] = Field(
+        "auto", description="API keys: auto = required unless the embedded default serves on "
+        "127.0.0.1; off is refused on any other interface")
+    max_upload_bytes: int = Field(1 << 30, description="413 beyond this, while streaming")
     max_rows: int = 5_000_000
     max_columns: int = 10_000
+    max_cells: int = Field(200_000_000, description="rows x columns of one table")
     max_iterations: int = 100_000
+    max_batch_size: int = 1_000_000
     max_time_budget_s: int = 7 * 24 * 3600
+    max_jobs_in_flight: int = Field(20, description="queued or running jobs per owner; 429 "
+                                    "beyond")
+    retry_after_s: int = Field(30, description="Retry-After of a 429")
     default_time_limit_s: int = 24 * 3600
     progress_interval_s: float = 1.0
     cancel_check_interval_s: float = 0.5
     checkpoint_interval_s: float = 30.0
+    lease_s: float = Field(60.0, description="a worker's claim on a job, renewed by its "
+                           "heartbeat; a job whose worker died is taken over after this")
+    requeue_after_s: float = Field(300.0, description="a QUEUED job not picked up for this "
+                                   "long is sent again (its message may have been lost)")
+    sweep_interval_s: float = Field(15.0, description="how often workers look for lost jobs "
+                                    "and expired results")
+    db_retry_s: float = Field(300.0, description="how long a worker retries the database "
+                              "before giving a job up to another worker")
+    results_ttl_days: float | None = Field(None, description="delete finished jobs and their "
+                                           "results after this many days; empty: keep")
     worker_threads: int | None = Field(
         None, description="torch threads in a worker; default: all cores but one (the API and "
         "the database keep a core)")

@@ -61,20 +61,42 @@ def service_env(postgres) -> Iterator[str]:
     from service.db import get_engine
 
     with get_engine().begin() as connection:
-        connection.execute(text("TRUNCATE job_values, jobs, datasets CASCADE"))
+        connection.execute(text("TRUNCATE job_values, jobs, datasets, dataset_parts, api_keys, "
+                                "idempotency_keys CASCADE"))
     redis.Redis.from_url(REDIS_URL).flushdb()
     yield postgres
     _configure(None, None)
 
 
+def api_key(owner: str) -> str:
+    """A new API key for ``owner`` in the configured database."""
+    from service.db import session_scope
+    from service.keys import create_key
+
+    with session_scope() as session:
+        return create_key(session, owner, "tests")[1]
+
+
 @pytest.fixture
 def client(service_env):
+    """A client of the API (keys required, as on any PostgreSQL deployment) as owner alice."""
     from fastapi.testclient import TestClient
 
     from api.app import create_app
 
     with TestClient(create_app(run_embedded_worker=False)) as test_client:
+        test_client.headers["Authorization"] = f"Bearer {api_key('alice')}"
         yield test_client
+
+
+@pytest.fixture
+def other_client(client):
+    """The same API as another owner (bob)."""
+    from fastapi.testclient import TestClient
+
+    other = TestClient(client.app)
+    other.headers["Authorization"] = f"Bearer {api_key('bob')}"
+    return other
 
 
 def csv_bytes(frame) -> bytes:

@@ -4,14 +4,22 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, File, Request, Response, UploadFile
+from fastapi import APIRouter, File, Response, UploadFile
 from fastapi.concurrency import run_in_threadpool
 
 from service import datasets
 from service.errors import UploadTooLarge
 from service.models import Dataset
 
-from ..deps import PageSize, SessionDep, SettingsDep, decode_token, encode_token
+from ..deps import (
+    IdempotencyKey,
+    OwnerDep,
+    PageSize,
+    SessionDep,
+    SettingsDep,
+    decode_token,
+    encode_token,
+)
 from ..schemas import ColumnPublic, DatasetPublic, DatasetsPublic
 
 router = APIRouter(prefix="/v1/datasets", tags=["datasets"])
@@ -28,24 +36,26 @@ def to_public(dataset: Dataset) -> DatasetPublic:
 @router.post("", status_code=201, response_model=DatasetPublic, operation_id="create_dataset",
              summary="Upload a table (CSV or Parquet)")
 async def create_dataset(
-    request: Request, response: Response, session: SessionDep, settings: SettingsDep,
+    response: Response, session: SessionDep, settings: SettingsDep, owner: OwnerDep,
     file: Annotated[UploadFile, File(description="the table: CSV with a header row, or Parquet")],
+    idempotency_key: IdempotencyKey = None,
 ) -> DatasetPublic:
     if file.size is not None and file.size > settings.max_upload_bytes:
         raise UploadTooLarge(f"the upload is {file.size} bytes; at most "
                              f"{settings.max_upload_bytes} are accepted")
     # parsing a big table takes seconds: off the event loop
     dataset = await run_in_threadpool(datasets.ingest, session, file.file,
-                                      file.filename or "upload", settings)
+                                      file.filename or "upload", settings, owner,
+                                      idempotency_key)
     response.headers["Location"] = f"/v1/datasets/{dataset.id}"
     return to_public(dataset)
 
 
 @router.get("", response_model=DatasetsPublic, operation_id="list_datasets",
             summary="List datasets, newest first")
-def list_datasets(session: SessionDep, page_size: PageSize = 50,
+def list_datasets(session: SessionDep, owner: OwnerDep, page_size: PageSize = 50,
                   page_token: str | None = None) -> DatasetsPublic:
-    items = datasets.list_datasets(session, page_size + 1, decode_token(page_token))
+    items = datasets.list_datasets(session, owner, page_size + 1, decode_token(page_token))
     more = len(items) > page_size
     items = items[:page_size]
     return DatasetsPublic(items=[to_public(d) for d in items],
@@ -54,12 +64,12 @@ def list_datasets(session: SessionDep, page_size: PageSize = 50,
 
 @router.get("/{dataset_id}", response_model=DatasetPublic, operation_id="get_dataset",
             summary="Get a dataset's description")
-def get_dataset(dataset_id: str, session: SessionDep) -> DatasetPublic:
-    return to_public(datasets.get_dataset(session, dataset_id))
+def get_dataset(dataset_id: str, session: SessionDep, owner: OwnerDep) -> DatasetPublic:
+    return to_public(datasets.get_dataset(session, dataset_id, owner))
 
 
 @router.delete("/{dataset_id}", status_code=204, operation_id="delete_dataset",
                summary="Delete a dataset (409 while an unfinished job uses it)")
-def delete_dataset(dataset_id: str, session: SessionDep) -> Response:
-    datasets.delete_dataset(session, dataset_id)
+def delete_dataset(dataset_id: str, session: SessionDep, owner: OwnerDep) -> Response:
+    datasets.delete_dataset(session, dataset_id, owner)
     return Response(status_code=204)

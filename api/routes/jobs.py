@@ -10,7 +10,15 @@ from service import dispatch, jobs
 from service.models import Job
 from service.specs import JobSpec
 
-from ..deps import PageSize, SessionDep, decode_token, encode_token
+from ..deps import (
+    IdempotencyKey,
+    OwnerDep,
+    PageSize,
+    SessionDep,
+    SettingsDep,
+    decode_token,
+    encode_token,
+)
 from ..schemas import JobPublic, JobsPublic, ProblemPublic, ProgressPublic
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
@@ -32,18 +40,22 @@ def to_public(job: Job) -> JobPublic:
 
 @router.post("", status_code=202, response_model=JobPublic, operation_id="create_job",
              summary="Start a valuation job")
-def create_job(spec: JobSpec, response: Response, session: SessionDep) -> JobPublic:
-    job = jobs.create_job(session, spec)  # committed before the message is sent
-    dispatch.send(job.id, spec.device)
+def create_job(spec: JobSpec, response: Response, session: SessionDep, settings: SettingsDep,
+               owner: OwnerDep, idempotency_key: IdempotencyKey = None) -> JobPublic:
+    """Queue a job (202). Per owner, at most ``DVRL_MAX_JOBS_IN_FLIGHT`` jobs are queued or
+    running at a time; beyond that the answer is 429 with ``Retry-After``."""
+    job, new = jobs.create_job(session, spec, owner, settings, idempotency_key)
+    if new:  # the row is committed before the message is sent
+        dispatch.send(job.id, spec.device)
     response.headers["Location"] = f"/v1/jobs/{job.id}"
     return to_public(job)
 
 
 @router.get("", response_model=JobsPublic, operation_id="list_jobs",
             summary="List jobs, newest first")
-def list_jobs(session: SessionDep, state: State | None = None, page_size: PageSize = 50,
-              page_token: str | None = None) -> JobsPublic:
-    items = jobs.list_jobs(session, page_size + 1, decode_token(page_token), state)
+def list_jobs(session: SessionDep, owner: OwnerDep, state: State | None = None,
+              page_size: PageSize = 50, page_token: str | None = None) -> JobsPublic:
+    items = jobs.list_jobs(session, owner, page_size + 1, decode_token(page_token), state)
     more = len(items) > page_size
     items = items[:page_size]
     return JobsPublic(items=[to_public(j) for j in items],
@@ -52,13 +64,20 @@ def list_jobs(session: SessionDep, state: State | None = None, page_size: PageSi
 
 @router.post("/{job_id}:cancel", status_code=202, response_model=JobPublic,
              operation_id="cancel_job", summary="Ask a job to stop (cooperative)")
-def cancel_job(job_id: str, session: SessionDep) -> JobPublic:
-    return to_public(jobs.request_cancel(session, job_id))
+def cancel_job(job_id: str, session: SessionDep, owner: OwnerDep) -> JobPublic:
+    return to_public(jobs.request_cancel(session, job_id, owner))
+
+
+@router.delete("/{job_id}", status_code=204, operation_id="delete_job",
+               summary="Delete a finished job and its results (409 while it is unfinished)")
+def delete_job(job_id: str, session: SessionDep, owner: OwnerDep) -> Response:
+    jobs.delete_job(session, job_id, owner)
+    return Response(status_code=204)
 
 
 @router.get("/{job_id}", response_model=JobPublic, operation_id="get_job",
             summary="A job's state, progress and outcome")
-def get_job(job_id: str, session: SessionDep) -> Response:
+def get_job(job_id: str, session: SessionDep, owner: OwnerDep) -> Response:
     # the most frequent request (polling): serialised once, without a second validation pass
-    return Response(to_public(jobs.get_job(session, job_id)).model_dump_json(),
+    return Response(to_public(jobs.get_job(session, job_id, owner)).model_dump_json(),
                     media_type="application/json")

@@ -11,7 +11,7 @@ from fastapi.responses import StreamingResponse
 from service import results
 from service.db import new_session
 
-from ..deps import PageSize, SessionDep, decode_int_token, encode_token
+from ..deps import OwnerDep, PageSize, SessionDep, decode_int_token, encode_token
 from ..schemas import CurvesPublic, ValuesPublic
 
 router = APIRouter(prefix="/v1/jobs/{job_id}", tags=["results"])
@@ -20,13 +20,13 @@ router = APIRouter(prefix="/v1/jobs/{job_id}", tags=["results"])
 @router.get("/values", response_model=ValuesPublic, operation_id="get_values",
             summary="One value per training row",
             responses={200: {"content": {"text/csv": {}, "application/vnd.apache.parquet": {}}}})
-def get_values(job_id: str, session: SessionDep,
+def get_values(job_id: str, session: SessionDep, owner: OwnerDep,
                format: Literal["json", "csv", "parquet"] = "json",
                order: Literal["rank", "row"] = "rank", page_size: PageSize = 1000,
                page_token: str | None = None):
     """JSON pages ordered by rank (lowest value first) or input row order; ``format=csv`` or
     ``parquet`` downloads every row in input order (columns row, value, rank, label, flagged)."""
-    results.require_succeeded(session, job_id)
+    results.require_succeeded(session, job_id, owner)
     if format == "csv":
         def stream():
             with new_session() as own:  # the request's session closes before streaming ends
@@ -54,9 +54,9 @@ def _page(items: list[dict], last: int | None) -> Response:
 
 @router.get("/corrupted", response_model=ValuesPublic, operation_id="get_corrupted",
             summary="Flagged rows, lowest value first: the likely corrupted ones")
-def get_corrupted(job_id: str, session: SessionDep, page_size: PageSize = 1000,
-                  page_token: str | None = None) -> Response:
-    results.require_succeeded(session, job_id)
+def get_corrupted(job_id: str, session: SessionDep, owner: OwnerDep,
+                  page_size: PageSize = 1000, page_token: str | None = None) -> Response:
+    results.require_succeeded(session, job_id, owner)
     items, last = results.values_page(session, job_id, "rank", decode_int_token(page_token),
                                       page_size, flagged_only=True)
     return _page(items, last)
@@ -64,6 +64,6 @@ def get_corrupted(job_id: str, session: SessionDep, page_size: PageSize = 1000,
 
 @router.get("/curves", response_model=CurvesPublic, operation_id="get_curves",
             summary="Removal curves, discovery curve and reward trace")
-def get_curves(job_id: str, session: SessionDep) -> CurvesPublic:
-    job = results.require_succeeded(session, job_id)
+def get_curves(job_id: str, session: SessionDep, owner: OwnerDep) -> CurvesPublic:
+    job = results.require_succeeded(session, job_id, owner)
     return CurvesPublic(**(job.curves or {"reward_trace": {}}))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from datetime import timedelta
 
 from sqlalchemy import func, select
 
@@ -96,8 +97,31 @@ def test_time_budget_ends_the_job_failed(client, tables):
         "/problems/time-budget-exceeded"
 
 
-def test_claim_is_exclusive(client, tables):
+def test_a_lease_makes_a_claim_exclusive_until_it_runs_out(client, tables):
+    from sqlalchemy import update
+
+    from service.models import Job
+    from service.settings import get_settings
+
+    settings = get_settings()
     job_id = _create(client, tables)
     with session_scope() as session:
-        assert jobs.claim(session, job_id) is True
-        assert jobs.claim(session, job_id) is False
+        assert jobs.claim(session, job_id, "worker-a", settings) is True
+        assert jobs.claim(session, job_id, "worker-b", settings) is False
+        assert jobs.renew(session, job_id, "worker-a", settings) is True
+        # worker-a stops renewing (killed): once the lease has run out, worker-b takes over
+        session.execute(update(Job).where(Job.id == job_id).values(
+            dispatched_at=jobs.now() - timedelta(seconds=60),
+            lease_expires_at=jobs.now() - timedelta(seconds=1)))
+        session.commit()
+        assert [j for j, _ in jobs.due_for_dispatch(session, settings)] == [job_id]
+        assert jobs.due_for_dispatch(session, settings) == []  # sent once, not every sweep
+        assert jobs.claim(session, job_id, "worker-b", settings) is True
+        # the presumed-dead worker can neither renew, checkpoint nor write results
+        assert jobs.renew(session, job_id, "worker-a", settings) is False
+        assert jobs.save_checkpoint(session, job_id, "worker-a", b"x") is False
+        assert jobs.finish(session, job_id, "worker-a", "SUCCEEDED") is False
+        assert jobs.finish(session, job_id, "worker-b", "SUCCEEDED") is True
+        session.commit()
+        job = jobs.get_job(session, job_id)
+        assert job.state == "SUCCEEDED" and job.attempts == 2 and job.lease_holder is None

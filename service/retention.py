@@ -1,0 +1,27 @@
+"""Retention: finished jobs (with their values) older than ``results_ttl_days`` are deleted,
+with the idempotency keys of the same age. Run by the sweeper; off unless configured."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from sqlalchemy import delete
+
+from .db import session_scope
+from .models import IdempotencyKey, Job
+from .models import utcnow as now
+from .settings import Settings
+
+TERMINAL = ("SUCCEEDED", "FAILED", "CANCELLED")
+
+
+def expire(settings: Settings) -> int:
+    """Delete what has outlived its retention; returns how many jobs went."""
+    if settings.results_ttl_days is None:
+        return 0
+    cutoff = now() - timedelta(days=settings.results_ttl_days)
+    with session_scope() as session:
+        gone = session.execute(delete(Job).where(  # type: ignore[attr-defined]
+            Job.state.in_(TERMINAL), Job.finished_at < cutoff)).rowcount
+        session.execute(delete(IdempotencyKey).where(IdempotencyKey.created_at < cutoff))
+    return int(gone or 0)
