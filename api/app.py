@@ -11,6 +11,7 @@ from service import dispatch
 from service.settings import Settings, get_settings
 
 from . import problems
+from .limits import BodyLimit
 from .routes import datasets, health, jobs, results
 
 
@@ -46,6 +47,7 @@ def create_app(run_embedded_worker: bool = True, require_keys: bool | None = Non
     app.state.auth_required = auth_required(get_settings()) if require_keys is None \
         else require_keys
     problems.install(app)
+    app.add_middleware(BodyLimit)
     for module in (datasets, jobs, results, health):
         app.include_router(module.router)
     return app

@@ -54,7 +54,8 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(ServiceError)
     async def _service(request: Request, exc: ServiceError) -> JSONResponse:
-        return problem(exc.status, exc.slug, exc.title, str(exc), request, headers=exc.headers)
+        return problem(exc.status, exc.slug, exc.title, str(exc), request,
+                       getattr(exc, "errors", None), headers=exc.headers)
 
     @app.exception_handler(DataError)
     async def _data(request: Request, exc: DataError) -> JSONResponse:
@@ -66,9 +67,11 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        slug = {404: "not-found", 405: "method-not-allowed", 413: "upload-too-large"}.get(
-            exc.status_code, "http-error")
-        return problem(exc.status_code, slug, str(exc.detail), str(exc.detail), request,
+        slug, title = {404: ("not-found", "Not found"),
+                       405: ("method-not-allowed", "Method not allowed"),
+                       413: ("upload-too-large", "Request too large")}.get(
+            exc.status_code, ("http-error", str(exc.detail)))
+        return problem(exc.status_code, slug, title, str(exc.detail), request,
                        headers=getattr(exc, "headers", None))
 
     @app.exception_handler(Exception)

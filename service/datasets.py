@@ -62,6 +62,9 @@ def _limits(settings: Settings) -> Callable[[pa.Schema, int], None]:
         elif rows > settings.max_rows:
             raise BadUpload(f"more than {settings.max_rows} rows; at most "
                             f"{settings.max_rows} are accepted")
+        elif rows * len(schema) > settings.max_cells:
+            raise BadUpload(f"more than {settings.max_cells} cells (rows x columns); at most "
+                            f"{settings.max_cells} are accepted")
     return check
 
 

@@ -61,3 +61,38 @@ def test_serve_with_no_configuration_values_a_table_end_to_end(tmp_path, tables)
         server.terminate()
         server.wait(timeout=20)
         log.close()
+
+
+def test_serving_beyond_loopback_needs_keys(tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DVRL_")}
+    env |= {"DVRL_DATA_DIR": str(tmp_path / "data")}
+    port = _free_port()
+    serve = [sys.executable, "-m", "dvrl_cli", "serve", "--host", "0.0.0.0", "--port", str(port)]
+    refused = subprocess.run(serve, cwd=ROOT, env=env, capture_output=True, text=True,
+                             timeout=60)
+    assert refused.returncode == 2 and "dvrl keys create" in refused.stderr
+    off = subprocess.run(serve, cwd=ROOT, env=env | {"DVRL_AUTH": "off"}, capture_output=True,
+                         text=True, timeout=60)
+    assert off.returncode == 2
+    created = subprocess.run([sys.executable, "-m", "dvrl_cli", "keys", "create", "--owner",
+                              "me"], cwd=ROOT, env=env, capture_output=True, text=True,
+                             timeout=60)
+    token = created.stdout.strip()
+    server = subprocess.Popen(serve, cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)
+    try:
+        base = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                httpx.get(f"{base}/healthz")
+                break
+            except httpx.TransportError:
+                assert time.monotonic() < deadline and server.poll() is None
+                time.sleep(0.2)
+        assert httpx.get(f"{base}/v1/jobs").status_code == 401
+        authorised = httpx.get(f"{base}/v1/jobs", headers={"Authorization": f"Bearer {token}"})
+        assert authorised.status_code == 200
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
