@@ -12,6 +12,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import DBAPIError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from dvrl_core.errors import ConfigError, DataError
@@ -73,6 +74,16 @@ def install(app: FastAPI) -> None:
             exc.status_code, ("http-error", str(exc.detail)))
         return problem(exc.status_code, slug, title, str(exc.detail), request,
                        headers=getattr(exc, "headers", None))
+
+    @app.exception_handler(DBAPIError)
+    async def _database(request: Request, exc: DBAPIError) -> JSONResponse:
+        if not exc.connection_invalidated and "connect" not in str(exc).lower():
+            return await _unexpected(request, exc)
+        log.warning("database unavailable on %s: %s", request.url.path,
+                    str(exc).splitlines()[0])
+        return problem(503, "database-unavailable", "Database unavailable",
+                       "the database does not answer right now; retry shortly", request,
+                       headers={"Retry-After": "5"})
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
