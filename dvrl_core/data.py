@@ -125,9 +125,13 @@ class TableEncoder:
     def _fit_numeric(name: str, kind, values: pd.Series) -> _ColumnCode:
         finite = values.replace([np.inf, -np.inf], np.nan)
         fill = float(finite.median()) if finite.notna().any() else 0.0
-        filled = finite.fillna(fill)
-        center = float(filled.mean())
-        scale = float(filled.std(ddof=0))
+        filled = finite.fillna(fill).to_numpy(dtype=np.float64)
+        # statistics of a rescaled copy: values near the float64 limit (1e300) would overflow
+        # when squared
+        magnitude = float(np.abs(filled).max()) if len(filled) else 0.0
+        unit = magnitude if magnitude > 1e100 else 1.0
+        center = float((filled / unit).mean() * unit)
+        scale = float((filled / unit).std() * unit)
         if not np.isfinite(scale) or scale == 0.0:
             scale = 1.0
         return _ColumnCode(

@@ -87,11 +87,13 @@ def create_job(session: Session, spec: JobSpec, owner: str, settings: Settings,
         references.append((("validation", "dataset_id"), spec.validation.dataset_id))
     if spec.test:
         references.append((("test", "dataset_id"), spec.test.dataset_id))
+    tables = {}
     for field, dataset_id in references:
         try:
-            get_dataset(session, dataset_id, owner)
+            tables[field[0]] = get_dataset(session, dataset_id, owner)
         except NotFound as exc:
             raise UnknownDataset(field, dataset_id) from exc
+    _check_columns(spec, tables)
     in_flight = session.scalar(select(func.count()).select_from(Job).where(
         Job.owner == owner, Job.state.in_(ACTIVE)))
     if in_flight is not None and in_flight >= settings.max_jobs_in_flight:
@@ -113,6 +115,34 @@ def create_job(session: Session, spec: JobSpec, owner: str, settings: Settings,
             raise
         return get_job(session, earlier, owner), False
     return job, True
+
+
+def _check_columns(spec: JobSpec, tables: dict[str, Any]) -> None:
+    """The columns a spec names exist in its datasets (422 at once, not a failed job later)."""
+    errors = []
+    for where, dataset in tables.items():
+        columns = [c["name"] for c in dataset.columns]
+        named = [("target", spec.target)]
+        if where == "dataset_id":
+            named += [("id_column", spec.id_column)] if spec.id_column else []
+            named += [(f"features.{i}", f) for i, f in enumerate(spec.features or [])]
+        for field, column in named:
+            if column not in columns:
+                hint = f"; it has {columns[:20]}" if len(columns) <= 20 else \
+                    f"; it has {len(columns)} columns"
+                dataset_field = "dataset_id" if where == "dataset_id" else f"{where}.dataset_id"
+                errors.append({"field": field, "message": f"no column {column!r} in the "
+                               f"dataset of {dataset_field}{hint}"})
+    if errors:
+        raise UnknownColumns(errors)
+
+
+class UnknownColumns(ServiceError):
+    slug, status, title = "unknown-column", 422, "Unknown column"
+
+    def __init__(self, errors: list[dict[str, str]]) -> None:
+        super().__init__("; ".join(e["message"] for e in errors))
+        self.errors = errors
 
 
 def get_job(session: Session, job_id: str, owner: str | None = None) -> Job:

@@ -1,10 +1,11 @@
 """Uploaded files to an Arrow IPC stream, a slice at a time.
 
-CSV is cut into slices of ``SLICE_BYTES`` at row boundaries (never inside a quoted field) and
-each slice is parsed by pyarrow's multi-threaded reader with the column types fixed by the
-slices before it. When a later slice holds a wider value (``2.5`` after integers, text after
-numbers, a value in a column that was empty so far) the column is widened and the file is read
-again, so the result is the same as reading the whole file at once, in a fraction of the memory.
+CSV (comma-separated, or ';', tab or '|' when the header shows that) is cut into slices of
+``SLICE_BYTES`` at row boundaries (never inside a quoted field) and each slice is parsed by
+pyarrow's multi-threaded reader with the column types fixed by the slices before it. When a
+later slice holds a wider value (``2.5`` after integers, text after numbers, a value in a column
+that was empty so far) the column is widened and the file is read again, so the result is the
+same as reading the whole file at once, in a fraction of the memory.
 
 Parquet uploads are copied a record batch at a time. The output is an LZ4-compressed Arrow
 IPC stream: cheap to write and to read back (LZ4 is fast, and there is nothing to decode).
@@ -83,6 +84,8 @@ def _widened(old: pa.DataType, new: pa.DataType) -> pa.DataType:
         return old
     if pa.types.is_null(old):
         return new
+    if pa.types.is_binary(old) or pa.types.is_binary(new):  # not UTF-8: refused later
+        return pa.binary()
     numeric = (pa.types.is_integer, pa.types.is_floating)
     if any(f(old) for f in numeric) and any(f(new) for f in numeric):
         return pa.int64() if pa.types.is_integer(old) and pa.types.is_integer(new) \
@@ -90,28 +93,43 @@ def _widened(old: pa.DataType, new: pa.DataType) -> pa.DataType:
     return pa.string()
 
 
+DELIMITERS = (",", ";", "\t", "|")
+
+
+def sniff_delimiter(head: bytes) -> str:
+    """The delimiter of a CSV file from its header line: a comma, unless the header has none
+    and has semicolons, tabs or pipes (spreadsheet exports in many locales use ';')."""
+    line = head.split(b"\n", 1)[0]
+    counts = {d: line.count(d.encode()) for d in DELIMITERS}
+    if counts[","]:
+        return ","
+    best = max(counts, key=lambda d: counts[d])
+    return best if counts[best] else ","
+
+
 def _parse(piece: bytes, names: list[str] | None,
-           types: dict[str, pa.DataType] | None) -> pa.Table:
+           types: dict[str, pa.DataType] | None, delimiter: str = ",") -> pa.Table:
     read = pacsv.ReadOptions(column_names=names) if names else pacsv.ReadOptions()
     convert = pacsv.ConvertOptions(column_types=types) if types else pacsv.ConvertOptions()
-    return pacsv.read_csv(io.BytesIO(piece), read_options=read,
-                          parse_options=pacsv.ParseOptions(newlines_in_values=True),
+    parse = pacsv.ParseOptions(delimiter=delimiter, newlines_in_values=True)
+    return pacsv.read_csv(io.BytesIO(piece), read_options=read, parse_options=parse,
                           convert_options=convert)
 
 
-def _csv_tables(source: BinaryIO, types: dict[str, pa.DataType]) -> Iterator[pa.Table]:
+def _csv_tables(source: BinaryIO, types: dict[str, pa.DataType],
+                delimiter: str) -> Iterator[pa.Table]:
     """Tables parsed slice by slice with ``types`` (from the first slice where missing); raises
     _Widen when a later slice holds a value wider than its column's type."""
     names: list[str] | None = None
     for piece in csv_slices(source):
         if names is None:
-            table = _parse(piece, None, types)
+            table = _parse(piece, None, types, delimiter)
             names = table.column_names
             types.update({f.name: f.type for f in table.schema if f.name not in types})
             yield table
             continue
         try:
-            table = _parse(piece, names, types)
+            table = _parse(piece, names, types, delimiter)
         except pa.ArrowInvalid as exc:
             if "conversion error" not in str(exc):
                 raise
@@ -123,12 +141,12 @@ class _Widen(Exception):
     pass
 
 
-def _settled_types(source: BinaryIO) -> dict[str, pa.DataType]:
+def _settled_types(source: BinaryIO, delimiter: str) -> dict[str, pa.DataType]:
     """Each column's type over the whole file: the widest of the types its slices suggest."""
     names: list[str] | None = None
     types: dict[str, pa.DataType] = {}
     for piece in csv_slices(source):
-        schema = _parse(piece, names, None).schema
+        schema = _parse(piece, names, None, delimiter).schema
         if names is None:
             names = schema.names
             types = {f.name: f.type for f in schema}
@@ -154,32 +172,46 @@ def convert(source: BinaryIO, filename: str, target: BinaryIO,
             return _write(target, parquet.schema_arrow,
                           (pa.Table.from_batches([b]) for b in parquet.iter_batches(65_536)),
                           check, options)
+        delimiter = sniff_delimiter(source.read(1 << 16))
+        source.seek(0)
         try:
-            return _write_csv(source, target, {}, check, options)
+            return _write_csv(source, target, {}, delimiter, check, options)
         except _Widen:
             # a later slice holds a wider value than the first ones: settle every column's
             # type over the whole file, then write again
             source.seek(0)
-            types = _settled_types(source)
+            types = _settled_types(source, delimiter)
             source.seek(0)
             target.seek(0)
             target.truncate()
             try:
-                return _write_csv(source, target, types, check, options)
+                return _write_csv(source, target, types, delimiter, check, options)
             except _Widen as exc:
                 raise TableError("column types differ between parts of the file") from exc
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError, OSError) as exc:
-        raise TableError(str(exc).splitlines()[0][:300]) from exc
+        message = str(exc).splitlines()[0][:300]
+        if "invalid UTF8" in message:
+            message = f"the file is not UTF-8 text; save it as UTF-8 ({message})"
+        raise TableError(message) from exc
 
 
 def _write_csv(source: BinaryIO, target: BinaryIO, types: dict[str, pa.DataType],
-               check: Callable[[pa.Schema, int], None],
+               delimiter: str, check: Callable[[pa.Schema, int], None],
                options: ipc.IpcWriteOptions) -> Summary:
-    tables = _csv_tables(source, types)
+    tables = _csv_tables(source, types, delimiter)
     first = next(tables, None)
     if first is None:
         raise TableError("the file is empty")
+    _require_text(first.schema)
     return _write(target, first.schema, _chain(first, tables), check, options)
+
+
+def _require_text(schema: pa.Schema) -> None:
+    """pyarrow reads a column with bytes that are not UTF-8 as binary: refuse it by name."""
+    binary = [f.name for f in schema if pa.types.is_binary(f.type)]
+    if binary:
+        raise TableError(f"the file is not UTF-8 text (columns {binary[:5]}); save it as "
+                         "UTF-8")
 
 
 def _chain(first: pa.Table, rest: Iterator[pa.Table]) -> Iterator[pa.Table]:

@@ -1,0 +1,181 @@
+"""A corpus of bad uploads and specs: each gets a clear 4xx problem (or, for data that can only
+be judged by training, a FAILED job that says why) and never a 500, a traceback or a stuck job."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from service.runner import run_job
+from tests.conftest import upload
+
+
+def _parquet(frame: pd.DataFrame) -> bytes:
+    buffer = io.BytesIO()
+    frame.to_parquet(buffer)
+    return buffer.getvalue()
+
+
+GOOD_PARQUET = _parquet(pd.DataFrame({"x": np.arange(1000.0), "label": [0, 1] * 500}))
+
+
+def _bomb() -> bytes:
+    """A few kB of Parquet that expand to 20M rows of zeros."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    buffer = io.BytesIO()
+    table = pa.table({"x": pa.array(np.zeros(2_000_000)), "label": pa.array(np.zeros(2_000_000))})
+    with pq.ParquetWriter(buffer, table.schema, compression="zstd") as writer:
+        for _ in range(10):
+            writer.write_table(table)
+    return buffer.getvalue()
+
+
+BAD_UPLOADS = {
+    "empty": (b"", "empty"),
+    "header only": (b"a,b,label\n", "no rows"),
+    "ragged rows": (b"a,b\n1,2\n3,4,5\n", "columns"),
+    "non-UTF-8 bytes": (b"name,label\n" + "caf\u00e9".encode("latin-1") + b",1\n", "UTF-8"),
+    "duplicate column names": (b"a,a,label\n1,2,3\n", "duplicate"),
+    "empty column name": (b"a,,label\n1,2,3\n", "no name"),
+    "10k+1 columns": (",".join(f"c{i}" for i in range(10_001)).encode() + b"\n" +
+                      ",".join("1" * 10_001).encode() + b"\n", "columns"),
+    "truncated parquet": (GOOD_PARQUET[: len(GOOD_PARQUET) // 2], "cannot read"),
+    "corrupt parquet": (b"PAR1" + b"\x00garbage" * 100 + b"PAR1", "cannot read"),
+    "compressed-size bomb": (_bomb(), "rows"),
+    "binary junk": (bytes(range(256)) * 40, "cannot read"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_UPLOADS))
+def test_bad_uploads_are_clear_4xx_problems(client, case, monkeypatch):
+    from service.settings import get_settings
+
+    monkeypatch.setenv("DVRL_MAX_ROWS", "1000000")
+    get_settings.cache_clear()
+    body, words = BAD_UPLOADS[case]
+    name = "t.parquet" if "parquet" in case or "bomb" in case else "t.csv"
+    response = client.post("/v1/datasets", files={"file": (name, body)})
+    assert 400 <= response.status_code < 500, (case, response.status_code, response.text)
+    assert response.headers["content-type"] == "application/problem+json"
+    problem = response.json()
+    assert words.lower() in problem["detail"].lower(), (case, problem)
+    assert "Traceback" not in response.text
+    assert client.get("/v1/datasets").json()["items"] == []  # nothing stored
+
+
+def test_awkward_but_valid_uploads_are_accepted(client):
+    cases = {
+        "semicolons": (b"a;b;label\n1;2;x\n3;4;y\n", {"a", "b", "label"}),
+        "tabs": (b"a\tb\tlabel\n1\t2\tx\n", {"a", "b", "label"}),
+        "quoted newlines": (b'a,note,label\n1,"two\nlines",x\n', {"a", "note", "label"}),
+        "mixed types": (b"a,label\n1,x\ntwo,y\n3.5,x\n", {"a", "label"}),
+        "NaN and inf": (b"a,label\nnan,x\ninf,y\n-inf,x\n1e308,y\n", {"a", "label"}),
+        "formula cells": (b"a,label\n=1+2,x\n@SUM(A1),y\n", {"a", "label"}),
+    }
+    for case, (body, columns) in cases.items():
+        response = client.post("/v1/datasets", files={"file": (f"{case}.csv", body)})
+        assert response.status_code == 201, (case, response.text)
+        assert {c["name"] for c in response.json()["columns"]} == columns, case
+
+
+def test_path_like_file_names_are_reduced_to_a_name(client):
+    for name, expected in (("../../etc/passwd.csv", "passwd.csv"),
+                           ("C:\\Users\\me\\t.csv", "t.csv"), ("/abs/t.csv", "t.csv")):
+        response = client.post("/v1/datasets", files={"file": (name, b"a,label\n1,x\n")})
+        assert response.status_code == 201 and response.json()["filename"] == expected
+
+
+def _table(n=300, seed=0) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((n, 3))
+    return pd.DataFrame({"x0": x[:, 0], "x1": x[:, 1], "x2": x[:, 2],
+                         "label": np.where(x[:, 0] + rng.standard_normal(n) > 0, "yes", "no")})
+
+
+def _spec(client, train, valid, **extra) -> dict:
+    return {"dataset_id": upload(client, train), "target": "label",
+            "validation": {"dataset_id": upload(client, valid)},
+            "dvrl": {"iterations": 20, "rollouts": 4}, "evaluations": []} | extra
+
+
+BAD_SPECS = {
+    "wrong type": {"seed": "zero"},
+    "negative iterations": {"dvrl": {"iterations": -5}},
+    "huge iterations": {"dvrl": {"iterations": 10**12}},
+    "unknown field": {"learning_rte": 0.1},
+    "unknown nested field": {"dvrl": {"iteratons": 5}},
+    "fraction out of range": {"validation": {"fraction": 1.5}},
+    "both validation kinds": {"validation": {"fraction": 0.2, "dataset_id": "x"}},
+    "unknown predictor": {"predictor": "xgboost"},
+    "missing target column": {"target": "income"},
+    "unknown id column": {"id_column": "customer"},
+    "unknown feature": {"features": ["x0", "nope"]},
+    "null target": {"target": None},
+    "label noise of 1": {"label_noise": 1.0},
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_SPECS))
+def test_bad_specs_are_422_with_the_fields(client, case):
+    spec = _spec(client, _table(), _table(seed=1)) | BAD_SPECS[case]
+    response = client.post("/v1/jobs", json=spec)
+    assert response.status_code == 422, (case, response.text)
+    problem = response.json()
+    assert problem["errors"], problem
+    assert client.get("/v1/jobs").json()["items"] == []
+
+
+def _failed_or_succeeded(client, spec) -> dict:
+    response = client.post("/v1/jobs", json=spec)
+    assert response.status_code == 202, response.text
+    job_id = response.json()["id"]
+    assert run_job(job_id) in ("SUCCEEDED", "FAILED")  # ends: never stuck
+    job = client.get(f"/v1/jobs/{job_id}").json()
+    assert "Traceback" not in str(job)
+    return job
+
+
+@pytest.mark.parametrize("case", ["one class", "constant target", "all-empty target"])
+def test_targets_that_cannot_be_learned_fail_with_a_reason(client, case):
+    train, valid = _table(), _table(seed=1)
+    if case == "one class":
+        train["label"] = "yes"
+    elif case == "constant target":
+        train["label"] = 1.0
+        valid["label"] = 1.0
+    else:
+        train["label"] = np.nan
+    job = _failed_or_succeeded(client, _spec(client, train, valid))
+    assert job["state"] == "FAILED", job
+    assert job["error"]["status"] == 422 and job["error"]["detail"], job["error"]
+
+
+def test_extreme_values_and_many_categories_end_cleanly(client):
+    train, valid = _table(2000), _table(seed=1)
+    train.loc[::7, "x1"] = np.inf
+    train.loc[::11, "x2"] = np.nan
+    train.loc[::13, "x0"] = 1e300
+    train["many"] = [f"cat{i}" for i in range(len(train))]  # a level per row
+    valid["many"] = "cat0"
+    job = _failed_or_succeeded(client, _spec(client, train, valid))
+    if job["state"] == "FAILED":  # allowed, if it says why in the user's terms
+        assert job["error"]["status"] == 422, job["error"]
+    else:
+        assert job["summary"]["rows"] == 2000
+
+
+def test_formula_cells_are_neutralised_in_csv_downloads(client):
+    train = _table()
+    names = ["=HYPERLINK(\"http://x\")", "+1", "-2+3", "@A1", "\tcmd"] * 60
+    train.insert(0, "name", [f"{n}{i}" for i, n in enumerate(names)])
+    spec = _spec(client, train, _table(seed=1), id_column="name")
+    job = _failed_or_succeeded(client, spec)
+    assert job["state"] == "SUCCEEDED", job
+    text = client.get(f"/v1/jobs/{job['id']}/values", params={"format": "csv"}).text
+    rows = pd.read_csv(io.StringIO(text), keep_default_na=False)["row"]
+    assert len(rows) == 300 and rows.str.startswith("'").all()  # quoted: shown as text
