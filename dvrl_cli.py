@@ -124,15 +124,17 @@ def _serve(host: str, port: int) -> int:
     _migrate()
     loopback = host in LOOPBACK
     require_keys = auth_required(settings, loopback)
-    if not loopback:
-        with session_scope() as session:
-            active = keys.active_keys(session)
-        if not require_keys or active == 0:
-            why = "DVRL_AUTH=off" if not require_keys else "no API key exists"
-            print(f"error: refusing to serve on {host} ({why}): anyone who can reach it could "
-                  "read and run everything. Create a key with 'dvrl keys create --owner NAME' "
-                  "(and leave DVRL_AUTH at auto), or serve on 127.0.0.1", file=sys.stderr)
-            return 2
+    with session_scope() as session:
+        active = keys.active_keys(session)
+    if not loopback and (not require_keys or (settings.embedded and active == 0)):
+        why = "DVRL_AUTH=off" if not require_keys else "no API key exists"
+        print(f"error: refusing to serve on {host} ({why}): anyone who can reach it could "
+              "read and run everything. Create a key with 'dvrl keys create --owner NAME' "
+              "(and leave DVRL_AUTH at auto), or serve on 127.0.0.1", file=sys.stderr)
+        return 2
+    if require_keys and active == 0:
+        print("dvrl: no API key exists yet; every request will be refused until one is "
+              "created with 'dvrl keys create --owner NAME'", file=sys.stderr)
     mode = "embedded (SQLite at " + str(settings.data_dir) + ", in-process worker)" \
         if settings.embedded else "PostgreSQL + Celery"
     auth = "API keys required" if require_keys else "no API key needed on 127.0.0.1"
