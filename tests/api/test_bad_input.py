@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from service.runner import run_job
-from tests.conftest import upload
+from tests.conftest import csv_bytes, upload
 
 
 def _parquet(frame: pd.DataFrame) -> bytes:
@@ -179,3 +179,18 @@ def test_formula_cells_are_neutralised_in_csv_downloads(client):
     text = client.get(f"/v1/jobs/{job['id']}/values", params={"format": "csv"}).text
     rows = pd.read_csv(io.StringIO(text), keep_default_na=False)["row"]
     assert len(rows) == 300 and rows.str.startswith("'").all()  # quoted: shown as text
+
+
+def test_a_column_with_100k_distinct_categories(client):
+    rng = np.random.default_rng(0)
+    n = 100_000
+    train = pd.DataFrame({"x0": rng.standard_normal(n), "code": [f"k{i}" for i in range(n)]})
+    train["label"] = np.where(train["x0"] + rng.standard_normal(n) > 0, "yes", "no")
+    response = client.post("/v1/datasets", files={"file": ("wide.csv", csv_bytes(train))})
+    assert response.status_code == 201
+    spec = {"dataset_id": response.json()["id"], "target": "label",
+            "validation": {"fraction": 0.02}, "evaluations": [],
+            "dvrl": {"iterations": 3, "rollouts": 2, "batch_size": 512}}
+    job = _failed_or_succeeded(client, spec)
+    assert job["state"] == "SUCCEEDED", job  # encoded over its 100 most frequent levels
+    assert job["summary"]["rows"] == 98_000
