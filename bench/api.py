@@ -41,6 +41,18 @@ PG_URL = f"postgresql+psycopg://postgres@127.0.0.1:5432/{DATABASE}"
 REDIS_URL = "redis://127.0.0.1:6379/14"
 
 
+OWNER = "bench"
+HEADERS: dict[str, str] = {}  # the API key, once created
+
+
+def _key() -> str:
+    from service.db import session_scope
+    from service.keys import create_key
+
+    with session_scope() as session:
+        return create_key(session, OWNER, "bench/api.py")[1]
+
+
 def _free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -102,7 +114,7 @@ def bench_upload(client: httpx.Client, server_pid: int, megabytes: int, folder: 
 
 async def _poll(base: str, job_id: str, seconds: float, think: float,
                 latencies: list[float], index: int = 0) -> None:
-    async with httpx.AsyncClient(base_url=base, timeout=30) as client:
+    async with httpx.AsyncClient(base_url=base, timeout=30, headers=HEADERS) as client:
         for _ in range(3):  # warm-up: connections and server threads exist before measuring
             (await client.get(f"/v1/jobs/{job_id}")).raise_for_status()
         # independent clients are not in step: a random start, and +-50% on the interval
@@ -185,13 +197,15 @@ def bench_paging(client: httpx.Client, rows: int) -> None:
                              labels=np.where(rng.random(rows) < 0.5, "a", "b"),
                              reward_trace=np.zeros(1))
     with session_scope() as session:
-        job = Job(id=f"bench-{rows}", state="RUNNING", spec={}, progress={},
-                  cancel_requested=False, attempts=1)
+        job = Job(id=f"bench-{rows}", owner=OWNER, state="RUNNING", spec={}, progress={},
+                  cancel_requested=False, attempts=1, lease_holder="bench")
         session.add(job)
         session.commit()
         started = time.perf_counter()
         write_values(session, job.id, result, 0.1, None)
-        jobs.finish(session, job.id, "SUCCEEDED", summary={}, curves={"reward_trace": {}})
+        jobs.finish(session, job.id, "bench", "SUCCEEDED", summary={},
+                    curves={"reward_trace": {}})
+        session.commit()
         write_s = time.perf_counter() - started
     started = time.perf_counter()
     token, seen = None, 0
@@ -233,7 +247,8 @@ def main() -> None:
         worker = subprocess.Popen([sys.executable, "-m", "dvrl_cli", "worker", "--loglevel",
                                    "WARNING"], cwd=ROOT, env=env)
         try:
-            with httpx.Client(base_url=base, timeout=600) as client:
+            HEADERS["Authorization"] = f"Bearer {_key()}"
+            with httpx.Client(base_url=base, timeout=600, headers=HEADERS) as client:
                 for _ in range(300):
                     try:
                         client.get("/healthz")
