@@ -16,6 +16,7 @@ from sqlalchemy.exc import DBAPIError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from dvrl_core.errors import ConfigError, DataError
+from service.db import connection_lost
 from service.errors import ServiceError
 from service.jobs import UnknownDataset
 
@@ -77,7 +78,7 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(DBAPIError)
     async def _database(request: Request, exc: DBAPIError) -> JSONResponse:
-        if not exc.connection_invalidated and "connect" not in str(exc).lower():
+        if not connection_lost(exc):
             return await _unexpected(request, exc)
         log.warning("database unavailable on %s: %s", request.url.path,
                     str(exc).splitlines()[0])

@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -34,42 +33,13 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
-
-DATABASE = "dvrl_bench"
-PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
-PG_URL = f"postgresql+psycopg://postgres@127.0.0.1:5432/{DATABASE}"
-REDIS_URL = "redis://127.0.0.1:6379/14"
-
+from harness import PG_URL, REDIS_URL, api_key, free_port, fresh_database  # noqa: E402
 
 OWNER = "bench"
 HEADERS: dict[str, str] = {}  # the API key, once created
 
 
-def _key() -> str:
-    from service.db import session_scope
-    from service.keys import create_key
 
-    with session_scope() as session:
-        return create_key(session, OWNER, "bench/api.py")[1]
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def _fresh_database() -> None:
-    import psycopg
-    import redis
-
-    with psycopg.connect(PG_ADMIN, autocommit=True) as connection:
-        connection.execute(f"DROP DATABASE IF EXISTS {DATABASE} WITH (FORCE)")
-        connection.execute(f"CREATE DATABASE {DATABASE}")
-    redis.Redis.from_url(REDIS_URL).flushdb()
-    from service.migrate import upgrade
-
-    upgrade(PG_URL)
 
 
 def _peak_rss_mb(pid: int) -> float:
@@ -235,10 +205,10 @@ def main() -> None:
     parser.add_argument("--only", choices=("upload", "job", "paging"),
                         help="measure one part only (polling needs the job)")
     args = parser.parse_args()
-    _fresh_database()
+    fresh_database()
     env = os.environ | {"DVRL_DATABASE_URL": PG_URL, "DVRL_BROKER_URL": REDIS_URL}
     os.environ.update({"DVRL_DATABASE_URL": PG_URL, "DVRL_BROKER_URL": REDIS_URL})
-    port = _free_port()
+    port = free_port()
     base = f"http://127.0.0.1:{port}"
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
@@ -247,7 +217,7 @@ def main() -> None:
         worker = subprocess.Popen([sys.executable, "-m", "dvrl_cli", "worker", "--loglevel",
                                    "WARNING"], cwd=ROOT, env=env)
         try:
-            HEADERS["Authorization"] = f"Bearer {_key()}"
+            HEADERS["Authorization"] = f"Bearer {api_key(OWNER, 'bench/api.py')}"
             with httpx.Client(base_url=base, timeout=600, headers=HEADERS) as client:
                 for _ in range(300):
                     try:

@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -30,38 +29,8 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-
-DATABASE = "dvrl_bench"
-PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
-PG_URL = f"postgresql+psycopg://postgres@127.0.0.1:5432/{DATABASE}"
-REDIS_URL = "redis://127.0.0.1:6379/14"
-
-
-def _fresh_database() -> None:
-    import psycopg
-    import redis
-
-    with psycopg.connect(PG_ADMIN, autocommit=True) as connection:
-        connection.execute(f"DROP DATABASE IF EXISTS {DATABASE} WITH (FORCE)")
-        connection.execute(f"CREATE DATABASE {DATABASE}")
-    redis.Redis.from_url(REDIS_URL).flushdb()
-    from service.migrate import upgrade
-
-    upgrade(PG_URL)
-
-
-def _key() -> str:
-    from service.db import session_scope
-    from service.keys import create_key
-
-    with session_scope() as session:
-        return create_key(session, "load", "bench/load.py")[1]
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+sys.path.insert(0, str(ROOT / "bench"))
+from harness import PG_URL, REDIS_URL, api_key, free_port, fresh_database  # noqa: E402
 
 
 class Tally:
@@ -141,12 +110,12 @@ def main() -> None:
     parser.add_argument("--drain", type=float, default=300)
     parser.add_argument("--iterations", type=int, default=50)
     args = parser.parse_args()
-    _fresh_database()
+    fresh_database()
     env = os.environ | {"DVRL_DATABASE_URL": PG_URL, "DVRL_BROKER_URL": REDIS_URL,
                         "DVRL_WORKER_THREADS": "1"}
     os.environ.update({"DVRL_DATABASE_URL": PG_URL, "DVRL_BROKER_URL": REDIS_URL})
-    key = _key()
-    port = _free_port()
+    key = api_key("load", "bench/load.py")
+    port = free_port()
     base = f"http://127.0.0.1:{port}"
     processes = [subprocess.Popen([sys.executable, "-m", "dvrl_cli", "serve", "--port",
                                    str(port)], cwd=ROOT, env=env)]

@@ -70,3 +70,10 @@ def session_scope() -> Iterator[Session]:
         raise
     finally:
         session.close()
+
+
+def connection_lost(exc: Exception) -> bool:
+    """Whether a database error means the server is unreachable (restarting, down), not that
+    the statement was wrong."""
+    invalidated = bool(getattr(exc, "connection_invalidated", False))
+    return invalidated or "connect" in str(exc).lower()

@@ -40,7 +40,7 @@ from dvrl_core.predictors.base import resolve_device
 
 from . import jobs
 from .datasets import load_frame
-from .db import session_scope
+from .db import connection_lost, session_scope
 from .results import write_values
 from .settings import Settings, get_settings
 from .specs import JobSpec
@@ -65,8 +65,7 @@ def with_retries(action: Callable[[], T], settings: Settings) -> T:
         try:
             return action()
         except DBAPIError as exc:
-            if not exc.connection_invalidated and "connect" not in str(exc).lower() \
-                    or time.monotonic() > deadline:
+            if not connection_lost(exc) or time.monotonic() > deadline:
                 raise
             log.warning("database unavailable (%s); retrying in %.1fs",
                         str(exc).splitlines()[0], pause)
