@@ -1,4 +1,6 @@
-"""Run the Alembic migrations programmatically (start-up of the API, the worker and tests)."""
+"""Run the Alembic migrations programmatically (``dvrl migrate``, start-up of the API, the
+worker and tests). The migrations are found by import, so this works from any directory after a
+plain ``pip install`` as well as from a source checkout."""
 
 from __future__ import annotations
 
@@ -7,12 +9,22 @@ from pathlib import Path
 from alembic import command
 from alembic.config import Config
 
-ROOT = Path(__file__).resolve().parents[1]
+
+def script_location() -> Path:
+    """The folder of the migration scripts, wherever the package is installed."""
+    import migrations
+
+    return Path(migrations.__file__).resolve().parent
+
+
+def alembic_config(url: str) -> Config:
+    """An Alembic configuration for ``url`` (no alembic.ini needed)."""
+    config = Config()
+    config.set_main_option("script_location", str(script_location()))
+    config.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
+    return config
 
 
 def upgrade(url: str) -> None:
     """Bring the database at ``url`` to the newest schema."""
-    config = Config(str(ROOT / "alembic.ini"))
-    config.set_main_option("script_location", str(ROOT / "migrations"))
-    config.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
-    command.upgrade(config, "head")
+    command.upgrade(alembic_config(url), "head")
