@@ -109,13 +109,10 @@ def _keys(args: argparse.Namespace) -> int:
     return 0
 
 
-LOOPBACK = ("127.0.0.1", "localhost", "::1")
-
-
 def _serve(host: str, port: int) -> int:
     import uvicorn
 
-    from api.app import auth_required, create_app
+    from api.app import LOOPBACK, auth_required, create_app
     from service import keys
     from service.db import session_scope
     from service.settings import get_settings
@@ -123,7 +120,7 @@ def _serve(host: str, port: int) -> int:
     settings = get_settings()
     _migrate()
     loopback = host in LOOPBACK
-    require_keys = auth_required(settings, loopback)
+    require_keys = auth_required(settings, host)
     with session_scope() as session:
         active = keys.active_keys(session)
     if not loopback and (not require_keys or (settings.embedded and active == 0)):
@@ -140,7 +137,7 @@ def _serve(host: str, port: int) -> int:
     auth = "API keys required" if require_keys else "no API key needed on 127.0.0.1"
     print(f"dvrl: serving on http://{host}:{port} ({mode}; {auth}); API docs at /docs",
           file=sys.stderr)
-    uvicorn.run(create_app(require_keys=require_keys), host=host, port=port,
+    uvicorn.run(create_app(listen_host=host), host=host, port=port,
                 log_level="warning")
     return 0
 

@@ -25,16 +25,23 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         dispatch.stop_embedded_worker()
 
 
-def auth_required(settings: Settings, loopback: bool = True) -> bool:
-    """Whether API keys are required: always when configured so, never when turned off, and by
-    default unless the embedded service listens on the loopback interface only."""
+LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1"})
+
+
+def auth_required(settings: Settings, listen_host: str | None) -> bool:
+    """Whether API keys are required: the one place this is decided, for every way the app is
+    started. Always when configured so, never when turned off, and by default unless the
+    embedded service listens on the loopback interface only. ``listen_host`` is the interface
+    the server listens on when the caller knows it (``dvrl serve``); None (``uvicorn --factory
+    api.app:create_app``, another ASGI server) counts as reachable from anywhere."""
     if settings.auth != "auto":
         return settings.auth == "required"
-    return not (settings.embedded and loopback)
+    return not (settings.embedded and listen_host in LOOPBACK)
 
 
-def create_app(run_embedded_worker: bool = True, require_keys: bool | None = None) -> FastAPI:
-    """The API. ``require_keys`` None: decided by ``auth_required`` for a loopback server."""
+def create_app(run_embedded_worker: bool = True, listen_host: str | None = None) -> FastAPI:
+    """The API; ``listen_host``: the interface it will be served on, if known (see
+    ``auth_required``)."""
     app = FastAPI(
         title="DVRL data valuation",
         version="0.1.0",
@@ -44,8 +51,7 @@ def create_app(run_embedded_worker: bool = True, require_keys: bool | None = Non
         lifespan=lifespan,
     )
     app.state.run_embedded_worker = run_embedded_worker
-    app.state.auth_required = auth_required(get_settings()) if require_keys is None \
-        else require_keys
+    app.state.auth_required = auth_required(get_settings(), listen_host)
     problems.install(app)
     app.add_middleware(BodyLimit)
     for module in (datasets, jobs, results, health):

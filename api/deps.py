@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 
 from service import keys
 from service.db import new_session
-from service.errors import ServiceError, Unauthorized
+from service.errors import InvalidPageToken, Unauthorized
 from service.idempotency import MAX_KEY_LENGTH
 from service.settings import Settings, get_settings
 
@@ -54,30 +54,30 @@ IdempotencyKey = Annotated[str | None, Header(
     "key with a different body is refused (422)")]
 
 
-class BadPageToken(ServiceError):
-    slug, status, title = "bad-page-token", 400, "Invalid page token"
+def encode_token(kind: str, *parts: str | int) -> str:
+    """An opaque page token: what it pages (``kind``, e.g. the job whose values) and where the
+    next page starts."""
+    text = "\x1f".join([kind, *map(str, parts)])
+    return base64.urlsafe_b64encode(text.encode()).decode().rstrip("=")
 
 
-def encode_token(value: str | int | None) -> str | None:
-    if value is None:
-        return None
-    return base64.urlsafe_b64encode(str(value).encode()).decode().rstrip("=")
-
-
-def decode_token(token: str | None) -> str | None:
+def decode_token(token: str | None, kind: str, size: int = 1) -> list[str] | None:
+    """The ``size`` parts after ``kind`` of a token from ``encode_token``; an InvalidPageToken
+    for anything this service did not issue for ``kind``."""
     if token is None:
         return None
     try:
         padded = token + "=" * (-len(token) % 4)
-        return base64.urlsafe_b64decode(padded.encode()).decode()
+        parts = base64.b64decode(padded.encode(), altchars=b"-_", validate=True).decode()
+        parts_list = parts.split("\x1f")
     except (ValueError, UnicodeDecodeError) as exc:
-        raise BadPageToken("the page token is not one this service issued") from exc
+        raise InvalidPageToken("the page token is malformed: pass next_page_token exactly as "
+                               "it was returned") from exc
+    if parts_list[0] != kind or len(parts_list) != size + 1:
+        raise InvalidPageToken(f"the page token was not issued for this list ({kind})")
+    return parts_list[1:]
 
 
-def decode_int_token(token: str | None) -> int | None:
-    value = decode_token(token)
-    if value is None:
-        return None
-    if not value.lstrip("-").isdigit():
-        raise BadPageToken("the page token is not one this service issued")
-    return int(value)
+def decode_id_token(token: str | None, kind: str) -> str | None:
+    parts = decode_token(token, kind)
+    return None if parts is None else parts[0]

@@ -16,7 +16,7 @@ from sqlalchemy.exc import DBAPIError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from dvrl_core.errors import ConfigError, DataError
-from service.db import connection_lost
+from service.db import connection_lost, database_busy
 from service.errors import ServiceError
 from service.jobs import UnknownDataset
 
@@ -78,6 +78,11 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(DBAPIError)
     async def _database(request: Request, exc: DBAPIError) -> JSONResponse:
+        if database_busy(exc):  # retried already (service.db.retrying): the client tries later
+            log.warning("database busy on %s", request.url.path)
+            return problem(503, "database-busy", "Database busy",
+                           "the embedded database stayed locked by other writers; retry "
+                           "shortly", request, headers={"Retry-After": "2"})
         if not connection_lost(exc):
             return await _unexpected(request, exc)
         log.warning("database unavailable on %s: %s", request.url.path,

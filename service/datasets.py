@@ -142,7 +142,7 @@ def get_dataset(session: Session, dataset_id: str, owner: str | None = None) -> 
 
 
 def list_datasets(session: Session, owner: str, limit: int, after: str | None) -> list[Dataset]:
-    return newest_first(session, Dataset, limit, after, Dataset.owner == owner)
+    return newest_first(session, Dataset, limit, after, owner)
 
 
 def delete_dataset(session: Session, dataset_id: str, owner: str) -> None:

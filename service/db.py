@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from functools import lru_cache
+from typing import TypeVar
 
 from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
-from .settings import get_settings
+from .settings import Settings, get_settings
+
+T = TypeVar("T")
 
 _engines: dict[str, Engine] = {}
 
@@ -31,7 +36,9 @@ def dispose_engines() -> None:
 
 def _create(url: str) -> Engine:
     if url.startswith("sqlite"):
-        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+        timeout = get_settings().sqlite_busy_timeout_s
+        engine = create_engine(url, connect_args={"check_same_thread": False,
+                                                  "timeout": timeout})
 
         @event.listens_for(engine, "connect")
         def _sqlite_pragmas(connection, _record) -> None:  # concurrent readers, one writer
@@ -77,3 +84,32 @@ def connection_lost(exc: Exception) -> bool:
     the statement was wrong."""
     invalidated = bool(getattr(exc, "connection_invalidated", False))
     return invalidated or "connect" in str(exc).lower()
+
+
+def database_busy(exc: Exception) -> bool:
+    """Whether a database error is the embedded SQLite's write lock held by another writer for
+    longer than its busy timeout: worth trying again, never the caller's fault."""
+    text = str(getattr(exc, "orig", exc)).lower()
+    return "database is locked" in text or "database is busy" in text
+
+
+def transient(exc: Exception) -> bool:
+    """A database error that goes away by itself: retry it."""
+    return connection_lost(exc) or database_busy(exc)
+
+
+def retrying(session: Session, action: Callable[[], T], settings: Settings | None = None) -> T:
+    """Run a one-transaction ``action`` on ``session``, running it again (after a rollback)
+    while SQLite's write lock is held by another writer, for up to ``db_busy_retry_s``."""
+    settings = settings or get_settings()
+    deadline = time.monotonic() + settings.db_busy_retry_s
+    pause = 0.05
+    while True:
+        try:
+            return action()
+        except OperationalError as exc:
+            if not database_busy(exc) or time.monotonic() + pause > deadline:
+                raise
+            session.rollback()
+            time.sleep(pause)
+            pause = min(pause * 2, 1.0)

@@ -43,7 +43,8 @@ def _start_server(port: int):
     from service.settings import get_settings
 
     upgrade(get_settings().sqlalchemy_url)
-    server = uvicorn.Server(uvicorn.Config(create_app(), host="127.0.0.1", port=port,
+    app = create_app(listen_host="127.0.0.1")
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port,
                                            log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()

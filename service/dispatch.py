@@ -18,8 +18,9 @@ import threading
 from functools import lru_cache
 
 from celery import Celery
-from sqlalchemy import and_, or_, select
+from sqlalchemy import and_, or_, select, update
 from sqlalchemy.exc import DBAPIError
+from sqlalchemy.orm import Session
 
 from . import jobs, retention
 from .db import session_scope
@@ -38,7 +39,12 @@ def make_celery(settings: Settings) -> Celery:
     app.conf.update(
         task_acks_late=True, task_reject_on_worker_lost=True, worker_prefetch_multiplier=1,
         task_default_queue=settings.cpu_queue, broker_connection_retry_on_startup=True,
-        broker_transport_options={"visibility_timeout": visibility},
+        broker_transport_options={"visibility_timeout": visibility,
+                                  "socket_connect_timeout": 5},
+        # a submission with the broker down gives up within a few seconds (the job is saved;
+        # the sweeper sends it later) instead of holding the request
+        task_publish_retry_policy={"max_retries": 2, "interval_start": 0,
+                                   "interval_step": 0.5, "interval_max": 1},
         task_ignore_result=True, worker_hijack_root_logger=False,
     )
     return app
@@ -71,7 +77,7 @@ class EmbeddedWorker:
     def _next_job(self) -> str | None:
         with session_scope() as session:
             orphaned = and_(Job.state.in_(("RUNNING", "CANCELLING")),
-                            Job.lease_expires_at < jobs.now())
+                            Job.lease_expires_at < jobs.db_now(session))
             return session.scalar(select(Job.id).where(or_(Job.state == "QUEUED", orphaned))
                                   .order_by(Job.created_at).limit(1))
 
@@ -118,13 +124,28 @@ def queue_for(device: str, settings: Settings) -> str:
 
 
 def send(job_id: str, device: str, settings: Settings | None = None) -> None:
-    """Hand a committed QUEUED job to a worker."""
+    """Hand a committed QUEUED job to a worker (raises when the broker cannot be reached)."""
     settings = settings or get_settings()
     if settings.embedded:
         if _embedded is not None:
             _embedded.notify()
         return
     celery_app().send_task(TASK_NAME, args=[job_id], queue=queue_for(device, settings))
+
+
+def submit(session: Session, job_id: str, device: str) -> bool:
+    """Send a newly committed job; with the broker away, leave it to the sweeper (the job is
+    safe in the database) and return False. A submission never fails for want of a broker."""
+    try:
+        send(job_id, device)
+        return True
+    except Exception as exc:  # kombu / redis errors of every kind: the broker is unreachable
+        log.warning("job %s: broker unavailable (%s); the sweeper will send it",
+                    job_id, str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+        session.execute(update(Job).where(Job.id == job_id, Job.state == "QUEUED")
+                        .values(dispatched_at=None))  # due at the next sweep
+        session.commit()
+        return False
 
 
 def sweep(settings: Settings | None = None) -> list[str]:

@@ -6,6 +6,7 @@
     ├── Conflict                  conflict           409
     ├── ResultsNotReady           results-not-ready  409
     ├── IdempotencyMismatch       idempotency-key-reused 422 (same key, different request)
+    ├── InvalidPageToken          invalid-page-token 400   (malformed, unknown or not yours)
     ├── UploadTooLarge            upload-too-large   413
     ├── TooManyJobs               too-many-jobs      429   (with Retry-After)
     └── BadUpload                 bad-upload         422   (unreadable or unacceptable table)
@@ -38,6 +39,10 @@ class Conflict(ServiceError):
 
 class ResultsNotReady(ServiceError):
     slug, status, title = "results-not-ready", 409, "Results not ready"
+
+
+class InvalidPageToken(ServiceError):
+    slug, status, title = "invalid-page-token", 400, "Invalid page token"
 
 
 class UploadTooLarge(ServiceError):

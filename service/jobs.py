@@ -9,6 +9,11 @@ conditional UPDATE that also takes a lease (``lease_holder``, ``lease_expires_at
 its heartbeat: a job runs on at most one worker at a time, and a job whose worker died (its lease
 ran out) can be claimed again and resumes from its last checkpoint. Every write a worker makes
 to a claimed job is conditional on still holding the lease, so results are written once.
+
+Leases and heartbeats are stamped with the database's clock (``db_now``), never a worker's own,
+so workers on hosts whose clocks disagree do not take live jobs from each other. A job is
+attempted at most ``max_attempts`` times: one whose workers keep dying (out of memory, a crash
+in native code) ends FAILED instead of taking down one worker after another.
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, case, func, or_, select, update
+from sqlalchemy import and_, case, func, literal, or_, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -55,6 +60,15 @@ class SpecOverLimit(ServiceError):
 
 def now() -> datetime:
     return datetime.now(UTC)
+
+
+def db_now(session: Session) -> datetime:
+    """The database server's clock (PostgreSQL); SQLite is embedded, so its clock is ours."""
+    if session.get_bind().dialect.name == "postgresql":
+        stamp = session.scalar(text("SELECT clock_timestamp()"))
+        assert isinstance(stamp, datetime)
+        return stamp
+    return now()
 
 
 def check_limits(spec: JobSpec, settings: Settings) -> None:
@@ -102,7 +116,7 @@ def create_job(session: Session, spec: JobSpec, owner: str, settings: Settings,
                           "finished", settings.retry_after_s)
     job = Job(id=str(uuid.uuid4()), owner=owner, state="QUEUED",
               spec=spec.model_dump(mode="json"), progress={"phase": "queued"},
-              cancel_requested=False, attempts=0, dispatched_at=now())
+              cancel_requested=False, attempts=0, dispatched_at=db_now(session))
     session.add(job)
     if idempotency_key is not None:
         idempotency.remember(session, owner, "create_job", idempotency_key, request, job.id)
@@ -155,8 +169,8 @@ def get_job(session: Session, job_id: str, owner: str | None = None) -> Job:
 
 def list_jobs(session: Session, owner: str, limit: int, after: str | None,
               state: str | None) -> list[Job]:
-    conditions = [Job.owner == owner] + ([] if state is None else [Job.state == state])
-    return newest_first(session, Job, limit, after, *conditions)
+    conditions = [] if state is None else [Job.state == state]
+    return newest_first(session, Job, limit, after, owner, *conditions)
 
 
 def delete_job(session: Session, job_id: str, owner: str) -> None:
@@ -170,40 +184,81 @@ def delete_job(session: Session, job_id: str, owner: str) -> None:
 
 
 def request_cancel(session: Session, job_id: str, owner: str) -> Job:
-    job = get_job(session, job_id, owner)
-    if job.state in TERMINAL:
-        raise Conflict(f"job {job_id!r} has already finished ({job.state})")
-    if job.state == "QUEUED":
-        session.execute(update(Job).where(Job.id == job_id, Job.state == "QUEUED").values(
-            state="CANCELLED", cancel_requested=True, finished_at=now(),
-            progress={"phase": "cancelled"}))
-    else:
-        session.execute(update(Job).where(Job.id == job_id, Job.state.in_(ACTIVE)).values(
-            state="CANCELLING", cancel_requested=True))
+    """Cancel a job: a QUEUED one ends CANCELLED at once, a running one becomes CANCELLING (its
+    loop sees the flag). One statement decides, so a claim racing the cancel either happens
+    before it (the job is CANCELLING and its worker stops) or finds it CANCELLED."""
+    queued = Job.state == "QUEUED"
+    cancelled = {"phase": "cancelled"}
+    changed = session.execute(update(Job).where(  # type: ignore[attr-defined]
+        Job.id == job_id, Job.owner == owner, Job.state.in_(ACTIVE)).values(
+        state=case((queued, "CANCELLED"), else_="CANCELLING"), cancel_requested=True,
+        finished_at=case((queued, db_now(session)), else_=Job.finished_at),
+        progress=case((queued, literal(cancelled, Job.progress.type)), else_=Job.progress),
+    )).rowcount
     session.commit()
+    job = get_job(session, job_id, owner)
+    if not changed:
+        raise Conflict(f"job {job_id!r} has already finished ({job.state})")
     session.refresh(job)
     return job
 
 
-def _lease_ends(settings: Settings) -> datetime:
-    return now() + timedelta(seconds=settings.lease_s)
+def _lease_ends(stamp: datetime, settings: Settings) -> datetime:
+    return stamp + timedelta(seconds=settings.lease_s)
+
+
+def _expired(stamp: datetime) -> Any:
+    """Running on a worker whose lease ran out (it died, or lost the database for too long)."""
+    return and_(Job.state.in_(("RUNNING", "CANCELLING")),
+                or_(Job.lease_expires_at.is_(None), Job.lease_expires_at < stamp))
 
 
 def claim(session: Session, job_id: str, holder: str, settings: Settings) -> bool:
     """Take the job: a QUEUED one, or a RUNNING / CANCELLING one whose lease ran out (its worker
-    died). False when another worker holds it or it has ended."""
-    stamp = now()
-    expired = and_(Job.state.in_(("RUNNING", "CANCELLING")),
-                   or_(Job.lease_expires_at.is_(None), Job.lease_expires_at < stamp))
+    died) and that has attempts left. False when another worker holds it or it has ended; a job
+    out of attempts ends FAILED here."""
+    stamp = db_now(session)
     claimed = session.execute(  # type: ignore[attr-defined]
-        update(Job).where(Job.id == job_id, or_(Job.state == "QUEUED", expired)).values(
+        update(Job).where(Job.id == job_id, or_(Job.state == "QUEUED", _expired(stamp)),
+                          Job.attempts < settings.max_attempts).values(
             state=case((Job.state == "CANCELLING", "CANCELLING"), else_="RUNNING"),
             started_at=func.coalesce(Job.started_at, stamp), heartbeat_at=stamp,
             attempts=Job.attempts + 1, lease_holder=holder,
-            lease_expires_at=_lease_ends(settings), progress={"phase": "loading"})
+            lease_expires_at=_lease_ends(stamp, settings), progress={"phase": "loading"})
     ).rowcount
+    if not claimed:
+        fail_exhausted(session, settings, stamp, job_id)
     session.commit()
     return bool(claimed)
+
+
+def fail_exhausted(session: Session, settings: Settings, stamp: datetime,
+                   job_id: str | None = None) -> int:
+    """End FAILED every job (or ``job_id``) whose worker died on its last allowed attempt; the
+    caller commits. Returns how many ended."""
+    condition = and_(_expired(stamp), Job.attempts >= settings.max_attempts)
+    if job_id is not None:
+        condition = and_(condition, Job.id == job_id)
+    error = {"type": "/problems/workers-died", "title": "Workers died", "status": 500,
+             "detail": f"the job was started {settings.max_attempts} times and each time its "
+             "worker stopped without finishing it (killed, out of memory, or crashed): it is "
+             "not tried again. Try a smaller table or fewer iterations, or ask the operator "
+             "for the worker's log"}
+    return int(session.execute(update(Job).where(condition).values(  # type: ignore[attr-defined]
+        state="FAILED", error=error, finished_at=stamp, lease_holder=None,
+        lease_expires_at=None, checkpoint=None, progress={"phase": "failed"})).rowcount or 0)
+
+
+def elapsed_since_start(session: Session, job_id: str) -> float:
+    """Seconds since the job's first start, on the database's clock: a resumed job's time budget
+    counts from there, not from its latest attempt."""
+    started = session.scalar(select(Job.started_at).where(Job.id == job_id))
+    if started is None:
+        return 0.0
+    stamp = db_now(session)
+    if started.tzinfo is None:  # SQLite returns naive UTC
+        started = started.replace(tzinfo=UTC)
+    return max(0.0, (stamp - started).total_seconds())
 
 
 def _held(job_id: str, holder: str) -> Any:
@@ -213,8 +268,9 @@ def _held(job_id: str, holder: str) -> Any:
 
 def renew(session: Session, job_id: str, holder: str, settings: Settings) -> bool:
     """Extend the lease; False when it is no longer ours (the caller must stop)."""
+    stamp = db_now(session)
     renewed = session.execute(update(Job).where(_held(job_id, holder)).values(  # type: ignore[attr-defined]
-        lease_expires_at=_lease_ends(settings), heartbeat_at=now())).rowcount
+        lease_expires_at=_lease_ends(stamp, settings), heartbeat_at=stamp)).rowcount
     session.commit()
     return bool(renewed)
 
@@ -222,10 +278,10 @@ def renew(session: Session, job_id: str, holder: str, settings: Settings) -> boo
 def record_progress(session: Session, job_id: str, holder: str, progress: dict[str, Any],
                     settings: Settings) -> bool:
     """Write progress (and renew the lease); False when the job is no longer ours."""
-    stamp = now()
+    stamp = db_now(session)
     written = session.execute(update(Job).where(_held(job_id, holder)).values(  # type: ignore[attr-defined]
         progress=progress | {"heartbeat": stamp.isoformat()}, heartbeat_at=stamp,
-        lease_expires_at=_lease_ends(settings))).rowcount
+        lease_expires_at=_lease_ends(stamp, settings))).rowcount
     session.commit()
     return bool(written)
 
@@ -255,7 +311,7 @@ def finish(
 ) -> bool:
     """Set the final state in the session's transaction (the caller commits); False when the
     job is no longer ours."""
-    values: dict[str, Any] = {"state": state, "finished_at": now(), "error": error,
+    values: dict[str, Any] = {"state": state, "finished_at": db_now(session), "error": error,
                               "summary": summary, "curves": curves, "checkpoint": None,
                               "lease_holder": None, "lease_expires_at": None}
     if progress is not None:
@@ -267,8 +323,10 @@ def finish(
 def due_for_dispatch(session: Session, settings: Settings) -> list[tuple[str, str]]:
     """Jobs whose message may be lost: QUEUED and not sent for ``requeue_after_s``, or running
     on a worker whose lease ran out. Each is marked as sent now (one sweeper re-sends it, however
-    many run); returns (job id, device)."""
-    stamp = now()
+    many run); returns (job id, device). Jobs whose workers died on their last attempt end
+    FAILED instead."""
+    stamp = db_now(session)
+    fail_exhausted(session, settings, stamp)
     quiet = or_(Job.dispatched_at.is_(None),
                 Job.dispatched_at < stamp - timedelta(seconds=settings.requeue_after_s))
     lost_worker = and_(Job.state.in_(("RUNNING", "CANCELLING")), Job.lease_expires_at < stamp,

@@ -32,6 +32,9 @@ def create_key(session: Session, owner: str, name: str = "") -> tuple[ApiKey, st
     if not OWNER_PATTERN.match(owner):
         raise ValueError("an owner is 1-64 letters, digits and . _ @ -, starting with a letter "
                          "or digit")
+    if owner.lower() == LOCAL_OWNER:
+        raise ValueError(f"the owner {LOCAL_OWNER!r} is reserved: it owns what was created "
+                         "while keys were not required; choose another name")
     key_id = secrets.token_hex(6)
     token = f"dvrl_{key_id}_{secrets.token_urlsafe(32)}"
     key = ApiKey(id=key_id, owner=owner, name=name[:128], hash=_digest(token))
@@ -98,6 +101,8 @@ def authenticate(session: Session, token: str) -> str | None:
         return owner
     owner = session.scalar(select(ApiKey.owner).where(ApiKey.hash == digest,
                                                       ApiKey.revoked_at.is_(None)))
+    if owner is not None and owner.lower() == LOCAL_OWNER:
+        return None  # reserved (a key made for it before it was): never the local owner's data
     if owner is not None:
         _cache.put(digest, owner)
     return owner

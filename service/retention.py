@@ -8,8 +8,8 @@ from datetime import timedelta
 from sqlalchemy import delete
 
 from .db import session_scope
+from .jobs import db_now
 from .models import IdempotencyKey, Job
-from .models import utcnow as now
 from .settings import Settings
 
 TERMINAL = ("SUCCEEDED", "FAILED", "CANCELLED")
@@ -19,8 +19,8 @@ def expire(settings: Settings) -> int:
     """Delete what has outlived its retention; returns how many jobs went."""
     if settings.results_ttl_days is None:
         return 0
-    cutoff = now() - timedelta(days=settings.results_ttl_days)
     with session_scope() as session:
+        cutoff = db_now(session) - timedelta(days=settings.results_ttl_days)
         gone = session.execute(delete(Job).where(  # type: ignore[attr-defined]
             Job.state.in_(TERMINAL), Job.finished_at < cutoff)).rowcount
         session.execute(delete(IdempotencyKey).where(IdempotencyKey.created_at < cutoff))

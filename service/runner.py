@@ -40,7 +40,7 @@ from dvrl_core.predictors.base import resolve_device
 
 from . import jobs
 from .datasets import load_frame
-from .db import connection_lost, session_scope
+from .db import session_scope, transient
 from .results import write_values
 from .settings import Settings, get_settings
 from .specs import JobSpec
@@ -57,15 +57,15 @@ class LeaseLost(Exception):
 
 
 def with_retries(action: Callable[[], T], settings: Settings) -> T:
-    """Run a database action, retrying connection failures (a restarted PostgreSQL) for up to
-    ``settings.db_retry_s`` seconds."""
+    """Run a database action, retrying connection failures (a restarted PostgreSQL) and a busy
+    SQLite for up to ``settings.db_retry_s`` seconds."""
     deadline = time.monotonic() + settings.db_retry_s
     pause = 0.5
     while True:
         try:
             return action()
         except DBAPIError as exc:
-            if not connection_lost(exc) or time.monotonic() > deadline:
+            if not transient(exc) or time.monotonic() > deadline:
                 raise
             log.warning("database unavailable (%s); retrying in %.1fs",
                         str(exc).splitlines()[0], pause)
@@ -77,11 +77,11 @@ class _Monitor:
     """Progress writes, cancel checks, checkpoints and the lease's heartbeat."""
 
     def __init__(self, job_id: str, settings: Settings, budget_s: float,
-                 holder: str = WORKER_ID) -> None:
+                 holder: str = WORKER_ID, already_elapsed_s: float = 0.0) -> None:
         self.job_id = job_id
         self.holder = holder
         self.settings = settings
-        self.started = time.monotonic()
+        self.started = time.monotonic() - already_elapsed_s
         self.budget_s = budget_s
         self.last_progress = self.last_cancel_check = self.last_checkpoint = 0.0
         self.cancelled = False
@@ -190,19 +190,21 @@ def run_job(job_id: str, settings: Settings | None = None,
     """Run one job to its end; returns the final state, or None if it was not ours to run."""
     settings = settings or get_settings()
 
-    def take() -> tuple[JobSpec, bytes | None, bool] | None:
+    def take() -> tuple[JobSpec, bytes | None, bool, float] | None:
         with session_scope() as session:
             if not jobs.claim(session, job_id, holder, settings):
                 return None
             job = jobs.get_job(session, job_id)
-            return JobSpec.model_validate(job.spec), job.checkpoint, job.cancel_requested
+            return (JobSpec.model_validate(job.spec), job.checkpoint, job.cancel_requested,
+                    jobs.elapsed_since_start(session, job_id))
 
     taken = with_retries(take, settings)
     if taken is None:
         return None
-    spec, checkpoint, cancelled = taken
+    spec, checkpoint, cancelled, elapsed = taken
     budget = float(spec.time_budget_s or settings.default_time_limit_s)
-    with _Monitor(job_id, settings, budget, holder) as monitor:
+    # the budget counts from the job's first start: a resumed job gets only what is left
+    with _Monitor(job_id, settings, budget, holder, already_elapsed_s=elapsed) as monitor:
         if cancelled:  # cancelled while its earlier worker was dying
             return monitor.finish("CANCELLED", progress={"phase": "cancelled"})
         if checkpoint is not None:

@@ -40,12 +40,18 @@ class Settings(BaseSettings):
     checkpoint_interval_s: float = 30.0
     lease_s: float = Field(60.0, description="a worker's claim on a job, renewed by its "
                            "heartbeat; a job whose worker died is taken over after this")
+    max_attempts: int = Field(3, ge=1, description="a job whose worker dies this many times "
+                              "(out of memory, a crash) ends FAILED instead of being sent again")
     requeue_after_s: float = Field(300.0, description="a QUEUED job not picked up for this "
                                    "long is sent again (its message may have been lost)")
     sweep_interval_s: float = Field(15.0, description="how often workers look for lost jobs "
                                     "and expired results")
     db_retry_s: float = Field(300.0, description="how long a worker retries the database "
                               "before giving a job up to another worker")
+    sqlite_busy_timeout_s: float = Field(30.0, description="embedded mode: how long a write "
+                                         "waits for SQLite's lock before trying again")
+    db_busy_retry_s: float = Field(60.0, description="embedded mode: how long a request "
+                                   "retries while SQLite's write lock is taken; then 503")
     results_ttl_days: float | None = Field(None, description="delete finished jobs and their "
                                            "results after this many days; empty: keep")
     worker_threads: int | None = Field(

@@ -167,7 +167,7 @@ def test_compose_services_migrate_serve_and_run_a_job_from_the_installed_image(
     from tests.conftest import REDIS_URL
 
     env = image.shell_env() | {
-        "DVRL_DATABASE_URL": fresh_database, "DVRL_BROKER_URL": REDIS_URL.replace("/15", "/13"),
+        "DVRL_DATABASE_URL": fresh_database, "DVRL_BROKER_URL": REDIS_URL.rsplit("/", 1)[0] + "/13",
         "DVRL_PROGRESS_INTERVAL_S": "0.2", "DVRL_WORKER_THREADS": "1"}
     home = tmp_path / "elsewhere"  # no source tree here or on the path
     home.mkdir()

@@ -21,6 +21,19 @@ def _free_port() -> int:
         return probe.getsockname()[1]
 
 
+def _wait_until_up(base: str, server: subprocess.Popen, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        assert server.poll() is None, "the server exited"
+        try:
+            if httpx.get(f"{base}/healthz", timeout=5).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        assert time.monotonic() < deadline, f"no answer from {base} within {timeout} s"
+        time.sleep(0.2)
+
+
 def test_serve_with_no_configuration_values_a_table_end_to_end(tmp_path, tables):
     port = _free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("DVRL_")}
@@ -30,14 +43,7 @@ def test_serve_with_no_configuration_values_a_table_end_to_end(tmp_path, tables)
                               cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
     try:
         base = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"{base}/healthz").status_code == 200:
-                    break
-            except httpx.TransportError:
-                assert time.monotonic() < deadline and server.poll() is None
-                time.sleep(0.2)
+        _wait_until_up(base, server)
         with httpx.Client(base_url=base, timeout=30) as client:
             assert client.get("/readyz").json()["mode"] == "embedded"
             train, valid = tables
@@ -82,17 +88,31 @@ def test_serving_beyond_loopback_needs_keys(tmp_path):
                               stderr=subprocess.DEVNULL)
     try:
         base = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                httpx.get(f"{base}/healthz")
-                break
-            except httpx.TransportError:
-                assert time.monotonic() < deadline and server.poll() is None
-                time.sleep(0.2)
+        _wait_until_up(base, server)
         assert httpx.get(f"{base}/v1/jobs").status_code == 401
         authorised = httpx.get(f"{base}/v1/jobs", headers={"Authorization": f"Bearer {token}"})
         assert authorised.status_code == 200
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+def test_the_app_factory_served_by_uvicorn_requires_keys_when_it_cannot_know_the_interface(
+        tmp_path):
+    """``uvicorn --factory api.app:create_app --host 0.0.0.0`` is another way to start the
+    embedded default: the app cannot see the interface, so it requires keys."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DVRL_")}
+    env |= {"DVRL_DATA_DIR": str(tmp_path / "data")}
+    port = _free_port()
+    server = subprocess.Popen([sys.executable, "-m", "uvicorn", "--factory", "api.app:create_app",
+                               "--host", "0.0.0.0", "--port", str(port)], cwd=ROOT, env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        base = f"http://127.0.0.1:{port}"
+        _wait_until_up(base, server)
+        response = httpx.get(f"{base}/v1/jobs")
+        assert response.status_code == 401
+        assert response.json()["type"] == "/problems/unauthorized"
     finally:
         server.terminate()
         server.wait(timeout=30)

@@ -8,6 +8,7 @@ from fastapi import APIRouter, File, Response, UploadFile
 from fastapi.concurrency import run_in_threadpool
 
 from service import datasets
+from service.db import retrying
 from service.errors import UploadTooLarge
 from service.models import Dataset
 
@@ -17,7 +18,7 @@ from ..deps import (
     PageSize,
     SessionDep,
     SettingsDep,
-    decode_token,
+    decode_id_token,
     encode_token,
 )
 from ..schemas import ColumnPublic, DatasetPublic, DatasetsPublic
@@ -43,10 +44,14 @@ async def create_dataset(
     if file.size is not None and file.size > settings.max_upload_bytes:
         raise UploadTooLarge(f"the upload is {file.size} bytes; at most "
                              f"{settings.max_upload_bytes} are accepted")
+
+    def ingest() -> Dataset:
+        file.file.seek(0)  # from the start again when a busy SQLite made it retry
+        return datasets.ingest(session, file.file, file.filename or "upload", settings, owner,
+                               idempotency_key)
+
     # parsing a big table takes seconds: off the event loop
-    dataset = await run_in_threadpool(datasets.ingest, session, file.file,
-                                      file.filename or "upload", settings, owner,
-                                      idempotency_key)
+    dataset = await run_in_threadpool(retrying, session, ingest)
     response.headers["Location"] = f"/v1/datasets/{dataset.id}"
     return to_public(dataset)
 
@@ -55,11 +60,12 @@ async def create_dataset(
             summary="List datasets, newest first")
 def list_datasets(session: SessionDep, owner: OwnerDep, page_size: PageSize = 50,
                   page_token: str | None = None) -> DatasetsPublic:
-    items = datasets.list_datasets(session, owner, page_size + 1, decode_token(page_token))
+    after = decode_id_token(page_token, "datasets")
+    items = datasets.list_datasets(session, owner, page_size + 1, after)
     more = len(items) > page_size
     items = items[:page_size]
     return DatasetsPublic(items=[to_public(d) for d in items],
-                          next_page_token=encode_token(items[-1].id) if more else None)
+                          next_page_token=encode_token("datasets", items[-1].id) if more else None)
 
 
 @router.get("/{dataset_id}", response_model=DatasetPublic, operation_id="get_dataset",
@@ -71,5 +77,5 @@ def get_dataset(dataset_id: str, session: SessionDep, owner: OwnerDep) -> Datase
 @router.delete("/{dataset_id}", status_code=204, operation_id="delete_dataset",
                summary="Delete a dataset (409 while an unfinished job uses it)")
 def delete_dataset(dataset_id: str, session: SessionDep, owner: OwnerDep) -> Response:
-    datasets.delete_dataset(session, dataset_id, owner)
+    retrying(session, lambda: datasets.delete_dataset(session, dataset_id, owner))
     return Response(status_code=204)

@@ -7,6 +7,7 @@ from typing import Literal
 from fastapi import APIRouter, Response
 
 from service import dispatch, jobs
+from service.db import retrying
 from service.models import Job
 from service.specs import JobSpec
 
@@ -16,7 +17,7 @@ from ..deps import (
     PageSize,
     SessionDep,
     SettingsDep,
-    decode_token,
+    decode_id_token,
     encode_token,
 )
 from ..schemas import JobPublic, JobsPublic, ProblemPublic, ProgressPublic
@@ -44,9 +45,10 @@ def create_job(spec: JobSpec, response: Response, session: SessionDep, settings:
                owner: OwnerDep, idempotency_key: IdempotencyKey = None) -> JobPublic:
     """Queue a job (202). Per owner, at most ``DVRL_MAX_JOBS_IN_FLIGHT`` jobs are queued or
     running at a time; beyond that the answer is 429 with ``Retry-After``."""
-    job, new = jobs.create_job(session, spec, owner, settings, idempotency_key)
-    if new:  # the row is committed before the message is sent
-        dispatch.send(job.id, spec.device)
+    job, new = retrying(session, lambda: jobs.create_job(session, spec, owner, settings,
+                                                         idempotency_key))
+    if new:  # the row is committed before the message is sent; no broker: sent by the sweeper
+        dispatch.submit(session, job.id, spec.device)
     response.headers["Location"] = f"/v1/jobs/{job.id}"
     return to_public(job)
 
@@ -55,23 +57,24 @@ def create_job(spec: JobSpec, response: Response, session: SessionDep, settings:
             summary="List jobs, newest first")
 def list_jobs(session: SessionDep, owner: OwnerDep, state: State | None = None,
               page_size: PageSize = 50, page_token: str | None = None) -> JobsPublic:
-    items = jobs.list_jobs(session, owner, page_size + 1, decode_token(page_token), state)
+    after = decode_id_token(page_token, "jobs")
+    items = jobs.list_jobs(session, owner, page_size + 1, after, state)
     more = len(items) > page_size
     items = items[:page_size]
     return JobsPublic(items=[to_public(j) for j in items],
-                      next_page_token=encode_token(items[-1].id) if more else None)
+                      next_page_token=encode_token("jobs", items[-1].id) if more else None)
 
 
 @router.post("/{job_id}:cancel", status_code=202, response_model=JobPublic,
              operation_id="cancel_job", summary="Ask a job to stop (cooperative)")
 def cancel_job(job_id: str, session: SessionDep, owner: OwnerDep) -> JobPublic:
-    return to_public(jobs.request_cancel(session, job_id, owner))
+    return to_public(retrying(session, lambda: jobs.request_cancel(session, job_id, owner)))
 
 
 @router.delete("/{job_id}", status_code=204, operation_id="delete_job",
                summary="Delete a finished job and its results (409 while it is unfinished)")
 def delete_job(job_id: str, session: SessionDep, owner: OwnerDep) -> Response:
-    jobs.delete_job(session, job_id, owner)
+    retrying(session, lambda: jobs.delete_job(session, job_id, owner))
     return Response(status_code=204)
 
 

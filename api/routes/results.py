@@ -10,8 +10,9 @@ from fastapi.responses import StreamingResponse
 
 from service import results
 from service.db import new_session
+from service.errors import InvalidPageToken
 
-from ..deps import OwnerDep, PageSize, SessionDep, decode_int_token, encode_token
+from ..deps import OwnerDep, PageSize, SessionDep, decode_token, encode_token
 from ..schemas import CurvesPublic, ValuesPublic
 
 router = APIRouter(prefix="/v1/jobs/{job_id}", tags=["results"])
@@ -40,15 +41,28 @@ def get_values(job_id: str, session: SessionDep, owner: OwnerDep,
                         media_type="application/vnd.apache.parquet",
                         headers={"Content-Disposition": f'attachment; filename="{name}"'})
     key = "rank" if order == "rank" else "position"
-    items, last = results.values_page(session, job_id, key, decode_int_token(page_token),
-                                      page_size)
-    return _page(items, last)
+    items, last = results.values_page(session, job_id, key,
+                                      _cursor(page_token, job_id, key), page_size)
+    return _page(items, last, job_id, key)
 
 
-def _page(items: list[dict], last: int | None) -> Response:
+def _cursor(token: str | None, job_id: str, key: str) -> int | None:
+    """The row a values page starts after; a token of another job or order is refused."""
+    parts = decode_token(token, "values", 3)
+    if parts is None:
+        return None
+    token_job, token_key, cursor = parts
+    if token_job != job_id or token_key != key or not cursor.isdigit():
+        raise InvalidPageToken("the page token belongs to another job's values or another "
+                               "order")
+    return int(cursor)
+
+
+def _page(items: list[dict], last: int | None, job_id: str, key: str) -> Response:
     """The page as JSON, written directly: the rows come from the database typed already, and
     validating 10,000 of them again would cost more than the query."""
-    body = {"items": items, "next_page_token": encode_token(last)}
+    token = None if last is None else encode_token("values", job_id, key, last)
+    body = {"items": items, "next_page_token": token}
     return Response(json.dumps(body, separators=(",", ":")), media_type="application/json")
 
 
@@ -57,9 +71,10 @@ def _page(items: list[dict], last: int | None) -> Response:
 def get_corrupted(job_id: str, session: SessionDep, owner: OwnerDep,
                   page_size: PageSize = 1000, page_token: str | None = None) -> Response:
     results.require_succeeded(session, job_id, owner)
-    items, last = results.values_page(session, job_id, "rank", decode_int_token(page_token),
-                                      page_size, flagged_only=True)
-    return _page(items, last)
+    items, last = results.values_page(session, job_id, "rank",
+                                      _cursor(page_token, job_id, "rank"), page_size,
+                                      flagged_only=True)
+    return _page(items, last, job_id, "rank")
 
 
 @router.get("/curves", response_model=CurvesPublic, operation_id="get_curves",

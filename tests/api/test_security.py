@@ -61,7 +61,8 @@ def test_keys_cli_creates_lists_and_revokes(client, service_env):
     assert token.startswith("dvrl_")
     listing = dvrl("list")
     assert "carol" in listing.stdout and "pipeline" in listing.stdout
-    assert token not in listing.stdout and token.split("_")[2] not in listing.stdout
+    _, key_id, secret = token.split("_", 2)  # the secret's alphabet has "_" too
+    assert token not in listing.stdout and secret not in listing.stdout
     from service.db import session_scope
     from service.models import ApiKey
 
@@ -70,7 +71,6 @@ def test_keys_cli_creates_lists_and_revokes(client, service_env):
     carol = client.__class__(client.app)
     carol.headers["Authorization"] = f"Bearer {token}"
     assert carol.get("/v1/datasets").status_code == 200
-    key_id = token.split("_")[1]
     assert dvrl("revoke", key_id).returncode == 0
     # another process revoked it: this API process forgets its cached answer within seconds
     deadline = time.monotonic() + 10
@@ -78,6 +78,9 @@ def test_keys_cli_creates_lists_and_revokes(client, service_env):
         time.sleep(0.25)
     assert carol.get("/v1/datasets").status_code == 401
     assert dvrl("revoke", "nosuchkey").returncode == 2
+    for reserved in ("local", "LOCAL"):  # the owner of what was made while keys were off
+        refused = dvrl("create", "--owner", reserved)
+        assert refused.returncode == 2 and "reserved" in refused.stderr
     bad = dvrl("create", "--owner", "no spaces allowed")
     assert bad.returncode == 2 and "owner" in bad.stderr
 

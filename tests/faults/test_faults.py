@@ -137,16 +137,62 @@ def test_a_worker_killed_mid_job_is_replaced_and_the_job_resumes(client, tables,
     assert len(_values(client, victim)) == 360  # and written once
 
 
-def _restart_redis() -> None:
+def _redis_answers() -> bool:
+    return b"PONG" in subprocess.run(["redis-cli", "ping"], capture_output=True).stdout
+
+
+def _stop_redis() -> None:
     subprocess.run(["redis-cli", "-h", "127.0.0.1", "-p", "6379", "shutdown", "nosave"],
                    capture_output=True, timeout=30)
-    _wait_until(lambda: subprocess.run(["redis-cli", "ping"], capture_output=True).returncode
-                != 0 or b"PONG" not in subprocess.run(["redis-cli", "ping"],
-                                                      capture_output=True).stdout,
-                30, "redis to stop")
+    _wait_until(lambda: not _redis_answers(), 30, "redis to stop")
+
+
+def _start_redis() -> None:
     subprocess.run(REDIS_START, check=True, timeout=30)
-    _wait_until(lambda: b"PONG" in subprocess.run(["redis-cli", "ping"],
-                                                  capture_output=True).stdout, 30, "redis")
+    _wait_until(_redis_answers, 30, "redis")
+
+
+def _restart_redis() -> None:
+    _stop_redis()
+    _start_redis()
+
+
+@pytest.mark.skipif(shutil.which("redis-server") is None, reason="needs redis-server here")
+def test_a_job_submitted_while_the_broker_is_down_is_accepted_and_runs_later(
+        client, tables, workers):
+    train, valid = tables
+    ids = [client.post("/v1/datasets", files={"file": (n, csv_bytes(f))}).json()["id"]
+           for n, f in (("train.csv", train), ("valid.csv", valid))]
+    _stop_redis()
+    try:
+        response = client.post("/v1/jobs", json={
+            "dataset_id": ids[0], "target": "label", "validation": {"dataset_id": ids[1]},
+            "dvrl": {"iterations": 20}})
+        assert response.status_code == 202, response.text  # saved; sent once Redis is back
+        job_id = response.json()["id"]
+        assert response.json()["state"] == "QUEUED"
+        ready = client.get("/readyz")
+        assert ready.status_code == 503 and ready.json()["detail"] == "the broker does not answer"
+    finally:
+        _start_redis()
+    workers.start()  # its sweeper finds the job that was never sent
+    assert _wait(client, job_id)["state"] == "SUCCEEDED"
+    assert _row(job_id)[2] == 1
+
+
+def test_a_job_that_kills_every_worker_ends_failed_after_max_attempts(client, tables, workers):
+    workers.env |= {"DVRL_MAX_ATTEMPTS": "2"}
+    job_id = _job(client, tables, iterations=100_000)
+    for attempt in (1, 2):  # each worker that takes the job dies (as out of memory would)
+        worker = workers.start()
+        _wait_until(lambda attempt=attempt: _row(job_id)[0] == "RUNNING"
+                    and _row(job_id)[2] == attempt, what=f"attempt {attempt}")
+        worker.send_signal(signal.SIGKILL)
+        worker.wait()
+    workers.start()  # a healthy worker: its sweeper ends the job rather than running it
+    job = _wait(client, job_id, timeout=120)
+    assert job["state"] == "FAILED" and job["error"]["type"] == "/problems/workers-died"
+    assert _row(job_id)[2] == 2  # never claimed a third time
 
 
 @pytest.mark.skipif(shutil.which("redis-server") is None, reason="needs redis-server here")

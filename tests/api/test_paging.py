@@ -1,0 +1,63 @@
+"""Page tokens: a token this service did not issue for that list, for that owner, is a 400
+problem (``invalid-page-token``), never the first page again."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.conftest import upload
+
+INVALID = "/problems/invalid-page-token"
+
+
+def _refused(response) -> None:
+    assert response.status_code == 400, response.text
+    assert response.headers["content-type"] == "application/problem+json"
+    assert response.json()["type"] == INVALID
+
+
+@pytest.mark.parametrize("token", ["!!!", "%%%", "bm90LWEtdG9rZW4", "YQ", "x" * 300])
+def test_a_malformed_token_is_refused_on_every_list(client, tables, token):
+    for path in ("/v1/datasets", "/v1/jobs"):
+        _refused(client.get(path, params={"page_token": token}))
+
+
+def test_a_stale_token_is_refused_not_answered_with_the_first_page(client, tables):
+    train, _ = tables
+    ids = [upload(client, train.head(20), f"t{i}.csv") for i in range(3)]
+    first = client.get("/v1/datasets", params={"page_size": 1}).json()
+    token = first["next_page_token"]
+    assert first["items"][0]["id"] == ids[-1]
+    second = client.get("/v1/datasets", params={"page_size": 1, "page_token": token}).json()
+    assert second["items"][0]["id"] == ids[-2]
+    assert client.delete(f"/v1/datasets/{ids[-1]}").status_code == 204  # the anchor is gone
+    _refused(client.get("/v1/datasets", params={"page_size": 1, "page_token": token}))
+
+
+def test_another_owners_token_and_another_lists_token_are_refused(client, other_client, tables):
+    train, valid = tables
+    for _ in range(2):
+        upload(client, train.head(20))
+    token = client.get("/v1/datasets", params={"page_size": 1}).json()["next_page_token"]
+    _refused(other_client.get("/v1/datasets", params={"page_token": token}))
+    _refused(client.get("/v1/jobs", params={"page_token": token}))  # a datasets token
+
+
+def test_a_values_token_of_another_job_or_order_is_refused(client, tables):
+    from service.runner import run_job
+
+    train, valid = tables
+    spec = {"dataset_id": upload(client, train), "target": "label",
+            "validation": {"dataset_id": upload(client, valid)}, "dvrl": {"iterations": 3}}
+    first, second = (client.post("/v1/jobs", json=spec | {"seed": s}).json()["id"]
+                     for s in (0, 1))
+    assert run_job(first) == "SUCCEEDED" and run_job(second) == "SUCCEEDED"
+    page = client.get(f"/v1/jobs/{first}/values", params={"page_size": 10}).json()
+    token = page["next_page_token"]
+    following = client.get(f"/v1/jobs/{first}/values",
+                           params={"page_size": 10, "page_token": token}).json()
+    assert [r["rank"] for r in following["items"]] == list(range(11, 21))
+    _refused(client.get(f"/v1/jobs/{second}/values", params={"page_token": token}))
+    _refused(client.get(f"/v1/jobs/{first}/values", params={"page_token": token,
+                                                           "order": "row"}))
+    _refused(client.get(f"/v1/jobs/{first}/values", params={"page_token": "!!!"}))
