@@ -1,7 +1,7 @@
 """Service figures: upload throughput, poll latency under load, Adult job time, result paging.
 
     python bench/api.py [--upload-mb 100] [--clients 50] [--poll-seconds 15] [--rows 1000000]
-                        [--only upload|job|paging]
+                        [--only upload|job|paging|bombs]
 
 Runs a real API server (uvicorn, one process) and a real Celery worker against the local
 PostgreSQL (database ``dvrl_bench``, created if missing) and Redis (db 14). Prints:
@@ -11,7 +11,9 @@ PostgreSQL (database ``dvrl_bench``, created if missing) and Redis (db 14). Prin
   worker is busy with a job;
 * Adult protocol job (1,000 training rows, 400 validation rows, label_noise 0.2, defaults):
   seconds from POST to SUCCEEDED;
-* paging through ``--rows`` stored result rows with page_size 10,000, and the CSV download.
+* paging through ``--rows`` stored result rows with page_size 10,000, and the CSV download;
+* upload bombs (each at or under the upload limit, built in a temporary folder): file size,
+  status, problem type, seconds and the API process's peak memory growth for each.
 """
 
 from __future__ import annotations
@@ -24,11 +26,14 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -196,13 +201,148 @@ def bench_paging(client: httpx.Client, rows: int) -> None:
           f"CSV download {size / 1e6:.0f} MB in {csv_s:.1f}s")
 
 
+# upload bombs: files that decode to far more than they weigh, each at or under the upload limit
+
+
+def _write_parquet(path: Path, table: pa.Table, **options) -> None:
+    pq.write_table(table, path, **options)
+
+
+def _zeros_table(columns: int, rows: int) -> pa.Table:
+    zeros = pa.array(np.zeros(rows))  # one array, shared by every column
+    return pa.table({f"c{j}": zeros for j in range(columns)})
+
+
+def _dictionary_string(path: Path, value_bytes: int, rows: int) -> None:
+    """One long string as the only dictionary value, on every row; stored without an Arrow
+    schema, so that it reads back as plain text (value_bytes x rows once decoded)."""
+    column = pa.DictionaryArray.from_arrays(pa.array(np.zeros(rows, dtype=np.int32)),
+                                            pa.array(["a" * value_bytes]))
+    _write_parquet(path, pa.table({"s": column, "x": np.zeros(rows)}), compression="zstd",
+                   store_schema=False)
+
+
+def _deep_struct(path: Path, depth: int) -> None:
+    column = pa.array(np.zeros(1000))
+    for _ in range(depth):
+        column = pa.StructArray.from_arrays([column], ["f"])
+    _write_parquet(path, pa.table({"deep": column}), compression="zstd")
+
+
+def _long_lists(path: Path, rows: int, per_row: int) -> None:
+    offsets = pa.array(np.arange(rows + 1, dtype=np.int32) * per_row)
+    column = pa.ListArray.from_arrays(offsets, pa.array(np.zeros(rows * per_row)))
+    _write_parquet(path, pa.table({"values": column}), compression="zstd")
+
+
+def _one_row_group(path: Path, columns: int, rows: int) -> None:
+    column = pa.array(np.random.default_rng(0).standard_normal(rows))  # incompressible
+    table = pa.table({f"x{j}": column for j in range(columns)})
+    _write_parquet(path, table, compression="none", row_group_size=rows)
+
+
+def _repeated(path: Path, unit: bytes, size: int, prefix: bytes = b"") -> None:
+    block = unit * ((8 << 20) // len(unit))
+    with open(path, "wb") as handle:
+        handle.write(prefix)
+        for _ in range(size // len(block)):
+            handle.write(block)
+
+
+BOMBS: dict[str, tuple[str, Callable[[Path], None]]] = {
+    # the measured one: 3,000 all-zero columns x 200,000 rows, run-length encoded, zstd
+    "RLE wide 3000x200k": ("p", lambda p: _write_parquet(p, _zeros_table(3000, 200_000),
+                                                         compression="zstd")),
+    "RLE wide 10000x200k": ("p", lambda p: _write_parquet(p, _zeros_table(10_000, 200_000),
+                                                          compression="zstd")),
+    "RLE wide at the cell limit": ("p", lambda p: _write_parquet(
+        p, _zeros_table(10_000, 20_000), compression="zstd")),
+    "plain wide at the cell limit": ("p", lambda p: _write_parquet(
+        p, _zeros_table(10_000, 20_000), compression="zstd", use_dictionary=False)),
+    "dictionary string 50MB x 1M": ("p", lambda p: _dictionary_string(p, 50 << 20, 1_000_000)),
+    "dictionary string 64MiB x 63": ("p", lambda p: _dictionary_string(p, (64 << 20) - 64, 63)),
+    "one 1GiB string": ("p", lambda p: _write_parquet(p, pa.table({"s": ["a" * (1 << 30)]}),
+                                                      compression="zstd")),
+    "one 120MiB string": ("p", lambda p: _write_parquet(p, pa.table({"s": ["a" * (120 << 20)]}),
+                                                        compression="zstd")),
+    "tiny row groups 95k x 3": ("p", lambda p: _write_parquet(
+        p, _zeros_table(3, 95_000), compression="zstd", row_group_size=1)),
+    "tiny row groups 100k x 3": ("p", lambda p: _write_parquet(
+        p, _zeros_table(3, 100_000), compression="zstd", row_group_size=1)),
+    "one row group 1GB": ("p", lambda p: _one_row_group(p, 25, 5_000_000)),
+    "deep struct (98 levels)": ("p", lambda p: _deep_struct(p, 98)),  # pyarrow reads 98
+    "long lists 4 x 50M": ("p", lambda p: _long_lists(p, 4, 50_000_000)),
+    "CSV one 900MB line of 0,": ("c", lambda p: _repeated(p, b"0,", 900 << 20)),
+    "CSV one 900MB line of a": ("c", lambda p: _repeated(p, b"a", 900 << 20)),
+    "CSV one 900MB quoted cell": ("c", lambda p: _repeated(p, b"x", 900 << 20, b'a,b\n1,"')),
+    "CSV header of 2.5M names": ("c", lambda p: p.write_bytes(b",".join(
+        b"column_%07d" % j for j in range(2_500_000)) + b"\n1\n")),
+}
+
+
+def _bomb_server(env: dict[str, str]) -> tuple[subprocess.Popen, str]:
+    """A fresh API process, warmed up by one request: its peak memory starts from here (one
+    process a bomb, because an allocator keeps what an earlier upload freed)."""
+    port = free_port()
+    server = subprocess.Popen([sys.executable, "-m", "dvrl_cli", "serve", "--port", str(port)],
+                              cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)
+    base = f"http://127.0.0.1:{port}"
+    for _ in range(300):
+        try:
+            httpx.get(f"{base}/v1/datasets", headers=HEADERS).raise_for_status()
+            break
+        except httpx.TransportError:
+            time.sleep(0.2)
+    return server, base
+
+
+def _upload_bomb(env: dict[str, str], path: Path) -> tuple[httpx.Response, float, float]:
+    """The API's answer to ``path``, the seconds it took, and the growth of the API process's
+    peak resident memory (MB) over its resident memory before the upload."""
+    server, base = _bomb_server(env)
+    try:
+        before = _rss_mb(server.pid)
+        started = time.perf_counter()
+        with open(path, "rb") as handle, httpx.Client(base_url=base, timeout=600,
+                                                      headers=HEADERS) as client:
+            response = client.post("/v1/datasets", files={"file": (path.name, handle)})
+            seconds = time.perf_counter() - started
+            growth = _peak_rss_mb(server.pid) - before
+            if not response.is_error:
+                client.delete(f"/v1/datasets/{response.json()['id']}")
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    return response, seconds, growth
+
+
+def bench_bombs(env: dict[str, str], folder: Path, limit: int) -> None:
+    print(f"{'bomb':32} {'file MB':>9} {'status':>6} {'problem':12} {'s':>6} "
+          f"{'API peak growth MB':>18}  detail")
+    for name, (kind, build) in BOMBS.items():
+        path = folder / ("bomb.parquet" if kind == "p" else "bomb.csv")
+        build(path)
+        size = path.stat().st_size
+        assert size <= limit, (name, size)
+        try:
+            response, seconds, growth = _upload_bomb(env, path)
+        finally:
+            path.unlink()
+        body = response.json()
+        problem = body.get("type", "").rsplit("/", 1)[-1] if response.is_error else "-"
+        detail = body.get("detail", "") if response.is_error else f"{body['rows']} rows stored"
+        print(f"{name:32} {size / 1e6:9.2f} {response.status_code:6} {problem:12} "
+              f"{seconds:6.1f} {growth:18.0f}  {detail[:70]}", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--upload-mb", type=int, default=100)
     parser.add_argument("--clients", type=int, default=50)
     parser.add_argument("--poll-seconds", type=float, default=15)
     parser.add_argument("--rows", type=int, default=1_000_000)
-    parser.add_argument("--only", choices=("upload", "job", "paging"),
+    parser.add_argument("--only", choices=("upload", "job", "paging", "bombs"),
                         help="measure one part only (polling needs the job)")
     args = parser.parse_args()
     fresh_database()
@@ -232,6 +372,10 @@ def main() -> None:
                     bench_polling(client, base, args.clients, args.poll_seconds, ids)
                 if args.only in (None, "paging"):
                     bench_paging(client, args.rows)
+                if args.only in (None, "bombs"):
+                    from service.settings import Settings
+
+                    bench_bombs(env, folder, Settings().max_upload_bytes)
         finally:
             for process in (worker, server):
                 process.terminate()

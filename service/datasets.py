@@ -68,10 +68,20 @@ def _limits(settings: Settings) -> Callable[[pa.Schema, int], None]:
     return check
 
 
+def _table_limits(settings: Settings) -> tabular.Limits:
+    """The limits tabular checks before decoding (a Parquet footer, a CSV header) and while
+    decoding (the decoded size)."""
+    return tabular.Limits(rows=settings.max_rows, columns=settings.max_columns,
+                          cells=settings.max_cells, decoded_bytes=settings.max_decoded_bytes)
+
+
 def _to_arrow(source: BinaryIO, filename: str, target: BinaryIO,
               settings: Settings) -> tabular.Summary:
     try:
-        summary = tabular.convert(source, filename, target, _limits(settings))
+        summary = tabular.convert(source, filename, target, _limits(settings),
+                                  limits=_table_limits(settings))
+    except tabular.LimitExceeded as exc:
+        raise BadUpload(str(exc)) from exc
     except tabular.TableError as exc:
         raise BadUpload(f"cannot read {filename!r} as a CSV or Parquet table: {exc}") from exc
     if summary.rows == 0:

@@ -28,6 +28,9 @@ class Settings(BaseSettings):
     max_rows: int = 5_000_000
     max_columns: int = 10_000
     max_cells: int = Field(200_000_000, description="rows x columns of one table")
+    max_decoded_bytes: int = Field(
+        4 << 30, description="one table's size once decompressed and decoded (Arrow); the API "
+        "holds a batch of it at a time, a worker all of it")
     max_iterations: int = 100_000
     max_batch_size: int = 1_000_000
     max_time_budget_s: int = 7 * 24 * 3600
