@@ -24,7 +24,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from service import datasets, tabular
+from service import datasets, parquet_pages, parquet_upload, tabular
 from service.errors import BadUpload
 from service.settings import Settings
 
@@ -85,7 +85,7 @@ def _unreadable(body: bytes) -> None:
 CHILD = """
 import json, sys, tempfile
 from pathlib import Path
-from service import tabular
+from service import parquet_upload, tabular
 
 def peak():
     for line in Path("/proc/self/status").read_text().splitlines():
@@ -94,7 +94,7 @@ def peak():
 
 path, options = sys.argv[1], json.loads(sys.argv[2])
 for name, value in options["constants"].items():
-    setattr(tabular, name, value)
+    setattr(parquet_upload, name, value)
 before = peak()
 try:
     with open(path, "rb") as source, tempfile.TemporaryFile() as target:
@@ -186,11 +186,11 @@ def test_a_footer_of_many_tiny_row_groups_is_refused_unparsed(monkeypatch):
     body = _parquet(_zeros(3, 3000), row_group_size=1)  # 3,000 row groups: a 1 MB footer
     spoiled = _spoil_data(body)
     _unreadable(spoiled)
-    monkeypatch.setattr(tabular, "MAX_FOOTER_BYTES", 64 << 10)
+    monkeypatch.setattr(parquet_upload, "MAX_FOOTER_BYTES", 64 << 10)
     detail = str(_refusal(spoiled))
     assert "footer (its metadata) is" in detail and "at most 65536" in detail
     # under the limit the same file comes through whole
-    monkeypatch.setattr(tabular, "MAX_FOOTER_BYTES", 2 << 20)
+    monkeypatch.setattr(parquet_upload, "MAX_FOOTER_BYTES", 2 << 20)
     summary, table = _convert(body)
     assert summary.rows == 3000 and table.equals(pq.read_table(io.BytesIO(body)))
 
@@ -198,7 +198,7 @@ def test_a_footer_of_many_tiny_row_groups_is_refused_unparsed(monkeypatch):
 def test_too_many_pages_are_refused_from_their_headers(monkeypatch):
     body = _parquet(_zeros(2, 100_000), data_page_size=1024, use_dictionary=False,
                     compression="zstd")  # about 800 pages
-    monkeypatch.setattr(tabular, "MAX_PAGES", 100)
+    monkeypatch.setattr(parquet_pages, "MAX_PAGES", 100)
     detail = str(_refusal(_spoil_pages(body)))
     assert detail == "more than 100 pages; at most 100 are accepted (write larger pages)"
 
@@ -210,7 +210,7 @@ def test_a_page_larger_than_the_limit_is_refused_from_its_header(monkeypatch):
     table = pa.table({"s": ["a" * (4 << 20)], "x": [1.0]})  # one 4 MiB value: one 4 MiB page
     body = _spoil_pages(_parquet(table, compression="zstd"))
     _unreadable(body)
-    monkeypatch.setattr(tabular, "MAX_PAGE_BYTES", 1 << 20)
+    monkeypatch.setattr(parquet_pages, "MAX_PAGE_BYTES", 1 << 20)
     detail = str(_refusal(body))
     assert detail.startswith("a page of 419") and "at most 1048576 are accepted" in detail
 
@@ -245,7 +245,7 @@ def test_a_repeated_dictionary_string_is_measured_before_it_is_spelled_out(tmp_p
 
 
 def test_a_repeated_dictionary_string_within_the_limits_is_spelled_out_in_slices(monkeypatch):
-    monkeypatch.setattr(tabular, "BATCH_BYTES", 1 << 20)
+    monkeypatch.setattr(parquet_upload, "BATCH_BYTES", 1 << 20)
     body = _dictionary_bomb(300 << 10, 50)  # 15 MB once decoded
     target = io.BytesIO()
     summary = tabular.convert(io.BytesIO(body), "t.parquet", target, limits=GENEROUS)
@@ -257,7 +257,7 @@ def test_a_repeated_dictionary_string_within_the_limits_is_spelled_out_in_slices
 
 
 def test_a_row_longer_than_the_limit_is_refused_before_it_is_spelled_out(monkeypatch):
-    monkeypatch.setattr(tabular, "MAX_ROW_BYTES", 1 << 20)
+    monkeypatch.setattr(parquet_upload, "MAX_ROW_BYTES", 1 << 20)
     body = _parquet(pa.table({"s": ["short", "b" * (2 << 20)]}), compression="zstd")
     detail = str(_refusal(body))
     assert detail.startswith("a row is 209") and "at most 1048576 are accepted" in detail
@@ -284,8 +284,8 @@ def test_wide_row_groups_are_decoded_a_group_of_columns_at_a_time(tmp_path, monk
     growth, outcome = _in_child(path, PAGES_BYTES=8 << 20, BATCH_BYTES=2 << 20)
     assert outcome == "4000 rows"
     assert growth < 64 << 20, growth >> 20  # all columns at once: about 200 MB
-    monkeypatch.setattr(tabular, "PAGES_BYTES", 8 << 20)
-    monkeypatch.setattr(tabular, "BATCH_BYTES", 2 << 20)
+    monkeypatch.setattr(parquet_upload, "PAGES_BYTES", 8 << 20)
+    monkeypatch.setattr(parquet_upload, "BATCH_BYTES", 2 << 20)
     summary, table = _convert(path.read_bytes())
     assert summary.rows == 4000 and table.equals(pq.read_table(path))
     assert all(len(group) < 2000 for group in _groups(path))
@@ -295,7 +295,7 @@ def _groups(path: Path) -> list[range]:
     """How the (only) row group of ``path`` is split into groups of columns."""
     with open(path, "rb") as source:
         metadata = pq.ParquetFile(source).metadata
-        return tabular._column_groups(tabular._walk(source, metadata)[0])
+        return parquet_upload._column_groups(parquet_pages.walk(source, metadata)[0])
 
 
 # legitimate files
@@ -322,8 +322,8 @@ def _mixed_table(rows: int = 5000) -> pa.Table:
 def test_a_legitimate_parquet_file_round_trips_unchanged(pages_bytes, batch_bytes, version,
                                                          monkeypatch):
     # the small sizes decode every row group a few columns at a time, in small slices
-    monkeypatch.setattr(tabular, "PAGES_BYTES", pages_bytes)
-    monkeypatch.setattr(tabular, "BATCH_BYTES", batch_bytes)
+    monkeypatch.setattr(parquet_upload, "PAGES_BYTES", pages_bytes)
+    monkeypatch.setattr(parquet_upload, "BATCH_BYTES", batch_bytes)
     body = _parquet(_mixed_table(), row_group_size=700, data_page_size=2048,
                     data_page_version=version, compression="zstd")
     assert pq.ParquetFile(io.BytesIO(body)).metadata.num_row_groups == 8
