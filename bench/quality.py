@@ -1,5 +1,8 @@
-"""Quality on the DVRL paper's Adult protocol: ours, the reference loop and the marginal control.
+"""Quality on the DVRL paper's Adult protocol: ours, the reference loop and the marginal control;
+with ``--suite``, the same protocol on many real tables against every simple control
+(bench/suite.py).
 
+    python bench/quality.py --suite --seeds 3        # the suite (see bench/suite.py)
     python bench/quality.py --seeds 5                 # quality, reference beside ours
     python bench/quality.py --seeds 10 --no-reference # stability across seeds
     python bench/quality.py --seeds 1 --removal       # plus removal curves (LightGBM)
@@ -19,10 +22,12 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import suite  # noqa: E402
 from adult_protocol import DEFAULT_DATA, adult_protocol  # noqa: E402
 from reference import reference_dvrl  # noqa: E402
 
 from dvrl_core import DVRL, detection_auroc, found_fraction, removal_curves  # noqa: E402
+from dvrl_core.controls import marginal_control  # noqa: E402
 from dvrl_core.runtime import tune_allocator  # noqa: E402
 
 
@@ -35,24 +40,30 @@ def figures(values: np.ndarray, corrupted: np.ndarray) -> dict[str, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--seeds", type=int, default=5)
-    parser.add_argument("--iterations", type=int, default=2000)
+    parser.add_argument("--iterations", type=int, default=None,
+                        help="default: the method's own (DVRL: 2000)")
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
     parser.add_argument("--no-reference", action="store_true")
     parser.add_argument("--removal", action="store_true")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--suite", action="store_true", help="many tables (bench/suite.py)")
+    suite.add_arguments(parser)
     args = parser.parse_args()
+    if args.suite:
+        suite.run(args)
+        return
     torch.set_num_threads(args.threads)
     tune_allocator()
     rows: dict[str, list[dict[str, float]]] = {"dvrl": [], "marginal": [], "reference": []}
-    print(f"Adult protocol, {args.iterations} iterations, seeds 0..{args.seeds - 1}, "
+    print(f"Adult protocol, {args.iterations or 2000} iterations, seeds 0..{args.seeds - 1}, "
           f"{args.threads} threads")
     for seed in range(args.seeds):
         data, corrupted, _ = adult_protocol(seed, args.data)
-        dvrl = DVRL(iterations=args.iterations, random_state=seed, device="cpu")
+        dvrl = DVRL(iterations=args.iterations or 2000, random_state=seed, device="cpu")
         started = time.perf_counter()
         result = dvrl.fit(data)
         ours_s = time.perf_counter() - started
-        control = dvrl.marginal_control(data, dvrl.marginal(data))
+        control = marginal_control(data, random_state=dvrl.random_state)
         rows["dvrl"].append(figures(result.values, corrupted) | {"s": ours_s})
         rows["marginal"].append(figures(control, corrupted))
         line = (f"seed {seed}: dvrl found@20 {rows['dvrl'][-1]['found@20']:.3f} auroc "
@@ -62,7 +73,7 @@ def main() -> None:
                 f"{rows['marginal'][-1]['found@20']:.3f} auroc {rows['marginal'][-1]['auroc']:.3f}")
         if not args.no_reference:
             started = time.perf_counter()
-            values, rate = reference_dvrl(data, args.iterations, seed)
+            values, rate = reference_dvrl(data, args.iterations or 2000, seed)
             rows["reference"].append(figures(values, corrupted) | {"s": time.perf_counter() -
                                                                    started})
             line += (f" | reference found@20 {rows['reference'][-1]['found@20']:.3f} auroc "

@@ -26,7 +26,7 @@ def reference_dvrl(data: PreparedData, iterations: int = 2000, seed: int = 0,
     rng = np.random.default_rng(seed)
     x, y = data.train.x, data.train.y
     x_valid, y_valid = data.valid.x, data.valid.y
-    marginal = DVRL(random_state=seed).marginal(data)  # same marginal definition
+    marginal = DVRL(prior="validation", random_state=seed).marginal(data)  # the official one
     baseline_model = LogisticRegression(max_iter=1000).fit(x, y)
     baseline = roc_auc_score(y_valid, baseline_model.predict_proba(x_valid)[:, 1])
     estimator = ValueEstimator(x.shape[1], 2, 2)

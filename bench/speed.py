@@ -33,7 +33,7 @@ def straightforward_mlp_loop(data, iterations: int, epochs: int = 100, batch: in
     """One nn.Sequential MLP per iteration, re-initialised from saved weights: iterations/s."""
     torch.manual_seed(0)
     x, y = torch.tensor(data.train.x), torch.tensor(data.train.y)
-    marginal = torch.tensor(DVRL().marginal(data))
+    marginal = torch.tensor(DVRL(prior="validation").marginal(data))
     label = torch.eye(2)[y]
     estimator = ValueEstimator(x.shape[1], 2, 2)
     optimiser = torch.optim.Adam(estimator.parameters(), lr=0.01)

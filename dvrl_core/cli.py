@@ -168,14 +168,23 @@ def _summary(result, table, corrupted, dvrl, data, out, found_fraction, detectio
     print("highest-valued rows:", file=err)
     print(table.sort_values("rank", ascending=False).head(5)[shown].to_string(index=False),
           file=err)
+    trust = result.diagnostics.get("trust")
+    if trust:
+        returned = "the prior (learning made the planted flips harder to find)" \
+            if trust["returned"] == "prior" else "the learned values"
+        rows = trust.get("check_rows", 0) + trust.get("planted", {}).get("rows", 0)
+        where = f" on {rows} held-out validation rows" if rows else ""
+        print(f"trust check{where}: {trust['verdict']}; returned {returned}", file=err)
     if corrupted is not None and len(corrupted):
-        control = dvrl.marginal_control(data, dvrl.marginal(data))
+        from .controls import marginal_control
+
+        control = marginal_control(data, random_state=dvrl.random_state)
         found = ", ".join(f"{f:.0%}: {found_fraction(result.values, corrupted, f):.2f}"
                           for f in (0.1, 0.2, 0.3))
         print(f"injected noise: {len(corrupted)} labels flipped; found among the lowest {found}",
               file=err)
         print(f"detection AUROC {detection_auroc(result.values, corrupted):.3f} "
-              f"(marginal input alone: found@20% "
+              f"(the official marginal alone: found@20% "
               f"{found_fraction(control, corrupted, 0.2):.2f}, AUROC "
               f"{detection_auroc(control, corrupted):.3f}; random: found@20% 0.20)", file=err)
     if out:

@@ -34,7 +34,7 @@ class ValuationResult:
     versions: dict[str, str] = field(default_factory=dict)
     device: str = "cpu"
     timings: dict[str, float] = field(default_factory=dict)
-    diagnostics: dict[str, float] = field(default_factory=dict)
+    diagnostics: dict[str, Any] = field(default_factory=dict)
 
     @property
     def ranks(self) -> np.ndarray:

@@ -35,6 +35,7 @@ from dvrl_core import (
     removal_curves,
     weighted_training,
 )
+from dvrl_core.controls import marginal_control
 from dvrl_core.noise import with_label_noise
 from dvrl_core.predictors.base import resolve_device
 
@@ -290,10 +291,13 @@ def _evaluate(spec: JobSpec, data: PreparedData, result, corrupted, dvrl: DVRL):
         "rows": len(result), "task": data.task, "predictor": result.params["predictor"],
         "metric": result.params["metric"], "device": result.device,
         "timings": {k: round(v, 3) for k, v in result.timings.items()},
-        "diagnostics": result.diagnostics, "versions": result.versions,
+        "diagnostics": {k: v for k, v in result.diagnostics.items() if k != "trust"},
+        "versions": result.versions,
     }
+    if "trust" in result.diagnostics:  # held-out checks of the values, and what was returned
+        summary["trust"] = result.diagnostics["trust"]
     if corrupted is not None:
-        control = dvrl.marginal_control(data, dvrl.marginal(data))
+        control = marginal_control(data, random_state=dvrl.random_state)
         curve = discovery_curve(result.values, corrupted)
         curves["discovery"] = curve.to_dict(orient="list")
         summary["label_noise"] = {

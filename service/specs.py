@@ -47,6 +47,10 @@ class DVRLParams(StrictModel):
     rollouts: int = Field(32, ge=1, le=4096)
     metric: Literal["auc", "accuracy", "log_loss", "mae", "mse", "rmspe"] | None = None
     baseline: Literal["auto", "fixed", "moving_average", "leave_one_out"] = "auto"
+    prior: Literal["pooled", "validation"] = Field(
+        "pooled", description="what DVRL starts from (classification): a pool of validation- "
+        "and training-fitted models weighted on the validation rows, or the official code's "
+        "single validation model")
 
 
 def _default_evaluations() -> list[Evaluation]:

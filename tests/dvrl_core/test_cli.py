@@ -36,7 +36,7 @@ def test_value_writes_one_row_per_training_row_in_input_order(tables):
     assert sorted(values["rank"]) == list(range(1, 351))
     assert values["noise_injected"].sum() == 70
     assert "lowest-valued rows" in done.stderr and "found among the lowest" in done.stderr
-    assert "marginal input alone" in done.stderr
+    assert "official marginal alone" in done.stderr and "trust check" in done.stderr
 
 
 def test_parquet_output_row_numbers_and_same_seed_same_file(tables):

@@ -74,14 +74,26 @@ def test_progress_is_reported_every_iteration(noisy_data):
 
 
 def test_marginal_input_is_distance_of_label_from_validation_model(noisy_data):
+    """The official marginal (``prior="validation"``): |onehot(y) - f_valid(x)|."""
     data, _ = noisy_data
-    dvrl = small()
+    dvrl = small(prior="validation")
     reference = make_predictor("logistic_regression", "classification", 2,
                                alpha=dvrl.marginal_predictor_params.get("alpha", 1.0))
     reference.fit(data.valid.x, data.valid.y)
     probability = reference.predict(data.train.x)
     expected = np.abs(np.eye(2)[data.train.y] - probability)
     assert np.allclose(dvrl.marginal(data), expected, atol=1e-5)
+
+
+def test_the_pooled_marginal_is_the_distance_of_the_label_from_the_pooled_prior(noisy_data):
+    from dvrl_core.prior import pooled_prior
+    from dvrl_core.seeding import child_seeds
+
+    data, _ = noisy_data
+    dvrl = small()
+    prior = pooled_prior(data, child_seeds(0)[3])
+    expected = np.abs(np.eye(2)[data.train.y] - prior.train_probabilities)
+    assert np.allclose(dvrl.marginal(data), expected, atol=1e-6)
 
 
 def test_result_table_and_record(noisy_data):

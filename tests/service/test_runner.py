@@ -35,6 +35,9 @@ def test_a_job_runs_to_succeeded_with_values_summary_and_curves(client, tables):
     assert job["summary"]["rows"] == 360 and job["summary"]["flagged"] == 72
     assert job["summary"]["label_noise"]["flipped"] == 72
     assert job["summary"]["weighted_training"]["metric"] == "auc"
+    trust = job["summary"]["trust"]  # 140 validation rows: too few to spare 40 for checks
+    assert trust["returned"] == "dvrl" and trust["verdict"].startswith("not checked")
+    assert "160" in trust["verdict"] and "trust" not in job["summary"]["diagnostics"]
     curves = client.get(f"/v1/jobs/{job_id}/curves").json()
     assert len(curves["removal"]["removed"]) == 11 and curves["discovery"]["found"][-1] == 1.0
     assert len(curves["reward_trace"]["reward"]) == 60
@@ -187,3 +190,21 @@ def test_leases_follow_the_database_clock_not_a_skewed_worker_clock(client, tabl
         assert jobs.renew(session, job_id, "worker-a", settings)
         lease = jobs.get_job(session, job_id).lease_expires_at
     assert lease < ahead  # stamped by the database, not by the skewed clock
+
+
+def test_a_job_reports_its_trust_checks_on_held_out_validation_rows(client):
+    from dvrl_core.datasets import make_table
+
+    table = make_table(800, n_features=6, signal=3.0, random_state=9)
+    spec = {"dataset_id": upload(client, table.iloc[:500]), "target": "label",
+            "validation": {"dataset_id": upload(client, table.iloc[500:])}, "seed": 0,
+            "label_noise": 0.2, "evaluations": [], "dvrl": {"iterations": 40, "rollouts": 8}}
+    job_id = client.post("/v1/jobs", json=spec).json()["id"]
+    assert run_job(job_id) == "SUCCEEDED"
+    trust = client.get(f"/v1/jobs/{job_id}").json()["summary"]["trust"]
+    assert abs(trust["check_rows"] + trust["planted"]["rows"] - 75) <= 2  # 25% of 300, by class
+    assert trust["returned"] in ("dvrl", "prior") and trust["verdict"]
+    assert {"dvrl", "prior", "control"} <= set(trust["scores"])
+    assert set(trust["planted"]["auroc"]) == {"dvrl", "prior", "control"}
+    values = client.get(f"/v1/jobs/{job_id}/values", params={"page_size": 1000}).json()
+    assert len(values["items"]) == 500  # planted rows are never among the values

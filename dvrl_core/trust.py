@@ -1,0 +1,170 @@
+"""Trust signals with no ground truth, from validation rows the values were not learned from.
+
+A job cannot know which of its rows are corrupted, but it can hold out some clean validation rows
+from everything that shapes the values (the prior and the reward) and use them twice:
+
+* :func:`removal_check`, the DVRL paper's removal test on half of them: does removing the
+  lowest-valued training rows help a model on these held-out rows more than removing random rows,
+  and more than removing the rows the simple control scores lowest? Held-out scores and a plain
+  verdict.
+* :func:`planted_check` on the other half: those rows join the training rows with half of their
+  labels moved to another class (the job does not know which); afterwards, how well does each
+  valuation tell the planted flips from the planted clean rows (AUROC)? A ground truth the job
+  made itself, like the service's ``label_noise`` self-check, but on every job.
+
+DVRL uses the planted check as its guard (:class:`dvrl_core.dvrl.DVRL`, ``guard``): learned values
+that told the planted flips apart worse than the prior they started from are not returned; the
+prior is, and the result says so.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from .data import PreparedData, Split
+from .evaluation import _evaluation_score, _subset
+
+CHECK_MODEL = "logistic_regression"
+CHECK_METRIC = {"classification": "log_loss", "regression": "mse"}
+
+
+@dataclass
+class TrustCheck:
+    """Held-out scores (higher is better: the negated log-loss or MSE) of the check model trained
+    on all training rows and on the rows left after removing ``removed`` of them."""
+
+    metric: str
+    check_rows: int
+    removed: float  # the fraction of training rows removed
+    keep_all: float
+    scores: dict[str, float]  # per valuation: after removing its lowest-valued rows
+    random: float  # mean over random removals
+    random_std: float
+    verdict: str
+
+    def to_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+    def judge(self, name: str, control: str | None = None) -> str:
+        """The verdict for the valuation ``name`` against random removal and ``control``."""
+        self.verdict = _verdict(self.scores[name], self.random, self.random_std,
+                                self.scores.get(control) if control else None)
+        return self.verdict
+
+
+def _verdict(ours: float, random: float, random_std: float, control: float | None) -> str:
+    margin = max(2 * random_std, 1e-6)
+    if control is not None and ours < control - margin:
+        return "worse than the simple control: prefer the control's ranking on this table"
+    if ours > random + margin:
+        return "confirmed: removing the lowest-valued rows helps more than random removal"
+    return "not confirmed: on held-out rows, removing the lowest-valued rows did not help " \
+        "clearly more than random removal"
+
+
+def removal_check(
+    data: PreparedData, check: Split, values: dict[str, np.ndarray], *, ours: str,
+    control: str | None = None, removed: float = 0.2, random_repeats: int = 5,
+    random_state: int = 0,
+) -> TrustCheck:
+    """Score, on the ``check`` rows, a model trained without each valuation's lowest ``removed``
+    fraction of training rows, against random removal. ``values[ours]`` gets the verdict, with
+    ``values[control]`` as the control to beat."""
+    metric = CHECK_METRIC[data.task]
+    n = len(data.train)
+    drop = int(round(removed * n))
+
+    def score_without(rows: np.ndarray) -> float:
+        keep = np.ones(n, dtype=bool)
+        keep[rows] = False
+        loss = _evaluation_score(data, _subset(data.train, keep), None, CHECK_MODEL, metric,
+                                 check, random_state)
+        return -loss  # higher is better
+
+    scores = {name: score_without(np.argsort(v, kind="stable")[:drop])
+              for name, v in values.items()}
+    rng = np.random.default_rng(random_state)
+    randoms = [score_without(rng.permutation(n)[:drop]) for _ in range(random_repeats)]
+    keep_all = score_without(np.array([], dtype=np.int64))
+    result = TrustCheck(metric, len(check), removed, keep_all, scores, float(np.mean(randoms)),
+                        float(np.std(randoms)), verdict="")
+    result.judge(ours, control)
+    return result
+
+
+MIN_CHECK_ROWS = 40
+
+
+def split_check_rows(data: PreparedData, fraction: float, random_state: int,
+                     minimum: int = MIN_CHECK_ROWS) -> tuple[PreparedData, Split | None]:
+    """Hold ``fraction`` of the validation rows out (stratified by class) for the check; returns
+    the data with the other validation rows, and the check rows (None when there are too few
+    validation rows to spare ``minimum`` rows, or a class would leave the reward rows)."""
+    n = len(data.valid)
+    if fraction <= 0 or n * fraction < minimum:
+        return data, None
+    rng = np.random.default_rng(random_state)
+    if data.task == "classification":
+        groups = [np.flatnonzero(data.valid.y == c) for c in np.unique(data.valid.y)]
+    else:
+        groups = [np.arange(n)]
+    check_rows = []
+    for rows in groups:
+        take = int(round(fraction * len(rows)))
+        if len(rows) - take < 1:
+            return data, None
+        check_rows.append(rng.permutation(rows)[:take])
+    held = np.zeros(n, dtype=bool)
+    held[np.concatenate(check_rows)] = True
+    reward = PreparedData(data.task, data.train, _subset(data.valid, ~held), data.test,
+                          data.classes, data.feature_names, data.target)
+    return reward, _subset(data.valid, held)
+
+
+PLANTED_FLIPS = 0.5
+
+
+@dataclass
+class Planted:
+    """Validation rows added to the training rows with some labels flipped (``flipped``:
+    positions among the planted rows)."""
+
+    rows: Split  # with the flipped labels
+    flipped: np.ndarray
+
+
+def plant(check: Split, n_classes: int, random_state: int) -> Planted:
+    """The check rows with ``PLANTED_FLIPS`` of their labels moved to another class."""
+    from .noise import inject_label_noise
+
+    noisy, flipped = inject_label_noise(check.y, PLANTED_FLIPS, n_classes, random_state)
+    return Planted(Split(check.x, noisy, check.ids), flipped)
+
+
+def with_planted(data: PreparedData, planted: Planted) -> PreparedData:
+    """``data`` with the planted rows appended to its training rows."""
+    train = data.train
+    joined = Split(np.concatenate([train.x, planted.rows.x]),
+                   np.concatenate([train.y, planted.rows.y]),
+                   np.concatenate([np.asarray(train.ids, dtype=object),
+                                   np.asarray([f"planted-{i}" for i in range(len(planted.rows))],
+                                              dtype=object)]))
+    return PreparedData(data.task, joined, data.valid, data.test, data.classes,
+                        data.feature_names, data.target)
+
+
+def planted_check(values: dict[str, np.ndarray], planted: Planted) -> dict[str, float]:
+    """AUROC per valuation of "low value" as a detector of the planted flips (0.5: blind);
+    ``values`` hold one value per planted row."""
+    from .evaluation import detection_auroc
+
+    return {name: detection_auroc(v, planted.flipped) for name, v in values.items()}
+
+
+def split_halves(check: Split, random_state: int) -> tuple[Split, Split]:
+    """The check rows in two halves: one to plant, one held out for the removal test."""
+    order = np.random.default_rng(random_state).permutation(len(check))
+    half = len(check) // 2
+    return _subset(check, order[:half]), _subset(check, order[half:])

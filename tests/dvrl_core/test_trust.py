@@ -1,0 +1,125 @@
+"""The pooled prior, the trust checks and the guard: behaviour a user of the values notices."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from dvrl_core import (
+    DVRL,
+    ConfigError,
+    detection_auroc,
+    found_fraction,
+    inject_label_noise,
+    prepare,
+)
+from dvrl_core.controls import CONTROLS, all_controls, marginal_control
+from dvrl_core.datasets import make_table
+from dvrl_core.methods import make_method
+from dvrl_core.prior import given_label_probability, pooled_prior
+from dvrl_core.trust import plant, removal_check, split_check_rows, split_halves, with_planted
+
+
+def _noisy(table: pd.DataFrame, n_train: int, seed: int = 0):
+    data = prepare(table.iloc[:n_train], "label", table.iloc[n_train:])
+    noisy, corrupted = inject_label_noise(data.train.y, 0.2, data.n_classes, random_state=seed)
+    return data.with_train_labels(noisy), corrupted
+
+
+@pytest.fixture(scope="module")
+def linear():
+    return _noisy(make_table(900, n_features=8, signal=3.0, random_state=3), 600)
+
+
+@pytest.fixture(scope="module")
+def xor():
+    """Labels a linear model cannot learn (the sign of x0 * x1): a tree model can."""
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((1400, 4))
+    label = np.where(x[:, 0] * x[:, 1] > 0, "a", "b")
+    table = pd.DataFrame(x, columns=[f"x{i}" for i in range(4)]).assign(label=label)
+    return _noisy(table, 1000)
+
+
+def test_the_pool_leans_on_the_sources_that_predict_the_validation_labels(xor):
+    data, corrupted = xor
+    prior = pooled_prior(data, random_state=0)
+    assert all(w >= 0 for w in prior.weights.values())
+    trees = prior.weights["validation_lightgbm"] + prior.weights["train_lightgbm"]
+    lines = prior.weights["validation_logistic"] + prior.weights["train_logistic"]
+    assert trees > lines  # the linear models know nothing here
+    pooled = given_label_probability(data, prior)
+    official = marginal_control(data)  # one logistic regression on the validation rows
+    assert found_fraction(pooled, corrupted, 0.2) > found_fraction(official, corrupted, 0.2) + 0.2
+    assert np.allclose(prior.train_probabilities.sum(1), 1.0)
+
+
+def test_every_control_scores_every_training_row(linear):
+    data, corrupted = linear
+    controls = all_controls(data, random_state=0)
+    assert set(controls) == set(CONTROLS)
+    for name, values in controls.items():
+        assert values.shape == (len(data.train),), name
+        assert detection_auroc(values, corrupted) > 0.7, name  # informative, each of them
+
+
+def test_a_check_tells_informative_values_from_random_ones(linear):
+    data, corrupted = linear
+    reward, check = split_check_rows(data, 0.4, random_state=0)
+    assert check is not None and len(reward.valid) + len(check) == len(data.valid)
+    truth = np.ones(len(data.train))
+    truth[corrupted] = 0.0  # values that know exactly which rows were flipped
+    noise = np.random.default_rng(0).random(len(data.train))
+    report = removal_check(reward, check, {"truth": truth, "noise": noise}, ours="truth")
+    assert report.scores["truth"] > report.random > report.scores["noise"] - 3 * report.random_std
+    assert report.verdict.startswith("confirmed")
+    assert report.judge("noise").startswith("not confirmed")
+
+
+def test_planted_rows_never_reach_the_result_and_the_report_says_what_was_returned(linear):
+    data, _ = linear
+    result = DVRL(iterations=40, rollouts=8, random_state=0, device="cpu").fit(data)
+    assert len(result.values) == len(data.train)
+    assert list(result.ids) == list(data.train.ids)
+    trust = result.diagnostics["trust"]
+    assert trust["returned"] in ("dvrl", "prior")
+    planted = trust["planted"]
+    assert planted["flipped"] == planted["rows"] // 2 and planted["rows"] > 0
+    assert set(planted["auroc"]) == {"dvrl", "prior", "control"}
+    assert trust["check_rows"] + planted["rows"] + 225 >= len(data.valid)
+
+
+def test_the_guard_returns_the_prior_when_learning_made_things_worse(linear):
+    """Learned values that tell the planted flips apart worse than the prior are not returned:
+    the prior is, and the report says so; better learned values are returned as they are."""
+    data, corrupted = linear
+    reward, check = split_check_rows(data, 0.25, random_state=0)
+    to_plant, held_out = split_halves(check, 0)
+    planted = plant(to_plant, data.n_classes, 0)
+    joined = with_planted(reward, planted)
+    n = len(data.train)
+    truth = np.ones(len(joined.train))
+    truth[corrupted] = 0.0
+    truth[n + planted.flipped] = 0.0
+    prior = truth + np.random.default_rng(1).normal(0, 0.6, len(truth))  # informative
+    scrambled = np.random.default_rng(2).random(len(truth))  # what a lost run would give
+    dvrl = DVRL(random_state=0)
+    values, report = dvrl._check(joined, n, planted, held_out, scrambled, prior, seed=0)
+    assert report["returned"] == "prior" and np.array_equal(values, prior[:n])
+    assert report["planted"]["auroc"]["prior"] > report["planted"]["auroc"]["dvrl"]
+    assert len(values) == n  # planted rows never reach the result
+    values, report = dvrl._check(joined, n, planted, held_out, truth, prior, seed=0)
+    assert report["returned"] == "dvrl" and np.array_equal(values, truth[:n])
+    assert report["verdict"].startswith("confirmed")
+    unguarded = DVRL(random_state=0, guard=False)
+    assert unguarded._check(joined, n, planted, held_out, scrambled, prior,
+                            seed=0)[1]["returned"] == "dvrl"
+    with pytest.raises(ConfigError):
+        DVRL(check_fraction=1.0)
+
+
+def test_methods_resolve_by_name():
+    assert isinstance(make_method("dvrl", iterations=3), DVRL)
+    with pytest.raises(ConfigError, match="unknown method"):
+        make_method("nope")
