@@ -1,11 +1,15 @@
 """The ``dvrl`` command line.
 
 ``dvrl value TRAIN --target COL [--valid VALID | --valid-fraction F] [--test TEST]
-[--id-column COL] [--predictor NAME] [--iterations N] [--seed S] [--device D]
+[--id-column COL] [--method NAME] [--predictor NAME] [--iterations N] [--seed S] [--device D]
 [--inject-noise F] [--out OUT.csv|OUT.parquet]`` values every training row and writes one row per
 training row, in input order, with the columns ``row``, ``value``, ``rank`` (1 = lowest value) and
 ``label`` (plus ``noise_injected`` with ``--inject-noise``). Without ``--out`` the table goes to
 standard output. Progress and the summary go to standard error. Errors print one line and exit 2.
+``--method`` picks DVRL (the default) or a baseline to compare it with (``knn_shapley``,
+``data_oob``, ``leave_one_out``: see :mod:`dvrl_core.baselines`); the baselines run with their
+defaults and the seed, and DVRL's options (``--predictor``, ``--metric``, ``--rollouts``) are
+refused with them.
 
 ``dvrl demo`` values a generated table with planted label noise and prints what it found.
 
@@ -24,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import DVRLError
+from .methods import METHODS
 
 EXIT_ERROR = 2
 
@@ -44,6 +49,8 @@ def _build_parser() -> argparse.ArgumentParser:
     value.add_argument("--test", help="test table, for the removal curves in the summary")
     value.add_argument("--id-column", help="column whose values name the rows in the output")
     value.add_argument("--task", default="auto", choices=["auto", "classification", "regression"])
+    value.add_argument("--method", default="dvrl", choices=sorted(METHODS),
+                       help="valuation method (default: dvrl); the others are baselines")
     value.add_argument("--predictor", help="predictor trained inside DVRL (default: "
                        "logistic_regression, or linear_regression for regression)")
     value.add_argument("--metric", help="reward metric (auc, accuracy, log_loss; mae, mse, rmspe)")
@@ -112,7 +119,6 @@ class _ProgressPrinter:
 
 def _value(args: argparse.Namespace) -> int:
     from .data import prepare
-    from .dvrl import DVRL
     from .errors import ConfigError
     from .evaluation import detection_auroc, found_fraction
     from .io import read_table, write_table
@@ -132,14 +138,10 @@ def _value(args: argparse.Namespace) -> int:
     if args.inject_noise is not None:
         data, corrupted = with_label_noise(data, args.inject_noise, args.seed)
 
-    params = {"iterations": args.iterations, "random_state": args.seed, "device": args.device}
-    for name in ("predictor", "metric", "rollouts"):
-        if getattr(args, name) is not None:
-            params[name] = getattr(args, name)
-    dvrl = DVRL(**params)
+    valuer = _make_valuer(args)
     progress = _ProgressPrinter(not args.quiet)
     try:
-        result = dvrl.fit(data, on_progress=progress)
+        result = valuer.fit(data, on_progress=progress)
     finally:
         progress.close()
 
@@ -151,17 +153,41 @@ def _value(args: argparse.Namespace) -> int:
     else:
         table.to_csv(sys.stdout, index=False)
     if not args.quiet:
-        _summary(result, table, corrupted, dvrl, data, args.out, found_fraction,
+        _summary(result, table, corrupted, valuer, data, args.out, found_fraction,
                  detection_auroc)
     return 0
 
 
-def _summary(result, table, corrupted, dvrl, data, out, found_fraction, detection_auroc) -> None:
+def _make_valuer(args: argparse.Namespace):
+    """DVRL with the command line's options, or a baseline with its defaults and the seed."""
+    from .errors import ConfigError
+    from .methods import make_method
+
+    dvrl_options = {name: getattr(args, name) for name in ("predictor", "metric", "rollouts")
+                    if getattr(args, name) is not None}
+    params = {"random_state": args.seed, "device": args.device}
+    if args.method == "dvrl":
+        return make_method("dvrl", iterations=args.iterations, **params, **dvrl_options)
+    if dvrl_options:
+        options = ", ".join(f"--{name}" for name in dvrl_options)
+        raise ConfigError(f"{options}: options of --method dvrl, not of {args.method}")
+    return make_method(args.method, **params)
+
+
+def _summary(result, table, corrupted, valuer, data, out, found_fraction,
+             detection_auroc) -> None:
     err = sys.stderr
     timing = result.timings
-    print(f"\nvalued {len(table)} rows in {timing['total_s']:.1f}s "
-          f"({timing['iterations_per_s']:.0f} iterations/s on {result.device}); "
-          f"predictor {result.params['predictor']}, reward {result.params['metric']}", file=err)
+    method = result.params.get("method", "dvrl")
+    if method == "dvrl":
+        print(f"\nvalued {len(table)} rows in {timing['total_s']:.1f}s "
+              f"({timing['iterations_per_s']:.0f} iterations/s on {result.device}); "
+              f"predictor {result.params['predictor']}, reward {result.params['metric']}",
+              file=err)
+    else:
+        print(f"\nvalued {len(table)} rows with {method} in {timing['total_s']:.1f}s on "
+              f"{result.device}; model {result.params.get('predictor')}, metric "
+              f"{result.params.get('metric')}", file=err)
     shown = ["row", "value", "rank", "label"]
     print("lowest-valued rows (review these first):", file=err)
     print(table.sort_values("rank").head(5)[shown].to_string(index=False), file=err)
@@ -178,7 +204,7 @@ def _summary(result, table, corrupted, dvrl, data, out, found_fraction, detectio
     if corrupted is not None and len(corrupted):
         from .controls import marginal_control
 
-        control = marginal_control(data, random_state=dvrl.random_state)
+        control = marginal_control(data, random_state=valuer.random_state)
         found = ", ".join(f"{f:.0%}: {found_fraction(result.values, corrupted, f):.2f}"
                           for f in (0.1, 0.2, 0.3))
         print(f"injected noise: {len(corrupted)} labels flipped; found among the lowest {found}",

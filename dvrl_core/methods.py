@@ -2,6 +2,8 @@
 
 Every method is an estimator in scikit-learn's style: the constructor stores parameters and
 ``fit(data) -> ValuationResult`` values every training row of a :class:`PreparedData`.
+Besides DVRL, the baselines of :mod:`dvrl_core.baselines` (KNN-Shapley, Data-OOB, leave-one-out)
+let a user compare methods on their own data; a higher value is a more valuable row for all.
 """
 
 from __future__ import annotations
@@ -12,6 +14,9 @@ from typing import Any
 # name -> (module, class): imported on first use
 METHODS: dict[str, tuple[str, str]] = {
     "dvrl": ("dvrl_core.dvrl", "DVRL"),
+    "knn_shapley": ("dvrl_core.baselines.knn_shapley", "KNNShapley"),
+    "data_oob": ("dvrl_core.baselines.data_oob", "DataOOB"),
+    "leave_one_out": ("dvrl_core.baselines.leave_one_out", "LeaveOneOut"),
 }
 
 

@@ -24,7 +24,6 @@ import numpy as np
 from sqlalchemy.exc import DBAPIError
 
 from dvrl_core import (
-    DVRL,
     DVRLError,
     PreparedData,
     RunStopped,
@@ -36,6 +35,7 @@ from dvrl_core import (
     weighted_training,
 )
 from dvrl_core.controls import marginal_control
+from dvrl_core.methods import make_method
 from dvrl_core.noise import with_label_noise
 from dvrl_core.predictors.base import resolve_device
 
@@ -219,9 +219,10 @@ def run_job(job_id: str, settings: Settings | None = None,
             if monitor.cancelled:
                 return monitor.finish("CANCELLED", progress={"phase": "cancelled",
                                                              "elapsed_s": monitor.elapsed()})
+            lower = " or lower dvrl.iterations" if spec.method == "dvrl" else ""
             return _fail("time-budget-exceeded", "Time budget exceeded",
                          f"the job ran past its time budget of {budget:.0f} s; raise "
-                         "time_budget_s or lower dvrl.iterations", monitor)
+                         f"time_budget_s{lower}", monitor)
         except DVRLError as exc:
             return _fail(exc.code, "The data cannot be valued as given", str(exc), monitor)
         except Exception:  # a bug, not the user's data: log it, keep tracebacks out of the body
@@ -253,23 +254,34 @@ def _prepare(job_id: str, spec: JobSpec) -> tuple[PreparedData, np.ndarray | Non
     return data, corrupted
 
 
+def _valuer(spec: JobSpec, data: PreparedData) -> tuple[Any, int]:
+    """The job's valuation method and its number of progress steps: DVRL with the spec's
+    predictor and parameters, or a baseline with its own defaults and the job's seed."""
+    device = str(resolve_device(spec.device))
+    if spec.method == "dvrl":
+        dvrl = make_method("dvrl", predictor=spec.predictor, device=device,
+                           random_state=spec.seed, **spec.dvrl.model_dump())
+        return dvrl, spec.dvrl.iterations
+    valuer = make_method(spec.method, random_state=spec.seed, device=device)
+    return valuer, int(valuer.steps(data))
+
+
 def _run(job_id: str, spec: JobSpec, monitor: _Monitor,
          checkpoint: bytes | None) -> str | None:
     monitor.phase("preparing")
     data, corrupted = _prepare(job_id, spec)
-    params = spec.dvrl.model_dump()
-    dvrl = DVRL(spec.predictor, device=str(resolve_device(spec.device)),
-                random_state=spec.seed, **params)
-    monitor.phase("training", iteration=0, total=spec.dvrl.iterations)
-    result = dvrl.fit(data, on_progress=monitor.on_progress, should_stop=monitor.should_stop,
-                      on_checkpoint=monitor.on_checkpoint, resume_from=checkpoint)
+    valuer, total = _valuer(spec, data)
+    monitor.phase("training", iteration=0, total=total)
+    # the baselines keep no checkpoints: given one, they start again (seeded: same values)
+    result = valuer.fit(data, on_progress=monitor.on_progress, should_stop=monitor.should_stop,
+                        on_checkpoint=monitor.on_checkpoint, resume_from=checkpoint)
 
     monitor.phase("evaluating")
-    summary, curves = _evaluate(spec, data, result, corrupted, dvrl)
+    summary, curves = _evaluate(spec, data, result, corrupted)
     monitor.phase("writing")
     flag_fraction = spec.flag_fraction or spec.label_noise or 0.1
     if monitor.should_stop() and monitor.cancelled:
-        raise RunStopped(spec.dvrl.iterations, spec.dvrl.iterations, b"")
+        raise RunStopped(total, total, b"")
 
     def write(session) -> dict[str, Any]:
         flagged = write_values(session, job_id, result, flag_fraction, corrupted)
@@ -277,19 +289,30 @@ def _run(job_id: str, spec: JobSpec, monitor: _Monitor,
 
     # values and the final state in one transaction, under the row lock: written once
     return monitor.finish("SUCCEEDED", write, curves=curves,
-                          progress={"phase": "done", "iteration": spec.dvrl.iterations,
-                                    "total": spec.dvrl.iterations,
+                          progress={"phase": "done", "iteration": total, "total": total,
                                     "elapsed_s": monitor.elapsed()})
 
 
-def _evaluate(spec: JobSpec, data: PreparedData, result, corrupted, dvrl: DVRL):
+def _weights(method: str, values: np.ndarray) -> tuple[np.ndarray, str]:
+    """Sample weights for the weighted-training check: DVRL's values are probabilities; the
+    baselines' values can be negative, so they are scaled linearly onto [0, 1]."""
+    if method == "dvrl":
+        return values, "values"
+    low, high = float(np.min(values)), float(np.max(values))
+    if high - low <= 0:
+        return np.ones_like(values), "equal (all values tie)"
+    return (values - low) / (high - low), "values scaled to [0, 1]"
+
+
+def _evaluate(spec: JobSpec, data: PreparedData, result, corrupted):
     trace = result.reward_trace
     step = max(1, len(trace) // TRACE_POINTS)
     curves: dict[str, Any] = {"reward_trace": {"iteration": list(range(1, len(trace) + 1, step)),
                                                "reward": trace[::step].round(6).tolist()}}
     summary: dict[str, Any] = {
-        "rows": len(result), "task": data.task, "predictor": result.params["predictor"],
-        "metric": result.params["metric"], "device": result.device,
+        "method": spec.method, "rows": len(result), "task": data.task,
+        "predictor": result.params.get("predictor"), "metric": result.params.get("metric"),
+        "device": result.device,
         "timings": {k: round(v, 3) for k, v in result.timings.items()},
         "diagnostics": {k: v for k, v in result.diagnostics.items() if k != "trust"},
         "versions": result.versions,
@@ -297,7 +320,7 @@ def _evaluate(spec: JobSpec, data: PreparedData, result, corrupted, dvrl: DVRL):
     if "trust" in result.diagnostics:  # held-out checks of the values, and what was returned
         summary["trust"] = result.diagnostics["trust"]
     if corrupted is not None:
-        control = marginal_control(data, random_state=dvrl.random_state)
+        control = marginal_control(data, random_state=spec.seed)
         curve = discovery_curve(result.values, corrupted)
         curves["discovery"] = curve.to_dict(orient="list")
         summary["label_noise"] = {
@@ -317,8 +340,9 @@ def _evaluate(spec: JobSpec, data: PreparedData, result, corrupted, dvrl: DVRL):
                 "metric": frame.attrs["metric"], "model": "lightgbm",
                 "rows": len(sampled_values)}
         if "weighted" in spec.evaluations:
-            summary["weighted_training"] = weighted_training(sampled_data, sampled_values,
-                                                             random_state=spec.seed)
+            weights, described = _weights(spec.method, sampled_values)
+            summary["weighted_training"] = weighted_training(
+                sampled_data, weights, random_state=spec.seed) | {"weights": described}
     return summary, curves
 
 

@@ -9,6 +9,8 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 # the predictor registry's names, spelled out so that the API does not import torch; a test
 # checks that they match dvrl_core.predictors.PREDICTORS
 PredictorName = Literal["lightgbm", "linear_regression", "logistic_regression", "mlp"]
+# the valuation methods' names (dvrl_core.methods.METHODS), spelled out for the same reason
+MethodName = Literal["dvrl", "knn_shapley", "data_oob", "leave_one_out"]
 Evaluation = Literal["removal", "weighted"]
 
 
@@ -67,6 +69,12 @@ class JobSpec(StrictModel):
     task: Literal["auto", "classification", "regression"] = "auto"
     id_column: str | None = Field(None, description="column that names rows in the results")
     features: list[str] | None = Field(None, description="feature columns; default all others")
+    method: MethodName = Field(
+        "dvrl", description="the valuation method: dvrl (default), or a baseline to compare it "
+        "with on the same data: knn_shapley (exact KNN-Shapley, classification only), data_oob "
+        "(out-of-bag accuracy of a bagged tree ensemble) or leave_one_out (logistic or ridge "
+        "regression refitted without each row; at most 2,000 training rows). The baselines use "
+        "their own defaults and the seed; predictor and dvrl apply to dvrl only")
     predictor: PredictorName | None = Field(
         None, description="default: logistic_regression (linear_regression for regression)")
     dvrl: DVRLParams = Field(default_factory=DVRLParams)

@@ -4,7 +4,7 @@ import subprocess
 import sys
 import typing
 
-from service.specs import PredictorName
+from service.specs import MethodName, PredictorName
 from tests.conftest import ROOT
 
 
@@ -21,3 +21,9 @@ def test_spec_predictor_names_match_the_registry():
     from dvrl_core.predictors import PREDICTORS
 
     assert set(typing.get_args(PredictorName)) == set(PREDICTORS)
+
+
+def test_spec_method_names_match_the_registry():
+    from dvrl_core.methods import METHODS
+
+    assert set(typing.get_args(MethodName)) == set(METHODS)

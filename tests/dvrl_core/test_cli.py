@@ -92,3 +92,24 @@ def test_demo_values_a_generated_table(tmp_path):
     assert done.returncode == 0, done.stderr
     assert "injected noise: 60 labels flipped" in done.stderr
     assert len(pd.read_csv(tmp_path / "dvrl-demo-values.csv")) == 300
+
+
+def test_method_data_oob_values_every_row_and_reports_the_noise_found(tables):
+    out = tables / "oob.csv"
+    done = run_cli("value", str(tables / "train.csv"), "--target", "label", "--valid",
+                   str(tables / "valid.parquet"), "--method", "data_oob", "--seed", "1",
+                   "--id-column", "customer", "--inject-noise", "0.2", "--out", str(out))
+    assert done.returncode == 0, done.stderr
+    values = pd.read_csv(out)
+    assert values["row"].tolist() == [f"c{i:04d}" for i in range(350)]
+    assert sorted(values["rank"]) == list(range(1, 351)) and values["value"].between(0, 1).all()
+    assert "with data_oob" in done.stderr and "found among the lowest" in done.stderr
+    found = values.sort_values("rank").head(70)["noise_injected"].mean()
+    assert found > 0.4  # random inspection: 0.2
+
+
+def test_dvrl_options_are_refused_with_a_baseline(tables):
+    done = run_cli("value", str(tables / "train.csv"), "--target", "label",
+                   "--valid-fraction", "0.3", "--method", "knn_shapley", "--rollouts", "4")
+    assert done.returncode == 2
+    assert done.stderr.strip() == "error: --rollouts: options of --method dvrl, not of knn_shapley"

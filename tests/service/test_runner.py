@@ -208,3 +208,30 @@ def test_a_job_reports_its_trust_checks_on_held_out_validation_rows(client):
     assert set(trust["planted"]["auroc"]) == {"dvrl", "prior", "control"}
     values = client.get(f"/v1/jobs/{job_id}/values", params={"page_size": 1000}).json()
     assert len(values["items"]) == 500  # planted rows are never among the values
+
+
+def test_a_job_with_another_method_runs_through_the_same_job_and_results(client, tables):
+    job_id = _create(client, tables, method="knn_shapley", label_noise=0.2,
+                     evaluations=["removal", "weighted"])
+    assert run_job(job_id) == "SUCCEEDED"
+    job = client.get(f"/v1/jobs/{job_id}").json()
+    summary = job["summary"]
+    assert summary["method"] == "knn_shapley" and summary["rows"] == 360
+    assert job["progress"]["total"] == 140  # one step per validation row
+    noise = summary["label_noise"]
+    assert noise["flipped"] == 72 and noise["found_at_20"] > 0.4  # random: 0.2
+    assert summary["weighted_training"]["weights"] == "values scaled to [0, 1]"
+    assert "trust" not in summary
+    curves = client.get(f"/v1/jobs/{job_id}/curves").json()
+    assert len(curves["removal"]["removed"]) == 11 and curves["reward_trace"]["reward"] == []
+    values = client.get(f"/v1/jobs/{job_id}/values", params={"page_size": 1000}).json()
+    assert len(values["items"]) == 360
+
+
+def test_a_regression_job_with_knn_shapley_fails_with_the_reason(client, tables):
+    train, valid = tables
+    spec = {"dataset_id": upload(client, train), "target": "x0", "task": "regression",
+            "validation": {"dataset_id": upload(client, valid)}, "method": "knn_shapley"}
+    job_id = client.post("/v1/jobs", json=spec).json()["id"]
+    assert run_job(job_id) == "FAILED"
+    assert "regression variant" in client.get(f"/v1/jobs/{job_id}").json()["error"]["detail"]
