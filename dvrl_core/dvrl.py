@@ -32,9 +32,10 @@ README.md for the figures):
   of the prior and the reward. Half of them join the training rows with half of their labels
   flipped (planted); the other half score the paper's removal test. After training, the
   learned values, the prior's and the official marginal control's are compared on both. With
-  ``guard`` (the default) learned values that told the planted flips apart worse than the prior
-  they started from are not returned: the prior is, and the result says so
-  (``diagnostics["trust"]``). Planted rows are never in the result.
+  ``guard`` (the default) learned values are returned only when they told the planted flips
+  apart better than the prior they started from, by more than the AUROC's standard error;
+  otherwise the prior is, fitted again on every validation row (the decision is made), and the
+  result says so (``diagnostics["trust"]``). Planted rows are never in the result.
 * The values are the selection probabilities averaged over the iterations
   (``average_fraction`` of the run, from its end), not the last iterate's: the REINFORCE
   gradient is noisy, and the average is a far steadier estimate.
@@ -66,6 +67,7 @@ from .seeding import child_seeds, library_versions
 from .trust import (
     MIN_CHECK_ROWS,
     Planted,
+    learned_values_earn_their_place,
     plant,
     planted_check,
     removal_check,
@@ -268,7 +270,7 @@ class DVRL:
             self.random_state, 5)
         # the check rows shape neither the prior nor the reward; half of them are planted among
         # the training rows with flipped labels, half kept for the removal test
-        original = len(data.train)
+        original, all_rows = len(data.train), data
         data, check = split_check_rows(data, self.check_fraction, check_seed)
         planted = held_out = None
         if check is not None and data.task == "classification":
@@ -392,6 +394,8 @@ class DVRL:
         if held_out is not None:
             values, trust = self._check(data, original, planted, held_out, values, control,
                                         check_seed)
+            if trust["returned"] == "prior":  # decided: now the prior may see every row
+                values = self.marginal_control(all_rows, self.marginal(all_rows))
             data = _without_planted(data, original)
             control = control[:original]
         params = self.get_params() | {
@@ -437,8 +441,9 @@ class DVRL:
         report = removal_check(own, held_out, {k: v[:original] for k, v in candidates.items()},
                                ours="dvrl", control=control, random_state=seed)
         returned = "dvrl"
-        if self.guard and detection and detection["prior"] > detection["dvrl"]:
-            returned = "prior"  # the reward made the planted flips harder to find
+        if self.guard and detection and planted is not None and \
+                not learned_values_earn_their_place(detection, planted):
+            returned = "prior"  # the reward did not make the planted flips clearly easier
             report.judge("prior", control)
         summary = report.to_dict() | {"returned": returned}
         if detection:

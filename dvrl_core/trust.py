@@ -155,6 +155,23 @@ def with_planted(data: PreparedData, planted: Planted) -> PreparedData:
                         data.feature_names, data.target)
 
 
+def auroc_standard_error(auroc: float, positives: int, negatives: int) -> float:
+    """The standard error of an AUROC (Hanley and McNeil, *Radiology* 143, 1982)."""
+    q1, q2 = auroc / (2 - auroc), 2 * auroc ** 2 / (1 + auroc)
+    variance = (auroc * (1 - auroc) + (positives - 1) * (q1 - auroc ** 2)
+                + (negatives - 1) * (q2 - auroc ** 2)) / max(positives * negatives, 1)
+    return float(np.sqrt(max(variance, 0.0)))
+
+
+def learned_values_earn_their_place(detection: dict[str, float], planted: Planted) -> bool:
+    """The guard's rule: learned values replace the prior only when they told the planted flips
+    apart better than the prior by more than one standard error of the prior's AUROC (the
+    burden of proof is on the change: with a few dozen planted rows, a tie is noise)."""
+    flipped = len(planted.flipped)
+    error = auroc_standard_error(detection["prior"], flipped, len(planted.rows) - flipped)
+    return detection["dvrl"] > detection["prior"] + error
+
+
 def planted_check(values: dict[str, np.ndarray], planted: Planted) -> dict[str, float]:
     """AUROC per valuation of "low value" as a detector of the planted flips (0.5: blind);
     ``values`` hold one value per planted row."""

@@ -123,3 +123,15 @@ def test_methods_resolve_by_name():
     assert isinstance(make_method("dvrl", iterations=3), DVRL)
     with pytest.raises(ConfigError, match="unknown method"):
         make_method("nope")
+
+
+def test_a_prior_that_is_returned_has_seen_every_validation_row(linear):
+    """One iteration learns nothing that earns its place: the prior comes back, fitted again on
+    all validation rows once the check has decided (the held-out rows are clean data too)."""
+    from dvrl_core.seeding import child_seeds
+
+    data, _ = linear
+    result = DVRL(iterations=1, rollouts=4, random_state=0, device="cpu").fit(data)
+    assert result.diagnostics["trust"]["returned"] == "prior"
+    every_row = given_label_probability(data, pooled_prior(data, child_seeds(0)[3]))
+    assert np.allclose(result.values, every_row)
