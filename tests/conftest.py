@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -148,3 +149,29 @@ def celery_worker(service_env, tmp_path) -> Iterator[subprocess.Popen]:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 now."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def wait_until_up(base: str, server: subprocess.Popen, timeout: float = 120,
+                  log: Path | None = None) -> None:
+    """Until ``base``/healthz answers 200; fails at once if the server exits, and after
+    ``timeout`` seconds (with its log when given)."""
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    while True:
+        assert server.poll() is None, log.read_text() if log else "the server exited"
+        try:
+            if httpx.get(f"{base}/healthz", timeout=5).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        assert time.monotonic() < deadline, (f"no answer from {base} within {timeout} s"
+                                             + (f": {log.read_text()}" if log else ""))
+        time.sleep(0.2)

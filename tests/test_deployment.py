@@ -28,7 +28,7 @@ import httpx
 import pytest
 import yaml
 
-from tests.conftest import ROOT, csv_bytes
+from tests.conftest import ROOT, csv_bytes, free_port, wait_until_up
 
 IMAGE_FOLDERS = re.compile(r"(?<![\w./-])/(venv|src|dist|app|home/dvrl)(?=[/\s\"']|$)")
 # build arguments as `docker build --build-arg` would pass them: no machine here reaches
@@ -183,7 +183,7 @@ def test_compose_services_migrate_serve_and_run_a_job_from_the_installed_image(
     assert created.returncode == 0, created.stderr
     token = created.stdout.strip()
 
-    port = _free_port()
+    port = free_port()
     serve = [port_or(word, port) for word in compose_command("api")]
     processes = []
     with contextlib.ExitStack() as logs:
@@ -193,7 +193,7 @@ def test_compose_services_migrate_serve_and_run_a_job_from_the_installed_image(
                                               stderr=subprocess.STDOUT))
         logs.callback(_stop, processes)
         base = f"http://127.0.0.1:{port}"
-        _wait_until_up(base, processes[0], tmp_path / "api.log")
+        wait_until_up(base, processes[0], log=tmp_path / "api.log")
         headers = {"Authorization": f"Bearer {token}"}
         with httpx.Client(base_url=base, headers=headers, timeout=60) as client:
             assert client.get("/readyz").json()["mode"] == "celery"
@@ -226,27 +226,6 @@ def _stop(processes: list[subprocess.Popen]) -> None:
 
 def port_or(word: str, port: int) -> str:
     return str(port) if word == "8000" else word
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def _wait_until_up(base: str, process: subprocess.Popen, log: Path) -> None:
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        assert process.poll() is None, log.read_text()
-        try:
-            if httpx.get(f"{base}/healthz", timeout=5).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.3)
-    raise AssertionError(f"the API did not answer within 120 s: {log.read_text()}")
 
 
 def test_the_gpu_profile_builds_pypis_cuda_torch_and_consumes_the_gpu_queue():

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -12,30 +11,11 @@ import time
 import httpx
 import pandas as pd
 
-from tests.conftest import ROOT, csv_bytes
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def _wait_until_up(base: str, server: subprocess.Popen, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        assert server.poll() is None, "the server exited"
-        try:
-            if httpx.get(f"{base}/healthz", timeout=5).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        assert time.monotonic() < deadline, f"no answer from {base} within {timeout} s"
-        time.sleep(0.2)
+from tests.conftest import ROOT, csv_bytes, free_port, wait_until_up
 
 
 def test_serve_with_no_configuration_values_a_table_end_to_end(tmp_path, tables):
-    port = _free_port()
+    port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("DVRL_")}
     env |= {"DVRL_DATA_DIR": str(tmp_path / "data"), "DVRL_PROGRESS_INTERVAL_S": "0.2"}
     log = open(tmp_path / "serve.log", "wb")  # noqa: SIM115 - closed in finally
@@ -43,7 +23,7 @@ def test_serve_with_no_configuration_values_a_table_end_to_end(tmp_path, tables)
                               cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
     try:
         base = f"http://127.0.0.1:{port}"
-        _wait_until_up(base, server)
+        wait_until_up(base, server)
         with httpx.Client(base_url=base, timeout=30) as client:
             assert client.get("/readyz").json()["mode"] == "embedded"
             train, valid = tables
@@ -72,7 +52,7 @@ def test_serve_with_no_configuration_values_a_table_end_to_end(tmp_path, tables)
 def test_serving_beyond_loopback_needs_keys(tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith("DVRL_")}
     env |= {"DVRL_DATA_DIR": str(tmp_path / "data")}
-    port = _free_port()
+    port = free_port()
     serve = [sys.executable, "-m", "dvrl_cli", "serve", "--host", "0.0.0.0", "--port", str(port)]
     refused = subprocess.run(serve, cwd=ROOT, env=env, capture_output=True, text=True,
                              timeout=60)
@@ -88,7 +68,7 @@ def test_serving_beyond_loopback_needs_keys(tmp_path):
                               stderr=subprocess.DEVNULL)
     try:
         base = f"http://127.0.0.1:{port}"
-        _wait_until_up(base, server)
+        wait_until_up(base, server)
         assert httpx.get(f"{base}/v1/jobs").status_code == 401
         authorised = httpx.get(f"{base}/v1/jobs", headers={"Authorization": f"Bearer {token}"})
         assert authorised.status_code == 200
@@ -103,13 +83,13 @@ def test_the_app_factory_served_by_uvicorn_requires_keys_when_it_cannot_know_the
     embedded default: the app cannot see the interface, so it requires keys."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("DVRL_")}
     env |= {"DVRL_DATA_DIR": str(tmp_path / "data")}
-    port = _free_port()
+    port = free_port()
     server = subprocess.Popen([sys.executable, "-m", "uvicorn", "--factory", "api.app:create_app",
                                "--host", "0.0.0.0", "--port", str(port)], cwd=ROOT, env=env,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         base = f"http://127.0.0.1:{port}"
-        _wait_until_up(base, server)
+        wait_until_up(base, server)
         response = httpx.get(f"{base}/v1/jobs")
         assert response.status_code == 401
         assert response.json()["type"] == "/problems/unauthorized"

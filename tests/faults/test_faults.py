@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -21,7 +20,7 @@ import httpx
 import pytest
 from sqlalchemy import select
 
-from tests.conftest import PG_URL, REDIS_URL, ROOT, api_key, csv_bytes
+from tests.conftest import PG_URL, REDIS_URL, ROOT, api_key, csv_bytes, free_port
 
 FAST = {"DVRL_LEASE_S": "3", "DVRL_SWEEP_INTERVAL_S": "0.5", "DVRL_REQUEUE_AFTER_S": "3",
         "DVRL_CHECKPOINT_INTERVAL_S": "0.3", "DVRL_PROGRESS_INTERVAL_S": "0.2",
@@ -224,15 +223,9 @@ def test_a_job_survives_a_postgres_restart(client, tables, workers):
     assert len(_values(client, job_id)) == 360
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 def test_restarting_the_api_affects_no_job(service_env, tables, workers, tmp_path):
     workers.start()
-    port = _free_port()
+    port = free_port()
     env = os.environ | {"DVRL_DATABASE_URL": PG_URL, "DVRL_BROKER_URL": REDIS_URL}
     command = [sys.executable, "-m", "dvrl_cli", "serve", "--port", str(port)]
 
