@@ -11,9 +11,12 @@ from alembic.config import Config
 
 
 def script_location() -> Path:
-    """The folder of the migration scripts, wherever the package is installed."""
-    import migrations
-
+    """The folder of the migration scripts, wherever the package is installed (an editable
+    install made before the migrations became a package finds them beside ``service/``)."""
+    try:
+        import migrations
+    except ModuleNotFoundError:
+        return Path(__file__).resolve().parents[1] / "migrations"
     return Path(migrations.__file__).resolve().parent
 
 
