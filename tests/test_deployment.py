@@ -19,7 +19,6 @@ import shlex
 import shutil
 import subprocess
 import sys
-import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,7 +27,7 @@ import httpx
 import pytest
 import yaml
 
-from tests.conftest import ROOT, csv_bytes, free_port, wait_until_up
+from tests.conftest import ROOT, free_port, upload, wait_for, wait_until_up
 
 IMAGE_FOLDERS = re.compile(r"(?<![\w./-])/(venv|src|dist|app|home/dvrl)(?=[/\s\"']|$)")
 # build arguments as `docker build --build-arg` would pass them: no machine here reaches
@@ -198,16 +197,12 @@ def test_compose_services_migrate_serve_and_run_a_job_from_the_installed_image(
         with httpx.Client(base_url=base, headers=headers, timeout=60) as client:
             assert client.get("/readyz").json()["mode"] == "celery"
             train, valid = tables
-            ids = [client.post("/v1/datasets", files={"file": (n, csv_bytes(f))}).json()["id"]
-                   for n, f in (("train.csv", train), ("valid.csv", valid))]
-            job = client.post("/v1/jobs", json={
+            ids = [upload(client, frame, name)
+                   for name, frame in (("train.csv", train), ("valid.csv", valid))]
+            job = wait_for(client, client.post("/v1/jobs", json={
                 "dataset_id": ids[0], "target": "label", "validation": {"dataset_id": ids[1]},
-                "seed": 0, "label_noise": 0.2, "dvrl": {"iterations": 30}}).json()
-            deadline = time.monotonic() + 240
-            while job["state"] not in ("SUCCEEDED", "FAILED", "CANCELLED"):
-                assert time.monotonic() < deadline, (tmp_path / "worker.log").read_text()
-                time.sleep(0.3)
-                job = client.get(f"/v1/jobs/{job['id']}").json()
+                "seed": 0, "label_noise": 0.2, "dvrl": {"iterations": 30}}).json()["id"],
+                timeout=240)
             assert job["state"] == "SUCCEEDED", job["error"]
             values = client.get(f"/v1/jobs/{job['id']}/values", params={"page_size": 10})
             assert values.status_code == 200 and len(values.json()["items"]) == 10

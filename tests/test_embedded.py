@@ -6,12 +6,11 @@ import io
 import os
 import subprocess
 import sys
-import time
 
 import httpx
 import pandas as pd
 
-from tests.conftest import ROOT, csv_bytes, free_port, wait_until_up
+from tests.conftest import ROOT, free_port, upload, wait_for, wait_until_up
 
 
 def test_serve_with_no_configuration_values_a_table_end_to_end(tmp_path, tables):
@@ -27,16 +26,12 @@ def test_serve_with_no_configuration_values_a_table_end_to_end(tmp_path, tables)
         with httpx.Client(base_url=base, timeout=30) as client:
             assert client.get("/readyz").json()["mode"] == "embedded"
             train, valid = tables
-            ids = [client.post("/v1/datasets", files={"file": (n, csv_bytes(f))}).json()["id"]
-                   for n, f in (("train.csv", train), ("valid.csv", valid))]
-            job = client.post("/v1/jobs", json={
+            ids = [upload(client, frame, name)
+                   for name, frame in (("train.csv", train), ("valid.csv", valid))]
+            job = wait_for(client, client.post("/v1/jobs", json={
                 "dataset_id": ids[0], "target": "label", "validation": {"dataset_id": ids[1]},
-                "seed": 0, "label_noise": 0.2, "dvrl": {"iterations": 100}}).json()
-            deadline = time.monotonic() + 240
-            while job["state"] not in ("SUCCEEDED", "FAILED", "CANCELLED"):
-                assert time.monotonic() < deadline
-                time.sleep(0.3)
-                job = client.get(f"/v1/jobs/{job['id']}").json()
+                "seed": 0, "label_noise": 0.2, "dvrl": {"iterations": 100}}).json()["id"],
+                timeout=240)
             assert job["state"] == "SUCCEEDED", job["error"]
             table = pd.read_csv(io.StringIO(client.get(f"/v1/jobs/{job['id']}/values",
                                                        params={"format": "csv"}).text))
