@@ -24,7 +24,8 @@ _EXPORTS = {
     "UnreadableTableError": "errors", "UnseenClassError": "errors",
     "detection_auroc": "evaluation", "discovery_curve": "evaluation",
     "found_fraction": "evaluation", "removal_curves": "evaluation",
-    "weighted_training": "evaluation", "read_table": "io", "write_table": "io",
+    "weighted_training": "evaluation", "training_choices": "evaluation", "read_table": "io",
+    "write_table": "io",
     "inject_label_noise": "noise", "PREDICTORS": "predictors", "Predictor": "predictors",
     "make_predictor": "predictors", "ValuationResult": "result",
 }
@@ -64,6 +65,7 @@ if TYPE_CHECKING:  # pragma: no cover
         discovery_curve,
         found_fraction,
         removal_curves,
+        training_choices,
         weighted_training,
     )
     from .io import read_table, write_table
@@ -77,6 +79,7 @@ __all__ = [
     "RunStopped", "SingleClassError", "Split", "TableEncoder", "TargetTypeError",
     "TooFewRowsError", "UnreadableTableError", "UnseenClassError", "ValuationResult",
     "detection_auroc", "discovery_curve", "found_fraction", "infer_task", "inject_label_noise",
-    "make_predictor", "prepare", "read_table", "removal_curves", "weighted_training",
+    "make_predictor", "prepare", "read_table", "removal_curves", "training_choices",
+    "weighted_training",
     "write_table",
 ]

@@ -51,8 +51,10 @@ def _build_parser() -> argparse.ArgumentParser:
     value.add_argument("--task", default="auto", choices=["auto", "classification", "regression"])
     value.add_argument("--method", default="dvrl", choices=sorted(METHODS),
                        help="valuation method (default: dvrl); the others are baselines")
-    value.add_argument("--predictor", help="predictor trained inside DVRL (default: "
-                       "logistic_regression, or linear_regression for regression)")
+    value.add_argument("--predictor", help="predictor trained inside DVRL: "
+                       "logistic_regression (default; linear_regression for regression), "
+                       "naive_bayes, lightgbm, mlp, or auto (the one that fits the validation "
+                       "rows best)")
     value.add_argument("--metric", help="reward metric (auc, accuracy, log_loss; mae, mse, rmspe)")
     value.add_argument("--iterations", type=int, default=2000)
     value.add_argument("--rollouts", type=int, help="rollouts per iteration")
@@ -184,6 +186,11 @@ def _summary(result, table, corrupted, valuer, data, out, found_fraction,
               f"({timing['iterations_per_s']:.0f} iterations/s on {result.device}); "
               f"predictor {result.params['predictor']}, reward {result.params['metric']}",
               file=err)
+        choice = result.diagnostics.get("predictor_choice")
+        if choice:
+            scores = ", ".join(f"{name} {score:.4f}" for name, score in choice["scores"].items())
+            print(f"predictor chosen by auto: validation {choice['metric']} (higher is better) "
+                  f"{scores}", file=err)
     else:
         print(f"\nvalued {len(table)} rows with {method} in {timing['total_s']:.1f}s on "
               f"{result.device}; model {result.params.get('predictor')}, metric "

@@ -41,3 +41,33 @@ def make_table(
         classes = np.argmax(logits + rng.gumbel(size=logits.shape), axis=1)
     columns["label"] = np.array([f"class_{c}" for c in classes])
     return pd.DataFrame(columns)
+
+
+def make_shifted_domains(
+    n_source: int = 1000, n_valid: int = 200, n_test: int = 1000, *, foreign: float = 0.4,
+    n_features: int = 5, random_state: int = 0,
+) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, np.ndarray]:
+    """A domain-adaptation setting with a known truth: ``(source, valid, test, foreign_rows)``.
+
+    The target task labels a row ``yes`` when ``x0`` is positive (with a little noise). The
+    validation and test rows come from the target; of the source rows, the fraction ``foreign``
+    (their positions: ``foreign_rows``) come from another domain, where ``x2`` is shifted by 2 and
+    the label follows ``x1`` instead. A model trained on all source rows uniformly learns a mix of
+    the two rules; dropping or down-weighting the foreign rows recovers the target's."""
+    rng = np.random.default_rng(random_state)
+
+    def draw(n: int, other: bool) -> pd.DataFrame:
+        x = rng.standard_normal((n, n_features))
+        if other:
+            x[:, 2] += 2.0
+        rule = x[:, 1] if other else x[:, 0]
+        label = np.where(rule + 0.2 * rng.standard_normal(n) > 0, "yes", "no")
+        return pd.DataFrame(x, columns=[f"x{j}" for j in range(n_features)]).assign(label=label)
+
+    n_foreign = int(round(foreign * n_source))
+    source = pd.concat([draw(n_source - n_foreign, False), draw(n_foreign, True)],
+                       ignore_index=True)
+    order = rng.permutation(n_source)
+    source = source.iloc[order].reset_index(drop=True)
+    foreign_rows = np.sort(np.flatnonzero(order >= n_source - n_foreign))
+    return source, draw(n_valid, False), draw(n_test, False), foreign_rows

@@ -60,8 +60,9 @@ from .data import PreparedData, Split
 from .errors import ConfigError, RunStopped
 from .estimator import ValueEstimator, dvrl_loss
 from .metrics import get_metric
-from .predictors import DEFAULT_PREDICTOR, Predictor, make_predictor, resolve_device
+from .predictors import DEFAULT_PREDICTOR, PREDICTORS, Predictor, make_predictor, resolve_device
 from .predictors.base import as_tensor
+from .predictors.choice import PredictorChoice, choose_predictor
 from .result import ValuationResult
 from .seeding import child_seeds, library_versions
 from .trust import (
@@ -96,8 +97,10 @@ class DVRL:
     """Values training rows for a target task; ``fit(data) -> ValuationResult``.
 
     Parameters take the paper's defaults. ``predictor`` is a registered name
-    (:data:`dvrl_core.predictors.PREDICTORS`) or a :class:`Predictor` instance; ``None`` picks
-    logistic regression (classification) or linear regression. ``inner_iterations`` and
+    (:data:`dvrl_core.predictors.PREDICTORS`), ``"auto"`` (the one that, trained on the training
+    rows, scores best on the validation rows: :mod:`dvrl_core.predictors.choice`) or a
+    :class:`Predictor` instance; ``None`` picks logistic regression (classification) or linear
+    regression. ``inner_iterations`` and
     ``predictor_batch_size`` are the epochs and mini-batch size of the torch MLP predictor.
     ``metric`` defaults to AUC (classification) or MSE (regression).
     """
@@ -156,6 +159,7 @@ class DVRL:
         self.device = device
         self.random_state = random_state
         self.predictor_params = dict(predictor_params or {})
+        self.predictor_choice_: PredictorChoice | None = None  # what predictor="auto" chose
         self._validate()
 
     def _validate(self) -> None:
@@ -204,7 +208,18 @@ class DVRL:
         if isinstance(self.predictor, Predictor):
             return self.predictor
         name = self.predictor or DEFAULT_PREDICTOR[data.task]
-        params = dict(self.predictor_params)
+        if name == "auto":
+            candidates = [n for n, cls in PREDICTORS.items() if data.task in cls.tasks]
+            self.predictor_choice_ = choose_predictor(
+                candidates, lambda n: self._build_predictor(n, data, device, seed), data.task,
+                data.train.x, data.train.y, data.valid.x, data.valid.y)
+            name = self.predictor_choice_.name
+        return self._build_predictor(name, data, device, seed)
+
+    def _build_predictor(self, name: str, data: PreparedData, device: torch.device,
+                         seed: int) -> Predictor:
+        # predictor_params are for the named predictor; under "auto" only the chosen one's apply
+        params = dict(self.predictor_params) if self.predictor != "auto" else {}
         if name == "logistic_regression":
             # strong L2 (C = 10 / rows): on the Adult protocol each row's measured effect on the
             # reward then tracks label correctness far better (AUROC 0.90 vs 0.80 at C = 1)
@@ -229,9 +244,11 @@ class DVRL:
         if predictor is None:
             device = resolve_device(self.device)
             seed = child_seeds(self.random_state)[3]
-            name = self.marginal_predictor or (
-                self.predictor if isinstance(self.predictor, str) else None
-            ) or DEFAULT_PREDICTOR[data.task]
+            chosen = self.predictor_choice_
+            named = self.predictor if isinstance(self.predictor, str) else None
+            if named == "auto":  # the predictor auto chose, or the default before any choice
+                named = chosen.name if chosen is not None else None
+            name = self.marginal_predictor or named or DEFAULT_PREDICTOR[data.task]
             predictor = make_predictor(name, data.task, data.n_classes, device=device,
                                        random_state=seed, **self.marginal_predictor_params)
         predictor.fit(data.valid.x, data.valid.y)
@@ -263,6 +280,7 @@ class DVRL:
         same values as an uninterrupted run.
         """
         started = time.perf_counter()
+        self.predictor_choice_ = None
         device = resolve_device(self.device)
         metric_name = self.metric or DVRL_DEFAULT_METRIC[data.task]
         metric = get_metric(metric_name, data.task)
@@ -420,7 +438,9 @@ class DVRL:
                 "full_data_score": fixed_baseline,
                 "marginal_spearman": _spearman(values, control),
             } | ({"prior_weights": self.prior_.weights} if getattr(self, "prior_", None)
-                 else {}) | ({"trust": trust} if trust is not None else {}),
+                 else {}) | ({"trust": trust} if trust is not None else {})
+            | ({"predictor_choice": self.predictor_choice_.as_dict()}
+               if self.predictor_choice_ is not None else {}),
         )
 
     def _check(self, data: PreparedData, original: int, planted: Planted | None,

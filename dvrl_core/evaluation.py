@@ -7,6 +7,8 @@
   over seeds is the reference. Removing low values should help (or hurt least), removing high
   values should hurt most.
 * :func:`weighted_training`: the evaluation model trained with the values as sample weights.
+* :func:`training_choices`: the paper's domain-adaptation table, next to what a user would do
+  without values (train on the validation rows alone, or on the training plus validation rows).
 """
 
 from __future__ import annotations
@@ -124,3 +126,58 @@ def weighted_training(
     weighted = _evaluation_score(data, data.train, weights, model, metric, held_out,
                                  random_state, model_params)
     return {"metric": metric, "unweighted": plain, "weighted": weighted}
+
+
+def _combined(first: Split, second: Split) -> Split:
+    return Split(np.concatenate([first.x, second.x]), np.concatenate([first.y, second.y]),
+                 np.concatenate([first.ids, second.ids]))
+
+
+def training_choices(
+    data: PreparedData, weights: np.ndarray, *, model: str = "lightgbm", metric: str | None = None,
+    remove_fraction: float = 0.2, random_state: int = 0, model_params: dict | None = None,
+) -> dict[str, float | str]:
+    """Test score of the evaluation model trained each way a user could train it (the paper's
+    domain-adaptation rows, and what a user would do without values):
+
+    ``uniform``: on the training rows, every row weight 1 (the paper's baseline);
+    ``weighted``: on the training rows weighted by ``weights`` (non-negative; DVRL's values);
+    ``without_lowest``: on the training rows without the ``remove_fraction`` lowest-weighted;
+    ``validation_only``: on the validation rows alone;
+    ``uniform_plus_validation``: on the training and the validation rows, every row weight 1;
+    ``weighted_plus_validation``: on the training rows weighted by ``weights`` and the
+    validation rows with weight 1 each (the values' own model, using the target rows too).
+
+    Scored on the test split, which must be there: the validation rows cannot score a model
+    trained on them.
+    """
+    if data.test is None:
+        raise ConfigError("training_choices needs a test split (the validation rows train some "
+                          "of the models)")
+    weights = np.asarray(weights, dtype=np.float64)
+    if len(weights) != len(data.train):
+        raise ConfigError("one weight per training row is needed")
+    if not np.isfinite(weights).all() or (weights < 0).any() or weights.sum() <= 0:
+        raise ConfigError("weights must be finite, non-negative and not all zero")
+    if not 0 < remove_fraction < 1:
+        raise ConfigError("remove_fraction must be between 0 and 1")
+    metric = metric or DEFAULT_METRIC[data.task]
+    test = data.test
+
+    def evaluate(train: Split, weight: np.ndarray | None) -> float:
+        return _evaluation_score(data, train, weight, model, metric, test, random_state,
+                                 model_params)
+
+    keep = np.ones(len(weights), dtype=bool)
+    keep[np.argsort(weights, kind="stable")[: int(round(remove_fraction * len(weights)))]] = False
+    both = _combined(data.train, data.valid)
+    with_valid = np.concatenate([weights, np.ones(len(data.valid))])
+    return {
+        "metric": metric, "model": model, "remove_fraction": remove_fraction,
+        "uniform": evaluate(data.train, None),
+        "weighted": evaluate(data.train, weights),
+        "without_lowest": evaluate(_subset(data.train, keep), None),
+        "validation_only": evaluate(data.valid, None),
+        "uniform_plus_validation": evaluate(both, None),
+        "weighted_plus_validation": evaluate(both, with_valid),
+    }

@@ -32,6 +32,7 @@ from dvrl_core import (
     found_fraction,
     prepare,
     removal_curves,
+    training_choices,
     weighted_training,
 )
 from dvrl_core.controls import marginal_control
@@ -331,18 +332,25 @@ def _evaluate(spec: JobSpec, data: PreparedData, result, corrupted):
             "marginal_control": {"found_at_20": found_fraction(control, corrupted, 0.2),
                                  "auroc": detection_auroc(control, corrupted)},
         }
-    if "removal" in spec.evaluations or "weighted" in spec.evaluations:
+    if set(spec.evaluations) & {"removal", "weighted", "training_choices"}:
         sample = _evaluation_sample(data, result.values, spec.seed)
         sampled_data, sampled_values = sample
+        model: dict[str, Any] = {"model": spec.evaluation.model,
+                                 "metric": spec.evaluation.metric, "random_state": spec.seed}
         if "removal" in spec.evaluations:
-            frame = removal_curves(sampled_data, sampled_values, random_state=spec.seed)
+            frame = removal_curves(sampled_data, sampled_values, **model)
             curves["removal"] = frame.to_dict(orient="list") | {
-                "metric": frame.attrs["metric"], "model": "lightgbm",
+                "metric": frame.attrs["metric"], "model": spec.evaluation.model,
                 "rows": len(sampled_values)}
+        weights, described = _weights(spec.method, sampled_values)
         if "weighted" in spec.evaluations:
-            weights, described = _weights(spec.method, sampled_values)
             summary["weighted_training"] = weighted_training(
-                sampled_data, weights, random_state=spec.seed) | {"weights": described}
+                sampled_data, weights, **model) | {"weights": described,
+                                                    "model": spec.evaluation.model}
+        if "training_choices" in spec.evaluations:
+            summary["training_choices"] = training_choices(
+                sampled_data, weights, remove_fraction=spec.evaluation.remove_fraction,
+                **model) | {"weights": described}
     return summary, curves
 
 

@@ -6,12 +6,16 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-# the predictor registry's names, spelled out so that the API does not import torch; a test
-# checks that they match dvrl_core.predictors.PREDICTORS
-PredictorName = Literal["lightgbm", "linear_regression", "logistic_regression", "mlp"]
+# the predictor registry's names and "auto", spelled out so that the API does not import torch; a
+# test checks that they match dvrl_core.predictors.PREDICTORS
+PredictorName = Literal["auto", "lightgbm", "linear_regression", "logistic_regression", "mlp",
+                        "naive_bayes"]
 # the valuation methods' names (dvrl_core.methods.METHODS), spelled out for the same reason
 MethodName = Literal["dvrl", "knn_shapley", "data_oob", "leave_one_out"]
-Evaluation = Literal["removal", "weighted"]
+Evaluation = Literal["removal", "weighted", "training_choices"]
+# the models an evaluation may train: every predictor but "auto"
+EvaluationModelName = Literal["lightgbm", "linear_regression", "logistic_regression", "mlp",
+                              "naive_bayes"]
 
 
 class StrictModel(BaseModel):
@@ -55,6 +59,20 @@ class DVRLParams(StrictModel):
         "single validation model")
 
 
+class EvaluationSpec(StrictModel):
+    """The model that the evaluations train to show what the values are worth."""
+
+    model: EvaluationModelName = Field(
+        "lightgbm", description="trained by the removal curves, weighted training and training "
+        "choices (the paper: LightGBM for tables, logistic regression for images, Naive Bayes "
+        "for text)")
+    metric: Literal["auc", "accuracy", "log_loss", "mae", "mse", "rmspe"] | None = Field(
+        None, description="test metric; default auc (classification) or mse")
+    remove_fraction: float = Field(
+        0.2, gt=0, lt=1, description="training_choices: the fraction of lowest-valued rows "
+        "that the without_lowest model leaves out")
+
+
 def _default_evaluations() -> list[Evaluation]:
     return ["removal"]
 
@@ -76,9 +94,20 @@ class JobSpec(StrictModel):
         "regression refitted without each row; at most 2,000 training rows). The baselines use "
         "their own defaults and the seed; predictor and dvrl apply to dvrl only")
     predictor: PredictorName | None = Field(
-        None, description="default: logistic_regression (linear_regression for regression)")
+        None, description="the model DVRL trains on selected rows; default: logistic_regression "
+        "(linear_regression for regression); naive_bayes is Gaussian Naive Bayes (the paper's "
+        "text model); auto trains each predictor for the task on the training rows and keeps the "
+        "one that scores best on the validation rows (its scores are in the job's diagnostics; "
+        "lightgbm and mlp are tens of times slower per iteration than the others)")
     dvrl: DVRLParams = Field(default_factory=DVRLParams)
-    evaluations: list[Evaluation] = Field(default_factory=_default_evaluations)
+    evaluations: list[Evaluation] = Field(
+        default_factory=_default_evaluations, description="removal: curves of the test score "
+        "as the lowest / highest / random rows are removed; weighted: the evaluation model "
+        "trained with and without the values as weights; training_choices (needs test): the "
+        "evaluation model trained uniformly, weighted by the values, without the lowest-valued "
+        "rows, on the validation rows alone, and on training plus validation rows (uniform and "
+        "weighted): the paper's domain-adaptation table and what you would do without values")
+    evaluation: EvaluationSpec = Field(default_factory=EvaluationSpec)
     seed: int = Field(0, ge=0, le=2**31 - 1)
     device: Literal["auto", "cpu", "cuda"] = "auto"
     time_budget_s: int | None = Field(None, ge=1, le=7 * 24 * 3600)
@@ -87,6 +116,14 @@ class JobSpec(StrictModel):
     flag_fraction: float | None = Field(
         None, gt=0, le=1, description="flag this fraction of lowest-valued rows; default: the "
         "label_noise fraction, else 0.1")
+
+    @model_validator(mode="after")
+    def _choices_need_a_test(self) -> JobSpec:
+        if "training_choices" in self.evaluations and self.test is None:
+            raise ValueError("the training_choices evaluation needs a test dataset: the "
+                             "validation rows train some of its models, so they cannot score "
+                             "them")
+        return self
 
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{
         "dataset_id": "0b8f7d2e-5c1a-4a57-9c44-2f7e1c7f6a10", "target": "income",

@@ -9,6 +9,7 @@ name                      tasks                       what
 ``linear_regression``     regression                  least squares with a small ridge
 ``mlp``                   classification, regression  the paper's 100-100 ReLU network
 ``lightgbm``              classification, regression  gradient-boosted trees, sample weights
+``naive_bayes``           classification              Gaussian Naive Bayes (the paper's text model)
 ========================  ==========================  ==========================================
 """
 
@@ -21,9 +22,10 @@ from .base import BatchTrainer, Predictor, resolve_device
 from .lightgbm import LightGBM
 from .linear import LinearRegression, LogisticRegression
 from .mlp import MLP
+from .naive_bayes import NaiveBayes
 
 PREDICTORS: dict[str, type[Predictor]] = {
-    cls.name: cls for cls in (LogisticRegression, LinearRegression, MLP, LightGBM)
+    cls.name: cls for cls in (LogisticRegression, LinearRegression, MLP, LightGBM, NaiveBayes)
 }
 DEFAULT_PREDICTOR = {"classification": "logistic_regression", "regression": "linear_regression"}
 
@@ -44,5 +46,5 @@ def make_predictor(name: str, task: str, n_classes: int = 0, **params: Any) -> P
 
 __all__ = [
     "DEFAULT_PREDICTOR", "PREDICTORS", "BatchTrainer", "LightGBM", "LinearRegression",
-    "LogisticRegression", "MLP", "Predictor", "make_predictor", "resolve_device",
+    "LogisticRegression", "MLP", "NaiveBayes", "Predictor", "make_predictor", "resolve_device",
 ]

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -166,3 +167,23 @@ def test_unknown_metric_and_predictor(noisy_data):
         small(metric="rmspe").fit(data)
     with pytest.raises(ConfigError, match="predictor"):
         small(predictor="svm").fit(data)
+
+
+def test_auto_predictor_picks_naive_bayes_where_the_classes_differ_in_spread():
+    """Two classes with the same mean and different variances: no linear model separates them,
+    Gaussian Naive Bayes does; auto must see that on the validation rows and say so."""
+    from dvrl_core import DVRL, prepare
+
+    rng = np.random.default_rng(0)
+
+    def table(n):
+        y = rng.integers(0, 2, n)
+        x = rng.standard_normal((n, 3)) * np.where(y == 1, 3.0, 0.5)[:, None]
+        return pd.DataFrame(x, columns=["a", "b", "c"]).assign(y=y)
+
+    data = prepare(table(400), "y", valid=table(200))
+    result = DVRL("auto", iterations=3, check_fraction=0.0, random_state=0).fit(data)
+    choice = result.diagnostics["predictor_choice"]
+    assert result.params["predictor"] == "naive_bayes" == choice["chosen"]
+    assert set(choice["scores"]) == {"logistic_regression", "naive_bayes", "mlp", "lightgbm"}
+    assert choice["scores"]["naive_bayes"] > choice["scores"]["logistic_regression"] + 0.2

@@ -11,9 +11,10 @@ from dvrl_core import (
     inject_label_noise,
     prepare,
     removal_curves,
+    training_choices,
     weighted_training,
 )
-from dvrl_core.datasets import make_table
+from dvrl_core.datasets import make_shifted_domains, make_table
 
 
 def test_noise_injection_moves_exactly_the_fraction_to_other_classes():
@@ -57,3 +58,24 @@ def test_removal_curves_show_removing_corrupted_rows_helps():
     assert final["remove_lowest"] > final["random"] > final["remove_highest"]
     weighted = weighted_training(data, oracle, model="logistic_regression")
     assert weighted["weighted"] > weighted["unweighted"]
+
+
+def test_training_choices_show_what_each_way_of_training_is_worth():
+    """Source rows from two domains, one labelled by another rule: weights that drop the other
+    domain's rows make the target model better than uniform training, and the table also holds
+    what a user gets from the validation rows alone or added to the source rows."""
+    source, valid, test, foreign = make_shifted_domains(600, 200, 1000, random_state=0)
+    data = prepare(source, "label", valid, test=test)
+    weights = np.ones(len(source))
+    weights[foreign] = 0.0
+    table = training_choices(data, weights, model="logistic_regression", remove_fraction=0.4)
+    assert table["metric"] == "auc" and table["model"] == "logistic_regression"
+    assert table["weighted"] > table["uniform"] + 0.05
+    assert table["without_lowest"] == pytest.approx(table["weighted"], abs=0.02)
+    assert table["weighted_plus_validation"] >= table["weighted"] - 0.02
+    assert 0.5 < table["validation_only"] <= 1.0
+    assert table["uniform"] < table["uniform_plus_validation"] + 0.05
+    with pytest.raises(ConfigError, match="test split"):
+        training_choices(prepare(source, "label", valid), weights)
+    with pytest.raises(ConfigError, match="non-negative"):
+        training_choices(data, -weights)

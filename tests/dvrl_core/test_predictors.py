@@ -75,3 +75,40 @@ def test_registry_rejects_unknown_names_and_wrong_tasks():
         make_predictor("logistic_regression", "regression")
     with pytest.raises(ConfigError, match="bad parameters"):
         make_predictor("mlp", "classification", 2, depth=3)
+
+
+@pytest.mark.parametrize("classes", [2, 4])
+def test_naive_bayes_matches_scikit_learn_on_every_rollouts_rows(classes):
+    from sklearn.naive_bayes import GaussianNB
+
+    x, y = _classification(n=400, classes=classes, seed=3)
+    predictor = make_predictor("naive_bayes", "classification", classes)
+    trainer = predictor.trainer(torch.tensor(x), torch.tensor(y))
+    selections = (torch.rand(5, len(y), generator=torch.Generator().manual_seed(1)) < 0.6)
+    batched = trainer.predict(trainer.fit(selections.float()), torch.tensor(x)).numpy()
+    for r in range(5):
+        keep = selections[r].numpy()
+        reference = GaussianNB().fit(x[keep], y[keep]).predict_proba(x)
+        assert np.abs(batched[r] - reference).max() < 1e-4
+
+
+def test_naive_bayes_takes_fractional_weights_and_survives_a_class_left_out():
+    from sklearn.naive_bayes import GaussianNB
+
+    x, y = _classification(n=300, classes=3, seed=4)
+    weight = np.random.default_rng(0).uniform(0, 3, len(y))
+    ours = make_predictor("naive_bayes", "classification", 3).fit(x, y, weight).predict(x)
+    reference = GaussianNB().fit(x, y, sample_weight=weight).predict_proba(x)
+    assert np.abs(ours - reference).max() < 1e-4
+    # a rollout that selected no row of class 2 still gives finite probabilities that sum to 1
+    without = (y != 2).astype(float)
+    probabilities = make_predictor("naive_bayes", "classification", 3).fit(
+        x, y, without).predict(x)
+    assert np.isfinite(probabilities).all()
+    assert np.allclose(probabilities.sum(1), 1.0, atol=1e-5)
+    assert probabilities[:, 2].max() < 1e-3
+
+
+def test_naive_bayes_is_classification_only():
+    with pytest.raises(ConfigError, match="does not do regression"):
+        make_predictor("naive_bayes", "regression")

@@ -11,7 +11,7 @@ def test_exported_names_are_pinned():
         "TooFewRowsError", "UnreadableTableError", "UnseenClassError", "ValuationResult",
         "detection_auroc", "discovery_curve", "found_fraction", "infer_task",
         "inject_label_noise", "make_predictor", "prepare", "read_table", "removal_curves",
-        "weighted_training", "write_table",
+        "training_choices", "weighted_training", "write_table",
     ])
     for name in dvrl_core.__all__:
         assert hasattr(dvrl_core, name)
