@@ -65,6 +65,10 @@ def check_syntax(url: str) -> str:
         parts.port  # noqa: B018 - raises for a port out of range
     except ValueError as exc:
         raise ValueError("a port between 0 and 65535") from exc
+    try:
+        httpx.URL(url)
+    except httpx.InvalidURL as exc:
+        raise ValueError(f"a URL that can be sent to ({exc})") from exc
     return url
 
 
@@ -176,6 +180,7 @@ def post(target: Target, body: bytes, headers: dict[str, str], timeout_s: float)
     url = httpx.URL(target.url)
     pinned = url.copy_with(host=str(target.address))
     headers = headers | {"Host": url.netloc.decode("ascii")}
+    sni = url.raw_host.decode("ascii")  # the URL's host (IDNA-encoded): the certificate's name
     started = time.monotonic()
     status: int | None = None
     error: str | None = None
@@ -183,7 +188,7 @@ def post(target: Target, body: bytes, headers: dict[str, str], timeout_s: float)
         with httpx.Client(timeout=timeout_s, follow_redirects=False, trust_env=False,
                           verify=_tls()) as client:
             request = client.build_request("POST", pinned, content=body, headers=headers,
-                                           extensions={"sni_hostname": target.host})
+                                           extensions={"sni_hostname": sni})
             response = client.send(request, stream=True)  # only the status line counts:
             status = response.status_code                  # the body is never read
             response.close()

@@ -175,7 +175,11 @@ def deliver_one(settings: Settings, holder: str = SENDER_ID) -> bool:
         claimed = claim(session, settings, holder)
     if claimed is None:
         return False
-    outcome = attempt(claimed, settings)
+    try:
+        outcome = attempt(claimed, settings)
+    except Exception as exc:  # a bug: record it as the attempt's failure, keep the schedule
+        log.exception("webhook %s: attempt failed unexpectedly", claimed.id)
+        outcome = Outcome(None, f"not sent: internal error ({type(exc).__name__})", 0)
     with session_scope() as session:
         state = record(session, claimed, outcome, settings, holder)
     level = logging.INFO if outcome.delivered else logging.WARNING
