@@ -150,3 +150,32 @@ def test_the_openapi_documents_the_routes_with_their_models(client):
     created = paths["/v1/webhook-secret"]["post"]["responses"]["201"]
     assert created["content"]["application/json"]["schema"]["$ref"] \
         .endswith("/WebhookSecretCreated")
+
+
+def test_a_job_whose_workers_keep_dying_reports_failed(client, tables, receiver_factory):
+    """The sweeper ends such a job FAILED (no worker runs it to its end): the event is written
+    in that transaction too."""
+    from datetime import timedelta
+
+    from sqlalchemy import update
+
+    from service import jobs
+    from service.db import session_scope
+    from service.models import Job
+
+    secret = _secret(client)
+    receiver = receiver_factory()
+    job = tiny_job(client, tables, {"url": receiver.url})
+    settings = get_settings()
+    with session_scope() as session:  # as a worker that died on the last attempt leaves it
+        stamp = jobs.db_now(session)
+        session.execute(update(Job).where(Job.id == job["id"]).values(
+            state="RUNNING", attempts=settings.max_attempts, lease_holder="gone:1:x",
+            lease_expires_at=stamp - timedelta(seconds=1)))
+    with session_scope() as session:
+        assert jobs.fail_exhausted(session, settings, jobs.db_now(session)) == 1
+
+    assert webhooks.deliver_one(settings)
+    (event,) = receiver.verified(secret)
+    assert event["job"]["state"] == "FAILED"
+    assert event["job"]["error"]["type"] == "/problems/workers-died"
