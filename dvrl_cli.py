@@ -157,10 +157,12 @@ def _worker(args: argparse.Namespace) -> int:
     import torch
 
     from service.dispatch import Sweeper
+    from service.webhooks import start_sender
     from worker.tasks import app
 
     torch.set_num_threads(settings.worker_threads or max(1, (os.cpu_count() or 2) - 1))
     Sweeper(settings).start()  # lost messages and dead workers' jobs are sent again
+    start_sender(settings)  # webhook events: this worker's jobs' at once, anyone's when due
     # solo pool: jobs run in the worker's own process, never in a child forked after LightGBM's
     # OpenMP or CUDA started (both hang in such children)
     app.worker_main(["worker", "--pool=solo", f"--queues={queues}",

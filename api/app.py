@@ -12,7 +12,7 @@ from service.settings import Settings, get_settings
 
 from . import problems
 from .limits import BodyLimit
-from .routes import datasets, health, jobs, results
+from .routes import datasets, health, jobs, results, webhooks
 
 
 @asynccontextmanager
@@ -54,6 +54,6 @@ def create_app(run_embedded_worker: bool = True, listen_host: str | None = None)
     app.state.auth_required = auth_required(get_settings(), listen_host)
     problems.install(app)
     app.add_middleware(BodyLimit)
-    for module in (datasets, jobs, results, health):
+    for module in (datasets, jobs, results, webhooks, health):
         app.include_router(module.router)
     return app

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
@@ -89,3 +89,41 @@ class CurvesPublic(BaseModel):
         None, description="removed, remove_lowest, remove_highest, random, random_std; metric")
     discovery: dict[str, list[float]] | None = Field(
         None, description="inspected, found, optimal, random (with label_noise)")
+
+
+class WebhookSecretCreated(BaseModel):
+    secret: str = Field(description="sign-verification secret for every webhook of this owner; "
+                        "shown only in this answer (the service keeps no copy of it)")
+    created_at: datetime
+
+
+class WebhookSecretPublic(BaseModel):
+    created_at: datetime = Field(description="when the current secret was made (it is never "
+                                 "shown again; POST makes a new one)")
+
+
+class WebhookAttemptPublic(BaseModel):
+    number: int = Field(description="1 for the first attempt")
+    started_at: datetime
+    duration_ms: int | None = Field(None, description="none while the attempt is in flight")
+    status_code: int | None = Field(None, description="the receiver's HTTP status; none when "
+                                    "no answer came")
+    error: str | None = Field(None, description="why the attempt did not deliver the event")
+
+
+class WebhookDeliveryPublic(BaseModel):
+    id: str = Field(description="the event id (DVRL-Event-Id and the body's id), the same on "
+                    "every attempt")
+    type: str = Field(description="job.finished or job.progress")
+    url: str
+    state: Literal["PENDING", "DELIVERED", "FAILED"] = Field(
+        description="PENDING: to be attempted (again) at next_attempt_at; DELIVERED: a 2xx "
+        "answer; FAILED: retries ran out")
+    created_at: datetime
+    next_attempt_at: datetime | None = None
+    give_up_at: datetime = Field(description="no attempt is started after this")
+    attempts: list[WebhookAttemptPublic]
+
+
+class WebhookDeliveriesPublic(BaseModel):
+    items: list[WebhookDeliveryPublic]

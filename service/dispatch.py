@@ -5,6 +5,9 @@
 * Embedded (no broker): an in-process thread runs queued jobs one at a time, oldest first,
   and takes over jobs whose lease ran out (a process that died mid-job).
 
+Webhook events are sent by a ``service.webhooks.WebhookSender`` thread in the same processes
+(every Celery worker, and the embedded service).
+
 A sweeper (in every Celery worker process, and in the embedded worker) finds jobs whose message
 may be lost (a restarted Redis keeps nothing) or whose worker died, and sends them again: the
 conditional claim makes duplicates harmless. It also deletes results older than
@@ -22,7 +25,7 @@ from sqlalchemy import and_, or_, select, update
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
-from . import jobs, retention
+from . import jobs, retention, webhooks
 from .db import session_scope
 from .models import Job
 from .settings import Settings, get_settings
@@ -102,21 +105,28 @@ class EmbeddedWorker:
 
 
 _embedded: EmbeddedWorker | None = None
+_embedded_sender: webhooks.WebhookSender | None = None
 
 
 def start_embedded_worker() -> EmbeddedWorker:
-    global _embedded
+    """The in-process worker thread, and a webhook sender thread beside it (so that a long
+    job does not hold back its own progress events or other jobs' retries)."""
+    global _embedded, _embedded_sender
     if _embedded is None:
         _embedded = EmbeddedWorker()
         _embedded.start()
+        _embedded_sender = webhooks.start_sender()
     return _embedded
 
 
 def stop_embedded_worker() -> None:
-    global _embedded
+    global _embedded, _embedded_sender
     if _embedded is not None:
         _embedded.stop()
         _embedded = None
+    if _embedded_sender is not None:
+        _embedded_sender.stop()
+        _embedded_sender = None
 
 
 def queue_for(device: str, settings: Settings) -> str:

@@ -14,6 +14,9 @@ Leases and heartbeats are stamped with the database's clock (``db_now``), never 
 so workers on hosts whose clocks disagree do not take live jobs from each other. A job is
 attempted at most ``max_attempts`` times: one whose workers keep dying (out of memory, a crash
 in native code) ends FAILED instead of taking down one worker after another.
+
+Each way into a final state (``finish``, the cancel of a QUEUED job, ``fail_exhausted``) writes
+the job's webhook event (service.webhook_events) in the transaction that makes the change.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from sqlalchemy import and_, case, func, literal, or_, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from . import idempotency
+from . import idempotency, webhook_events, webhook_secrets, webhook_targets
 from .datasets import get_dataset
 from .errors import Conflict, NotFound, ServiceError, TooManyJobs
 from .models import Job
@@ -114,6 +117,9 @@ def create_job(session: Session, spec: JobSpec, owner: str, settings: Settings,
         raise TooManyJobs(f"{in_flight} jobs are queued or running for this owner; at most "
                           f"{settings.max_jobs_in_flight} at a time: retry when one has "
                           "finished", settings.retry_after_s)
+    if spec.notify is not None:  # a signable event to a permitted address, or 422 now
+        webhook_secrets.require(session, owner, settings)
+        webhook_targets.resolve(spec.notify.url, settings)
     job = Job(id=str(uuid.uuid4()), owner=owner, state="QUEUED",
               spec=spec.model_dump(mode="json"), progress={"phase": "queued"},
               cancel_requested=False, attempts=0, dispatched_at=db_now(session))
@@ -189,12 +195,15 @@ def request_cancel(session: Session, job_id: str, owner: str) -> Job:
     before it (the job is CANCELLING and its worker stops) or finds it CANCELLED."""
     queued = Job.state == "QUEUED"
     cancelled = {"phase": "cancelled"}
+    stamp = db_now(session)
     changed = session.execute(update(Job).where(  # type: ignore[attr-defined]
         Job.id == job_id, Job.owner == owner, Job.state.in_(ACTIVE)).values(
         state=case((queued, "CANCELLED"), else_="CANCELLING"), cancel_requested=True,
-        finished_at=case((queued, db_now(session)), else_=Job.finished_at),
+        finished_at=case((queued, stamp), else_=Job.finished_at),
         progress=case((queued, literal(cancelled, Job.progress.type)), else_=Job.progress),
     )).rowcount
+    if changed and session.scalar(select(Job.state).where(Job.id == job_id)) == "CANCELLED":
+        webhook_events.job_ended(session, job_id, stamp)  # ended here, not by a worker
     session.commit()
     job = get_job(session, job_id, owner)
     if not changed:
@@ -244,9 +253,13 @@ def fail_exhausted(session: Session, settings: Settings, stamp: datetime,
              "worker stopped without finishing it (killed, out of memory, or crashed): it is "
              "not tried again. Try a smaller table or fewer iterations, or ask the operator "
              "for the worker's log"}
-    return int(session.execute(update(Job).where(condition).values(  # type: ignore[attr-defined]
+    ended = session.scalars(update(Job).where(condition).values(
         state="FAILED", error=error, finished_at=stamp, lease_holder=None,
-        lease_expires_at=None, checkpoint=None, progress={"phase": "failed"})).rowcount or 0)
+        lease_expires_at=None, checkpoint=None, progress={"phase": "failed"})
+        .returning(Job.id)).all()
+    for ended_id in ended:
+        webhook_events.job_ended(session, ended_id, stamp)
+    return len(ended)
 
 
 def elapsed_since_start(session: Session, job_id: str) -> float:
@@ -311,12 +324,15 @@ def finish(
 ) -> bool:
     """Set the final state in the session's transaction (the caller commits); False when the
     job is no longer ours."""
-    values: dict[str, Any] = {"state": state, "finished_at": db_now(session), "error": error,
+    stamp = db_now(session)
+    values: dict[str, Any] = {"state": state, "finished_at": stamp, "error": error,
                               "summary": summary, "curves": curves, "checkpoint": None,
                               "lease_holder": None, "lease_expires_at": None}
     if progress is not None:
         values["progress"] = progress
     done = session.execute(update(Job).where(_held(job_id, holder)).values(**values)).rowcount  # type: ignore[attr-defined]
+    if done:  # the event is committed with the final state, or not at all
+        webhook_events.job_ended(session, job_id, stamp)
     return bool(done)
 
 

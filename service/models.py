@@ -133,3 +133,59 @@ class IdempotencyKey(Base):
     resource_id: Mapped[str] = mapped_column(String(36))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow,
                                                  index=True)
+
+
+class WebhookSecret(Base):
+    """An owner's webhook signing secret, by derivation: the secret is HMAC(DVRL_WEBHOOK_KEY,
+    owner, salt) and is never stored (see service.webhook_secrets)."""
+
+    __tablename__ = "webhook_secrets"
+
+    owner: Mapped[str] = mapped_column(String(64), primary_key=True)
+    salt: Mapped[str] = mapped_column(String(64))
+    key_check: Mapped[str] = mapped_column(String(16))  # which service key it was made with
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class WebhookDelivery(Base):
+    """One event to deliver to a job's webhook: its exact body, and when it is due next.
+    ``event`` names it within the job (``job.finished``, ``job.progress.25``) so that a resumed
+    job does not make it twice."""
+
+    __tablename__ = "webhook_deliveries"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)  # the event id
+    job_id: Mapped[str] = mapped_column(String(36), ForeignKey("jobs.id", ondelete="CASCADE"))
+    owner: Mapped[str] = mapped_column(String(64))
+    event: Mapped[str] = mapped_column(String(32))
+    type: Mapped[str] = mapped_column(String(32))
+    url: Mapped[str] = mapped_column(Text)
+    body: Mapped[str] = mapped_column(Text)
+    state: Mapped[str] = mapped_column(String(16))  # PENDING, DELIVERED, FAILED
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    due_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    give_up_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    # a sender's claim on the delivery while it makes an attempt (another takes over after)
+    claimed_by: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    claimed_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True),
+                                                           nullable=True)
+
+    __table_args__ = (Index("ix_webhook_deliveries_job_event", "job_id", "event", unique=True),
+                      Index("ix_webhook_deliveries_state_due", "state", "due_at"))
+
+
+class WebhookAttempt(Base):
+    """One attempt to deliver an event: when, how long, and the status or what went wrong.
+    Written when the attempt starts, completed when it ends (a sender that died leaves it
+    without an outcome)."""
+
+    __tablename__ = "webhook_attempts"
+
+    delivery_id: Mapped[str] = mapped_column(
+        String(36), ForeignKey("webhook_deliveries.id", ondelete="CASCADE"), primary_key=True)
+    number: Mapped[int] = mapped_column(Integer, primary_key=True)
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    duration_ms: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    status_code: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)

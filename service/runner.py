@@ -40,7 +40,7 @@ from dvrl_core.methods import make_method
 from dvrl_core.noise import with_label_noise
 from dvrl_core.predictors.base import resolve_device
 
-from . import jobs
+from . import jobs, webhook_events, webhooks
 from .datasets import load_frame
 from .db import session_scope, transient
 from .results import write_values
@@ -79,8 +79,11 @@ class _Monitor:
     """Progress writes, cancel checks, checkpoints and the lease's heartbeat."""
 
     def __init__(self, job_id: str, settings: Settings, budget_s: float,
-                 holder: str = WORKER_ID, already_elapsed_s: float = 0.0) -> None:
+                 holder: str = WORKER_ID, already_elapsed_s: float = 0.0,
+                 notify_progress: bool = False) -> None:
         self.job_id = job_id
+        self.notify_progress = notify_progress
+        self.milestone = 0
         self.holder = holder
         self.settings = settings
         self.started = time.monotonic() - already_elapsed_s
@@ -133,6 +136,8 @@ class _Monitor:
 
     def on_progress(self, progress) -> None:
         self.recent = (self.recent + [float(progress.reward)])[-20:]
+        if self.notify_progress:
+            self._milestone(progress.iteration, progress.total)
         now = time.monotonic()
         last = progress.iteration == progress.total
         if not last and now - self.last_progress < self.settings.progress_interval_s:
@@ -142,6 +147,24 @@ class _Monitor:
         self.phase("training", iteration=progress.iteration, total=progress.total,
                    reward=float(np.mean(self.recent)),
                    eta_s=round((progress.total - progress.iteration) / max(rate, 1e-9), 1))
+
+    def _milestone(self, iteration: int, total: int) -> None:
+        """A webhook event when training passes 25%, 50% or 75% (webhook_events)."""
+        percent = webhook_events.milestone(iteration, total)
+        if percent is None or percent <= self.milestone:
+            return
+        progress = {"phase": "training", "iteration": iteration, "total": total}
+
+        def reach(session) -> bool:
+            if not jobs.hold(session, self.job_id, self.holder):
+                return False
+            webhook_events.progress_reached(session, self.job_id, percent, progress,
+                                            jobs.db_now(session))
+            return True
+
+        self._write(reach)
+        self.milestone = percent
+        webhooks.wake()
 
     def should_stop(self) -> bool:
         if self.lost:
@@ -184,6 +207,7 @@ class _Monitor:
         if not with_retries(attempt, self.settings):
             log.warning("job %s: taken over by another worker; nothing written", self.job_id)
             return None
+        webhooks.wake()  # its job.finished event, if any, goes out now
         return state
 
 
@@ -206,7 +230,9 @@ def run_job(job_id: str, settings: Settings | None = None,
     spec, checkpoint, cancelled, elapsed = taken
     budget = float(spec.time_budget_s or settings.default_time_limit_s)
     # the budget counts from the job's first start: a resumed job gets only what is left
-    with _Monitor(job_id, settings, budget, holder, already_elapsed_s=elapsed) as monitor:
+    notify_progress = spec.notify is not None and "job.progress" in spec.notify.events
+    with _Monitor(job_id, settings, budget, holder, already_elapsed_s=elapsed,
+                  notify_progress=notify_progress) as monitor:
         if cancelled:  # cancelled while its earlier worker was dying
             return monitor.finish("CANCELLED", progress={"phase": "cancelled"})
         if checkpoint is not None:

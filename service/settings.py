@@ -62,8 +62,29 @@ class Settings(BaseSettings):
         "the database keep a core)")
     cpu_queue: str = "dvrl"
     gpu_queue: str = "dvrl-gpu"
+    public_url: str | None = Field(None, description="the API's address as clients reach it "
+                                   "(e.g. https://dvrl.example.com); makes the links in "
+                                   "webhook events absolute")
+    webhook_key: str | None = Field(
+        None, min_length=32, description="the service's key from which each owner's webhook "
+        "secret is derived (the database keeps a random salt per owner, never the secret); "
+        "the same on the API and every worker. Embedded mode makes one in DATA_DIR when unset; "
+        "with PostgreSQL + Celery, webhooks are off until it is set")
+    webhook_allowed_hosts: str = Field(
+        "", description="comma-separated host names or networks (CIDR) that webhooks may "
+        "reach although they are private, loopback, link-local or otherwise not global")
+    webhook_timeout_s: float = Field(10.0, gt=0, description="connect, send and answer "
+                                     "timeout of one delivery attempt")
+    webhook_backoff_s: float = Field(30.0, gt=0, description="wait before the first retry; "
+                                     "doubled after each failed attempt")
+    webhook_backoff_max_s: float = Field(3600.0, gt=0, description="the longest wait between "
+                                         "two attempts")
+    webhook_retry_for_s: float = Field(24 * 3600.0, gt=0, description="stop retrying an event "
+                                       "this long after it was created (it ends FAILED)")
+    webhook_poll_s: float = Field(5.0, gt=0, description="how often each worker looks for "
+                                  "due deliveries (events of its own jobs go out at once)")
 
-    @field_validator("database_url", "broker_url", mode="before")
+    @field_validator("database_url", "broker_url", "public_url", "webhook_key", mode="before")
     @classmethod
     def _empty_is_none(cls, value: str | None) -> str | None:
         return value or None

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from .webhook_events import EventName
+from .webhook_targets import MAX_URL_LENGTH, check_syntax
 
 # the predictor registry's names and "auto", spelled out so that the API does not import torch; a
 # test checks that they match dvrl_core.predictors.PREDICTORS
@@ -73,6 +76,32 @@ class EvaluationSpec(StrictModel):
         "that the without_lowest model leaves out")
 
 
+def _default_events() -> list[EventName]:
+    return ["job.finished"]
+
+
+class NotifySpec(StrictModel):
+    """Where to POST signed events about the job (README: Webhooks)."""
+
+    url: str = Field(max_length=MAX_URL_LENGTH, description="an http(s) URL on a public "
+                     "address (private, loopback and link-local ones are refused unless the "
+                     "service allows them)")
+    events: list[EventName] = Field(
+        default_factory=_default_events, min_length=1, max_length=2,
+        description="job.finished: the job ended (SUCCEEDED, FAILED, CANCELLED); "
+        "job.progress: training passed 25%, 50% and 75%")
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        return check_syntax(value)
+
+    @field_validator("events")
+    @classmethod
+    def _distinct(cls, value: list[EventName]) -> list[EventName]:
+        return list(dict.fromkeys(value))
+
+
 def _default_evaluations() -> list[Evaluation]:
     return ["removal"]
 
@@ -116,6 +145,8 @@ class JobSpec(StrictModel):
     flag_fraction: float | None = Field(
         None, gt=0, le=1, description="flag this fraction of lowest-valued rows; default: the "
         "label_noise fraction, else 0.1")
+    notify: NotifySpec | None = Field(None, description="a webhook: signed events about this "
+                                      "job POSTed to a URL")
 
     @model_validator(mode="after")
     def _choices_need_a_test(self) -> JobSpec:

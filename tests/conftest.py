@@ -18,6 +18,7 @@ ROOT = Path(__file__).resolve().parents[1]
 PG_URL = os.environ.get("DVRL_TEST_DATABASE_URL",
                         "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 REDIS_URL = os.environ.get("DVRL_TEST_BROKER_URL", "redis://127.0.0.1:6379/15")
+TEST_WEBHOOK_KEY = "test-webhook-key-" + "0" * 32
 
 
 def _configure(database_url: str | None, broker_url: str | None) -> None:
@@ -31,6 +32,8 @@ def _configure(database_url: str | None, broker_url: str | None) -> None:
         else:
             os.environ[name] = value
     os.environ["DVRL_PROGRESS_INTERVAL_S"] = "0.2"
+    # configured like a deployment with webhooks on (the API and the workers share the key)
+    os.environ["DVRL_WEBHOOK_KEY"] = TEST_WEBHOOK_KEY
     get_settings.cache_clear()
     celery_app.cache_clear()
     dispose_engines()
@@ -63,7 +66,7 @@ def service_env(postgres) -> Iterator[str]:
 
     with get_engine().begin() as connection:
         connection.execute(text("TRUNCATE job_values, jobs, datasets, dataset_parts, api_keys, "
-                                "idempotency_keys CASCADE"))
+                                "idempotency_keys, webhook_secrets CASCADE"))
     redis.Redis.from_url(REDIS_URL).flushdb()
     yield postgres
     _configure(None, None)

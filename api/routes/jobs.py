@@ -6,7 +6,7 @@ from typing import Literal
 
 from fastapi import APIRouter, Response
 
-from service import dispatch, jobs
+from service import dispatch, jobs, webhooks
 from service.db import retrying
 from service.models import Job
 from service.specs import JobSpec
@@ -29,6 +29,8 @@ State = Literal["QUEUED", "RUNNING", "CANCELLING", "SUCCEEDED", "FAILED", "CANCE
 def to_public(job: Job) -> JobPublic:
     base = f"/v1/jobs/{job.id}"
     links = {"self": base, "cancel": f"{base}:cancel"}
+    if (job.spec or {}).get("notify"):
+        links["deliveries"] = f"{base}/deliveries"
     if job.state == "SUCCEEDED":
         links |= {"values": f"{base}/values", "corrupted": f"{base}/corrupted",
                   "curves": f"{base}/curves"}
@@ -68,7 +70,9 @@ def list_jobs(session: SessionDep, owner: OwnerDep, state: State | None = None,
 @router.post("/{job_id}:cancel", status_code=202, response_model=JobPublic,
              operation_id="cancel_job", summary="Ask a job to stop (cooperative)")
 def cancel_job(job_id: str, session: SessionDep, owner: OwnerDep) -> JobPublic:
-    return to_public(retrying(session, lambda: jobs.request_cancel(session, job_id, owner)))
+    job = retrying(session, lambda: jobs.request_cancel(session, job_id, owner))
+    webhooks.wake()  # a queued job ended here; embedded mode's sender sends its event now
+    return to_public(job)
 
 
 @router.delete("/{job_id}", status_code=204, operation_id="delete_job",
