@@ -11,14 +11,14 @@ from .webhook_targets import MAX_URL_LENGTH, check_syntax
 
 # the predictor registry's names and "auto", spelled out so that the API does not import torch; a
 # test checks that they match dvrl_core.predictors.PREDICTORS
-PredictorName = Literal["auto", "lightgbm", "linear_regression", "logistic_regression", "mlp",
-                        "naive_bayes"]
+PredictorName = Literal["auto", "bernoulli_naive_bayes", "lightgbm", "linear_regression",
+                        "logistic_regression", "mlp", "naive_bayes"]
 # the valuation methods' names (dvrl_core.methods.METHODS), spelled out for the same reason
 MethodName = Literal["dvrl", "knn_shapley", "data_oob", "leave_one_out"]
 Evaluation = Literal["removal", "weighted", "training_choices"]
 # the models an evaluation may train: every predictor but "auto"
-EvaluationModelName = Literal["lightgbm", "linear_regression", "logistic_regression", "mlp",
-                              "naive_bayes"]
+EvaluationModelName = Literal["bernoulli_naive_bayes", "lightgbm", "linear_regression",
+                              "logistic_regression", "mlp", "naive_bayes"]
 
 
 class StrictModel(BaseModel):
@@ -124,10 +124,11 @@ class JobSpec(StrictModel):
         "their own defaults and the seed; predictor and dvrl apply to dvrl only")
     predictor: PredictorName | None = Field(
         None, description="the model DVRL trains on selected rows; default: logistic_regression "
-        "(linear_regression for regression); naive_bayes is Gaussian Naive Bayes (the paper's "
-        "text model); auto trains each predictor for the task on the training rows and keeps the "
-        "one that scores best on the validation rows (its scores are in the job's diagnostics; "
-        "lightgbm and mlp are tens of times slower per iteration than the others)")
+        "(linear_regression for regression); naive_bayes is Gaussian Naive Bayes, "
+        "bernoulli_naive_bayes Naive Bayes on present/absent features (bag-of-words: the "
+        "paper's text model); auto trains each predictor for the task on the training rows and "
+        "keeps the one that scores best on the validation rows (its scores are in the job's "
+        "diagnostics; lightgbm and mlp are tens of times slower per iteration than the others)")
     dvrl: DVRLParams = Field(default_factory=DVRLParams)
     evaluations: list[Evaluation] = Field(
         default_factory=_default_evaluations, description="removal: curves of the test score "

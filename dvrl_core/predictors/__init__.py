@@ -9,7 +9,9 @@ name                      tasks                       what
 ``linear_regression``     regression                  least squares with a small ridge
 ``mlp``                   classification, regression  the paper's 100-100 ReLU network
 ``lightgbm``              classification, regression  gradient-boosted trees, sample weights
-``naive_bayes``           classification              Gaussian Naive Bayes (the paper's text model)
+``naive_bayes``           classification              Gaussian Naive Bayes
+``bernoulli_naive_bayes`` classification              Naive Bayes on present / absent features
+                                                      (bag-of-words: the paper's text model)
 ========================  ==========================  ==========================================
 """
 
@@ -22,10 +24,11 @@ from .base import BatchTrainer, Predictor, resolve_device
 from .lightgbm import LightGBM
 from .linear import LinearRegression, LogisticRegression
 from .mlp import MLP
-from .naive_bayes import NaiveBayes
+from .naive_bayes import BernoulliNaiveBayes, NaiveBayes
 
 PREDICTORS: dict[str, type[Predictor]] = {
-    cls.name: cls for cls in (LogisticRegression, LinearRegression, MLP, LightGBM, NaiveBayes)
+    cls.name: cls for cls in (LogisticRegression, LinearRegression, MLP, LightGBM, NaiveBayes,
+                BernoulliNaiveBayes)
 }
 DEFAULT_PREDICTOR = {"classification": "logistic_regression", "regression": "linear_regression"}
 
@@ -45,6 +48,7 @@ def make_predictor(name: str, task: str, n_classes: int = 0, **params: Any) -> P
 
 
 __all__ = [
-    "DEFAULT_PREDICTOR", "PREDICTORS", "BatchTrainer", "LightGBM", "LinearRegression",
-    "LogisticRegression", "MLP", "NaiveBayes", "Predictor", "make_predictor", "resolve_device",
+    "BernoulliNaiveBayes", "DEFAULT_PREDICTOR", "PREDICTORS", "BatchTrainer", "LightGBM",
+    "LinearRegression", "LogisticRegression", "MLP", "NaiveBayes", "Predictor", "make_predictor",
+    "resolve_device",
 ]

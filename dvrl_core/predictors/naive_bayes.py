@@ -1,4 +1,9 @@
-"""Gaussian Naive Bayes, batched over rollouts: the paper's predictor for its text tasks.
+"""Naive Bayes, batched over rollouts: the paper's predictor for its text tasks.
+
+Two kinds. ``naive_bayes``: Gaussian, for numeric features. ``bernoulli_naive_bayes``: each
+feature as present or absent (above its smallest value among the training rows, which for a
+standardised count column means a count above zero), for bag-of-words tables, where a Gaussian's
+tiny within-class variances of rare words make its probabilities extreme.
 
 Each class c has a prior and, per feature, a mean and a variance; a row's class probabilities come
 from Bayes' rule with the features independent given the class. Weighted maximum likelihood is
@@ -81,6 +86,42 @@ class _GaussianTrainer(BatchTrainer):
         return torch.softmax(joint, dim=-1).to(torch.float32)
 
 
+@dataclass
+class _BernoulliModels:
+    log_prior: torch.Tensor  # [R, C]
+    log_present: torch.Tensor  # [R, C, d]
+    log_absent: torch.Tensor  # [R, C, d]
+
+
+class _BernoulliTrainer(BatchTrainer):
+    def __init__(self, x: torch.Tensor, y: torch.Tensor, n_classes: int, alpha: float) -> None:
+        self.floor = x.min(0).values if len(x) else torch.zeros(x.shape[1], device=x.device)
+        self.present = self._binary(x)
+        self.onehot = torch.nn.functional.one_hot(y, n_classes).to(torch.float32)
+        self.alpha = alpha
+
+    def _binary(self, x: torch.Tensor) -> torch.Tensor:
+        return (x > self.floor + 1e-6).to(torch.float32)
+
+    def fit(self, weights: torch.Tensor, rows: torch.Tensor | None = None) -> _BernoulliModels:
+        present = self.present if rows is None else self.present[rows]
+        onehot = self.onehot if rows is None else self.onehot[rows]
+        weighted = weights.to(torch.float32)[:, :, None] * onehot[None]  # [R, n, C]
+        totals = weighted.sum(1)  # [R, C]
+        counts = weighted.transpose(1, 2) @ present  # [R, C, d]
+        probability = (counts + self.alpha) / (totals[:, :, None] + 2 * self.alpha)
+        prior = totals + PRIOR_FLOOR
+        return _BernoulliModels(torch.log(prior / prior.sum(-1, keepdim=True)),
+                                torch.log(probability), torch.log1p(-probability))
+
+    def predict(self, models: _BernoulliModels, x: torch.Tensor) -> torch.Tensor:
+        present = self._binary(x)
+        # sum_d b_d log p_d + (1 - b_d) log(1 - p_d) = b . (log p - log(1-p)) + sum log(1-p)
+        joint = (present @ (models.log_present - models.log_absent).transpose(1, 2)
+                 + models.log_absent.sum(-1)[:, None, :] + models.log_prior[:, None, :])
+        return torch.softmax(joint, dim=-1)
+
+
 class NaiveBayes(Predictor):
     """Gaussian Naive Bayes (classification); ``var_smoothing`` as in scikit-learn."""
 
@@ -97,3 +138,21 @@ class NaiveBayes(Predictor):
 
     def trainer(self, x: torch.Tensor, y: torch.Tensor) -> BatchTrainer:
         return _GaussianTrainer(x, y, self.n_classes, self.var_smoothing)
+
+
+class BernoulliNaiveBayes(Predictor):
+    """Bernoulli Naive Bayes on "above the column's smallest training value" (classification);
+    ``alpha``: Laplace smoothing, as scikit-learn's ``BernoulliNB``."""
+
+    name = "bernoulli_naive_bayes"
+    tasks = ("classification",)
+
+    def __init__(self, task: str, n_classes: int = 0, *, alpha: float = 1.0, **kwargs) -> None:
+        super().__init__(task, n_classes, **kwargs)
+        self.alpha = float(alpha)
+
+    def params(self) -> dict[str, float]:
+        return {"alpha": self.alpha}
+
+    def trainer(self, x: torch.Tensor, y: torch.Tensor) -> BatchTrainer:
+        return _BernoulliTrainer(x, y, self.n_classes, self.alpha)

@@ -185,5 +185,6 @@ def test_auto_predictor_picks_naive_bayes_where_the_classes_differ_in_spread():
     result = DVRL("auto", iterations=3, check_fraction=0.0, random_state=0).fit(data)
     choice = result.diagnostics["predictor_choice"]
     assert result.params["predictor"] == "naive_bayes" == choice["chosen"]
-    assert set(choice["scores"]) == {"logistic_regression", "naive_bayes", "mlp", "lightgbm"}
+    assert set(choice["scores"]) == {"logistic_regression", "naive_bayes", "mlp", "lightgbm",
+                                     "bernoulli_naive_bayes"}
     assert choice["scores"]["naive_bayes"] > choice["scores"]["logistic_regression"] + 0.2

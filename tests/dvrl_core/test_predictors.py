@@ -109,6 +109,26 @@ def test_naive_bayes_takes_fractional_weights_and_survives_a_class_left_out():
     assert probabilities[:, 2].max() < 1e-3
 
 
+def test_bernoulli_naive_bayes_matches_scikit_learn_on_word_presence():
+    """Standardised word counts: a word is present where its count is above zero, which is where
+    the standardised column is above its smallest value."""
+    from sklearn.naive_bayes import BernoulliNB
+
+    rng = np.random.default_rng(5)
+    counts = rng.poisson(0.3, size=(400, 30))
+    y = ((counts[:, 0] + counts[:, 1]) > 0).astype(int)
+    x = ((counts - counts.mean(0)) / counts.std(0)).astype(np.float32)
+    present = (counts > 0).astype(float)
+    trainer = make_predictor("bernoulli_naive_bayes", "classification", 2).trainer(
+        torch.tensor(x), torch.tensor(y))
+    selections = (torch.rand(3, len(y), generator=torch.Generator().manual_seed(2)) < 0.7)
+    batched = trainer.predict(trainer.fit(selections.float()), torch.tensor(x)).numpy()
+    for r in range(3):
+        keep = selections[r].numpy()
+        reference = BernoulliNB(alpha=1.0).fit(present[keep], y[keep]).predict_proba(present)
+        assert np.abs(batched[r] - reference).max() < 1e-4
+
+
 def test_naive_bayes_is_classification_only():
     with pytest.raises(ConfigError, match="does not do regression"):
         make_predictor("naive_bayes", "regression")
