@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import httpx
@@ -94,16 +95,23 @@ class AsyncClient(ClientBase):
 
     async def value(self, train: Table, *, target: str, valid: Table | float,
                     test: Table | None = None, progress: ProgressOption = True,
+                    on_submit: Callable[[AsyncJob], Any] | None = None,
                     **spec_fields: Any) -> pd.DataFrame:
         """:meth:`Client.value <dvrl_client.Client.value>`, awaited; a cancelled task cancels
         the job."""
-        submitted: list[str] = []
+        submitted: list[AsyncJob] = []
+
+        def note(body: dict[str, Any]) -> None:
+            submitted.append(AsyncJob(self, body))
+            if on_submit is not None:
+                on_submit(submitted[-1])
+
         try:
             return await self._run(self._ops.value(train, target, valid, test, progress,
-                                                   submitted.append, **spec_fields))
+                                                   note, **spec_fields))
         except asyncio.CancelledError:
-            for job_id in submitted:
-                await self._cancel_quietly(job_id)
+            for job in submitted:
+                await self._cancel_quietly(job.id)
             raise
 
     async def _cancel_quietly(self, job_id: str) -> None:

@@ -30,7 +30,7 @@ from dvrl_core.cli import (
 )
 from dvrl_core.errors import ConfigError, DVRLError
 
-from .client import Client
+from .client import Client, Job
 from .errors import ClientError
 from .resources import Progress
 
@@ -58,7 +58,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_ERROR
     except KeyboardInterrupt:
-        print("error: interrupted (the job on the server was cancelled)", file=sys.stderr)
+        print("error: interrupted (a job it had started on the server is cancelled)",
+              file=sys.stderr)
         return 130
 
 
@@ -100,11 +101,15 @@ def _value(args: argparse.Namespace) -> int:
                                                        state.reward, state.elapsed_s):
             printer(state)
 
+    def announce(job: Job) -> None:
+        if not args.quiet:
+            print(f"job {job.id} on {args.server}", file=sys.stderr)
+
     valid = args.valid if args.valid is not None else args.valid_fraction
     with Client(args.server, os.environ.get("DVRL_API_KEY") or None) as client:
         try:
             table = client.value(args.train, target=args.target, valid=valid, test=args.test,
-                                 progress=progress, **fields)
+                                 progress=progress, on_submit=announce, **fields)
         finally:
             printer.close()
     if args.out:
@@ -113,5 +118,4 @@ def _value(args: argparse.Namespace) -> int:
         table.to_csv(sys.stdout, index=False)
     if not args.quiet:
         print_summary(table.attrs["summary"], table, args.out)
-        print(f"job {table.attrs['job_id']} on {args.server}", file=sys.stderr)
     return 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import httpx
@@ -94,7 +95,8 @@ class Client(ClientBase):
         return [Job(self, body) for body in self._run(self._ops.jobs(state))]
 
     def value(self, train: Table, *, target: str, valid: Table | float, test: Table | None = None,
-              progress: ProgressOption = True, **spec_fields: Any) -> pd.DataFrame:
+              progress: ProgressOption = True, on_submit: Callable[[Job], Any] | None = None,
+              **spec_fields: Any) -> pd.DataFrame:
         """Value every row of ``train`` on the service and return the table ``dvrl value``
         writes: one row per training row in input order, columns ``row``, ``value``, ``rank``
         (1 = lowest value), ``label`` (and ``noise_injected`` with ``label_noise``).
@@ -103,14 +105,21 @@ class Client(ClientBase):
         of the training rows to hold out. Other keywords are job spec fields (``seed``,
         ``id_column``, ``method``, ``dvrl={"iterations": 500}``, ``label_noise``, ...); no
         evaluations are run unless ``evaluations`` is given. The frame's ``attrs`` hold the
-        ``job_id`` and the job's ``summary``. Interrupted (Ctrl-C), the job is cancelled."""
-        submitted: list[str] = []
+        ``job_id`` and the job's ``summary``. ``on_submit(job)`` is called once the job is
+        submitted (to show or keep its id). Interrupted (Ctrl-C), the job is cancelled."""
+        submitted: list[Job] = []
+
+        def note(body: dict[str, Any]) -> None:
+            submitted.append(Job(self, body))
+            if on_submit is not None:
+                on_submit(submitted[-1])
+
         try:
             return self._run(self._ops.value(train, target, valid, test, progress,
-                                             submitted.append, **spec_fields))
+                                             note, **spec_fields))
         except KeyboardInterrupt:
-            for job_id in submitted:
-                self._cancel_quietly(job_id)
+            for job in submitted:
+                self._cancel_quietly(job.id)
             raise
 
     def _cancel_quietly(self, job_id: str) -> None:

@@ -161,7 +161,8 @@ class Operations:
     # everything at once
 
     def value(self, train: Any, target: str, valid: Any, test: Any = None,
-              progress: ProgressOption = True, on_submitted: Callable[[str], Any] | None = None,
+              progress: ProgressOption = True,
+              on_submitted: Callable[[dict[str, Any]], Any] | None = None,
               **spec_fields: Any) -> Operation[pd.DataFrame]:
         """Upload, submit, wait and download: the table ``dvrl value`` writes."""
         training = yield from self.upload(train, None if _is_path(train) else "train.parquet")
@@ -178,7 +179,7 @@ class Operations:
             spec["test"] = {"dataset_id": tested.id}
         submitted = yield from self.submit(spec | spec_fields)
         if on_submitted is not None:
-            on_submitted(submitted["id"])
+            on_submitted(submitted)
         body = yield from self.wait(submitted["id"], progress)
         job = JobView(body)
         response = yield from self._call(

@@ -2,8 +2,10 @@
 
 A call is tried again when no answer came (connection refused or reset, a timeout) and when the
 answer is 429 (too many jobs in flight), 502, 503 (the database is away or busy) or 504. The wait
-is the answer's ``Retry-After`` when it has one, else an exponential backoff with jitter; after
-``Retry.total_s`` seconds from the first attempt the last failure is raised as a typed error.
+is the answer's ``Retry-After`` when it has one, else an exponential backoff with jitter. The last
+failure is raised as a typed error after ``Retry.total_s`` seconds from the first attempt, or
+sooner, after ``Retry.unreachable_s`` seconds without any answer (a wrong URL fails in a minute,
+a 429 is waited out for longer).
 
 Retrying is safe for every call the client makes: GETs read, DELETE and cancel end in the same
 state however often they arrive, and every POST carries an ``Idempotency-Key`` that stays the same
@@ -33,10 +35,13 @@ RETRIED_TRANSPORT_ERRORS = (httpx.TimeoutException, httpx.NetworkError, httpx.Re
 @dataclass(frozen=True)
 class Retry:
     """How a client retries. ``total_s``: give up this many seconds after the first attempt
-    (a ``Retry-After`` that would end past it is not waited for); ``backoff_s`` doubles after
-    each failure up to ``max_backoff_s``, each wait drawn between half of it and all of it."""
+    (a ``Retry-After`` that would end past it is not waited for); ``unreachable_s``: give up
+    after this long without an answer (long enough for an API restart); ``backoff_s`` doubles
+    after each failure up to ``max_backoff_s``, each wait drawn between half of it and all of
+    it. ``Retry(total_s=0)`` never retries."""
 
     total_s: float = 300.0
+    unreachable_s: float = 60.0
     backoff_s: float = 0.5
     max_backoff_s: float = 10.0
     statuses: frozenset[int] = frozenset({429, 502, 503, 504})
@@ -49,7 +54,7 @@ class Retry:
 def send(call: Call, retry: Retry) -> Operation[httpx.Response]:
     """The answer to ``call``, retried under ``retry``: any answer whose status is not retried
     is returned as it is (the caller maps errors); giving up raises the last failure typed."""
-    started = time.monotonic()
+    started = answered = time.monotonic()
     attempt = 0
     answer_lost = False
     while True:
@@ -64,7 +69,9 @@ def send(call: Call, retry: Retry) -> Operation[httpx.Response]:
                 f"{time.monotonic() - started:.0f}s: {type(exc).__name__}: {exc}")
             failure.__cause__ = exc
             why = f"{type(exc).__name__}"
+            budget = min(retry.total_s, answered - started + retry.unreachable_s)
         else:
+            answered = time.monotonic()
             if response.status_code == 404 and call.gone_means_done and answer_lost:
                 return httpx.Response(204, request=response.request)
             if response.status_code not in retry.statuses:
@@ -73,7 +80,8 @@ def send(call: Call, retry: Retry) -> Operation[httpx.Response]:
             asked = retry_after(response)
             delay = asked if asked is not None else retry.backoff(attempt - 1)
             why = f"{response.status_code} {response.reason_phrase}"
-        if time.monotonic() - started + delay > retry.total_s:
+            budget = retry.total_s
+        if time.monotonic() - started + delay > budget:
             raise failure
         log.warning("%s %s: %s; retrying in %.1fs", call.method, call.path, why, delay)
         yield Sleep(delay)
