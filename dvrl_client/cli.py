@@ -9,6 +9,9 @@ output: the table (``row``, ``value``, ``rank``, ``label``, and ``noise_injected
 ``error: ...`` and exit status 2 for any error. The server is ``--server`` or ``DVRL_SERVER``;
 the API key is read from ``DVRL_API_KEY`` only (a command line is visible to every user of the
 machine). An option that cannot apply on a server is refused, never ignored.
+
+Unlike the rest of dvrl_client, this command imports dvrl_core (its argument definitions and
+summary), which does not import torch for them.
 """
 
 from __future__ import annotations

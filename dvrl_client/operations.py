@@ -131,12 +131,13 @@ class Operations:
         except NotFound:
             return None
 
-    def values(self, job: JobView) -> Operation[pd.DataFrame]:
+    def values(self, job: JobView, train: Dataset | None = None) -> Operation[pd.DataFrame]:
         """Every training row in input order: row, value, rank, label, flagged (and
-        noise_injected with label_noise)."""
+        noise_injected with label_noise); ``train``: the job's training dataset, if known."""
         response = yield from self._call(
             Call("GET", _job_path(job.id, "/values"), params={"format": "parquet"}), 200)
-        train = yield from self._training_table(job)
+        if train is None:
+            train = yield from self._training_table(job)
         return values_frame(response.content, job, train)
 
     def corrupted(self, job: JobView) -> Operation[pd.DataFrame]:
@@ -165,29 +166,27 @@ class Operations:
               on_submitted: Callable[[dict[str, Any]], Any] | None = None,
               **spec_fields: Any) -> Operation[pd.DataFrame]:
         """Upload, submit, wait and download: the table ``dvrl value`` writes."""
-        training = yield from self.upload(train, None if _is_path(train) else "train.parquet")
+        training = yield from self.upload(train, _frame_name(train, "train"))
         spec: dict[str, Any] = {"dataset_id": training.id, "target": target,
                                 "evaluations": []}
         if isinstance(valid, int | float) and not isinstance(valid, bool):
             spec["validation"] = {"fraction": valid}
         else:
-            validation = yield from self.upload(valid, None if _is_path(valid)
-                                                else "valid.parquet")
+            validation = yield from self.upload(valid, _frame_name(valid, "valid"))
             spec["validation"] = {"dataset_id": validation.id}
         if test is not None:
-            tested = yield from self.upload(test, None if _is_path(test) else "test.parquet")
+            tested = yield from self.upload(test, _frame_name(test, "test"))
             spec["test"] = {"dataset_id": tested.id}
         submitted = yield from self.submit(spec | spec_fields)
         if on_submitted is not None:
             on_submitted(submitted)
         body = yield from self.wait(submitted["id"], progress)
         job = JobView(body)
-        response = yield from self._call(
-            Call("GET", _job_path(job.id, "/values"), params={"format": "parquet"}), 200)
-        table = dvrl_value_table(values_frame(response.content, job, training))
+        table = dvrl_value_table((yield from self.values(job, training)))
         table.attrs = {"job_id": job.id, "summary": job.summary}
         return table
 
 
-def _is_path(table: Any) -> bool:
-    return isinstance(table, str | os.PathLike)
+def _frame_name(table: Any, role: str) -> str | None:
+    """A DataFrame's upload is named for its role; a file keeps its own name."""
+    return None if isinstance(table, str | os.PathLike) else f"{role}.parquet"

@@ -82,6 +82,10 @@ def test_upload_submit_wait_and_every_result(server, key, celery_worker, tables,
         with pytest.raises(NotFound):
             job.refresh()
         assert client.jobs() == []
+        assert client.dataset(valid.id) == valid
+        client.delete_dataset(valid.id)
+        with pytest.raises(NotFound):
+            client.dataset(valid.id)
 
 
 def test_wait_shows_iteration_reward_and_eta_while_the_job_trains(server, key, celery_worker,
