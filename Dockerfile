@@ -13,6 +13,7 @@ RUN python -m venv /venv && /venv/bin/pip install --no-cache-dir --upgrade pip
 RUN /venv/bin/pip install --no-cache-dir ${TORCH_INDEX_URL:+--index-url "$TORCH_INDEX_URL"} "torch==$TORCH_VERSION"
 COPY pyproject.toml README.md dvrl_cli.py ./
 COPY dvrl_core dvrl_core
+COPY dvrl_client dvrl_client
 COPY service service
 COPY api api
 COPY worker worker

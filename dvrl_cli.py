@@ -1,6 +1,8 @@
 """The ``dvrl`` command: the library's commands plus the service's.
 
     dvrl value ...        value a table (see dvrl_core.cli; a stable contract)
+    dvrl remote value ... the same, run by a server (--server or DVRL_SERVER, DVRL_API_KEY;
+                          see dvrl_client.cli)
     dvrl demo             start the embedded service, value a real table through its HTTP API
     dvrl serve            the API; embedded (SQLite + in-process worker) unless DVRL_DATABASE_URL
                           and DVRL_BROKER_URL are set
@@ -26,10 +28,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         from dvrl_core.cli import main as library_main
 
         return library_main(argv)
+    if argv and argv[0] == "remote":
+        from dvrl_client.cli import main as remote_main
+
+        return remote_main(argv[1:])
     parser = argparse.ArgumentParser(prog="dvrl", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("value", help="value a table (dvrl value --help)")
+    commands.add_parser("remote", help="value a table on a server (dvrl remote value --help)")
     serve = commands.add_parser("serve", help="run the HTTP API")
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8000)

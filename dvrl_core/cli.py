@@ -24,6 +24,7 @@ import sys
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -33,13 +34,8 @@ from .methods import METHODS
 EXIT_ERROR = 2
 
 
-def _build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="dvrl", description="Data valuation with DVRL: a value for every training row."
-    )
-    commands = parser.add_subparsers(dest="command", required=True)
-
-    value = commands.add_parser("value", help="value the rows of a training table")
+def add_value_arguments(value: argparse.ArgumentParser) -> None:
+    """The arguments of ``dvrl value``; ``dvrl remote value`` (dvrl_client.cli) takes the same."""
     value.add_argument("train", help="training table (CSV or Parquet)")
     value.add_argument("--target", required=True, help="the label column")
     source = value.add_mutually_exclusive_group()
@@ -66,6 +62,16 @@ def _build_parser() -> argparse.ArgumentParser:
     value.add_argument("--out", help="output file (.csv or .parquet); default: standard output")
     value.add_argument("--quiet", action="store_true", help="no progress and no summary")
 
+
+def _build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="dvrl", description="Data valuation with DVRL: a value for every training row."
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    value = commands.add_parser("value", help="value the rows of a training table")
+    add_value_arguments(value)
+
     demo = commands.add_parser("demo", help="value a generated table with planted label noise")
     demo.add_argument("--rows", type=int, default=1000)
     demo.add_argument("--iterations", type=int, default=500)
@@ -90,8 +96,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
 
 
-class _ProgressPrinter:
-    """A tqdm bar on a terminal; a line every 10% otherwise (logs stay short)."""
+class ProgressPrinter:
+    """A tqdm bar on a terminal; a line every 10% otherwise (logs stay short). Called with
+    anything that has ``iteration``, ``total``, ``reward`` and ``elapsed_s``: the library's
+    progress, or a remote job's (``dvrl remote value``)."""
 
     def __init__(self, enabled: bool) -> None:
         self.enabled = enabled
@@ -119,17 +127,35 @@ class _ProgressPrinter:
             self.bar.close()
 
 
-def _value(args: argparse.Namespace) -> int:
-    from .data import prepare
+def check_value_arguments(args: argparse.Namespace) -> None:
+    """The checks of ``dvrl value``'s arguments made before any table is read."""
     from .errors import ConfigError
-    from .evaluation import detection_auroc, found_fraction
-    from .io import read_table, write_table
-    from .noise import with_label_noise
 
     if args.valid is None and args.valid_fraction is None:
         raise ConfigError("give --valid TABLE or --valid-fraction F")
     if args.iterations < 1:
         raise ConfigError("--iterations must be at least 1")
+
+
+def dvrl_options(args: argparse.Namespace) -> dict[str, object]:
+    """The options given that belong to DVRL alone; a ConfigError names them when another
+    method was asked for (they would otherwise be ignored)."""
+    from .errors import ConfigError
+
+    options = {name: getattr(args, name) for name in ("predictor", "metric", "rollouts")
+               if getattr(args, name) is not None}
+    if args.method != "dvrl" and options:
+        names = ", ".join(f"--{name}" for name in options)
+        raise ConfigError(f"{names}: options of --method dvrl, not of {args.method}")
+    return options
+
+
+def _value(args: argparse.Namespace) -> int:
+    from .data import prepare
+    from .io import read_table, write_table
+    from .noise import with_label_noise
+
+    check_value_arguments(args)
     train = read_table(args.train)
     valid = read_table(args.valid) if args.valid else None
     test = read_table(args.test) if args.test else None
@@ -141,7 +167,7 @@ def _value(args: argparse.Namespace) -> int:
         data, corrupted = with_label_noise(data, args.inject_noise, args.seed)
 
     valuer = _make_valuer(args)
-    progress = _ProgressPrinter(not args.quiet)
+    progress = ProgressPrinter(not args.quiet)
     try:
         result = valuer.fit(data, on_progress=progress)
     finally:
@@ -155,71 +181,91 @@ def _value(args: argparse.Namespace) -> int:
     else:
         table.to_csv(sys.stdout, index=False)
     if not args.quiet:
-        _summary(result, table, corrupted, valuer, data, args.out, found_fraction,
-                 detection_auroc)
+        print_summary(_summary_of(result, data, corrupted, valuer.random_state), table,
+                      args.out)
     return 0
 
 
 def _make_valuer(args: argparse.Namespace):
     """DVRL with the command line's options, or a baseline with its defaults and the seed."""
-    from .errors import ConfigError
     from .methods import make_method
 
-    dvrl_options = {name: getattr(args, name) for name in ("predictor", "metric", "rollouts")
-                    if getattr(args, name) is not None}
+    options = dvrl_options(args)
     params = {"random_state": args.seed, "device": args.device}
     if args.method == "dvrl":
-        return make_method("dvrl", iterations=args.iterations, **params, **dvrl_options)
-    if dvrl_options:
-        options = ", ".join(f"--{name}" for name in dvrl_options)
-        raise ConfigError(f"{options}: options of --method dvrl, not of {args.method}")
+        return make_method("dvrl", iterations=args.iterations, **params, **options)
     return make_method(args.method, **params)
 
 
-def _summary(result, table, corrupted, valuer, data, out, found_fraction,
-             detection_auroc) -> None:
+def _summary_of(result, data, corrupted, random_state) -> dict[str, Any]:
+    """The run's figures, in the shape of a service job's ``summary`` (which
+    :func:`print_summary` also prints for ``dvrl remote value``)."""
+    from .controls import marginal_control
+    from .evaluation import detection_auroc, found_fraction
+
+    summary: dict[str, Any] = {
+        "method": result.params.get("method", "dvrl"), "device": result.device,
+        "timings": result.timings, "predictor": result.params.get("predictor"),
+        "metric": result.params.get("metric"),
+    }
+    if result.diagnostics.get("trust"):
+        summary["trust"] = result.diagnostics["trust"]
+    if result.diagnostics.get("predictor_choice"):  # as a job's summary.diagnostics has it
+        summary["diagnostics"] = {"predictor_choice": result.diagnostics["predictor_choice"]}
+    if corrupted is not None and len(corrupted):
+        control = marginal_control(data, random_state=random_state)
+        summary["label_noise"] = {
+            "flipped": len(corrupted),
+            **{f"found_at_{p}": found_fraction(result.values, corrupted, p / 100)
+               for p in (10, 20, 30)},
+            "auroc": detection_auroc(result.values, corrupted),
+            "marginal_control": {"found_at_20": found_fraction(control, corrupted, 0.2),
+                                 "auroc": detection_auroc(control, corrupted)},
+        }
+    return summary
+
+
+def print_summary(summary: dict[str, Any], table, out: str | None) -> None:
+    """The summary on standard error: timing, the lowest- and highest-valued rows, the trust
+    check and, with injected noise, how much of it ranks lowest."""
     err = sys.stderr
-    timing = result.timings
-    method = result.params.get("method", "dvrl")
+    timing = summary["timings"]
+    method = summary.get("method", "dvrl")
     if method == "dvrl":
         print(f"\nvalued {len(table)} rows in {timing['total_s']:.1f}s "
-              f"({timing['iterations_per_s']:.0f} iterations/s on {result.device}); "
-              f"predictor {result.params['predictor']}, reward {result.params['metric']}",
-              file=err)
-        choice = result.diagnostics.get("predictor_choice")
+              f"({timing['iterations_per_s']:.0f} iterations/s on {summary['device']}); "
+              f"predictor {summary['predictor']}, reward {summary['metric']}", file=err)
+        choice = summary.get("diagnostics", {}).get("predictor_choice")
         if choice:
             scores = ", ".join(f"{name} {score:.4f}" for name, score in choice["scores"].items())
             print(f"predictor chosen by auto: validation {choice['metric']} (higher is better) "
                   f"{scores}", file=err)
     else:
         print(f"\nvalued {len(table)} rows with {method} in {timing['total_s']:.1f}s on "
-              f"{result.device}; model {result.params.get('predictor')}, metric "
-              f"{result.params.get('metric')}", file=err)
+              f"{summary['device']}; model {summary.get('predictor')}, metric "
+              f"{summary.get('metric')}", file=err)
     shown = ["row", "value", "rank", "label"]
     print("lowest-valued rows (review these first):", file=err)
     print(table.sort_values("rank").head(5)[shown].to_string(index=False), file=err)
     print("highest-valued rows:", file=err)
     print(table.sort_values("rank", ascending=False).head(5)[shown].to_string(index=False),
           file=err)
-    trust = result.diagnostics.get("trust")
+    trust = summary.get("trust")
     if trust:
         returned = "the prior (learning made the planted flips harder to find)" \
             if trust["returned"] == "prior" else "the learned values"
         rows = trust.get("check_rows", 0) + trust.get("planted", {}).get("rows", 0)
         where = f" on {rows} held-out validation rows" if rows else ""
         print(f"trust check{where}: {trust['verdict']}; returned {returned}", file=err)
-    if corrupted is not None and len(corrupted):
-        from .controls import marginal_control
-
-        control = marginal_control(data, random_state=valuer.random_state)
-        found = ", ".join(f"{f:.0%}: {found_fraction(result.values, corrupted, f):.2f}"
-                          for f in (0.1, 0.2, 0.3))
-        print(f"injected noise: {len(corrupted)} labels flipped; found among the lowest {found}",
-              file=err)
-        print(f"detection AUROC {detection_auroc(result.values, corrupted):.3f} "
-              f"(the official marginal alone: found@20% "
-              f"{found_fraction(control, corrupted, 0.2):.2f}, AUROC "
-              f"{detection_auroc(control, corrupted):.3f}; random: found@20% 0.20)", file=err)
+    noise = summary.get("label_noise")
+    if noise and noise["flipped"]:
+        found = ", ".join(f"{p}%: {noise[f'found_at_{p}']:.2f}" for p in (10, 20, 30))
+        print(f"injected noise: {noise['flipped']} labels flipped; found among the lowest "
+              f"{found}", file=err)
+        control = noise["marginal_control"]
+        print(f"detection AUROC {noise['auroc']:.3f} (the official marginal alone: found@20% "
+              f"{control['found_at_20']:.2f}, AUROC {control['auroc']:.3f}; random: found@20% "
+              "0.20)", file=err)
     if out:
         print(f"values written to {out}", file=err)
 

@@ -153,7 +153,8 @@ def fresh_database() -> str:
 def test_the_image_installs_a_wheel_that_runs_without_the_source_tree(image, tmp_path):
     assert any("pip wheel" in step for step in image.log)
     venv_python = image.root / "venv" / "bin" / "python"
-    code = "import dvrl_core, service, migrations; print(dvrl_core.__file__, migrations.__file__)"
+    code = ("import dvrl_core, dvrl_client, service, migrations; "
+            "print(dvrl_core.__file__, dvrl_client.__file__, migrations.__file__)")
     done = subprocess.run([str(venv_python), "-c", code], cwd=tmp_path, capture_output=True,
                           text=True, env=image.shell_env(), timeout=120)
     assert done.returncode == 0, done.stderr

@@ -1,0 +1,124 @@
+"""``dvrl remote value``: ``dvrl value`` run by a DVRL server.
+
+    dvrl remote value TRAIN --target COL [--valid VALID | --valid-fraction F] [...] \\
+        [--server URL]
+
+The arguments are ``dvrl value``'s own (:func:`dvrl_core.cli.add_value_arguments`) and so is the
+output: the table (``row``, ``value``, ``rank``, ``label``, and ``noise_injected`` with
+``--inject-noise``) to ``--out`` or standard output, progress and the summary on standard error,
+``error: ...`` and exit status 2 for any error. The server is ``--server`` or ``DVRL_SERVER``;
+the API key is read from ``DVRL_API_KEY`` only (a command line is visible to every user of the
+machine). An option that cannot apply on a server is refused, never ignored.
+
+Unlike the rest of dvrl_client, this command imports dvrl_core (its argument definitions and
+summary), which does not import torch for them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from dvrl_core.cli import (
+    EXIT_ERROR,
+    ProgressPrinter,
+    add_value_arguments,
+    check_value_arguments,
+    dvrl_options,
+    print_summary,
+)
+from dvrl_core.errors import ConfigError, DVRLError
+
+from .client import Client, Job
+from .errors import ClientError
+from .resources import Progress
+
+SERVER_DEVICES = ("auto", "cpu", "cuda")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="dvrl remote", description="Run the dvrl commands on a DVRL server.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    value = commands.add_parser(
+        "value", help="value the rows of a training table on a server (as dvrl value)")
+    add_value_arguments(value)
+    value.add_argument("--server", default=os.environ.get("DVRL_SERVER"),
+                       help="the server's URL (default: $DVRL_SERVER); the API key, if the "
+                       "server needs one, is read from $DVRL_API_KEY")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return _value(args)
+    except (DVRLError, ClientError, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        print("error: interrupted (a job it had started on the server is cancelled)",
+              file=sys.stderr)
+        return 130
+
+
+def spec_fields(args: argparse.Namespace) -> dict[str, Any]:
+    """The job spec fields that ask the server for what ``dvrl value`` would do here."""
+    check_value_arguments(args)
+    options = dvrl_options(args)
+    if args.device not in SERVER_DEVICES:
+        raise ConfigError(f"--device {args.device!r}: a server takes auto, cpu or cuda (its "
+                          "GPU workers choose the GPU)")
+    fields: dict[str, Any] = {"task": args.task, "method": args.method, "seed": args.seed,
+                              "device": args.device}
+    if args.id_column is not None:
+        fields["id_column"] = args.id_column
+    if args.inject_noise is not None:
+        fields["label_noise"] = args.inject_noise
+    if args.method == "dvrl":
+        fields["dvrl"] = {"iterations": args.iterations} | {
+            name: options[name] for name in ("metric", "rollouts") if name in options}
+        if "predictor" in options:
+            fields["predictor"] = options["predictor"]
+    return fields
+
+
+def _value(args: argparse.Namespace) -> int:
+    from dvrl_core.io import write_table
+
+    fields = spec_fields(args)
+    if not args.server:
+        raise ConfigError("give --server URL or set DVRL_SERVER")
+    if not args.quiet:  # retries are worth knowing about while one waits
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("dvrl: %(message)s"))
+        logging.getLogger("dvrl_client").addHandler(handler)
+    printer = ProgressPrinter(not args.quiet)
+
+    def progress(state: Progress) -> None:
+        if state.phase == "training" and None not in (state.iteration, state.total,
+                                                       state.reward, state.elapsed_s):
+            printer(state)
+
+    def announce(job: Job) -> None:
+        if not args.quiet:
+            print(f"job {job.id} on {args.server}", file=sys.stderr)
+
+    valid = args.valid if args.valid is not None else args.valid_fraction
+    with Client(args.server, os.environ.get("DVRL_API_KEY") or None) as client:
+        try:
+            table = client.value(args.train, target=args.target, valid=valid, test=args.test,
+                                 progress=progress, on_submit=announce, **fields)
+        finally:
+            printer.close()
+    if args.out:
+        write_table(table, args.out)
+    else:
+        table.to_csv(sys.stdout, index=False)
+    if not args.quiet:
+        print_summary(table.attrs["summary"], table, args.out)
+    return 0

@@ -1,0 +1,192 @@
+"""The API's operations, each written once as a generator of steps (see :mod:`.calls`).
+
+``Client`` and ``AsyncClient`` run the same generators; only how a step is performed differs.
+Each HTTP call goes through :func:`dvrl_client.retry.send` (retries) and :func:`expect` (an
+answer that is not the expected success becomes a typed :class:`~dvrl_client.ProblemError`).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
+
+import httpx
+
+from .calls import Call, Operation, Sleep
+from .errors import JobCancelled, JobFailed, NotFound, WaitTimeout, problem_error
+from .progress import ProgressOption, ProgressReporter
+from .resources import Dataset, JobView, Progress
+from .retry import Retry, send
+from .tables import as_upload, curves_frames, dvrl_value_table, page_frame, values_frame
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+PAGE_SIZE = 10_000
+FIRST_POLL_S = 0.25  # a job's first seconds (queued, loading) pass quickly: look often
+
+
+def expect(response: httpx.Response, *statuses: int) -> httpx.Response:
+    if response.status_code not in statuses:
+        raise problem_error(response)
+    return response
+
+
+def _job_path(job_id: str, suffix: str = "") -> str:
+    return f"/v1/jobs/{quote(job_id, safe='')}{suffix}"
+
+
+class Operations:
+    """The operations under one retry policy."""
+
+    def __init__(self, retry: Retry) -> None:
+        self.retry = retry
+
+    def _call(self, call: Call, *ok: int) -> Operation[httpx.Response]:
+        response = yield from send(call, self.retry)
+        return expect(response, *ok)
+
+    # datasets
+
+    def upload(self, table: Any, name: str | None = None) -> Operation[Dataset]:
+        call = Call.post("/v1/datasets", upload=as_upload(table, name))
+        response = yield from self._call(call, 201)
+        return Dataset.from_api(response.json())
+
+    def dataset(self, dataset_id: str) -> Operation[Dataset]:
+        call = Call("GET", f"/v1/datasets/{quote(dataset_id, safe='')}")
+        response = yield from self._call(call, 200)
+        return Dataset.from_api(response.json())
+
+    def delete_dataset(self, dataset_id: str) -> Operation[None]:
+        yield from self._call(Call("DELETE", f"/v1/datasets/{quote(dataset_id, safe='')}",
+                                   gone_means_done=True), 204)
+
+    # jobs
+
+    def submit(self, spec: dict[str, Any]) -> Operation[dict[str, Any]]:
+        response = yield from self._call(Call.post("/v1/jobs", json=spec), 202)
+        return response.json()
+
+    def job(self, job_id: str) -> Operation[dict[str, Any]]:
+        response = yield from self._call(Call("GET", _job_path(job_id)), 200)
+        return response.json()
+
+    def jobs(self, state: str | None = None) -> Operation[list[dict[str, Any]]]:
+        """Every job of this key's owner, newest first (all pages)."""
+        found: list[dict[str, Any]] = []
+        params: dict[str, Any] = {"page_size": 1000} | ({"state": state} if state else {})
+        while True:
+            response = yield from self._call(Call("GET", "/v1/jobs", params=params), 200)
+            page = response.json()
+            found += page["items"]
+            if not page.get("next_page_token"):
+                return found
+            params = params | {"page_token": page["next_page_token"]}
+
+    def cancel(self, job_id: str) -> Operation[dict[str, Any]]:
+        response = yield from self._call(Call.post(_job_path(job_id, ":cancel")), 202)
+        return response.json()
+
+    def delete_job(self, job_id: str) -> Operation[None]:
+        yield from self._call(Call("DELETE", _job_path(job_id), gone_means_done=True), 204)
+
+    def wait(self, job_id: str, progress: ProgressOption = True, timeout: float | None = None,
+             poll_interval: float = 2.0) -> Operation[dict[str, Any]]:
+        """Poll until the job ends; its last state, or JobFailed / JobCancelled. Polls start
+        every quarter second and slow down to ``poll_interval`` (the service writes progress
+        about once a second)."""
+        started = time.monotonic()
+        delay = FIRST_POLL_S
+        reporter = ProgressReporter(progress, job_id)
+        try:
+            while True:
+                body = yield from self.job(job_id)
+                reporter(Progress.from_api(body.get("progress")))
+                if JobView(body).done:
+                    break
+                if timeout is not None and time.monotonic() - started + delay > timeout:
+                    raise WaitTimeout(f"job {job_id} is still {body['state']} after "
+                                      f"{timeout:g}s")
+                yield Sleep(delay)
+                delay = min(poll_interval, delay * 1.5)
+        finally:
+            reporter.close()
+        if body["state"] == "FAILED":
+            raise JobFailed(body)
+        if body["state"] == "CANCELLED":
+            raise JobCancelled(body)
+        return body
+
+    # results
+
+    def _training_table(self, job: JobView) -> Operation[Dataset | None]:
+        """The job's training dataset, for the types of its id and label columns (None when
+        it has been deleted since: the values stay text)."""
+        try:
+            return (yield from self.dataset(job.spec["dataset_id"]))
+        except NotFound:
+            return None
+
+    def values(self, job: JobView, train: Dataset | None = None) -> Operation[pd.DataFrame]:
+        """Every training row in input order: row, value, rank, label, flagged (and
+        noise_injected with label_noise); ``train``: the job's training dataset, if known."""
+        response = yield from self._call(
+            Call("GET", _job_path(job.id, "/values"), params={"format": "parquet"}), 200)
+        if train is None:
+            train = yield from self._training_table(job)
+        return values_frame(response.content, job, train)
+
+    def corrupted(self, job: JobView) -> Operation[pd.DataFrame]:
+        """The flagged rows, lowest value first."""
+        items: list[dict[str, Any]] = []
+        params: dict[str, Any] = {"page_size": PAGE_SIZE}
+        while True:
+            response = yield from self._call(
+                Call("GET", _job_path(job.id, "/corrupted"), params=params), 200)
+            page = response.json()
+            items += page["items"]
+            if not page.get("next_page_token"):
+                break
+            params = params | {"page_token": page["next_page_token"]}
+        train = yield from self._training_table(job)
+        return page_frame(items, job, train)
+
+    def curves(self, job_id: str) -> Operation[dict[str, pd.DataFrame]]:
+        response = yield from self._call(Call("GET", _job_path(job_id, "/curves")), 200)
+        return curves_frames(response.json())
+
+    # everything at once
+
+    def value(self, train: Any, target: str, valid: Any, test: Any = None,
+              progress: ProgressOption = True,
+              on_submitted: Callable[[dict[str, Any]], Any] | None = None,
+              **spec_fields: Any) -> Operation[pd.DataFrame]:
+        """Upload, submit, wait and download: the table ``dvrl value`` writes."""
+        training = yield from self.upload(train, _frame_name(train, "train"))
+        spec: dict[str, Any] = {"dataset_id": training.id, "target": target,
+                                "evaluations": []}
+        if isinstance(valid, int | float) and not isinstance(valid, bool):
+            spec["validation"] = {"fraction": valid}
+        else:
+            validation = yield from self.upload(valid, _frame_name(valid, "valid"))
+            spec["validation"] = {"dataset_id": validation.id}
+        if test is not None:
+            tested = yield from self.upload(test, _frame_name(test, "test"))
+            spec["test"] = {"dataset_id": tested.id}
+        submitted = yield from self.submit(spec | spec_fields)
+        if on_submitted is not None:
+            on_submitted(submitted)
+        body = yield from self.wait(submitted["id"], progress)
+        job = JobView(body)
+        table = dvrl_value_table((yield from self.values(job, training)))
+        table.attrs = {"job_id": job.id, "summary": job.summary}
+        return table
+
+
+def _frame_name(table: Any, role: str) -> str | None:
+    """A DataFrame's upload is named for its role; a file keeps its own name."""
+    return None if isinstance(table, str | os.PathLike) else f"{role}.parquet"

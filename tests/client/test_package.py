@@ -1,0 +1,50 @@
+"""dvrl_client stands alone: importable where torch and the service are not installed."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+import dvrl_client
+from tests.conftest import ROOT
+
+HEAVY = ("torch", "lightgbm", "sklearn", "service", "api", "dvrl_core", "worker", "celery",
+         "sqlalchemy", "fastapi", "pandas")
+# a finder ahead of every other: importing any of HEAVY fails, as on a machine without them
+BLOCK = f"""
+import sys
+class Block:
+    def find_spec(self, name, path=None, target=None):
+        if name.split('.')[0] in {HEAVY!r}:
+            raise ImportError('blocked: ' + name)
+sys.meta_path.insert(0, Block())
+"""
+
+
+def test_importing_the_client_needs_no_torch_service_api_or_dvrl_core():
+    code = BLOCK + """
+from dvrl_client import AsyncClient, Client
+Client("http://127.0.0.1:1", api_key="k").close()
+import asyncio
+asyncio.run(AsyncClient("http://127.0.0.1:1").aclose())
+print(sorted(m for m in sys.modules if m.split('.')[0] in """ + repr(HEAVY) + "))"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          cwd=ROOT, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"  # not even pandas until a table is built
+
+
+def test_the_public_names():
+    assert sorted(dvrl_client.__all__) == sorted([
+        "AsyncClient", "AsyncJob", "Client", "ClientError", "Column", "Conflict", "Dataset",
+        "InvalidRequest", "Job", "JobCancelled", "JobError", "JobFailed", "NotFound",
+        "PayloadTooLarge", "ProblemError", "Progress", "Retry", "ServerError",
+        "ServiceUnavailable", "ServiceUnreachable", "TooManyRequests", "Unauthorized",
+        "WaitTimeout", "__version__"])
+
+
+def test_a_url_without_a_scheme_is_refused_at_once():
+    with pytest.raises(ValueError, match="http://127.0.0.1:8000"):
+        dvrl_client.Client("127.0.0.1:8000")

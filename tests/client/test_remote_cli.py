@@ -1,0 +1,104 @@
+"""`dvrl remote value`: `dvrl value`'s arguments and output, run by a real server."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+
+from dvrl_client import Client
+from tests.client.conftest import dvrl_value
+from tests.conftest import ROOT
+
+# run as on a machine without torch, LightGBM, scikit-learn or the service's own packages
+NO_TORCH = """
+import sys
+class Block:
+    def find_spec(self, name, path=None, target=None):
+        if name.split('.')[0] in ('torch', 'lightgbm', 'sklearn', 'service', 'api', 'worker'):
+            raise ImportError('blocked: ' + name)
+sys.meta_path.insert(0, Block())
+"""
+
+
+def remote(*args: str, env: dict[str, str], folder) -> subprocess.CompletedProcess:
+    (folder / "sitecustomize.py").write_text(NO_TORCH)
+    return subprocess.run([sys.executable, "-m", "dvrl_cli", "remote", "value", *args],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300,
+                          env=os.environ | {"PYTHONPATH": str(folder)} | env)
+
+
+def test_remote_value_writes_what_dvrl_value_writes(server, key, celery_worker, table_files,
+                                                    tmp_path):
+    train = str(table_files[0])
+    args = ["--target", "label", "--valid-fraction", "0.3", "--iterations", "20",
+            "--inject-noise", "0.2", "--seed", "2"]
+    env = {"DVRL_SERVER": server.url, "DVRL_API_KEY": key}
+    done = remote(train, *args, "--out", str(tmp_path / "remote.parquet"), env=env,
+                  folder=tmp_path)
+    assert done.returncode == 0, done.stderr
+    local = dvrl_value(train, *args, "--out", str(tmp_path / "local.parquet"))
+    assert local.returncode == 0, local.stderr
+    got, expected = (pd.read_parquet(tmp_path / f"{name}.parquet")
+                     for name in ("remote", "local"))
+    assert list(got.columns) == ["row", "value", "rank", "label", "noise_injected"]
+    assert got.dtypes.to_dict() == expected.dtypes.to_dict()
+    assert len(got) == 252 and got["row"].tolist() == expected["row"].tolist()
+    pd.testing.assert_frame_equal(got.drop(columns="value"), expected.drop(columns="value"))
+    np.testing.assert_allclose(got["value"], expected["value"], atol=1e-6)
+    for line in ("lowest-valued rows (review these first):", "injected noise: 50 labels "
+                 "flipped", "trust check", "values written to "):
+        assert line in done.stderr and line in local.stderr
+    assert f"values written to {tmp_path / 'remote.parquet'}" in done.stderr
+
+    quiet = remote(train, "--target", "label", "--valid-fraction", "0.3", "--iterations", "5",
+                   "--quiet", "--server", server.url, env={"DVRL_API_KEY": key},
+                   folder=tmp_path)
+    assert quiet.returncode == 0 and quiet.stderr == ""
+    assert quiet.stdout.splitlines()[0] == "row,value,rank,label"
+    assert len(quiet.stdout.splitlines()) == 253
+
+
+def test_remote_value_errors_are_one_line_and_exit_2(server, key, table_files, tmp_path):
+    train = str(table_files[0])
+    env = {"DVRL_SERVER": server.url, "DVRL_API_KEY": key}
+    cases = [
+        (["--valid-fraction", "0.3", "--method", "knn_shapley", "--rollouts", "4"], env,
+         "error: --rollouts: options of --method dvrl, not of knn_shapley"),
+        (["--valid-fraction", "0.3", "--device", "cuda:1"], env, "--device 'cuda:1'"),
+        ([], env, "give --valid TABLE or --valid-fraction F"),
+        (["--valid-fraction", "0.3"], {"DVRL_SERVER": "", "DVRL_API_KEY": key},
+         "give --server URL or set DVRL_SERVER"),
+        (["--valid-fraction", "0.3"], env | {"DVRL_API_KEY": "dvrl_wrong"}, "401 Unauthorized"),
+        (["--valid", str(tmp_path / "missing.csv")], env, "missing.csv: no such file"),
+        (["--valid-fraction", "0.3", "--predictor", "svm"], env, "predictor"),
+    ]
+    for args, case_env, message in cases:
+        done = remote(train, "--target", "label", *args, env=case_env, folder=tmp_path)
+        lines = done.stderr.strip().splitlines()
+        assert done.returncode == 2, (args, done.stderr)
+        assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], \
+            (args, done.stderr)
+
+
+def test_interrupting_remote_value_cancels_its_job(server, key, table_files, tmp_path):
+    (tmp_path / "sitecustomize.py").write_text(NO_TORCH)
+    command = [sys.executable, "-m", "dvrl_cli", "remote", "value", str(table_files[0]),
+               "--target", "label", "--valid-fraction", "0.3", "--iterations", "100000"]
+    env = os.environ | {"PYTHONPATH": str(tmp_path), "DVRL_SERVER": server.url,
+                        "DVRL_API_KEY": key}
+    process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+    with Client(server.url, api_key=key) as client:
+        assert process.stderr is not None
+        announced = process.stderr.readline()  # submitted (no worker: it stays queued)
+        assert announced == f"job {client.jobs()[0].id} on {server.url}\n"
+        process.send_signal(signal.SIGINT)
+        _, stderr = process.communicate(timeout=60)
+        assert process.returncode == 130
+        assert stderr.strip().splitlines()[-1].startswith("error: interrupted")
+        assert [job.state for job in client.jobs()] == ["CANCELLED"]
