@@ -50,7 +50,7 @@ export function mount(main, { id }) {
     if (job.state !== shownState) {
       shownState = job.state;
       if (job.state === "SUCCEEDED") renderResults(results, job).catch((error) => {
-        if (!stopped) results.append(problemBox(error));
+        if (!stopped) fill(results, problemBox(error));
       });
       if (job.state === "FAILED" && job.error) {
         fill(results, h("section.card", h("h2", "Why it failed"), problemBox(job.error)));
@@ -142,7 +142,7 @@ function tiles(s) {
   ];
   if (noise) {
     items.push(
-      tile("Flips found in lowest 20%", fmt.percent(noise.found_at_20, 1),
+      tile("Flips in lowest 20%", fmt.percent(noise.found_at_20, 1),
         `control ${fmt.percent(noise.marginal_control.found_at_20, 1)}`, "found_at_20"),
       tile("Detection AUROC", fmt.fixed(noise.auroc, 3),
         `control ${fmt.fixed(noise.marginal_control.auroc, 3)}`, "auroc"));
@@ -165,14 +165,15 @@ function trustCard(trust) {
       h(`span.verdict.${tone}`, { id: "trust-verdict" }, verdict)),
     h("p.sub", "Checks on validation rows held out of everything the values were learned from. ",
       trust.returned === "prior"
-        ? "The learned values did not find the planted flips better than the prior they started "
-          + "from, so the prior was returned."
+        ? "The learned values did not find the planted flips clearly better (by more than the "
+          + "AUROC's standard error) than the prior they started from, so the prior was returned."
         : trust.returned ? "The learned values were returned." : ""));
   if (trust.scores) {
-    const names = { dvrl: "learned values", prior: "prior", control: "simple control" };
+    const candidates = { dvrl: "learned values", prior: "prior", control: "simple control" };
     const rows = [["Keep every row", trust.keep_all, null]];
     for (const [key, score] of Object.entries(trust.scores)) {
-      rows.push([`Remove lowest ${fmt.percent(trust.removed)} by ${names[key] || key}`, score,
+      rows.push([`Remove lowest ${fmt.percent(trust.removed)} by ${candidates[key] || key}`,
+        score,
         trust.planted && trust.planted.auroc ? trust.planted.auroc[key] : null]);
     }
     rows.push([`Remove ${fmt.percent(trust.removed)} at random`, trust.random, null,
