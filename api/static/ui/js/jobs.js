@@ -1,17 +1,19 @@
-// The jobs list: newest first, filtered by state, refreshed every two seconds (live progress).
+// The jobs list: newest first, filtered by state, refreshed every two seconds while a job is
+// queued or running (live progress), every ten otherwise.
 
 import { api, datasetName } from "./api.js";
 import { ACTIVE, clear, fill, fmt, h, problemBox, progressBar, stateBadge } from "./dom.js";
 
 const STATES = ["", "QUEUED", "RUNNING", "SUCCEEDED", "FAILED", "CANCELLED"];
 const PAGE = 25;
-const POLL_MS = 2000;
+const POLL_MS = { active: 2000, idle: 10000 };
 
 export function mount(main) {
   let state = new URLSearchParams(location.search).get("state") || "";
   let limit = PAGE;
   let timer = null;
   let stopped = false;
+  let busy = true;
 
   const body = h("tbody");
   const more = h("button.button.secondary", { type: "button", hidden: true,
@@ -48,6 +50,7 @@ export function mount(main) {
       const page = await api.jobs(params);
       if (stopped) return;
       render(page.items);
+      busy = page.items.some((job) => ACTIVE.has(job.state));
       more.hidden = !page.next_page_token;
       status.textContent = `updated ${new Date().toLocaleTimeString("en")}`;
       status.classList.remove("error");
@@ -56,7 +59,7 @@ export function mount(main) {
       status.textContent = error.title;
       status.classList.add("error");
     }
-    if (!stopped) timer = setTimeout(refresh, POLL_MS);
+    if (!stopped) timer = setTimeout(refresh, busy ? POLL_MS.active : POLL_MS.idle);
   }
 
   function render(jobs) {
@@ -77,7 +80,10 @@ export function mount(main) {
 function row(job) {
   const spec = job.spec;
   const data = h("span.muted", "…");
-  datasetName(spec.dataset_id).then((name) => { data.textContent = name; });
+  datasetName(spec.dataset_id).then((name) => {
+    data.textContent = name;
+    data.classList.remove("muted");
+  });
   return h("tr", { dataset: { jobId: job.id } },
     h("td", h("a.mono", { href: `/ui/jobs/${job.id}`, "data-nav": true }, fmt.shortId(job.id)),
       h("div.sub", [spec.method, spec.predictor].filter(Boolean).join(" · "))),
