@@ -10,8 +10,9 @@ from fastapi import FastAPI
 from service import dispatch
 from service.settings import Settings, get_settings
 
-from . import problems
+from . import problems, ui
 from .limits import BodyLimit
+from .metrics import Metrics, RequestMetrics
 from .routes import datasets, health, jobs, results, webhooks
 
 
@@ -48,12 +49,16 @@ def create_app(run_embedded_worker: bool = True, listen_host: str | None = None)
         description="Upload a training table, start a valuation job, poll it, and download a "
         "value for every row (DVRL: Yoon, Arik, Pfister, ICML 2020). Errors are RFC 9457 "
         "application/problem+json.",
-        lifespan=lifespan,
+        lifespan=lifespan, docs_url=None, redoc_url=None,  # /docs from the package: api.ui
     )
     app.state.run_embedded_worker = run_embedded_worker
     app.state.auth_required = auth_required(get_settings(), listen_host)
     problems.install(app)
+    app.state.metrics = Metrics()
     app.add_middleware(BodyLimit)
+    # outermost: it times and counts the 413s that BodyLimit answers too
+    app.add_middleware(RequestMetrics, metrics=app.state.metrics, routed=app)
     for module in (datasets, jobs, results, webhooks, health):
         app.include_router(module.router)
+    ui.install(app)
     return app

@@ -4,19 +4,17 @@ from __future__ import annotations
 
 import logging
 
-from fastapi import APIRouter, Response
-from prometheus_client import CONTENT_TYPE_LATEST, Gauge, generate_latest
-from sqlalchemy import func, select, text
+from fastapi import APIRouter, Request, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from sqlalchemy import text
 
 from service.dispatch import celery_app
-from service.models import Job
 
 from ..deps import SessionDep, SettingsDep
 from ..problems import problem
 
 log = logging.getLogger(__name__)
 router = APIRouter(tags=["health"])
-JOBS = Gauge("dvrl_jobs", "jobs by state", ["state"])
 
 
 @router.get("/healthz", operation_id="healthz", summary="The process is up")
@@ -49,9 +47,13 @@ def _not_ready(dependency: str):
     return response
 
 
-@router.get("/metrics", operation_id="metrics", summary="Prometheus metrics")
-def metrics(session: SessionDep) -> Response:
-    counts = dict(session.execute(select(Job.state, func.count()).group_by(Job.state)).all())
-    for state in ("QUEUED", "RUNNING", "CANCELLING", "SUCCEEDED", "FAILED", "CANCELLED"):
-        JOBS.labels(state).set(counts.get(state, 0))
-    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+@router.get("/metrics", operation_id="metrics", summary="Prometheus metrics",
+            response_class=Response,
+            responses={200: {"content": {CONTENT_TYPE_LATEST.split(";")[0]: {}}}})
+def metrics(request: Request, session: SessionDep) -> Response:
+    """Requests by route template and status (counts, latency histograms), jobs by state, queue
+    depth and the oldest queued job's age, workers' heartbeats, finished jobs' outcomes and
+    durations (api.metrics). Needs no key: scrape it from inside the deployment only."""
+    instruments = request.app.state.metrics
+    instruments.jobs.refresh(session)
+    return Response(generate_latest(instruments.registry), media_type=CONTENT_TYPE_LATEST)

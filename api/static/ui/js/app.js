@@ -1,0 +1,93 @@
+// The dashboard's entry point: routes /ui, /ui/new and /ui/jobs/{id} to their pages (history API,
+// no reload) and asks for an API key when the server answers 401.
+
+import { api, auth } from "./api.js";
+import { clear, fill, h, problemBox } from "./dom.js";
+import * as jobPage from "./job.js";
+import * as jobsPage from "./jobs.js";
+import * as newPage from "./new.js";
+
+const main = document.getElementById("main");
+const keybox = document.getElementById("keybox");
+let cleanup = () => {};
+
+function route(path) {
+  const job = path.match(/^\/ui\/jobs\/([^/]+)\/?$/);
+  if (job) return [jobPage, { id: decodeURIComponent(job[1]) }, "jobs"];
+  if (/^\/ui\/new\/?$/.test(path)) return [newPage, {}, "new"];
+  return [jobsPage, {}, "jobs"];
+}
+
+function render() {
+  cleanup();
+  const [page, params, section] = route(location.pathname);
+  for (const link of document.querySelectorAll(".nav a[data-section]")) {
+    link.classList.toggle("active", link.dataset.section === section);
+  }
+  renderKeybox();
+  cleanup = page.mount(main, params, navigate) || (() => {});
+  window.scrollTo(0, 0);
+}
+
+export function navigate(url) {
+  history.pushState(null, "", url);
+  render();
+}
+
+function renderKeybox() {
+  clear(keybox);
+  if (auth.key) {
+    const shown = auth.key.split("_").slice(0, 2).join("_");
+    keybox.append(h("span.key-chip", { title: "the API key this tab uses" }, "key ",
+      h("code", `${shown}_…`)), h("button.link", { type: "button", id: "forget-key",
+      onclick: () => { auth.clear(); render(); } }, "forget"));
+  }
+}
+
+/** The server wants a key (or refused the one given): ask for one, then draw the page again. */
+function askForKey(refused) {
+  if (document.getElementById("key-form")) return; // asked already (several requests failed)
+  cleanup();
+  cleanup = () => {};
+  const input = h("input", { type: "password", name: "api-key", id: "api-key",
+    autocomplete: "off", placeholder: "dvrl_…", required: true });
+  const status = h("div.form-status");
+  const form = h("form.keyform", { id: "key-form", onsubmit: async (event) => {
+    event.preventDefault();
+    auth.set(input.value.trim());
+    try {
+      await api.jobs({ page_size: "1" });
+    } catch (error) {
+      if (error.status === 401) auth.clear();
+      status.replaceChildren(problemBox(error.status === 401
+        ? { title: "Refused", message: "this server does not know that key (unknown or revoked)" }
+        : error));
+      renderKeybox();
+      return;
+    }
+    render();
+  } }, input, h("button.button", { type: "submit" }, "Use this key"));
+  fill(main, h("section.card.narrow",
+    h("h1", "API key"),
+    refused && auth.key
+      ? problemBox({ title: "Refused", message: "this server does not know that key (unknown "
+        + "or revoked)" })
+      : h("p", "This server asks for an API key. It shows only the datasets and jobs of the "
+        + "key's owner."),
+    form, status,
+    h("p.sub", "Create one with ", h("code", "dvrl keys create --owner NAME"), ". The key stays "
+      + "in this browser tab (sessionStorage) and is sent as a Bearer token to this server only.")));
+  renderKeybox();
+  input.focus();
+}
+
+document.addEventListener("click", (event) => {
+  const link = event.target.closest("a[data-nav]");
+  if (!link || event.defaultPrevented || event.button !== 0 || event.metaKey || event.ctrlKey
+      || event.shiftKey || event.altKey) return;
+  event.preventDefault();
+  navigate(link.getAttribute("href"));
+});
+window.addEventListener("popstate", render);
+window.addEventListener("dvrl:unauthorized", () => askForKey(true));
+render();

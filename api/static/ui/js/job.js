@@ -1,0 +1,304 @@
+// One job: live progress and reward while it runs; once it SUCCEEDED, what the API returns about
+// its values: the trust verdict, the label-noise figures, the value histogram, the discovery,
+// removal and reward curves, weighted training, the lowest-valued rows and the downloads.
+
+import { allValues, api, datasetName, download } from "./api.js";
+import { COLORS, bars, histogram, lineChart } from "./charts.js";
+import { ACTIVE, fill, fmt, h, names, problemBox, progressBar, stateBadge } from "./dom.js";
+import { progressText } from "./jobs.js";
+
+const POLL_MS = 1000;
+const HISTOGRAM_ROWS = 50000;
+const LOWEST_ROWS = 20;
+
+export function mount(main, { id }) {
+  let stopped = false;
+  let timer = null;
+  let shownState = null;
+  const trace = []; // [iteration, recent reward] seen while polling
+
+  const head = h("div.page-head");
+  const live = h("section.card", { id: "live" });
+  const results = h("div", { id: "results" });
+  fill(main, head, live, results);
+
+  async function poll() {
+    clearTimeout(timer);
+    let job;
+    try {
+      job = await api.job(id);
+    } catch (error) {
+      if (stopped || error.status === 401) return;
+      if (error.status === 404) {
+        fill(main, h("div.page-head", h("h1", "Job not found")), h("section.card",
+          h("p", "No job ", h("code", id), " for this API key."),
+          h("a.button.secondary", { href: "/ui", "data-nav": true }, "All jobs")));
+        return;
+      }
+      fill(live, problemBox(error));
+      timer = setTimeout(poll, 3 * POLL_MS);
+      return;
+    }
+    if (stopped) return;
+    const p = job.progress || {};
+    if (p.iteration && p.reward !== null && p.reward !== undefined
+        && (!trace.length || trace.at(-1)[0] !== p.iteration)) {
+      trace.push([p.iteration, p.reward]);
+    }
+    renderHead(job);
+    renderLive(job);
+    if (job.state !== shownState) {
+      shownState = job.state;
+      if (job.state === "SUCCEEDED") renderResults(results, job).catch((error) => {
+        if (!stopped) fill(results, problemBox(error));
+      });
+      if (job.state === "FAILED" && job.error) {
+        fill(results, h("section.card", h("h2", "Why it failed"), problemBox(job.error)));
+      }
+    }
+    if (ACTIVE.has(job.state)) timer = setTimeout(poll, POLL_MS);
+  }
+
+  function renderHead(job) {
+    const actions = h("div.actions");
+    if (ACTIVE.has(job.state) && job.state !== "CANCELLING") {
+      actions.append(h("button.button.secondary", { type: "button", id: "cancel-job",
+        onclick: async (event) => {
+          event.target.disabled = true;
+          try { await api.cancel(id); } catch (error) { live.prepend(problemBox(error)); }
+          poll();
+        } }, "Cancel job"));
+    }
+    const title = h("h1", "Job ", h("span.mono", fmt.shortId(job.id)), " ", stateBadge(job.state));
+    const data = h("span", "…");
+    datasetName(job.spec.dataset_id).then((name) => { data.textContent = name; });
+    fill(head, h("div", title, h("p.lead", data, " → ", h("code", job.spec.target), " · ",
+      job.spec.method, " · seed ", String(job.spec.seed), " · created ", fmt.when(job.created_at))),
+    actions);
+  }
+
+  function renderLive(job) {
+    const p = job.progress || {};
+    const facts = [
+      ["Phase", p.phase || "–"],
+      ["Iteration", p.total ? `${fmt.count(p.iteration || 0)} / ${fmt.count(p.total)}` : "–"],
+      ["Recent reward", p.reward === null || p.reward === undefined ? "–" : fmt.fixed(p.reward, 4)],
+      ["Elapsed", fmt.duration(p.elapsed_s)],
+      ["Time left", ACTIVE.has(job.state) ? fmt.duration(p.eta_s) : "–"],
+      ["Heartbeat", p.heartbeat ? fmt.ago(p.heartbeat) : "–"],
+    ];
+    fill(live, 
+      h("div.live-head", h("h2", "Progress"), h("span.sub", progressText(job))),
+      progressBar(job),
+      h("dl.facts", facts.map(([k, v]) => h("div", h("dt", k), h("dd", v)))));
+    if (ACTIVE.has(job.state) && trace.length > 1) {
+      live.append(h("figure.chart", { dataset: { figure: "live-reward" } },
+        h("figcaption", "Reward while training ", h("span.sub", "(mean of recent iterations)")),
+        lineChart({ series: [{ name: "recent reward", points: trace, color: COLORS.ours }],
+          xLabel: "iteration", yLabel: "reward", width: 1100, height: 240,
+          label: "reward while training" })));
+    }
+  }
+
+  poll();
+  return () => { stopped = true; clearTimeout(timer); };
+}
+
+async function renderResults(root, job) {
+  const id = job.id;
+  const s = job.summary || {};
+  fill(root, h("p.muted.loading", "Loading results…"));
+  const [curves, lowest, values] = await Promise.all([
+    api.curves(id),
+    api.values(id, { order: "rank", page_size: String(LOWEST_ROWS) }),
+    allValues(id, HISTOGRAM_ROWS),
+  ]);
+  const charts = h("div.grid-2");
+  fill(root, 
+    tiles(s),
+    trustCard(s.trust),
+    charts,
+    lowestCard(id, lowest.items, s),
+    h("details.card.spec", h("summary", "Job spec and summary (JSON)"),
+      h("pre", JSON.stringify({ spec: job.spec, summary: s }, null, 2))));
+  charts.append(valueHistogram(values, s));
+  if (curves.discovery) charts.append(discoveryChart(curves.discovery, s.label_noise));
+  if (curves.removal) charts.append(removalChart(curves.removal));
+  if (s.weighted_training) charts.append(weightedChart(s.weighted_training));
+  const reward = curves.reward_trace || {};
+  if (reward.iteration && reward.iteration.length > 1) charts.append(rewardChart(reward));
+}
+
+function tile(label, value, note, key) {
+  return h("div.tile", { dataset: { metric: key } }, h("div.tile-label", label),
+    h("div.tile-value", value), note ? h("div.tile-note", note) : null);
+}
+
+function tiles(s) {
+  const noise = s.label_noise;
+  const items = [
+    tile("Rows valued", fmt.count(s.rows), s.task, "rows"),
+    tile("Flagged", fmt.count(s.flagged), "lowest-valued rows", "flagged"),
+  ];
+  if (noise) {
+    items.push(
+      tile("Flips in lowest 20%", fmt.percent(noise.found_at_20, 1),
+        `control ${fmt.percent(noise.marginal_control.found_at_20, 1)}`, "found_at_20"),
+      tile("Detection AUROC", fmt.fixed(noise.auroc, 3),
+        `control ${fmt.fixed(noise.marginal_control.auroc, 3)}`, "auroc"));
+  }
+  const total = s.timings && (s.timings.total_s ?? s.timings.fit_s);
+  items.push(tile("Method", s.method || "–",
+    [s.predictor && names.model(s.predictor), s.device].filter(Boolean).join(" · "),
+    "method"));
+  if (total !== undefined) items.push(tile("Valuation time", fmt.duration(total), null, "time"));
+  return h("section.tiles", items);
+}
+
+function trustCard(trust) {
+  if (!trust) return null;
+  const verdict = trust.verdict || "";
+  const tone = verdict.startsWith("confirmed") ? "good"
+    : verdict.startsWith("not checked") ? "neutral" : "warn";
+  const card = h("section.card.trust", { id: "trust" },
+    h("div.trust-head", h("h2", "Trust check"),
+      h(`span.verdict.${tone}`, { id: "trust-verdict" }, verdict)),
+    h("p.sub", "Checks on validation rows held out of everything the values were learned from. ",
+      trust.returned === "prior"
+        ? "The learned values did not find the planted flips clearly better (by more than the "
+          + "AUROC's standard error) than the prior they started from, so the prior was returned."
+        : trust.returned ? "The learned values were returned." : ""));
+  if (trust.scores) {
+    const candidates = { dvrl: "learned values", prior: "prior", control: "simple control" };
+    const rows = [["Keep every row", trust.keep_all, null]];
+    for (const [key, score] of Object.entries(trust.scores)) {
+      rows.push([`Remove lowest ${fmt.percent(trust.removed)} by ${candidates[key] || key}`,
+        score,
+        trust.planted && trust.planted.auroc ? trust.planted.auroc[key] : null]);
+    }
+    rows.push([`Remove ${fmt.percent(trust.removed)} at random`, trust.random, null,
+      trust.random_std]);
+    card.append(h("table.table.compact",
+      h("thead", h("tr", h("th", "Held-out check"),
+        h("th.num", `held-out ${names.metric(trust.metric)} (higher is better)`),
+        h("th.num", "planted flips AUROC"))),
+      h("tbody", rows.map(([name, score, auroc, std]) => h("tr", h("td", name),
+        h("td.num", fmt.fixed(score, 4), std ? h("span.sub", ` ± ${fmt.fixed(std, 4)}`) : ""),
+        h("td.num", auroc === null || auroc === undefined ? "–" : fmt.fixed(auroc, 3)))))));
+    card.append(h("p.sub", `${fmt.count(trust.check_rows)} held-out rows scored the removal test`,
+      trust.planted ? `; ${fmt.count(trust.planted.rows)} planted rows, ` +
+        `${fmt.count(trust.planted.flipped)} of them flipped.` : "."));
+  }
+  return card;
+}
+
+function figure(key, title, note, plot) {
+  return h("figure.card.chart", { dataset: { figure: key } },
+    h("figcaption", h("h3", title), note ? h("p.sub", note) : null), plot);
+}
+
+function valueHistogram({ rows, complete }, s) {
+  const noise = rows.length && rows[0].noise_injected !== null
+    && rows[0].noise_injected !== undefined;
+  const groups = noise
+    ? [{ name: "clean label", values: rows.filter((r) => !r.noise_injected).map((r) => r.value),
+      color: COLORS.ours },
+    { name: "label flipped by the self-check", values: rows.filter((r) => r.noise_injected)
+      .map((r) => r.value), color: COLORS.alert }]
+    : [{ name: "not flagged", values: rows.filter((r) => !r.flagged).map((r) => r.value),
+      color: COLORS.ours },
+    { name: "flagged", values: rows.filter((r) => r.flagged).map((r) => r.value),
+      color: COLORS.alert }];
+  const flagged = rows.filter((r) => r.flagged).map((r) => r.value);
+  const marker = flagged.length ? { at: Math.max(...flagged), label: "flagged ≤" } : null;
+  const note = complete ? `All ${fmt.count(rows.length)} rows.`
+    : `The first ${fmt.count(rows.length)} of ${fmt.count(s.rows)} rows in input order.`;
+  return figure("histogram", "Value histogram",
+    `${note} Rows left of the dashed line are flagged.`,
+    histogram({ groups, xLabel: "value", label: "histogram of the values", marker }));
+}
+
+function discoveryChart(d, noise) {
+  const pts = (key) => d.inspected.map((x, i) => [x, d[key][i]]);
+  return figure("discovery", "Discovery of flipped labels",
+    `Share of the ${noise ? fmt.count(noise.flipped) : ""} flipped rows found when inspecting the ` +
+    "lowest-valued rows first.",
+    lineChart({ series: [
+      { name: "these values", points: pts("found"), color: COLORS.ours },
+      { name: "best possible", points: pts("optimal"), color: COLORS.optimal, dash: true, dots: false },
+      { name: "random order", points: pts("random"), color: COLORS.random, dash: true, dots: false },
+    ], xLabel: "share of rows inspected", yLabel: "share of flips found", xFormat: fmt.percent,
+    yFormat: fmt.percent, xDomain: [0, 1], yDomain: [0, 1], label: "discovery curve" }));
+}
+
+function removalChart(r) {
+  const pts = (key) => r.removed.map((x, i) => [x, r[key][i]]);
+  const std = r.random_std || r.removed.map(() => 0);
+  return figure("removal", "Removal curves",
+    `Test ${names.metric(r.metric)} of a ${names.model(r.model || "lightgbm")} model retrained `
+    + "without a share of the training rows" +
+    (r.rows ? ` (${fmt.count(r.rows)} rows).` : "."),
+    lineChart({ series: [
+      { name: "remove lowest-valued", points: pts("remove_lowest"), color: COLORS.ours },
+      { name: "remove highest-valued", points: pts("remove_highest"), color: COLORS.high },
+      { name: "remove at random", points: pts("random"), color: COLORS.random, dash: true },
+    ], bands: [{ name: "random ± 1 sd", color: COLORS.random,
+      upper: r.removed.map((x, i) => [x, r.random[i] + std[i]]),
+      lower: r.removed.map((x, i) => [x, r.random[i] - std[i]]) }],
+    xLabel: "share of training rows removed", yLabel: `test ${names.metric(r.metric)}`,
+    xFormat: fmt.percent,
+    label: "removal curves" }));
+}
+
+function weightedChart(w) {
+  const delta = w.weighted - w.unweighted;
+  return figure("weighted", "Weighted training",
+    `Test ${names.metric(w.metric)} of a LightGBM model trained on every row, without and with `
+    + `${w.weights || "values"} as sample weights: ` +
+    `${delta >= 0 ? "+" : ""}${fmt.fixed(delta, 4)}.`,
+    bars({ items: [
+      { name: "unweighted", value: w.unweighted, color: COLORS.random },
+      { name: "weighted by value", value: w.weighted, color: COLORS.ours },
+    ], xLabel: `test ${names.metric(w.metric)}`, label: "weighted training", valueFormat: (v) => fmt.fixed(v, 4) }));
+}
+
+function rewardChart(t) {
+  return figure("reward", "Reward trace", "The reward of each training iteration (sampled).",
+    lineChart({ series: [{ name: "reward", points: t.iteration.map((x, i) => [x, t.reward[i]]),
+      color: COLORS.ours, width: 1.6 }], xLabel: "iteration", yLabel: "reward",
+    label: "reward trace" }));
+}
+
+function lowestCard(id, items, s) {
+  const noise = items.length && items[0].noise_injected !== null
+    && items[0].noise_injected !== undefined;
+  const status = h("span.sub");
+  const get = (format) => async (event) => {
+    event.target.disabled = true;
+    status.textContent = `downloading ${format}…`;
+    try {
+      await download(id, format);
+      status.textContent = "";
+    } catch (error) {
+      status.textContent = error.message;
+    } finally {
+      event.target.disabled = false;
+    }
+  };
+  return h("section.card", { id: "lowest" },
+    h("div.card-title", h("div", h("h2", "Lowest-valued rows"),
+      h("p.sub", `The ${items.length} rows to review first, of ${fmt.count(s.flagged)} flagged.`)),
+    h("div.actions", status,
+      h("button.button.secondary", { type: "button", id: "download-csv", onclick: get("csv") },
+        "Download CSV"),
+      h("button.button.secondary", { type: "button", id: "download-parquet",
+        onclick: get("parquet") }, "Download Parquet"))),
+    h("table.table.compact.lowest",
+      h("thead", h("tr", h("th.num", "rank"), h("th", "row"), h("th.num", "value"), h("th", "label"),
+        noise ? h("th", "self-check") : null)),
+      h("tbody", items.map((item) => h("tr", { dataset: { row: item.row } },
+        h("td.num", String(item.rank)), h("td.mono", item.row), h("td.num", fmt.fixed(item.value, 4)),
+        h("td", h("span.label-pill", item.label)),
+        noise ? h("td", item.noise_injected ? h("span.flip", "flipped") : h("span.sub", "clean"))
+          : null)))));
+}

@@ -1,0 +1,120 @@
+// The jobs list: newest first, filtered by state, refreshed every two seconds while a job is
+// queued or running (live progress), every ten otherwise.
+
+import { api, datasetName } from "./api.js";
+import { ACTIVE, clear, fill, fmt, h, problemBox, progressBar, stateBadge } from "./dom.js";
+
+const STATES = ["", "QUEUED", "RUNNING", "SUCCEEDED", "FAILED", "CANCELLED"];
+const PAGE = 25;
+const POLL_MS = { active: 2000, idle: 10000 };
+
+export function mount(main) {
+  let state = new URLSearchParams(location.search).get("state") || "";
+  let limit = PAGE;
+  let timer = null;
+  let stopped = false;
+  let busy = true;
+
+  const body = h("tbody");
+  const more = h("button.button.secondary", { type: "button", hidden: true,
+    onclick: () => { limit += PAGE; refresh(); } }, "Show more");
+  const status = h("div.status-line");
+  const filters = h("div.chips", { role: "tablist" }, STATES.map((s) =>
+    h("button.chip", { type: "button", role: "tab", dataset: { state: s },
+      "aria-selected": String(s === state),
+      onclick: () => {
+        state = s;
+        limit = PAGE;
+        history.replaceState(null, "", s ? `/ui?state=${s}` : "/ui");
+        for (const chip of filters.children) {
+          chip.setAttribute("aria-selected", String(chip.dataset.state === state));
+        }
+        refresh();
+      } }, s ? s.toLowerCase() : "all")));
+  const table = h("table.table.jobs", { id: "jobs-table" },
+    h("thead", h("tr", ["Job", "Data", "State", "Progress", "Result", "Created"]
+      .map((t) => h("th", t)))), body);
+
+  fill(main, 
+    h("div.page-head", h("div", h("h1", "Jobs"),
+      h("p.lead", "Valuation jobs of this API key's owner, newest first.")),
+    h("a.button", { href: "/ui/new", "data-nav": true }, "New job")),
+    h("section.card.flush", h("div.card-toolbar", filters, status), table,
+      h("div.card-foot", more)));
+
+  async function refresh() {
+    clearTimeout(timer);
+    try {
+      const params = { page_size: String(limit) };
+      if (state) params.state = state;
+      const page = await api.jobs(params);
+      if (stopped) return;
+      render(page.items);
+      busy = page.items.some((job) => ACTIVE.has(job.state));
+      more.hidden = !page.next_page_token;
+      status.textContent = `updated ${new Date().toLocaleTimeString("en")}`;
+      status.classList.remove("error");
+    } catch (error) {
+      if (stopped || error.status === 401) return;
+      status.textContent = error.title;
+      status.classList.add("error");
+    }
+    if (!stopped) timer = setTimeout(refresh, busy ? POLL_MS.active : POLL_MS.idle);
+  }
+
+  function render(jobs) {
+    clear(body);
+    if (!jobs.length) {
+      body.append(h("tr", h("td.empty", { colSpan: 6 },
+        state ? `No ${state.toLowerCase()} jobs.` : "No jobs yet. ",
+        state ? "" : h("a", { href: "/ui/new", "data-nav": true }, "Upload a table and start one."))));
+      return;
+    }
+    for (const job of jobs) body.append(row(job));
+  }
+
+  refresh();
+  return () => { stopped = true; clearTimeout(timer); };
+}
+
+function row(job) {
+  const spec = job.spec;
+  const data = h("span.muted", "…");
+  datasetName(spec.dataset_id).then((name) => {
+    data.textContent = name;
+    data.classList.remove("muted");
+  });
+  return h("tr", { dataset: { jobId: job.id } },
+    h("td", h("a.mono", { href: `/ui/jobs/${job.id}`, "data-nav": true }, fmt.shortId(job.id)),
+      h("div.sub", [spec.method, spec.predictor].filter(Boolean).join(" · "))),
+    h("td", data, h("div.sub", "target ", h("code", spec.target))),
+    h("td", stateBadge(job.state)),
+    h("td.progress-cell", progressBar(job), h("div.sub", progressText(job))),
+    h("td", resultText(job)),
+    h("td.sub", { title: fmt.when(job.created_at) }, fmt.ago(job.created_at)));
+}
+
+export function progressText(job) {
+  const p = job.progress || {};
+  if (job.state === "SUCCEEDED") return `done in ${fmt.duration(p.elapsed_s)}`;
+  if (job.state === "FAILED") return job.error ? job.error.title : "failed";
+  if (job.state === "CANCELLED") return "cancelled";
+  if (job.state === "QUEUED") return "waiting for a worker";
+  const parts = [p.phase];
+  if (p.total) parts.push(`${fmt.count(p.iteration || 0)} / ${fmt.count(p.total)}`);
+  if (p.eta_s !== null && p.eta_s !== undefined && ACTIVE.has(job.state)) {
+    parts.push(`${fmt.duration(p.eta_s)} left`);
+  }
+  return parts.join(" · ");
+}
+
+function resultText(job) {
+  const s = job.summary;
+  if (job.state !== "SUCCEEDED" || !s) return h("span.muted", "–");
+  const noise = s.label_noise;
+  if (noise) {
+    return h("span", h("strong", fmt.percent(noise.found_at_20)),
+      h("span.sub", " of flips in lowest 20%"));
+  }
+  return h("span", h("strong", fmt.count(s.flagged)), h("span.sub", ` of ${fmt.count(s.rows)} flagged`));
+}

@@ -1,0 +1,199 @@
+// Upload a table, then start a job with the common fields of the job spec. The API validates
+// the spec (the form does not second-guess it); its problem answers are shown by the fields.
+
+import { api } from "./api.js";
+import { fill, fmt, h, problemBox } from "./dom.js";
+
+const METHODS = [
+  ["dvrl", "DVRL (default)"],
+  ["knn_shapley", "KNN-Shapley (baseline)"],
+  ["data_oob", "Data-OOB (baseline)"],
+  ["leave_one_out", "Leave-one-out (baseline)"],
+];
+
+export function mount(main, _params, navigate) {
+  let datasets = [];
+
+  // 1. upload
+  const file = h("input", { type: "file", name: "file", id: "upload-file",
+    accept: ".csv,.tsv,.txt,.parquet" });
+  const uploadStatus = h("div.form-status", { id: "upload-status" });
+  const uploadButton = h("button.button", { type: "submit" }, "Upload");
+  const uploadForm = h("form.upload", { id: "upload-form", onsubmit: upload },
+    h("label.drop", file, h("span.drop-text", "Choose a CSV or Parquet file with a header row")),
+    uploadButton);
+  const datasetRows = h("tbody");
+
+  // 2. the job
+  const training = h("select", { name: "dataset_id", id: "field-dataset", onchange: fillTargets });
+  const target = h("select", { name: "target", id: "field-target" });
+  const validationMode = h("div.segmented",
+    radio("validation-mode", "fraction", "Hold out a fraction", true),
+    radio("validation-mode", "dataset", "A validation table", false));
+  const fraction = h("input", { type: "number", name: "validation.fraction", id: "field-fraction",
+    value: "0.2", step: "0.05" });
+  const validation = h("select", { name: "validation.dataset_id", id: "field-validation" });
+  const test = h("select", { name: "test.dataset_id", id: "field-test" });
+  const method = h("select", { name: "method", id: "field-method", onchange: syncMethod },
+    METHODS.map(([value, text]) => h("option", { value }, text)));
+  const iterations = h("input", { type: "number", name: "dvrl.iterations", id: "field-iterations",
+    value: "2000", step: "100" });
+  const seed = h("input", { type: "number", name: "seed", id: "field-seed", value: "0" });
+  const noise = h("input", { type: "number", name: "label_noise", id: "field-noise", step: "0.05",
+    placeholder: "e.g. 0.2" });
+  const removal = h("input", { type: "checkbox", name: "evaluations", value: "removal",
+    id: "field-removal", checked: true });
+  const weighted = h("input", { type: "checkbox", name: "evaluations", value: "weighted",
+    id: "field-weighted" });
+  const jobStatus = h("div.form-status", { id: "job-status" });
+  const jobForm = h("form.job-form", { id: "job-form", novalidate: true, onsubmit: start },
+    field("Training table", training, "dataset_id"),
+    field("Target column", target, "target", "the label to predict"),
+    h("div.field.wide", h("span.field-label", "Validation data"), validationMode,
+      h("div.validation-fraction", fraction, h("span.hint", "of the training rows, held out")),
+      h("div.validation-dataset", { hidden: true }, validation),
+      h("div.field-error", { dataset: { for: "validation" } })),
+    field("Test table", test, "test.dataset_id", "optional: scores the removal curves"),
+    field("Method", method, "method"),
+    field("Iterations", iterations, "dvrl.iterations", "DVRL's training iterations"),
+    field("Seed", seed, "seed", "same data, spec and seed: same values"),
+    field("Label noise", noise, "label_noise",
+      "optional self-check: flip this share of labels and see how many the values find"),
+    h("div.field.wide", h("span.field-label", "Evaluations"), h("div.checks",
+      h("label.check", removal, " removal curves"),
+      h("label.check", weighted, " weighted training"))),
+    h("div.form-foot", jobStatus, h("button.button", { type: "submit", id: "start-job" }, "Start job")));
+
+  fill(main, 
+    h("div.page-head", h("div", h("h1", "New job"),
+      h("p.lead", "Upload the training table (and, if you have them, validation and test tables "
+        + "from the target task), then start a valuation job."))),
+    h("div.grid-new",
+      h("section.card", h("h2", h("span.step", "1"), "Upload a table"), uploadForm, uploadStatus,
+        h("table.table.compact.datasets", { id: "datasets-table" },
+          h("thead", h("tr", ["File", "Rows", "Columns", "Uploaded"].map((t) => h("th", t)))),
+          datasetRows)),
+      h("section.card", h("h2", h("span.step", "2"), "Start a job"), jobForm)));
+
+  for (const input of validationMode.querySelectorAll("input")) {
+    input.addEventListener("change", () => {
+      const byDataset = validationMode.querySelector("input:checked").value === "dataset";
+      jobForm.querySelector(".validation-fraction").hidden = byDataset;
+      jobForm.querySelector(".validation-dataset").hidden = !byDataset;
+    });
+  }
+
+  async function loadDatasets(select) {
+    try {
+      datasets = (await api.datasets({ page_size: "200" })).items;
+    } catch (error) {
+      if (error.status !== 401) uploadStatus.replaceChildren(problemBox(error));
+      return;
+    }
+    fill(datasetRows, datasets.length ? datasets.map((d) => h("tr",
+      h("td", d.filename), h("td.num", fmt.count(d.rows)), h("td.num", String(d.n_columns)),
+      h("td.sub", fmt.ago(d.created_at)))) : h("tr", h("td.empty", { colSpan: 4 },
+      "No tables yet.")));
+    const options = (blank) => [blank ? h("option", { value: "" }, blank) : null,
+      ...datasets.map((d) => h("option", { value: d.id },
+        `${d.filename} · ${fmt.count(d.rows)} rows · ${d.id.slice(0, 8)}`))];
+    const keep = [training.value, validation.value, test.value];
+    fill(training, options(datasets.length ? null : "upload a table first"));
+    fill(validation, options("choose a table"));
+    fill(test, options("none"));
+    training.value = select || keep[0] || (datasets[0] && datasets[0].id) || "";
+    validation.value = keep[1] || "";
+    test.value = keep[2] || "";
+    fillTargets();
+  }
+
+  function fillTargets() {
+    const chosen = datasets.find((d) => d.id === training.value);
+    const before = target.value;
+    fill(target, (chosen ? chosen.columns : []).map((c) =>
+      h("option", { value: c.name }, `${c.name} (${c.type})`)));
+    const names = chosen ? chosen.columns.map((c) => c.name) : [];
+    if (names.includes(before)) target.value = before;
+    else if (chosen) target.value = names.find((n) => /^(label|target|y|class)$/i.test(n)) || names.at(-1);
+  }
+
+  function syncMethod() {
+    iterations.disabled = method.value !== "dvrl";
+  }
+
+  async function upload(event) {
+    event.preventDefault();
+    if (!file.files.length) {
+      uploadStatus.replaceChildren(problemBox({ title: "No file", message: "choose a table first" }));
+      return;
+    }
+    uploadButton.disabled = true;
+    uploadStatus.replaceChildren(h("span.sub", `uploading ${file.files[0].name}…`));
+    try {
+      const dataset = await api.upload(file.files[0]);
+      uploadStatus.replaceChildren(h("div.ok", { dataset: { datasetId: dataset.id } },
+        h("strong", dataset.filename), ` uploaded: ${fmt.count(dataset.rows)} rows, `
+        + `${dataset.n_columns} columns.`));
+      file.value = "";
+      await loadDatasets(datasets.length ? training.value : dataset.id);
+    } catch (error) {
+      uploadStatus.replaceChildren(problemBox(error));
+    } finally {
+      uploadButton.disabled = false;
+    }
+  }
+
+  async function start(event) {
+    event.preventDefault();
+    for (const el of jobForm.querySelectorAll(".field-error")) el.textContent = "";
+    for (const el of jobForm.querySelectorAll(".invalid")) el.classList.remove("invalid");
+    const byDataset = validationMode.querySelector("input:checked").value === "dataset";
+    const spec = {
+      dataset_id: training.value,
+      target: target.value,
+      validation: byDataset ? { dataset_id: validation.value } : { fraction: number(fraction) },
+      method: method.value,
+      seed: number(seed),
+      evaluations: [removal, weighted].filter((c) => c.checked).map((c) => c.value),
+    };
+    if (test.value) spec.test = { dataset_id: test.value };
+    if (noise.value !== "") spec.label_noise = number(noise);
+    if (method.value === "dvrl") spec.dvrl = { iterations: number(iterations) };
+    jobStatus.replaceChildren(h("span.sub", "starting…"));
+    try {
+      const job = await api.createJob(spec);
+      navigate(`/ui/jobs/${job.id}`);
+    } catch (error) {
+      jobStatus.replaceChildren(problemBox(error));
+      for (const e of error.errors) markField(e.field, e.message);
+    }
+  }
+
+  function markField(name, message) {
+    const key = name.startsWith("validation") ? "validation" : name;
+    const box = jobForm.querySelector(`.field-error[data-for="${CSS.escape(key)}"]`);
+    if (box) box.textContent = message;
+    const input = jobForm.querySelector(`[name="${CSS.escape(name)}"]`);
+    if (input) input.classList.add("invalid");
+  }
+
+  syncMethod();
+  loadDatasets();
+  return () => {};
+}
+
+/** A number input's value as a number; text that is not a number goes as text, for the API to
+ * refuse with a message. */
+function number(input) {
+  const value = input.value.trim();
+  return value !== "" && Number.isFinite(Number(value)) ? Number(value) : value;
+}
+
+function field(label, input, name, hint) {
+  return h("label.field", h("span.field-label", label), input, hint ? h("span.hint", hint) : null,
+    h("div.field-error", { dataset: { for: name } }));
+}
+
+function radio(name, value, text, checked) {
+  return h("label.segment", h("input", { type: "radio", name, value, checked }), h("span", text));
+}

@@ -1,0 +1,242 @@
+"""The dashboard in a real browser: what it shows is what the owner-scoped API returns, the
+figures are drawn, a job can be uploaded and started through its forms, another owner sees
+nothing, and neither the dashboard nor /docs asks any host but the server."""
+
+from __future__ import annotations
+
+import io
+import re
+
+import httpx
+import pandas as pd
+import pytest
+
+from tests.conftest import api_key, csv_bytes, upload, wait_for
+from tests.ui.conftest import RequestLog, save_screenshot
+
+RESULTS_TIMEOUT_MS = 300_000
+
+
+@pytest.fixture(scope="module")
+def splits():
+    """400 training rows, 200 validation rows (enough for the trust checks) and 200 test rows."""
+    from dvrl_core.datasets import make_table
+
+    table = make_table(800, n_features=6, signal=3.0, random_state=11)
+    table.insert(0, "customer", [f"c{i:04d}" for i in range(len(table))])
+    return {"train.csv": table.iloc[:400], "valid.csv": table.iloc[400:600],
+            "test.csv": table.iloc[600:]}
+
+
+@pytest.fixture
+def api_as(server):
+    """httpx clients of the server, one per owner, each with a new key."""
+    clients: list[httpx.Client] = []
+
+    def make(owner: str) -> httpx.Client:
+        key = api_key(owner)
+        client = httpx.Client(base_url=server, headers={"Authorization": f"Bearer {key}"},
+                              timeout=60)
+        client.key = key  # type: ignore[attr-defined]
+        clients.append(client)
+        return client
+
+    yield make
+    for client in clients:
+        client.close()
+
+
+def number(text: str) -> float:
+    """A figure as the page prints it ("65.0%", "0.906", "1,200") as a number."""
+    text = text.strip().replace(",", "")
+    return float(text[:-1]) / 100 if text.endswith("%") else float(text)
+
+
+def sign_in(page, base: str, key: str) -> None:
+    """The first visit asks for the key; the page then draws what was asked for."""
+    page.goto(f"{base}/ui")
+    page.wait_for_selector("#key-form")
+    page.fill("#api-key", key)
+    page.click("#key-form button[type=submit]")
+    page.wait_for_selector("#key-form", state="detached")
+
+
+def test_the_job_page_shows_what_the_api_returns(server, api_as, browser_context, artifacts,
+                                                 splits):
+    api = api_as("alice")
+    ids = {name: upload(api, frame, name) for name, frame in splits.items()}
+    job = api.post("/v1/jobs", json={
+        "dataset_id": ids["train.csv"], "target": "label", "id_column": "customer",
+        "validation": {"dataset_id": ids["valid.csv"]}, "test": {"dataset_id": ids["test.csv"]},
+        "label_noise": 0.2, "seed": 0, "dvrl": {"iterations": 60},
+        "evaluations": ["removal", "weighted"]}).json()
+    page = browser_context.new_page()
+    requests = RequestLog(page, server)
+
+    sign_in(page, server, api.key)
+    row = page.locator(f'#jobs-table tr[data-job-id="{job["id"]}"]')
+    row.wait_for()
+    assert row.locator(".badge").inner_text().upper() in ("QUEUED", "RUNNING", "SUCCEEDED")
+    assert row.locator(".progress").count() == 1
+    save_screenshot(page, artifacts, "jobs-list")
+
+    row.locator("a").first.click()
+    page.wait_for_url(f"**/ui/jobs/{job['id']}")
+    page.wait_for_selector("#live .progress")
+    page.wait_for_selector('[data-figure="histogram"] svg rect.bar, #results .alert',
+                           timeout=RESULTS_TIMEOUT_MS)
+    assert page.locator("#results .alert").count() == 0, page.locator("#results").inner_text()
+    done = wait_for(api, job["id"])
+    assert done["state"] == "SUCCEEDED", done["error"]
+    summary = done["summary"]
+    assert page.locator("h1 .badge").inner_text().upper() == "SUCCEEDED"
+
+    # the figures the API returns, as the page prints them
+    def tile(key: str) -> float:
+        return number(page.locator(f'[data-metric="{key}"] .tile-value').inner_text())
+
+    assert tile("rows") == summary["rows"] == 400
+    assert tile("flagged") == summary["flagged"]
+    assert tile("found_at_20") == pytest.approx(summary["label_noise"]["found_at_20"], abs=5e-4)
+    assert tile("auroc") == pytest.approx(summary["label_noise"]["auroc"], abs=5e-4)
+    assert page.locator("#trust-verdict").inner_text() == summary["trust"]["verdict"]
+
+    # every figure is drawn, with as many lines and bars as the data has
+    histogram = page.locator('[data-figure="histogram"]')
+    assert histogram.locator("rect.bar").count() >= 5
+    assert "All 400 rows" in histogram.inner_text()
+    assert page.locator('[data-figure="discovery"] path.line').count() == 3
+    removal = page.locator('[data-figure="removal"]')
+    assert removal.locator("path.line").count() == 3 and removal.locator("path.band").count() == 1
+    curves = api.get(f"/v1/jobs/{job['id']}/curves").json()
+    assert removal.locator("circle.dot").count() == 3 * len(curves["removal"]["removed"])
+    weighted = page.locator('[data-figure="weighted"]')
+    assert weighted.locator("rect.bar").count() == 2
+    shown = [number(t) for t in weighted.locator("text.bar-value").all_text_contents()]
+    expected = summary["weighted_training"]
+    assert shown == pytest.approx([expected["unweighted"], expected["weighted"]], abs=5e-5)
+    assert page.locator('[data-figure="reward"] path.line').count() == 1
+
+    # the lowest-valued rows with their labels, in the API's order
+    lowest = api.get(f"/v1/jobs/{job['id']}/values",
+                     params={"order": "rank", "page_size": 20}).json()["items"]
+    rows = page.locator("#lowest tbody tr")
+    assert rows.count() == 20
+    assert [rows.nth(i).get_attribute("data-row") for i in range(20)] == \
+        [item["row"] for item in lowest]
+    assert [rows.nth(i).locator(".label-pill").inner_text() for i in range(20)] == \
+        [item["label"] for item in lowest]
+    flipped = sum(item["noise_injected"] for item in lowest)
+    assert page.locator("#lowest .flip").count() == flipped
+    save_screenshot(page, artifacts, "job-page", full_page=True)
+    save_screenshot(page, artifacts, "job-page-top")
+
+    # the download carries the key, and holds every row with the API's values
+    with page.expect_download() as download:
+        page.click("#download-csv")
+    downloaded = pd.read_csv(download.value.path())
+    served = pd.read_csv(io.StringIO(api.get(f"/v1/jobs/{job['id']}/values",
+                                             params={"format": "csv"}).text))
+    assert len(downloaded) == 400
+    pd.testing.assert_frame_equal(downloaded, served)
+
+    assert requests.external() == []
+    page.close()
+
+
+def test_a_job_uploaded_and_started_through_the_forms(server, api_as, browser_context,
+                                                      artifacts, splits, tmp_path):
+    api = api_as("alice")
+    table = tmp_path / "customers.csv"
+    table.write_bytes(csv_bytes(splits["train.csv"]))
+    page = browser_context.new_page()
+    requests = RequestLog(page, server)
+    sign_in(page, server, api.key)
+
+    page.click('.nav a[data-section="new"]')
+    page.wait_for_url("**/ui/new")
+    page.set_input_files("#upload-file", str(table))
+    page.click("#upload-form button[type=submit]")
+    uploaded = page.locator("#upload-status .ok")
+    uploaded.wait_for()
+    dataset_id = uploaded.get_attribute("data-dataset-id")
+    dataset = api.get(f"/v1/datasets/{dataset_id}").json()
+    assert dataset["filename"] == "customers.csv" and dataset["rows"] == 400
+    assert "400 rows" in uploaded.inner_text()
+
+    page.select_option("#field-dataset", dataset_id)
+    page.select_option("#field-target", "label")
+    page.fill("#field-fraction", "0.25")
+    page.fill("#field-iterations", "20")
+    page.fill("#field-seed", "3")
+    page.check("#field-weighted")
+
+    # the API's refusal is shown by the field it names
+    page.fill("#field-noise", "1.5")
+    page.click("#start-job")
+    error = page.locator('.field-error[data-for="label_noise"]')
+    error.wait_for()
+    assert "less than 1" in error.inner_text()
+    assert "invalid" in (page.locator("#field-noise").get_attribute("class") or "")
+    save_screenshot(page, artifacts, "new-job-refused", full_page=True)
+
+    page.fill("#field-noise", "0.1")
+    page.click("#start-job")
+    page.wait_for_url(re.compile(r".*/ui/jobs/[0-9a-f-]{36}$"))
+    job_id = page.url.rsplit("/", 1)[1]
+    spec = api.get(f"/v1/jobs/{job_id}").json()["spec"]
+    assert spec["dataset_id"] == dataset_id and spec["target"] == "label"
+    assert spec["validation"] == {"dataset_id": None, "fraction": 0.25}
+    assert spec["dvrl"]["iterations"] == 20 and spec["seed"] == 3
+    assert spec["label_noise"] == 0.1 and spec["evaluations"] == ["removal", "weighted"]
+    page.wait_for_selector("#live .progress")
+    assert requests.external() == []
+    page.close()
+    api.post(f"/v1/jobs/{job_id}:cancel")  # the worker stops at once, not at the fixture's end
+
+
+def test_another_owner_sees_nothing(server, api_as, browser_context, artifacts, splits):
+    alice = api_as("alice")
+    train = upload(alice, splits["train.csv"], "alice-train.csv")
+    job = alice.post("/v1/jobs", json={"dataset_id": train, "target": "label",
+                                       "validation": {"fraction": 0.3},
+                                       "dvrl": {"iterations": 5}}).json()
+    page = browser_context.new_page()  # a new tab: its own sessionStorage, no key yet
+
+    page.goto(f"{server}/ui")
+    page.wait_for_selector("#key-form")
+    page.fill("#api-key", "dvrl_0000_not-a-key")
+    page.click("#key-form button[type=submit]")
+    page.wait_for_selector("text=does not know that key")
+
+    page.fill("#api-key", api_as("bob").key)
+    page.click("#key-form button[type=submit]")
+    page.wait_for_selector("#jobs-table td.empty")
+    assert page.locator("#jobs-table tr[data-job-id]").count() == 0
+    assert job["id"][:8] not in page.locator("main").inner_text()
+
+    page.goto(f"{server}/ui/jobs/{job['id']}")
+    page.wait_for_selector("text=Job not found")
+    page.goto(f"{server}/ui/new")
+    page.wait_for_selector("#datasets-table td.empty")
+    assert "alice-train.csv" not in page.locator("main").inner_text()
+    save_screenshot(page, artifacts, "other-owner")
+    page.close()
+    alice.post(f"/v1/jobs/{job['id']}:cancel")
+
+
+def test_docs_render_swagger_ui_from_the_server_alone(server, browser_context, artifacts):
+    page = browser_context.new_page()
+    requests = RequestLog(page, server)
+    page.goto(f"{server}/docs")
+    page.wait_for_selector(".swagger-ui .opblock")
+    operations = page.locator(".swagger-ui .opblock")
+    assert operations.count() >= 15
+    assert "/v1/jobs/{job_id}/values" in page.locator(".swagger-ui").inner_text()
+    page.wait_for_load_state("networkidle")
+    save_screenshot(page, artifacts, "docs")
+    assert f"{server}/openapi.json" in requests.urls
+    assert any(url.endswith("/swagger-ui-bundle.js") for url in requests.urls)
+    assert requests.external() == []
+    assert httpx.get(f"{server}/redoc").status_code == 404  # not served, rather than from a CDN
+    page.close()
