@@ -142,8 +142,8 @@ def _serve(host: str, port: int) -> int:
     mode = "embedded (SQLite at " + str(settings.data_dir) + ", in-process worker)" \
         if settings.embedded else "PostgreSQL + Celery"
     auth = "API keys required" if require_keys else "no API key needed on 127.0.0.1"
-    print(f"dvrl: serving on http://{host}:{port} ({mode}; {auth}); API docs at /docs",
-          file=sys.stderr)
+    print(f"dvrl: serving on http://{host}:{port} ({mode}; {auth}); dashboard at /ui, API docs "
+          "at /docs", file=sys.stderr)
     uvicorn.run(create_app(listen_host=host), host=host, port=port,
                 log_level="warning")
     return 0

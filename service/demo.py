@@ -118,7 +118,8 @@ def run_demo(port: int = 0, iterations: int = 400) -> int:
                       f"{item['label']:<9} ({mark})")
             print(f"\nvalues for all {len(values)} rows: {out}")
             print("next: `dvrl serve` keeps the service up on the same data (then "
-                  f"http://127.0.0.1:8000/docs, /v1/jobs/{job['id']}, .../values, .../curves); "
+                  f"http://127.0.0.1:8000/ui/jobs/{job['id']} to see this job, /docs, "
+                  f"/v1/jobs/{job['id']}, .../values, .../curves); "
                   "`dvrl value --help` values a table without the service; README.md walks "
                   "through the API")
     finally:
