@@ -1,6 +1,6 @@
 """The ``dvrl`` command line.
 
-``dvrl value TRAIN --target COL [--valid VALID | --valid-fraction F] [--test TEST]
+``dvrl value TRAIN --target COL [--valid VALID | --valid-fraction F] [--test TEST] [--threads N]
 [--id-column COL] [--method NAME] [--predictor NAME] [--iterations N] [--seed S] [--device D]
 [--inject-noise F] [--out OUT.csv|OUT.parquet]`` values every training row and writes one row per
 training row, in input order, with the columns ``row``, ``value``, ``rank`` (1 = lowest value) and
@@ -63,6 +63,8 @@ def _build_parser() -> argparse.ArgumentParser:
                        "many of them rank lowest")
     value.add_argument("--out", help="output file (.csv or .parquet); default: standard output")
     value.add_argument("--quiet", action="store_true", help="no progress and no summary")
+    value.add_argument("--threads", type=int, help="threads for torch, OpenMP, BLAS and LightGBM "
+                       "(default: the CPUs this process may use: its affinity and cgroup quota)")
 
     demo = commands.add_parser("demo", help="value a generated table with planted label noise")
     demo.add_argument("--rows", type=int, default=1000)
@@ -74,9 +76,11 @@ def _build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = _build_parser().parse_args(argv)
     from .runtime import tune_allocator
+    from .threads import apply_thread_budget
 
     tune_allocator()
     try:
+        apply_thread_budget(getattr(args, "threads", None))
         if args.command == "demo":
             return _demo(args)
         return _value(args)
@@ -181,12 +185,13 @@ def _summary(result, table, corrupted, valuer, data, out, found_fraction,
     method = result.params.get("method", "dvrl")
     if method == "dvrl":
         print(f"\nvalued {len(table)} rows in {timing['total_s']:.1f}s "
-              f"({timing['iterations_per_s']:.0f} iterations/s on {result.device}); "
+              f"({timing['iterations_per_s']:.0f} iterations/s on {result.device}, "
+              f"{_threads()}); "
               f"predictor {result.params['predictor']}, reward {result.params['metric']}",
               file=err)
     else:
         print(f"\nvalued {len(table)} rows with {method} in {timing['total_s']:.1f}s on "
-              f"{result.device}; model {result.params.get('predictor')}, metric "
+              f"{result.device} ({_threads()}); model {result.params.get('predictor')}, metric "
               f"{result.params.get('metric')}", file=err)
     shown = ["row", "value", "rank", "label"]
     print("lowest-valued rows (review these first):", file=err)
@@ -215,6 +220,13 @@ def _summary(result, table, corrupted, valuer, data, out, found_fraction,
               f"{detection_auroc(control, corrupted):.3f}; random: found@20% 0.20)", file=err)
     if out:
         print(f"values written to {out}", file=err)
+
+
+def _threads() -> str:
+    from .threads import threads_in_use
+
+    count = threads_in_use()
+    return f"{count} thread" + ("s" if count != 1 else "")
 
 
 def _demo(args: argparse.Namespace) -> int:
