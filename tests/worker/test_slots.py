@@ -108,3 +108,11 @@ def test_two_slots_run_two_jobs_at_once_on_divided_threads_and_stop_on_sigterm(
         for pid in seen | _children(parent.pid):
             if not _gone(pid):
                 os.kill(pid, signal.SIGKILL)
+
+
+def test_concurrency_below_one_is_refused():
+    env = os.environ | {"DVRL_DATABASE_URL": PG_URL, "DVRL_BROKER_URL": REDIS_URL}
+    done = subprocess.run([sys.executable, "-m", "dvrl_cli", "worker", "--concurrency", "0"],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2
+    assert done.stderr.strip() == "error: concurrency must be at least 1, not 0"
