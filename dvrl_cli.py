@@ -6,7 +6,8 @@
     dvrl demo             start the embedded service, value a real table through its HTTP API
     dvrl serve            the API; embedded (SQLite + in-process worker) unless DVRL_DATABASE_URL
                           and DVRL_BROKER_URL are set
-    dvrl worker           a Celery worker (needs DVRL_DATABASE_URL and DVRL_BROKER_URL)
+    dvrl worker           a Celery worker (needs DVRL_DATABASE_URL and DVRL_BROKER_URL);
+                          --concurrency N: N job slots, the CPUs divided between them
     dvrl migrate          bring the database schema to the newest migration
     dvrl keys create --owner NAME [--name TEXT]   a new API key (printed once, stored hashed)
     dvrl keys list                                keys: id, owner, name, created, revoked
@@ -16,6 +17,7 @@
 from __future__ import annotations
 
 import argparse
+import socket
 import sys
 from collections.abc import Sequence
 
@@ -45,6 +47,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                         "--gpu: the GPU queue and the CPU queue)")
     worker.add_argument("--gpu", action="store_true", help="a GPU worker")
     worker.add_argument("--loglevel", default="INFO")
+    worker.add_argument("--concurrency", type=int, help="job slots on this machine: worker "
+                        "processes with the CPUs divided between them (default: "
+                        "DVRL_WORKER_CONCURRENCY, 1)")
+    worker.add_argument("--hostname", help="Celery node name (default: celery@HOST; slots: "
+                        "slotI@HOST)")
     commands.add_parser("migrate", help="apply database migrations")
     keys = commands.add_parser("keys", help="create, list and revoke API keys")
     key_commands = keys.add_subparsers(dest="keys_command", required=True)
@@ -59,6 +66,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     demo.add_argument("--port", type=int, default=0, help="default: a free port")
     demo.add_argument("--iterations", type=int, default=400)
     args = parser.parse_args(argv)
+    if args.command in ("serve", "demo"):  # the embedded worker runs jobs in this process
+        _thread_env()
 
     from dvrl_core.runtime import tune_allocator
 
@@ -149,8 +158,19 @@ def _serve(host: str, port: int) -> int:
     return 0
 
 
-def _worker(args: argparse.Namespace) -> int:
+def _thread_env() -> None:
+    """Thread limits in the environment before torch and LightGBM load (see dvrl_core.threads)."""
+    from dvrl_core.threads import available_cpus, set_thread_env
     from service.settings import get_settings
+
+    set_thread_env(get_settings().worker_threads or available_cpus())
+
+
+def _worker(args: argparse.Namespace) -> int:
+    from dvrl_core.errors import ConfigError
+    from dvrl_core.threads import apply_thread_budget, cpu_limit, split_budget
+    from service.settings import get_settings
+    from worker.slots import follow_supervisor, run_slots
 
     settings = get_settings()
     if settings.embedded or not settings.database_url:
@@ -159,21 +179,33 @@ def _worker(args: argparse.Namespace) -> int:
         return 2
     queues = args.queues or (f"{settings.gpu_queue},{settings.cpu_queue}" if args.gpu
                              else settings.cpu_queue)
-    import os
-
-    import torch
+    slots = settings.worker_concurrency if args.concurrency is None else args.concurrency
+    try:
+        threads = split_budget(slots, settings.worker_threads)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if slots > 1:  # fresh processes, one job each: nothing forked after torch or OpenMP start
+        return run_slots(slots, threads, queues, args.loglevel)
+    if not follow_supervisor():
+        return 0  # started by a parent that is gone already
+    apply_thread_budget(threads)
+    name = args.hostname or "celery@%h"
+    print(f"dvrl worker {name.replace('%h', socket.gethostname())}: {threads} "
+          f"thread{'s' if threads != 1 else ''} ({cpu_limit().describe()}), queues {queues}",
+          file=sys.stderr, flush=True)
 
     from service.dispatch import Sweeper
     from service.webhooks import start_sender
     from worker.tasks import app
 
-    torch.set_num_threads(settings.worker_threads or max(1, (os.cpu_count() or 2) - 1))
     Sweeper(settings).start()  # lost messages and dead workers' jobs are sent again
     start_sender(settings)  # webhook events: this worker's jobs' at once, anyone's when due
     # solo pool: jobs run in the worker's own process, never in a child forked after LightGBM's
     # OpenMP or CUDA started (both hang in such children)
-    app.worker_main(["worker", "--pool=solo", f"--queues={queues}",
-                     f"--loglevel={args.loglevel}", "--without-gossip", "--without-mingle"])
+    app.worker_main(["worker", "--pool=solo", "--concurrency=1", f"--queues={queues}",
+                     f"--hostname={name}", f"--loglevel={args.loglevel}", "--without-gossip",
+                     "--without-mingle"])
     return 0
 
 

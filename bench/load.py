@@ -2,8 +2,9 @@
 
     python bench/load.py [--clients 20] [--seconds 60] [--workers 2] [--drain 300]
 
-Runs a real API server (uvicorn, one process) and ``--workers`` real Celery workers against the
-local PostgreSQL (database ``dvrl_bench``, recreated) and Redis (db 14). Each client uploads
+Runs a real API server (uvicorn, one process) and ``dvrl worker --concurrency W`` (W =
+``--workers`` Celery worker processes, the CPUs divided between them) against the local
+PostgreSQL (database ``dvrl_bench``, recreated) and Redis (db 14). Each client uploads
 nothing (one shared small table), then loops: submit a small job (with an Idempotency-Key),
 poll it about twice a second until it ends, repeat; a 429 is honoured by waiting Retry-After.
 After ``--seconds`` no new jobs are submitted and every submitted job is waited for (at most
@@ -111,17 +112,17 @@ def main() -> None:
     parser.add_argument("--iterations", type=int, default=50)
     args = parser.parse_args()
     fresh_database()
-    env = os.environ | {"DVRL_DATABASE_URL": PG_URL, "DVRL_BROKER_URL": REDIS_URL,
-                        "DVRL_WORKER_THREADS": "1"}
+    env = os.environ | {"DVRL_DATABASE_URL": PG_URL, "DVRL_BROKER_URL": REDIS_URL}
     os.environ.update({"DVRL_DATABASE_URL": PG_URL, "DVRL_BROKER_URL": REDIS_URL})
     key = api_key("load", "bench/load.py")
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     processes = [subprocess.Popen([sys.executable, "-m", "dvrl_cli", "serve", "--port",
                                    str(port)], cwd=ROOT, env=env)]
-    processes += [subprocess.Popen([sys.executable, "-m", "dvrl_cli", "worker", "--loglevel",
-                                    "WARNING"], cwd=ROOT, env=env)
-                  for _ in range(args.workers)]
+    # one machine's job slots: --workers worker processes, the CPUs divided between them
+    processes.append(subprocess.Popen([sys.executable, "-m", "dvrl_cli", "worker", "--loglevel",
+                                       "WARNING", "--concurrency", str(args.workers)],
+                                      cwd=ROOT, env=env))
     try:
         with tempfile.TemporaryDirectory() as tmp, httpx.Client(
                 base_url=base, timeout=60, headers={"Authorization": f"Bearer {key}"}) as http:

@@ -18,8 +18,10 @@ import time
 from pathlib import Path
 
 import numpy as np
-import torch
 
+from dvrl_core.threads import apply_thread_budget, available_cpus, set_thread_env
+
+set_thread_env(available_cpus())  # before torch loads: OpenMP reads its settings then
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import suite  # noqa: E402
@@ -45,14 +47,14 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
     parser.add_argument("--no-reference", action="store_true")
     parser.add_argument("--removal", action="store_true")
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--threads", type=int, help="default: the CPUs this process may use")
     parser.add_argument("--suite", action="store_true", help="many tables (bench/suite.py)")
     suite.add_arguments(parser)
     args = parser.parse_args()
     if args.suite:
         suite.run(args)
         return
-    torch.set_num_threads(args.threads)
+    args.threads = apply_thread_budget(args.threads)
     tune_allocator()
     rows: dict[str, list[dict[str, float]]] = {"dvrl": [], "marginal": [], "reference": []}
     print(f"Adult protocol, {args.iterations or 2000} iterations, seeds 0..{args.seeds - 1}, "

@@ -16,8 +16,12 @@ import sys
 import time
 from pathlib import Path
 
-import torch
-from threadpoolctl import threadpool_limits
+from dvrl_core.threads import apply_thread_budget, available_cpus, set_thread_env
+
+set_thread_env(available_cpus())  # before torch loads: OpenMP reads its settings then
+
+import torch  # noqa: E402
+from threadpoolctl import threadpool_limits  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -75,7 +79,7 @@ def main() -> None:
     args = parser.parse_args()
     tune_allocator()
     data, _, _ = adult_protocol(0, args.data)
-    cores = torch.get_num_threads()
+    cores = apply_thread_budget()  # the CPUs this process may use
 
     print(f"logistic regression predictor, {args.iterations} iterations, Adult protocol")
     torch.set_num_threads(1)

@@ -10,17 +10,16 @@ per table) and with every control of ``dvrl_core.controls`` plus the marginal co
 table: found@20 (flipped rows among the lowest-valued 20%) and AUROC, means over seeds; then
 the mean over tables, the worst table, and ours minus the best control per table.
 
-Cells run in ``--jobs`` processes with one thread each (two torch processes with default threads
-on two cores run five times slower each). Finished cells are kept in ``bench/out/suite.jsonl``
-(keyed by method, its settings, table, size, seed and a digest of dvrl_core's source), so an
-interrupted suite resumes and a code change runs again.
+Cells run in ``--jobs`` processes with the CPUs divided between them (two torch processes with
+default threads on two cores run five times slower each). Finished cells are kept in
+``bench/out/suite.jsonl`` (keyed by method, its settings, table, size, seed and a digest of
+dvrl_core's source), so an interrupted suite resumes and a code change runs again.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import time
 from collections import defaultdict
 from concurrent.futures import ProcessPoolExecutor
@@ -28,6 +27,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from dvrl_core.threads import apply_thread_budget, split_budget
 
 OUT = Path(__file__).resolve().parent / "out" / "suite.jsonl"
 VALID_ROWS = 400
@@ -38,10 +39,6 @@ SMALL_TABLE_TRAIN = 600  # fashion_mnist has 1,000 rows: 600 train + 400 validat
 def _cell(method: str, table: str, size: int, seed: int, options: dict[str, Any],
           data_dir: str) -> dict[str, Any]:
     """One table, size and seed: the method's and every control's found@20 and AUROC."""
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
-    import torch
-
-    torch.set_num_threads(1)
     from tables import protocol
 
     from dvrl_core import detection_auroc, found_fraction, prepare
@@ -112,7 +109,9 @@ def run(args: argparse.Namespace) -> None:
                      "seed": seed, "code": CODE}) not in done]
     print(f"{args.method} {options or '(defaults)'}: {len(wanted)} cells, {len(todo)} to run "
           f"in {args.jobs} processes", flush=True)
-    with ProcessPoolExecutor(args.jobs) as pool:
+    # each process limits every thread pool to its share of the budget before its first cell
+    with ProcessPoolExecutor(args.jobs, initializer=apply_thread_budget,
+                             initargs=(split_budget(args.jobs),)) as pool:
         futures = [pool.submit(_cell, args.method, t, s, seed, options, str(args.data))
                    for t, s, seed in todo]
         for future in futures:

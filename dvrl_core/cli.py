@@ -1,6 +1,6 @@
 """The ``dvrl`` command line.
 
-``dvrl value TRAIN --target COL [--valid VALID | --valid-fraction F] [--test TEST]
+``dvrl value TRAIN --target COL [--valid VALID | --valid-fraction F] [--test TEST] [--threads N]
 [--id-column COL] [--method NAME] [--predictor NAME] [--iterations N] [--seed S] [--device D]
 [--inject-noise F] [--out OUT.csv|OUT.parquet]`` values every training row and writes one row per
 training row, in input order, with the columns ``row``, ``value``, ``rank`` (1 = lowest value) and
@@ -61,6 +61,8 @@ def add_value_arguments(value: argparse.ArgumentParser) -> None:
                        "many of them rank lowest")
     value.add_argument("--out", help="output file (.csv or .parquet); default: standard output")
     value.add_argument("--quiet", action="store_true", help="no progress and no summary")
+    value.add_argument("--threads", type=int, help="threads for torch, OpenMP, BLAS and LightGBM "
+                       "(default: the CPUs this process may use: its affinity and cgroup quota)")
 
 
 def _build_parser() -> argparse.ArgumentParser:
@@ -82,9 +84,11 @@ def _build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = _build_parser().parse_args(argv)
     from .runtime import tune_allocator
+    from .threads import apply_thread_budget
 
     tune_allocator()
     try:
+        apply_thread_budget(getattr(args, "threads", None))
         if args.command == "demo":
             return _demo(args)
         return _value(args)
@@ -233,7 +237,8 @@ def print_summary(summary: dict[str, Any], table, out: str | None) -> None:
     method = summary.get("method", "dvrl")
     if method == "dvrl":
         print(f"\nvalued {len(table)} rows in {timing['total_s']:.1f}s "
-              f"({timing['iterations_per_s']:.0f} iterations/s on {summary['device']}); "
+              f"({timing['iterations_per_s']:.0f} iterations/s on {summary['device']}, "
+              f"{_threads(summary)}); "
               f"predictor {summary['predictor']}, reward {summary['metric']}", file=err)
         choice = summary.get("diagnostics", {}).get("predictor_choice")
         if choice:
@@ -242,8 +247,8 @@ def print_summary(summary: dict[str, Any], table, out: str | None) -> None:
                   f"{scores}", file=err)
     else:
         print(f"\nvalued {len(table)} rows with {method} in {timing['total_s']:.1f}s on "
-              f"{summary['device']}; model {summary.get('predictor')}, metric "
-              f"{summary.get('metric')}", file=err)
+              f"{summary['device']} ({_threads(summary)}); model {summary.get('predictor')}, "
+              f"metric {summary.get('metric')}", file=err)
     shown = ["row", "value", "rank", "label"]
     print("lowest-valued rows (review these first):", file=err)
     print(table.sort_values("rank").head(5)[shown].to_string(index=False), file=err)
@@ -268,6 +273,17 @@ def print_summary(summary: dict[str, Any], table, out: str | None) -> None:
               "0.20)", file=err)
     if out:
         print(f"values written to {out}", file=err)
+
+
+def _threads(summary: dict[str, Any]) -> str:
+    """The threads the run used: a job's summary says (``dvrl remote value``), else this
+    process's budget."""
+    count = summary.get("threads")
+    if count is None:
+        from .threads import threads_in_use
+
+        count = threads_in_use()
+    return f"{count} thread" + ("s" if count != 1 else "")
 
 
 def _demo(args: argparse.Namespace) -> int:

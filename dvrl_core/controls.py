@@ -23,6 +23,7 @@ from typing import Any, Literal
 import numpy as np
 
 from .data import PreparedData
+from .threads import lightgbm_threads
 
 ControlModel = Literal["logistic", "lightgbm"]
 CONTROLS = ("marginal", "validation_logistic", "out_of_fold_logistic", "out_of_fold_lightgbm")
@@ -47,8 +48,8 @@ def _model(kind: ControlModel, task: str, n_classes: int, random_state: int):
     import lightgbm as lgb
 
     params: dict[str, Any] = {"n_estimators": 100, "learning_rate": 0.1, "num_leaves": 15,
-              "random_state": random_state, "deterministic": True, "n_jobs": 1,
-              "verbose": -1}
+              "random_state": random_state, "deterministic": True,
+              "n_jobs": lightgbm_threads(), "verbose": -1}
     if task == "classification":
         return lgb.LGBMClassifier(**params)
     return lgb.LGBMRegressor(**params)

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .data import PreparedData
+from .threads import lightgbm_threads
 
 SOURCES = ("validation_logistic", "validation_lightgbm", "train_logistic", "train_lightgbm")
 FOLDS = 5
@@ -74,7 +75,8 @@ def _fit_predict(kind: str, x: np.ndarray, y: np.ndarray, targets: list[np.ndarr
 
         model = lgb.LGBMClassifier(n_estimators=100, learning_rate=0.1, num_leaves=15,
                                    min_child_samples=10, random_state=seed,
-                                   deterministic=True, n_jobs=1, verbose=-1)
+                                   deterministic=True, n_jobs=lightgbm_threads(),
+                                   verbose=-1)
         model.fit(x, y)
         raw = [model.predict_proba(t) for t in targets]
     out = []

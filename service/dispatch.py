@@ -85,6 +85,9 @@ class EmbeddedWorker:
                                   .order_by(Job.created_at).limit(1))
 
     def _loop(self) -> None:
+        from dvrl_core.threads import apply_thread_budget
+
+        apply_thread_budget(get_settings().worker_threads)  # before torch runs anything here
         from .runner import run_job
 
         while not self._stop.is_set():

@@ -39,6 +39,7 @@ from dvrl_core.controls import marginal_control
 from dvrl_core.methods import make_method
 from dvrl_core.noise import with_label_noise
 from dvrl_core.predictors.base import resolve_device
+from dvrl_core.threads import threads_in_use
 
 from . import jobs, webhook_events, webhooks
 from .datasets import load_frame
@@ -339,7 +340,7 @@ def _evaluate(spec: JobSpec, data: PreparedData, result, corrupted):
     summary: dict[str, Any] = {
         "method": spec.method, "rows": len(result), "task": data.task,
         "predictor": result.params.get("predictor"), "metric": result.params.get("metric"),
-        "device": result.device,
+        "device": result.device, "threads": threads_in_use(),
         "timings": {k: round(v, 3) for k, v in result.timings.items()},
         "diagnostics": {k: v for k, v in result.diagnostics.items() if k != "trust"},
         "versions": result.versions,

@@ -58,8 +58,10 @@ class Settings(BaseSettings):
     results_ttl_days: float | None = Field(None, description="delete finished jobs and their "
                                            "results after this many days; empty: keep")
     worker_threads: int | None = Field(
-        None, description="torch threads in a worker; default: all cores but one (the API and "
-        "the database keep a core)")
+        None, ge=1, description="threads of one job slot (torch, OpenMP, BLAS, LightGBM); "
+        "default: the CPUs the worker may use (affinity, cgroup quota) divided by its slots")
+    worker_concurrency: int = Field(1, ge=1, description="job slots of `dvrl worker`: worker "
+                                    "processes on one machine, one job each")
     cpu_queue: str = "dvrl"
     gpu_queue: str = "dvrl-gpu"
     public_url: str | None = Field(None, description="the API's address as clients reach it "

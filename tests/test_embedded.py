@@ -16,7 +16,8 @@ from tests.conftest import ROOT, free_port, upload, wait_for, wait_until_up
 def test_serve_with_no_configuration_values_a_table_end_to_end(tmp_path, tables):
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("DVRL_")}
-    env |= {"DVRL_DATA_DIR": str(tmp_path / "data"), "DVRL_PROGRESS_INTERVAL_S": "0.2"}
+    env |= {"DVRL_DATA_DIR": str(tmp_path / "data"), "DVRL_PROGRESS_INTERVAL_S": "0.2",
+            "DVRL_WORKER_THREADS": "1"}  # torch's default here: every core
     log = open(tmp_path / "serve.log", "wb")  # noqa: SIM115 - closed in finally
     server = subprocess.Popen([sys.executable, "-m", "dvrl_cli", "serve", "--port", str(port)],
                               cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
@@ -33,6 +34,7 @@ def test_serve_with_no_configuration_values_a_table_end_to_end(tmp_path, tables)
                 "seed": 0, "label_noise": 0.2, "dvrl": {"iterations": 100}}).json()["id"],
                 timeout=240)
             assert job["state"] == "SUCCEEDED", job["error"]
+            assert job["summary"]["threads"] == 1  # the in-process worker keeps its budget
             table = pd.read_csv(io.StringIO(client.get(f"/v1/jobs/{job['id']}/values",
                                                        params={"format": "csv"}).text))
             assert len(table) == 360

@@ -2,8 +2,8 @@
 
 Pool choice: ``solo`` (the task runs in the worker's main process). LightGBM's OpenMP runtime and
 CUDA both break in children forked after they started, and a prefork pool forks exactly there;
-with one job per worker process nothing is forked. Run more worker processes for more
-concurrency.
+with one job per worker process nothing is forked. ``dvrl worker --concurrency N`` runs N worker
+processes for more concurrency (worker/slots.py).
 """
 
 from __future__ import annotations

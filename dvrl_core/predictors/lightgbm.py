@@ -1,8 +1,9 @@
 """LightGBM predictor (classifier and regressor, with sample weights).
 
 Gradient-boosted trees cannot be batched like the torch models: a batch of R fits is R LightGBM
-trainings on the selected rows. Training is deterministic (``deterministic=True``, fixed seed) and
-single-threaded by default, which keeps it safe inside forked worker processes.
+trainings on the selected rows. Training is deterministic (``deterministic=True``, fixed seed;
+the same trees whatever the thread count) and uses the process's thread budget
+(:func:`dvrl_core.threads.lightgbm_threads`) unless ``n_jobs`` is given.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import lightgbm as lgb
 import numpy as np
 import torch
 
+from ..threads import lightgbm_threads
 from .base import BatchTrainer, Predictor
 
 
@@ -46,7 +48,8 @@ class _LightGBMTrainer(BatchTrainer):
         params: dict[str, Any] = {
             "n_estimators": p.n_estimators, "learning_rate": p.learning_rate,
             "num_leaves": p.num_leaves, "min_child_samples": p.min_child_samples,
-            "random_state": p.random_state, "deterministic": True, "n_jobs": p.n_jobs,
+            "random_state": p.random_state, "deterministic": True,
+            "n_jobs": p.n_jobs or lightgbm_threads(),
             "verbose": -1,
         }
         if p.task == "classification":
@@ -84,14 +87,14 @@ class _LightGBMTrainer(BatchTrainer):
 
 
 class LightGBM(Predictor):
-    """LightGBM gradient-boosted trees; ``n_jobs=1`` by default (fork-safe, no oversubscription)."""
+    """LightGBM gradient-boosted trees; ``n_jobs`` defaults to the process's thread budget."""
 
     name = "lightgbm"
 
     def __init__(
         self, task: str = "classification", n_classes: int = 2, *, n_estimators: int = 100,
         learning_rate: float = 0.1, num_leaves: int = 31, min_child_samples: int = 20,
-        n_jobs: int = 1, device="cpu", random_state: int = 0,
+        n_jobs: int | None = None, device="cpu", random_state: int = 0,
     ) -> None:
         super().__init__(task, n_classes, device=device, random_state=random_state)
         self.n_estimators, self.learning_rate = n_estimators, learning_rate
