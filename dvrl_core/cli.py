@@ -11,6 +11,11 @@ standard output. Progress and the summary go to standard error. Errors print one
 defaults and the seed, and DVRL's options (``--predictor``, ``--metric``, ``--rollouts``) are
 refused with them.
 
+``--ensemble K`` runs DVRL K times with independent seeds derived from ``--seed``, one after
+another, and writes the members' mean with a ``std_error`` column; the summary adds the rank
+stability (the members' mean pairwise Spearman correlation) and each member's trust verdict
+(:mod:`dvrl_core.ensemble`).
+
 ``dvrl demo`` values a generated table with planted label noise and prints what it found.
 
 This contract is stable: other tools call it.
@@ -27,6 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .ensemble import MAX_MEMBERS
 from .errors import DVRLError
 from .methods import METHODS
 
@@ -59,6 +65,10 @@ def _build_parser() -> argparse.ArgumentParser:
     value.add_argument("--iterations", type=int, default=2000)
     value.add_argument("--rollouts", type=int, help="rollouts per iteration")
     value.add_argument("--seed", type=int, default=0)
+    value.add_argument("--ensemble", type=int, default=1, metavar="K",
+                       help="run DVRL K times with seeds derived from --seed and report their "
+                       f"mean, per-row standard error and rank stability (1 to {MAX_MEMBERS}; "
+                       "default 1)")
     value.add_argument("--device", default="auto", help="auto, cpu or cuda")
     value.add_argument("--inject-noise", type=float, metavar="F",
                        help="self-check: flip this fraction of training labels and report how "
@@ -130,6 +140,10 @@ def _value(args: argparse.Namespace) -> int:
         raise ConfigError("give --valid TABLE or --valid-fraction F")
     if args.iterations < 1:
         raise ConfigError("--iterations must be at least 1")
+    if not 1 <= args.ensemble <= MAX_MEMBERS:
+        raise ConfigError(f"--ensemble must be between 1 and {MAX_MEMBERS}")
+    if args.ensemble > 1 and args.method != "dvrl":
+        raise ConfigError(f"--ensemble: an ensemble of DVRL runs; not of --method {args.method}")
     train = read_table(args.train)
     valid = read_table(args.valid) if args.valid else None
     test = read_table(args.test) if args.test else None
@@ -140,10 +154,15 @@ def _value(args: argparse.Namespace) -> int:
     if args.inject_noise is not None:
         data, corrupted = with_label_noise(data, args.inject_noise, args.seed)
 
-    valuer = _make_valuer(args)
     progress = _ProgressPrinter(not args.quiet)
     try:
-        result = valuer.fit(data, on_progress=progress)
+        if args.ensemble > 1:
+            from .ensemble import fit_ensemble, member_seeds
+
+            result = fit_ensemble(data, member_seeds(args.seed, args.ensemble),
+                                  lambda seed: _make_valuer(args, seed), on_progress=progress)
+        else:
+            result = _make_valuer(args, args.seed).fit(data, on_progress=progress)
     finally:
         progress.close()
 
@@ -155,19 +174,19 @@ def _value(args: argparse.Namespace) -> int:
     else:
         table.to_csv(sys.stdout, index=False)
     if not args.quiet:
-        _summary(result, table, corrupted, valuer, data, args.out, found_fraction,
+        _summary(result, table, corrupted, args.seed, data, args.out, found_fraction,
                  detection_auroc)
     return 0
 
 
-def _make_valuer(args: argparse.Namespace):
+def _make_valuer(args: argparse.Namespace, seed: int):
     """DVRL with the command line's options, or a baseline with its defaults and the seed."""
     from .errors import ConfigError
     from .methods import make_method
 
     dvrl_options = {name: getattr(args, name) for name in ("predictor", "metric", "rollouts")
                     if getattr(args, name) is not None}
-    params = {"random_state": args.seed, "device": args.device}
+    params = {"random_state": seed, "device": args.device}
     if args.method == "dvrl":
         return make_method("dvrl", iterations=args.iterations, **params, **dvrl_options)
     if dvrl_options:
@@ -176,7 +195,7 @@ def _make_valuer(args: argparse.Namespace):
     return make_method(args.method, **params)
 
 
-def _summary(result, table, corrupted, valuer, data, out, found_fraction,
+def _summary(result, table, corrupted, seed, data, out, found_fraction,
              detection_auroc) -> None:
     err = sys.stderr
     timing = result.timings
@@ -201,17 +220,21 @@ def _summary(result, table, corrupted, valuer, data, out, found_fraction,
     print("highest-valued rows:", file=err)
     print(table.sort_values("rank", ascending=False).head(5)[shown].to_string(index=False),
           file=err)
+    ensemble = result.diagnostics.get("ensemble")
+    if ensemble:
+        _ensemble_summary(ensemble, err)
     trust = result.diagnostics.get("trust")
     if trust:
-        returned = "the prior (learning made the planted flips harder to find)" \
-            if trust["returned"] == "prior" else "the learned values"
+        returned = {"prior": "the prior (learning made the planted flips harder to find)",
+                    "mixed": "the learned values in {dvrl} members, the prior in {prior}"}.get(
+            trust["returned"], "the learned values").format(**trust.get("returned_counts", {}))
         rows = trust.get("check_rows", 0) + trust.get("planted", {}).get("rows", 0)
         where = f" on {rows} held-out validation rows" if rows else ""
         print(f"trust check{where}: {trust['verdict']}; returned {returned}", file=err)
     if corrupted is not None and len(corrupted):
         from .controls import marginal_control
 
-        control = marginal_control(data, random_state=valuer.random_state)
+        control = marginal_control(data, random_state=seed)
         found = ", ".join(f"{f:.0%}: {found_fraction(result.values, corrupted, f):.2f}"
                           for f in (0.1, 0.2, 0.3))
         print(f"injected noise: {len(corrupted)} labels flipped; found among the lowest {found}",
@@ -222,6 +245,18 @@ def _summary(result, table, corrupted, valuer, data, out, found_fraction,
               f"{detection_auroc(control, corrupted):.3f}; random: found@20% 0.20)", file=err)
     if out:
         print(f"values written to {out}", file=err)
+
+
+def _ensemble_summary(ensemble: dict, err) -> None:
+    def shown(value: float | None, digits: int) -> str:
+        return "undefined" if value is None else f"{value:.{digits}f}"
+
+    stability = ensemble["rank_stability"]
+    errors = ensemble["std_error"]
+    print(f"ensemble of {ensemble['members']} runs (seeds {ensemble['seeds']}): rank stability "
+          f"{shown(stability['mean_spearman'], 3)} (mean pairwise Spearman; lowest pair "
+          f"{shown(stability['min_spearman'], 3)}); per-row standard error median "
+          f"{shown(errors['median'], 4)}, max {shown(errors['max'], 4)}", file=err)
 
 
 def _demo(args: argparse.Namespace) -> int:
