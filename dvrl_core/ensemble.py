@@ -96,9 +96,11 @@ def combine(values: Sequence[np.ndarray]) -> Combined:
     array per member, one value per row, the rows in the same order)."""
     if len(values) == 0:
         raise ConfigError("an ensemble needs at least one member's values")
-    stacked = np.vstack([np.asarray(v, dtype=np.float64) for v in values])
-    if stacked.shape[0] != len(values) or any(np.ndim(v) != 1 for v in values):
-        raise ConfigError("each member's values must be one array of one value per row")
+    arrays = [np.asarray(v, dtype=np.float64) for v in values]
+    if any(a.ndim != 1 or len(a) != len(arrays[0]) for a in arrays):
+        raise ConfigError("each member's values must be one array of one value per row, the "
+                          "same rows for every member")
+    stacked = np.vstack(arrays)
     members = len(values)
     mean = stacked.mean(axis=0)
     if members > 1:
