@@ -306,8 +306,9 @@ def _aggregate(session: Session, job_id: str, stamp: datetime) -> None:
         progress=aggregate, heartbeat_at=stamp))
     percent = webhook_events.milestone(done, total)
     if percent is not None and "job.progress" in ((job.spec or {}).get("notify") or {}).get(
-            "events", ()):
-        webhook_events.progress_reached(session, job_id, percent, aggregate, stamp)
+            "events", ()):  # members' progress comes in steps: each milestone passed, once
+        for passed in (m for m in webhook_events.MILESTONES if m <= percent):
+            webhook_events.progress_reached(session, job_id, passed, aggregate, stamp)
 
 
 def fail_exhausted(session: Session, settings: Settings, stamp: datetime,
