@@ -1,8 +1,8 @@
 """The ``dvrl`` command line.
 
 ``dvrl value TRAIN --target COL [--valid VALID | --valid-fraction F] [--test TEST]
-[--id-column COL] [--method NAME] [--predictor NAME] [--iterations N] [--seed S] [--device D]
-[--inject-noise F] [--out OUT.csv|OUT.parquet]`` values every training row and writes one row per
+[--id-column COL] [--method NAME] [--predictor NAME] [--iterations N] [--seed S] [--ensemble K]
+[--device D] [--inject-noise F] [--out OUT.csv|OUT.parquet]`` values every training row and writes one row per
 training row, in input order, with the columns ``row``, ``value``, ``rank`` (1 = lowest value) and
 ``label`` (plus ``noise_injected`` with ``--inject-noise``). Without ``--out`` the table goes to
 standard output. Progress and the summary go to standard error. Errors print one line and exit 2.
