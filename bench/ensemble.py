@@ -11,7 +11,9 @@ tables (seed 0: 1,000 training rows with 20% of their labels flipped, 400 valida
 job with ``ensemble: K``, then its K members as K single jobs submitted one after another, each
 with its member's seed (the same runs). Prints both wall times (POST to SUCCEEDED), their ratio
 (target <= 0.6 with two workers: ideally 1 / workers, plus the combination), and the largest
-difference between the ensemble's values and the single jobs' mean (0: the same runs).
+difference between the ensemble's values and the single jobs' mean (0: the same runs), and DVRL's
+iterations/s per member while members ran at once against a single job's alone (how much of
+the machine the workers could use together).
 
 Quality: for each protocol seed, the K members fitted in this process, one after another (seeds
 ``member_seeds(seed, K)``, combined by dvrl_core.ensemble.combine_results): found@20 and AUROC
@@ -36,7 +38,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "bench"))
+sys.path.append(str(ROOT / "bench"))  # after ROOT: bench/api.py is not the api package
 from adult_protocol import DEFAULT_DATA, adult_protocol  # noqa: E402
 from harness import DATABASE, REDIS_URL, api_key, fresh_database  # noqa: E402
 
@@ -143,6 +145,12 @@ def timing(args: argparse.Namespace) -> None:
     print(f"  ratio ensemble / sequential:         {ensemble_s / sequential_s:8.2f}  "
           "(target <= 0.6)")
     print(f"  ensemble values vs the single jobs' mean: largest difference {difference:.2e}")
+    parallel = ensemble["summary"]["timings"]["iterations_per_s"]
+    alone = float(np.mean([job["summary"]["timings"]["iterations_per_s"] for _, job in singles]))
+    print(f"  DVRL speed: {parallel:.1f} it/s a member while {args.workers} ran at once, "
+          f"{alone:.1f} it/s a single job alone: the workers together did "
+          f"{args.workers * parallel / alone:.2f}x one worker's work (other load on the "
+          "machine lowers it; the ratio above is about 1 / that)")
     print(f"  load: {_uptime()}")
 
 

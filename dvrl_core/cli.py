@@ -2,10 +2,11 @@
 
 ``dvrl value TRAIN --target COL [--valid VALID | --valid-fraction F] [--test TEST]
 [--id-column COL] [--method NAME] [--predictor NAME] [--iterations N] [--seed S] [--ensemble K]
-[--device D] [--inject-noise F] [--out OUT.csv|OUT.parquet]`` values every training row and writes one row per
-training row, in input order, with the columns ``row``, ``value``, ``rank`` (1 = lowest value) and
-``label`` (plus ``noise_injected`` with ``--inject-noise``). Without ``--out`` the table goes to
-standard output. Progress and the summary go to standard error. Errors print one line and exit 2.
+[--device D] [--inject-noise F] [--out OUT.csv|OUT.parquet]`` values every training row and
+writes one row per training row, in input order, with the columns ``row``, ``value``, ``rank``
+(1 = lowest value) and ``label`` (plus ``noise_injected`` with ``--inject-noise``). Without
+``--out`` the table goes to standard output. Progress and the summary go to standard error.
+Errors print one line and exit 2.
 ``--method`` picks DVRL (the default) or a baseline to compare it with (``knn_shapley``,
 ``data_oob``, ``leave_one_out``: see :mod:`dvrl_core.baselines`); the baselines run with their
 defaults and the seed, and DVRL's options (``--predictor``, ``--metric``, ``--rollouts``) are

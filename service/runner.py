@@ -278,7 +278,7 @@ def guarded(spec: JobSpec, budget: float, monitor: _Monitor,
     try:
         return run()
     except LeaseLost:
-        log.warning("%s: lease lost to another worker; stopping", monitor.job_id)
+        log.warning("job %s: lease lost to another worker; stopping", monitor.job_id)
         return None
     except RunStopped:
         if monitor.cancelled:
@@ -291,7 +291,7 @@ def guarded(spec: JobSpec, budget: float, monitor: _Monitor,
     except DVRLError as exc:
         return _fail(exc.code, "The data cannot be valued as given", str(exc), monitor)
     except Exception:  # a bug, not the user's data: log it, keep tracebacks out of the body
-        log.exception("%s failed", monitor.job_id)
+        log.exception("job %s failed", monitor.job_id)
         return _fail("internal-error", "Internal error",
                      "the job failed unexpectedly; the service log has the details",
                      monitor, status=500)
