@@ -32,14 +32,18 @@ class DatasetsPublic(BaseModel):
 
 
 class ProgressPublic(BaseModel):
-    phase: str = Field(description="queued, loading, preparing, training, evaluating, writing, "
-                       "done, failed or cancelled")
+    phase: str = Field(description="queued, loading, preparing, training, combining (an "
+                       "ensemble's members' values), evaluating, writing, done, failed or "
+                       "cancelled")
     iteration: int | None = None
     total: int | None = None
     reward: float | None = Field(None, description="mean reward of recent iterations")
     elapsed_s: float | None = None
     eta_s: float | None = None
     heartbeat: datetime | None = None
+    members: dict[str, int] | None = Field(
+        None, description="an ensemble's members by state (queued, running, succeeded, failed, "
+        "cancelled); iteration and total then count the iterations of all members")
 
 
 class ProblemPublic(BaseModel):
@@ -76,6 +80,8 @@ class ValuePublic(BaseModel):
     flagged: bool = Field(description="among the lowest-valued rows (flag_fraction)")
     noise_injected: bool | None = Field(None, description="with label_noise: this label was "
                                         "flipped by the service")
+    std_error: float | None = Field(None, description="an ensemble's: the standard error of "
+                                    "the members' mean value")
 
 
 class ValuesPublic(BaseModel):

@@ -11,18 +11,21 @@ PG_URL = f"postgresql+psycopg://postgres@127.0.0.1:5432/{DATABASE}"
 REDIS_URL = "redis://127.0.0.1:6379/14"
 
 
-def fresh_database() -> None:
-    """Drop and recreate ``dvrl_bench``, migrate it to head, empty Redis db 14."""
+def fresh_database(database: str = DATABASE, redis_url: str = REDIS_URL) -> str:
+    """Drop and recreate ``dvrl_bench`` (or ``database``), migrate it to head, empty Redis db 14
+    (or ``redis_url``'s); returns the database's URL."""
     import psycopg
     import redis
 
     from service.migrate import upgrade
 
     with psycopg.connect(PG_ADMIN, autocommit=True) as connection:
-        connection.execute(f"DROP DATABASE IF EXISTS {DATABASE} WITH (FORCE)")
-        connection.execute(f"CREATE DATABASE {DATABASE}")
-    redis.Redis.from_url(REDIS_URL).flushdb()
-    upgrade(PG_URL)
+        connection.execute(f"DROP DATABASE IF EXISTS {database} WITH (FORCE)")
+        connection.execute(f"CREATE DATABASE {database}")
+    redis.Redis.from_url(redis_url).flushdb()
+    url = PG_URL.rsplit("/", 1)[0] + f"/{database}"
+    upgrade(url)
+    return url
 
 
 def api_key(owner: str, note: str) -> str:

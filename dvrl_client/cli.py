@@ -75,6 +75,11 @@ def spec_fields(args: argparse.Namespace) -> dict[str, Any]:
                           "GPU workers choose the GPU)")
     fields: dict[str, Any] = {"task": args.task, "method": args.method, "seed": args.seed,
                               "device": args.device}
+    if getattr(args, "threads", None) is not None:
+        raise ConfigError("--threads: a server's workers divide their own CPUs "
+                          "(DVRL_WORKER_THREADS, dvrl worker --concurrency)")
+    if args.ensemble > 1:
+        fields["ensemble"] = args.ensemble
     if args.id_column is not None:
         fields["id_column"] = args.id_column
     if args.inject_noise is not None:

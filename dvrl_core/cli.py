@@ -1,15 +1,21 @@
 """The ``dvrl`` command line.
 
 ``dvrl value TRAIN --target COL [--valid VALID | --valid-fraction F] [--test TEST] [--threads N]
-[--id-column COL] [--method NAME] [--predictor NAME] [--iterations N] [--seed S] [--device D]
-[--inject-noise F] [--out OUT.csv|OUT.parquet]`` values every training row and writes one row per
-training row, in input order, with the columns ``row``, ``value``, ``rank`` (1 = lowest value) and
-``label`` (plus ``noise_injected`` with ``--inject-noise``). Without ``--out`` the table goes to
-standard output. Progress and the summary go to standard error. Errors print one line and exit 2.
+[--id-column COL] [--method NAME] [--predictor NAME] [--iterations N] [--seed S] [--ensemble K]
+[--device D] [--inject-noise F] [--out OUT.csv|OUT.parquet]`` values every training row and
+writes one row per training row, in input order, with the columns ``row``, ``value``, ``rank``
+(1 = lowest value) and ``label`` (plus ``noise_injected`` with ``--inject-noise``). Without
+``--out`` the table goes to standard output. Progress and the summary go to standard error.
+Errors print one line and exit 2.
 ``--method`` picks DVRL (the default) or a baseline to compare it with (``knn_shapley``,
 ``data_oob``, ``leave_one_out``: see :mod:`dvrl_core.baselines`); the baselines run with their
 defaults and the seed, and DVRL's options (``--predictor``, ``--metric``, ``--rollouts``) are
 refused with them.
+
+``--ensemble K`` runs DVRL K times with independent seeds derived from ``--seed``, one after
+another, and writes the members' mean with a ``std_error`` column; the summary adds the rank
+stability (the members' mean pairwise Spearman correlation) and each member's trust verdict
+(:mod:`dvrl_core.ensemble`).
 
 ``dvrl demo`` values a generated table with planted label noise and prints what it found.
 
@@ -28,6 +34,7 @@ from typing import Any
 
 import numpy as np
 
+from .ensemble import MAX_MEMBERS
 from .errors import DVRLError
 from .methods import METHODS
 
@@ -55,6 +62,10 @@ def add_value_arguments(value: argparse.ArgumentParser) -> None:
     value.add_argument("--iterations", type=int, default=2000)
     value.add_argument("--rollouts", type=int, help="rollouts per iteration")
     value.add_argument("--seed", type=int, default=0)
+    value.add_argument("--ensemble", type=int, default=1, metavar="K",
+                       help="run DVRL K times with seeds derived from --seed and report their "
+                       f"mean, per-row standard error and rank stability (1 to {MAX_MEMBERS}; "
+                       "default 1)")
     value.add_argument("--device", default="auto", help="auto, cpu or cuda")
     value.add_argument("--inject-noise", type=float, metavar="F",
                        help="self-check: flip this fraction of training labels and report how "
@@ -139,6 +150,10 @@ def check_value_arguments(args: argparse.Namespace) -> None:
         raise ConfigError("give --valid TABLE or --valid-fraction F")
     if args.iterations < 1:
         raise ConfigError("--iterations must be at least 1")
+    if not 1 <= args.ensemble <= MAX_MEMBERS:
+        raise ConfigError(f"--ensemble must be between 1 and {MAX_MEMBERS}")
+    if args.ensemble > 1 and args.method != "dvrl":
+        raise ConfigError(f"--ensemble: an ensemble of DVRL runs; not of --method {args.method}")
 
 
 def dvrl_options(args: argparse.Namespace) -> dict[str, object]:
@@ -170,10 +185,15 @@ def _value(args: argparse.Namespace) -> int:
     if args.inject_noise is not None:
         data, corrupted = with_label_noise(data, args.inject_noise, args.seed)
 
-    valuer = _make_valuer(args)
     progress = ProgressPrinter(not args.quiet)
     try:
-        result = valuer.fit(data, on_progress=progress)
+        if args.ensemble > 1:
+            from .ensemble import fit_ensemble, member_seeds
+
+            result = fit_ensemble(data, member_seeds(args.seed, args.ensemble),
+                                  lambda seed: _make_valuer(args, seed), on_progress=progress)
+        else:
+            result = _make_valuer(args, args.seed).fit(data, on_progress=progress)
     finally:
         progress.close()
 
@@ -185,17 +205,16 @@ def _value(args: argparse.Namespace) -> int:
     else:
         table.to_csv(sys.stdout, index=False)
     if not args.quiet:
-        print_summary(_summary_of(result, data, corrupted, valuer.random_state), table,
-                      args.out)
+        print_summary(_summary_of(result, data, corrupted, args.seed), table, args.out)
     return 0
 
 
-def _make_valuer(args: argparse.Namespace):
+def _make_valuer(args: argparse.Namespace, seed: int):
     """DVRL with the command line's options, or a baseline with its defaults and the seed."""
     from .methods import make_method
 
     options = dvrl_options(args)
-    params = {"random_state": args.seed, "device": args.device}
+    params = {"random_state": seed, "device": args.device}
     if args.method == "dvrl":
         return make_method("dvrl", iterations=args.iterations, **params, **options)
     return make_method(args.method, **params)
@@ -214,6 +233,8 @@ def _summary_of(result, data, corrupted, random_state) -> dict[str, Any]:
     }
     if result.diagnostics.get("trust"):
         summary["trust"] = result.diagnostics["trust"]
+    if result.diagnostics.get("ensemble"):
+        summary["ensemble"] = result.diagnostics["ensemble"]
     if result.diagnostics.get("predictor_choice"):  # as a job's summary.diagnostics has it
         summary["diagnostics"] = {"predictor_choice": result.diagnostics["predictor_choice"]}
     if corrupted is not None and len(corrupted):
@@ -255,10 +276,14 @@ def print_summary(summary: dict[str, Any], table, out: str | None) -> None:
     print("highest-valued rows:", file=err)
     print(table.sort_values("rank", ascending=False).head(5)[shown].to_string(index=False),
           file=err)
+    ensemble = summary.get("ensemble")
+    if ensemble:
+        _ensemble_summary(ensemble, err)
     trust = summary.get("trust")
     if trust:
-        returned = "the prior (learning made the planted flips harder to find)" \
-            if trust["returned"] == "prior" else "the learned values"
+        returned = {"prior": "the prior (learning made the planted flips harder to find)",
+                    "mixed": "the learned values in {dvrl} members, the prior in {prior}"}.get(
+            trust["returned"], "the learned values").format(**trust.get("returned_counts", {}))
         rows = trust.get("check_rows", 0) + trust.get("planted", {}).get("rows", 0)
         where = f" on {rows} held-out validation rows" if rows else ""
         print(f"trust check{where}: {trust['verdict']}; returned {returned}", file=err)
@@ -284,6 +309,18 @@ def _threads(summary: dict[str, Any]) -> str:
 
         count = threads_in_use()
     return f"{count} thread" + ("s" if count != 1 else "")
+
+
+def _ensemble_summary(ensemble: dict, err) -> None:
+    def shown(value: float | None, digits: int) -> str:
+        return "undefined" if value is None else f"{value:.{digits}f}"
+
+    stability = ensemble["rank_stability"]
+    errors = ensemble["std_error"]
+    print(f"ensemble of {ensemble['members']} runs (seeds {ensemble['seeds']}): rank stability "
+          f"{shown(stability['mean_spearman'], 3)} (mean pairwise Spearman; lowest pair "
+          f"{shown(stability['min_spearman'], 3)}); per-row standard error median "
+          f"{shown(errors['median'], 4)}, max {shown(errors['max'], 4)}", file=err)
 
 
 def _demo(args: argparse.Namespace) -> int:

@@ -23,7 +23,9 @@ class ValuationResult:
 
     ``values[i]`` is the estimator's selection probability for training row ``i`` (the row's
     value: low means the row likely hurts the target task); ``ids[i]`` its id (the id column's
-    value, or the 0-based row number); ``labels[i]`` its given label.
+    value, or the 0-based row number); ``labels[i]`` its given label. An ensemble's result
+    (:mod:`dvrl_core.ensemble`) holds its members' mean with ``std_errors[i]``, the standard error
+    of that mean; a single run's has none.
     """
 
     values: np.ndarray
@@ -35,6 +37,7 @@ class ValuationResult:
     device: str = "cpu"
     timings: dict[str, float] = field(default_factory=dict)
     diagnostics: dict[str, Any] = field(default_factory=dict)
+    std_errors: np.ndarray | None = None
 
     @property
     def ranks(self) -> np.ndarray:
@@ -44,10 +47,14 @@ class ValuationResult:
         return len(self.values)
 
     def to_dataframe(self) -> pd.DataFrame:
-        """One row per training row, in input order: ``row``, ``value``, ``rank``, ``label``."""
-        return pd.DataFrame(
+        """One row per training row, in input order: ``row``, ``value``, ``rank``, ``label``
+        (and ``std_error`` for an ensemble)."""
+        frame = pd.DataFrame(
             {"row": self.ids, "value": self.values, "rank": self.ranks, "label": self.labels}
         )
+        if self.std_errors is not None:
+            frame["std_error"] = self.std_errors
+        return frame
 
     def lowest(self, k: int = 10) -> pd.DataFrame:
         """The ``k`` lowest-valued rows, lowest first: the first ones to review."""

@@ -5,6 +5,10 @@
 * Embedded (no broker): an in-process thread runs queued jobs one at a time, oldest first,
   and takes over jobs whose lease ran out (a process that died mid-job).
 
+An ensemble job (service.members) is sent as one message per member (``dvrl.run_member``), so
+that its members run on as many workers as are free; the embedded thread runs them one after
+another (they still resume one by one, and the last one's combination runs on the same thread).
+
 Webhook events are sent by a ``service.webhooks.WebhookSender`` thread in the same processes
 (every Celery worker, and the embedded service).
 
@@ -25,13 +29,14 @@ from sqlalchemy import and_, or_, select, update
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
-from . import jobs, retention, webhooks
+from . import jobs, members, retention, webhooks
 from .db import session_scope
 from .models import Job
 from .settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
 TASK_NAME = "dvrl.run_job"
+MEMBER_TASK_NAME = "dvrl.run_member"
 
 
 def make_celery(settings: Settings) -> Celery:
@@ -77,34 +82,43 @@ class EmbeddedWorker:
     def notify(self) -> None:
         self._wake.set()
 
-    def _next_job(self) -> str | None:
+    def _next_job(self) -> tuple[str, bool] | None:
+        """The oldest job's next piece of work: (a job id, False) to run or combine it, or
+        (a member id, True) to run one of its members."""
         with session_scope() as session:
             orphaned = and_(Job.state.in_(("RUNNING", "CANCELLING")),
                             Job.lease_expires_at < jobs.db_now(session))
-            return session.scalar(select(Job.id).where(or_(Job.state == "QUEUED", orphaned))
-                                  .order_by(Job.created_at).limit(1))
+            queued = and_(Job.state == "QUEUED", Job.ensemble == 1)
+            job = session.execute(select(Job.id, Job.created_at).where(or_(queued, orphaned))
+                                  .order_by(Job.created_at).limit(1)).first()
+            member = members.next_due(session)
+        if member is not None and (job is None or member[1] < job[1]):
+            return member[0], True
+        return None if job is None else (job[0], False)
 
     def _loop(self) -> None:
         from dvrl_core.threads import apply_thread_budget
 
         apply_thread_budget(get_settings().worker_threads)  # before torch runs anything here
+        from .member_runner import run_member
         from .runner import run_job
 
         while not self._stop.is_set():
             try:
-                job_id = self._next_job()
+                work = self._next_job()
                 retention.expire(get_settings())
             except DBAPIError:
                 log.warning("embedded worker: database unavailable", exc_info=True)
-                job_id = None
-            if job_id is None:
+                work = None
+            if work is None:
                 self._wake.wait(timeout=2.0)
                 self._wake.clear()
                 continue
+            key, member = work
             try:
-                run_job(job_id)
+                run_member(key) if member else run_job(key)
             except Exception:  # keep the worker alive whatever one job does
-                log.exception("embedded worker: job %s", job_id)
+                log.exception("embedded worker: %s %s", "member" if member else "job", key)
 
 
 _embedded: EmbeddedWorker | None = None
@@ -136,21 +150,28 @@ def queue_for(device: str, settings: Settings) -> str:
     return settings.gpu_queue if device == "cuda" else settings.cpu_queue
 
 
-def send(job_id: str, device: str, settings: Settings | None = None) -> None:
-    """Hand a committed QUEUED job to a worker (raises when the broker cannot be reached)."""
+def send(job_id: str, device: str, settings: Settings | None = None,
+         task: str = TASK_NAME) -> None:
+    """Hand a committed QUEUED job (or, with ``MEMBER_TASK_NAME``, an ensemble member) to a
+    worker (raises when the broker cannot be reached)."""
     settings = settings or get_settings()
     if settings.embedded:
         if _embedded is not None:
             _embedded.notify()
         return
-    celery_app().send_task(TASK_NAME, args=[job_id], queue=queue_for(device, settings))
+    celery_app().send_task(task, args=[job_id], queue=queue_for(device, settings))
 
 
 def submit(session: Session, job_id: str, device: str) -> bool:
-    """Send a newly committed job; with the broker away, leave it to the sweeper (the job is
-    safe in the database) and return False. A submission never fails for want of a broker."""
+    """Send a newly committed job (an ensemble: each of its members); with the broker away,
+    leave it to the sweeper (the job is safe in the database) and return False. A submission
+    never fails for want of a broker."""
+    member_ids = members.ids(session, job_id)
     try:
-        send(job_id, device)
+        for member_id in member_ids:
+            send(member_id, device, task=MEMBER_TASK_NAME)
+        if not member_ids:
+            send(job_id, device)
         return True
     except Exception as exc:  # kombu / redis errors of every kind: the broker is unreachable
         log.warning("job %s: broker unavailable (%s); the sweeper will send it",
@@ -158,20 +179,26 @@ def submit(session: Session, job_id: str, device: str) -> bool:
         session.execute(update(Job).where(Job.id == job_id, Job.state == "QUEUED")
                         .values(dispatched_at=None))  # due at the next sweep
         session.commit()
+        members.undispatched(session, job_id)
         return False
 
 
 def sweep(settings: Settings | None = None) -> list[str]:
-    """Send again every job whose message may be lost or whose worker died; expire old
-    results. Returns the ids sent."""
+    """Send again every job and ensemble member whose message may be lost or whose worker
+    died; expire old results. Returns the ids sent."""
     settings = settings or get_settings()
     with session_scope() as session:
         due = jobs.due_for_dispatch(session, settings)
+        due_members = members.due_for_dispatch(session, settings)
     for job_id, device in due:
         log.warning("sweep: sending job %s again (message lost or worker gone)", job_id)
         send(job_id, device, settings)
+    for member_id, device in due_members:
+        log.warning("sweep: sending ensemble member %s again (message lost or worker gone)",
+                    member_id)
+        send(member_id, device, settings, task=MEMBER_TASK_NAME)
     retention.expire(settings)
-    return [job_id for job_id, _ in due]
+    return [key for key, _ in due + due_members]
 
 
 class Sweeper:

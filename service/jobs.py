@@ -17,6 +17,10 @@ in native code) ends FAILED instead of taking down one worker after another.
 
 Each way into a final state (``finish``, the cancel of a QUEUED job, ``fail_exhausted``) writes
 the job's webhook event (service.webhook_events) in the transaction that makes the change.
+
+An ensemble job (spec ``ensemble`` > 1) runs as members (service.members), each with its own
+lease; the job row itself holds no lease while they run, and is claimed here only to combine
+them once the last one has finished (its lease then left expired).
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ from sqlalchemy import and_, case, func, literal, or_, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from . import idempotency, webhook_events, webhook_secrets, webhook_targets
+from . import idempotency, members, webhook_events, webhook_secrets, webhook_targets
 from .datasets import get_dataset
 from .errors import Conflict, NotFound, ServiceError, TooManyJobs
 from .models import Job
@@ -85,6 +89,9 @@ def check_limits(spec: JobSpec, settings: Settings) -> None:
     if spec.time_budget_s is not None and spec.time_budget_s > settings.max_time_budget_s:
         errors.append({"field": "time_budget_s",
                        "message": f"at most {settings.max_time_budget_s} on this service"})
+    if spec.ensemble > settings.max_jobs_in_flight:
+        errors.append({"field": "ensemble", "message": f"at most {settings.max_jobs_in_flight} "
+                       "on this service (each member counts as a job in flight)"})
     if errors:
         raise SpecOverLimit(errors)
 
@@ -111,19 +118,23 @@ def create_job(session: Session, spec: JobSpec, owner: str, settings: Settings,
         except NotFound as exc:
             raise UnknownDataset(field, dataset_id) from exc
     _check_columns(spec, tables)
-    in_flight = session.scalar(select(func.count()).select_from(Job).where(
+    # an ensemble's members count one job each: each takes a worker
+    in_flight = session.scalar(select(func.coalesce(func.sum(Job.ensemble), 0)).where(
         Job.owner == owner, Job.state.in_(ACTIVE)))
-    if in_flight is not None and in_flight >= settings.max_jobs_in_flight:
+    if in_flight is not None and in_flight + spec.ensemble > settings.max_jobs_in_flight:
         raise TooManyJobs(f"{in_flight} jobs are queued or running for this owner; at most "
                           f"{settings.max_jobs_in_flight} at a time: retry when one has "
                           "finished", settings.retry_after_s)
     if spec.notify is not None:  # a signable event to a permitted address, or 422 now
         webhook_secrets.require(session, owner, settings)
         webhook_targets.resolve(spec.notify.url, settings)
+    stamp = db_now(session)
     job = Job(id=str(uuid.uuid4()), owner=owner, state="QUEUED",
               spec=spec.model_dump(mode="json"), progress={"phase": "queued"},
-              cancel_requested=False, attempts=0, dispatched_at=db_now(session))
+              cancel_requested=False, attempts=0, dispatched_at=stamp, ensemble=spec.ensemble)
     session.add(job)
+    if spec.ensemble > 1:
+        members.add(session, job.id, spec.seed, spec.ensemble, stamp)
     if idempotency_key is not None:
         idempotency.remember(session, owner, "create_job", idempotency_key, request, job.id)
     try:
@@ -202,6 +213,8 @@ def request_cancel(session: Session, job_id: str, owner: str) -> Job:
         finished_at=case((queued, stamp), else_=Job.finished_at),
         progress=case((queued, literal(cancelled, Job.progress.type)), else_=Job.progress),
     )).rowcount
+    if changed:  # an ensemble's queued members end now; it ends if none is left running
+        members.on_cancel(session, job_id, stamp)
     if changed and session.scalar(select(Job.state).where(Job.id == job_id)) == "CANCELLED":
         webhook_events.job_ended(session, job_id, stamp)  # ended here, not by a worker
     session.commit()
@@ -217,9 +230,17 @@ def _lease_ends(stamp: datetime, settings: Settings) -> datetime:
 
 
 def _expired(stamp: datetime) -> Any:
-    """Running on a worker whose lease ran out (it died, or lost the database for too long)."""
+    """Running on a worker whose lease ran out (it died, or lost the database for too long).
+    An ensemble job has no lease while its members run; one left expired is due to be
+    combined."""
     return and_(Job.state.in_(("RUNNING", "CANCELLING")),
-                or_(Job.lease_expires_at.is_(None), Job.lease_expires_at < stamp))
+                or_(and_(Job.lease_expires_at.is_(None), Job.ensemble == 1),
+                    Job.lease_expires_at < stamp))
+
+
+def _queued_alone() -> Any:
+    """A QUEUED job that runs as one (an ensemble's members are claimed, not the job)."""
+    return and_(Job.state == "QUEUED", Job.ensemble == 1)
 
 
 def claim(session: Session, job_id: str, holder: str, settings: Settings) -> bool:
@@ -228,7 +249,7 @@ def claim(session: Session, job_id: str, holder: str, settings: Settings) -> boo
     out of attempts ends FAILED here."""
     stamp = db_now(session)
     claimed = session.execute(  # type: ignore[attr-defined]
-        update(Job).where(Job.id == job_id, or_(Job.state == "QUEUED", _expired(stamp)),
+        update(Job).where(Job.id == job_id, or_(_queued_alone(), _expired(stamp)),
                           Job.attempts < settings.max_attempts).values(
             state=case((Job.state == "CANCELLING", "CANCELLING"), else_="RUNNING"),
             started_at=func.coalesce(Job.started_at, stamp), heartbeat_at=stamp,
@@ -348,12 +369,12 @@ def due_for_dispatch(session: Session, settings: Settings) -> list[tuple[str, st
     lost_worker = and_(Job.state.in_(("RUNNING", "CANCELLING")), Job.lease_expires_at < stamp,
                        or_(quiet, Job.dispatched_at < Job.lease_expires_at))
     candidates = session.execute(select(Job.id, Job.spec).where(
-        or_(and_(Job.state == "QUEUED", quiet), lost_worker)).order_by(Job.created_at)
+        or_(and_(_queued_alone(), quiet), lost_worker)).order_by(Job.created_at)
         .limit(1000)).all()
     due = []
     for job_id, spec in candidates:
         marked = session.execute(update(Job).where(  # type: ignore[attr-defined]
-            Job.id == job_id, or_(and_(Job.state == "QUEUED", quiet), lost_worker)).values(
+            Job.id == job_id, or_(and_(_queued_alone(), quiet), lost_worker)).values(
             dispatched_at=stamp)).rowcount
         if marked:
             due.append((job_id, (spec or {}).get("device", "auto")))

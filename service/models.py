@@ -7,6 +7,7 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
     DateTime,
     Float,
@@ -85,8 +86,46 @@ class Job(Base):
                                                               nullable=True)
     dispatched_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True),
                                                            nullable=True)
+    # how many runs make the job (spec ``ensemble``): more than one run as JobMember rows
+    ensemble: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
 
     __table_args__ = (Index("ix_jobs_owner_created", "owner", "created_at"),)
+
+
+class JobMember(Base):
+    """One run of an ensemble job (service.members): its own seed, state, lease, checkpoint and
+    values, so that members run on different workers at once and each resumes alone. The job's
+    values are the members' mean, written when the last member has finished."""
+
+    __tablename__ = "job_members"
+
+    id: Mapped[str] = mapped_column(String(48), primary_key=True)  # "<job id>.<number>"
+    job_id: Mapped[str] = mapped_column(String(36), ForeignKey("jobs.id", ondelete="CASCADE"))
+    number: Mapped[int] = mapped_column(Integer)  # 0 to ensemble - 1
+    seed: Mapped[int] = mapped_column(BigInteger)
+    state: Mapped[str] = mapped_column(String(16))  # QUEUED RUNNING SUCCEEDED FAILED CANCELLED
+    progress: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    error: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    summary: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    # float64 little-endian, one per training row / iteration (written when it SUCCEEDED)
+    values: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True, deferred=True)
+    reward_trace: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True,
+                                                       deferred=True)
+    checkpoint: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True, deferred=True)
+    checkpoint_iteration: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    heartbeat_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    lease_holder: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    lease_expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True),
+                                                              nullable=True)
+    dispatched_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True),
+                                                           nullable=True)
+
+    __table_args__ = (Index("ix_job_members_job_number", "job_id", "number", unique=True),
+                      Index("ix_job_members_state", "state"))
 
 
 class JobValue(Base):
@@ -104,6 +143,7 @@ class JobValue(Base):
     label: Mapped[str] = mapped_column(Text)
     flagged: Mapped[bool] = mapped_column(Boolean)
     noise_injected: Mapped[bool | None] = mapped_column(Boolean, nullable=True)
+    std_error: Mapped[float | None] = mapped_column(Float, nullable=True)  # ensembles only
 
     __table_args__ = (Index("ix_job_values_position", "job_id", "position"),)
 

@@ -17,7 +17,7 @@ from .errors import ResultsNotReady
 from .jobs import get_job
 from .models import Job, JobValue
 
-COLUMNS = ("row", "value", "rank", "label", "flagged", "noise_injected")
+COLUMNS = ("row", "value", "rank", "label", "flagged", "noise_injected", "std_error")
 
 
 def write_values(session: Session, job_id: str, result: ValuationResult, flag_fraction: float,
@@ -37,6 +37,9 @@ def write_values(session: Session, job_id: str, result: ValuationResult, flag_fr
         "label": pd.Series(result.labels).astype(str).to_numpy(),
         "flagged": ranks <= flag_count,
         "noise_injected": noise if noise is not None else None,
+        # an ensemble's: the standard error of each mean value
+        "std_error": result.std_errors.astype(np.float64) if result.std_errors is not None
+        else None,
     })
     session.execute(delete(JobValue).where(JobValue.job_id == job_id))
     if session.get_bind().dialect.name == "postgresql":
@@ -51,7 +54,7 @@ def write_values(session: Session, job_id: str, result: ValuationResult, flag_fr
 def _copy_postgres(session: Session, frame: pd.DataFrame) -> None:
     """COPY is ~20x faster than INSERT for a million rows."""
     columns = ["job_id", "rank", "position", "row", "value", "label", "flagged",
-               "noise_injected"]
+               "noise_injected", "std_error"]
     connection = session.connection().connection.driver_connection
     assert connection is not None
     sql = f"COPY job_values ({', '.join(columns)}) FROM STDIN"
@@ -74,7 +77,8 @@ def values_page(session: Session, job_id: str, order: str, after: int | None, li
     key = JobValue.rank if order == "rank" else JobValue.position
     # plain rows, not ORM objects: a page of 10,000 values is built in milliseconds
     query = select(JobValue.row, JobValue.value, JobValue.rank, JobValue.label,
-                   JobValue.flagged, JobValue.noise_injected, key.label("cursor"))
+                   JobValue.flagged, JobValue.noise_injected, JobValue.std_error,
+                   key.label("cursor"))
     query = query.where(JobValue.job_id == job_id)
     if flagged_only:
         query = query.where(JobValue.flagged.is_(True))
@@ -84,7 +88,7 @@ def values_page(session: Session, job_id: str, order: str, after: int | None, li
     more = len(rows) > limit
     rows = rows[:limit]
     last = rows[-1].cursor if more and rows else None
-    return [dict(zip(COLUMNS, row[:6], strict=True)) for row in rows], last
+    return [dict(zip(COLUMNS, row[:7], strict=True)) for row in rows], last
 
 
 def iter_value_frames(session: Session, job_id: str,
@@ -94,15 +98,17 @@ def iter_value_frames(session: Session, job_id: str,
     while True:
         rows = session.execute(
             select(JobValue.position, JobValue.row, JobValue.value, JobValue.rank,
-                   JobValue.label, JobValue.flagged, JobValue.noise_injected)
+                   JobValue.label, JobValue.flagged, JobValue.noise_injected,
+                   JobValue.std_error)
             .where(JobValue.job_id == job_id, JobValue.position > after)
             .order_by(JobValue.position).limit(chunk)
         ).all()
         if not rows:
             return
         frame = pd.DataFrame(rows, columns=["position", *COLUMNS]).drop(columns="position")
-        if frame["noise_injected"].isna().all():
-            frame = frame.drop(columns="noise_injected")
+        for optional in ("noise_injected", "std_error"):  # columns of some jobs only
+            if frame[optional].isna().all():
+                frame = frame.drop(columns=optional)
         yield frame
         after = rows[-1][0]
 

@@ -7,6 +7,11 @@ transaction; it never raises for a job's own failure (the job ends FAILED with a
 that says why). A heartbeat thread renews the lease through phases that report no progress;
 database errors are retried for ``db_retry_s`` (a restarted PostgreSQL), and a worker that lost
 its lease stops without writing anything.
+
+An ensemble job's members run in service.member_runner with the same monitor (on the member's
+own lease, checkpoint and progress: service.members); ``run_job`` then claims the job once its
+last member has finished, combines the members' values (dvrl_core.ensemble) and evaluates and
+writes them like a single run's.
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import numpy as np
 from sqlalchemy.exc import DBAPIError
@@ -36,12 +41,13 @@ from dvrl_core import (
     weighted_training,
 )
 from dvrl_core.controls import marginal_control
+from dvrl_core.ensemble import combine_results
 from dvrl_core.methods import make_method
 from dvrl_core.noise import with_label_noise
 from dvrl_core.predictors.base import resolve_device
 from dvrl_core.threads import threads_in_use
 
-from . import jobs, webhook_events, webhooks
+from . import jobs, members, webhook_events, webhooks
 from .datasets import load_frame
 from .db import session_scope, transient
 from .results import write_values
@@ -76,13 +82,35 @@ def with_retries(action: Callable[[], T], settings: Settings) -> T:
             pause = min(pause * 2, 10.0)
 
 
+class LeaseStore(Protocol):
+    """Where a run's lease, progress and checkpoints live: a job's row (service.jobs) or an
+    ensemble member's (service.members); ``key`` is the job's or the member's id."""
+
+    def renew(self, session: Any, key: str, holder: str, settings: Settings) -> bool: ...
+
+    def record_progress(self, session: Any, key: str, holder: str, progress: dict[str, Any],
+                        settings: Settings) -> bool: ...
+
+    def cancel_requested(self, session: Any, key: str) -> bool: ...
+
+    def save_checkpoint(self, session: Any, key: str, holder: str, state: bytes) -> bool: ...
+
+    def hold(self, session: Any, key: str, holder: str) -> bool: ...
+
+    def finish(self, session: Any, key: str, holder: str, state: str, *,
+               error: dict[str, Any] | None = None, summary: dict[str, Any] | None = None,
+               curves: dict[str, Any] | None = None,
+               progress: dict[str, Any] | None = None) -> bool: ...
+
+
 class _Monitor:
     """Progress writes, cancel checks, checkpoints and the lease's heartbeat."""
 
     def __init__(self, job_id: str, settings: Settings, budget_s: float,
                  holder: str = WORKER_ID, already_elapsed_s: float = 0.0,
-                 notify_progress: bool = False) -> None:
+                 notify_progress: bool = False, store: LeaseStore = jobs) -> None:
         self.job_id = job_id
+        self.store = store
         self.notify_progress = notify_progress
         self.milestone = 0
         self.holder = holder
@@ -111,7 +139,7 @@ class _Monitor:
         while not self._stop.wait(self.settings.lease_s / 3):
             try:
                 with session_scope() as session:
-                    if not jobs.renew(session, self.job_id, self.holder, self.settings):
+                    if not self.store.renew(session, self.job_id, self.holder, self.settings):
                         self.lost = True
                         return
             except DBAPIError as exc:  # the database is away: the next beat tries again
@@ -129,8 +157,8 @@ class _Monitor:
 
     def phase(self, name: str, **extra: Any) -> None:
         progress = {"phase": name, "elapsed_s": self.elapsed()} | extra
-        self._write(lambda session: jobs.record_progress(session, self.job_id, self.holder,
-                                                         progress, self.settings))
+        self._write(lambda session: self.store.record_progress(session, self.job_id, self.holder,
+                                                               progress, self.settings))
 
     def elapsed(self) -> float:
         return round(time.monotonic() - self.started, 3)
@@ -180,7 +208,7 @@ class _Monitor:
 
         def check() -> bool:
             with session_scope() as session:
-                return jobs.cancel_requested(session, self.job_id)
+                return self.store.cancel_requested(session, self.job_id)
 
         self.cancelled = with_retries(check, self.settings)
         return self.cancelled
@@ -190,8 +218,8 @@ class _Monitor:
         if now - self.last_checkpoint < self.settings.checkpoint_interval_s:
             return
         self.last_checkpoint = now
-        self._write(lambda session: jobs.save_checkpoint(session, self.job_id, self.holder,
-                                                         state))
+        self._write(lambda session: self.store.save_checkpoint(session, self.job_id, self.holder,
+                                                               state))
 
     def finish(self, state: str, write: Callable[[Any], dict[str, Any]] | None = None,
                **fields: Any) -> str | None:
@@ -199,11 +227,11 @@ class _Monitor:
         still ours; returns the state, or None when another worker has it now."""
         def attempt() -> bool:
             with session_scope() as session:
-                if not jobs.hold(session, self.job_id, self.holder):
+                if not self.store.hold(session, self.job_id, self.holder):
                     return False
                 if write is not None:
                     fields["summary"] = write(session)
-                return jobs.finish(session, self.job_id, self.holder, state, **fields)
+                return self.store.finish(session, self.job_id, self.holder, state, **fields)
 
         if not with_retries(attempt, self.settings):
             log.warning("job %s: taken over by another worker; nothing written", self.job_id)
@@ -238,26 +266,36 @@ def run_job(job_id: str, settings: Settings | None = None,
             return monitor.finish("CANCELLED", progress={"phase": "cancelled"})
         if checkpoint is not None:
             log.info("job %s: resuming from its checkpoint", job_id)
-        try:
-            return _run(job_id, spec, monitor, checkpoint)
-        except LeaseLost:
-            log.warning("job %s: lease lost to another worker; stopping", job_id)
-            return None
-        except RunStopped:
-            if monitor.cancelled:
-                return monitor.finish("CANCELLED", progress={"phase": "cancelled",
-                                                             "elapsed_s": monitor.elapsed()})
-            lower = " or lower dvrl.iterations" if spec.method == "dvrl" else ""
-            return _fail("time-budget-exceeded", "Time budget exceeded",
-                         f"the job ran past its time budget of {budget:.0f} s; raise "
-                         f"time_budget_s{lower}", monitor)
-        except DVRLError as exc:
-            return _fail(exc.code, "The data cannot be valued as given", str(exc), monitor)
-        except Exception:  # a bug, not the user's data: log it, keep tracebacks out of the body
-            log.exception("job %s failed", job_id)
-            return _fail("internal-error", "Internal error",
-                         "the job failed unexpectedly; the service log has the details",
-                         monitor, status=500)
+        if spec.ensemble > 1:  # every member has finished: combine them
+            return guarded(spec, budget, monitor, lambda: _run_ensemble(job_id, spec, monitor))
+        return guarded(spec, budget, monitor, lambda: _run(job_id, spec, monitor, checkpoint))
+
+
+def guarded(spec: JobSpec, budget: float, monitor: _Monitor,
+            run: Callable[[], str | None]) -> str | None:
+    """``run()``, with every way it can stop turned into the run's final state: cancelled, past
+    its time budget, data that cannot be valued, a bug (never raised); None when another worker
+    took the run over."""
+    try:
+        return run()
+    except LeaseLost:
+        log.warning("job %s: lease lost to another worker; stopping", monitor.job_id)
+        return None
+    except RunStopped:
+        if monitor.cancelled:
+            return monitor.finish("CANCELLED", progress={"phase": "cancelled",
+                                                         "elapsed_s": monitor.elapsed()})
+        lower = " or lower dvrl.iterations" if spec.method == "dvrl" else ""
+        return _fail("time-budget-exceeded", "Time budget exceeded",
+                     f"the job ran past its time budget of {budget:.0f} s; raise "
+                     f"time_budget_s{lower}", monitor)
+    except DVRLError as exc:
+        return _fail(exc.code, "The data cannot be valued as given", str(exc), monitor)
+    except Exception:  # a bug, not the user's data: log it, keep tracebacks out of the body
+        log.exception("job %s failed", monitor.job_id)
+        return _fail("internal-error", "Internal error",
+                     "the job failed unexpectedly; the service log has the details",
+                     monitor, status=500)
 
 
 def _fail(code: str, title: str, detail: str, monitor: _Monitor,
@@ -282,13 +320,15 @@ def _prepare(job_id: str, spec: JobSpec) -> tuple[PreparedData, np.ndarray | Non
     return data, corrupted
 
 
-def _valuer(spec: JobSpec, data: PreparedData) -> tuple[Any, int]:
+def _valuer(spec: JobSpec, data: PreparedData, seed: int | None = None) -> tuple[Any, int]:
     """The job's valuation method and its number of progress steps: DVRL with the spec's
-    predictor and parameters, or a baseline with its own defaults and the job's seed."""
+    predictor and parameters (and an ensemble member's own ``seed``), or a baseline with its own
+    defaults and the job's seed."""
     device = str(resolve_device(spec.device))
     if spec.method == "dvrl":
         dvrl = make_method("dvrl", predictor=spec.predictor, device=device,
-                           random_state=spec.seed, **spec.dvrl.model_dump())
+                           random_state=spec.seed if seed is None else seed,
+                           **spec.dvrl.model_dump())
         return dvrl, spec.dvrl.iterations
     valuer = make_method(spec.method, random_state=spec.seed, device=device)
     return valuer, int(valuer.steps(data))
@@ -304,6 +344,26 @@ def _run(job_id: str, spec: JobSpec, monitor: _Monitor,
     result = valuer.fit(data, on_progress=monitor.on_progress, should_stop=monitor.should_stop,
                         on_checkpoint=monitor.on_checkpoint, resume_from=checkpoint)
 
+    return _conclude(job_id, spec, monitor, data, result, corrupted, total)
+
+
+def _run_ensemble(job_id: str, spec: JobSpec, monitor: _Monitor) -> str | None:
+    """The members' values combined (mean, standard errors, rank stability, their trust
+    checks), then evaluated and written as one run's are."""
+    monitor.phase("combining")
+    data, corrupted = _prepare(job_id, spec)
+    with session_scope() as session:
+        results, seeds = members.load_results(session, job_id, data)
+    if len(results) != spec.ensemble:  # cannot happen: the job is combined when all SUCCEEDED
+        raise RuntimeError(f"{len(results)} of {spec.ensemble} members have values")
+    result = combine_results(results, seeds)
+    total = spec.dvrl.iterations * spec.ensemble
+    return _conclude(job_id, spec, monitor, data, result, corrupted, total)
+
+
+def _conclude(job_id: str, spec: JobSpec, monitor: _Monitor, data: PreparedData, result,
+              corrupted: np.ndarray | None, total: int) -> str | None:
+    """Evaluate the values and write them with the job's final state."""
     monitor.phase("evaluating")
     summary, curves = _evaluate(spec, data, result, corrupted)
     monitor.phase("writing")
@@ -342,9 +402,12 @@ def _evaluate(spec: JobSpec, data: PreparedData, result, corrupted):
         "predictor": result.params.get("predictor"), "metric": result.params.get("metric"),
         "device": result.device, "threads": threads_in_use(),
         "timings": {k: round(v, 3) for k, v in result.timings.items()},
-        "diagnostics": {k: v for k, v in result.diagnostics.items() if k != "trust"},
+        "diagnostics": {k: v for k, v in result.diagnostics.items()
+                        if k not in ("trust", "ensemble")},
         "versions": result.versions,
     }
+    if "ensemble" in result.diagnostics:  # members, seeds, rank stability, standard errors
+        summary["ensemble"] = result.diagnostics["ensemble"]
     if "trust" in result.diagnostics:  # held-out checks of the values, and what was returned
         summary["trust"] = result.diagnostics["trust"]
     if corrupted is not None:
@@ -395,4 +458,4 @@ def _evaluation_sample(data: PreparedData, values: np.ndarray, seed: int):
     return sampled, values[keep]
 
 
-__all__ = ["run_job"]
+__all__ = ["LeaseStore", "guarded", "run_job"]

@@ -16,6 +16,8 @@ PredictorName = Literal["auto", "bernoulli_naive_bayes", "lightgbm", "linear_reg
 # the valuation methods' names (dvrl_core.methods.METHODS), spelled out for the same reason
 MethodName = Literal["dvrl", "knn_shapley", "data_oob", "leave_one_out"]
 Evaluation = Literal["removal", "weighted", "training_choices"]
+# dvrl_core.ensemble.MAX_MEMBERS, spelled out for the same reason (a test checks it)
+MAX_ENSEMBLE = 32
 # the models an evaluation may train: every predictor but "auto"
 EvaluationModelName = Literal["bernoulli_naive_bayes", "lightgbm", "linear_regression",
                               "logistic_regression", "mlp", "naive_bayes"]
@@ -139,6 +141,12 @@ class JobSpec(StrictModel):
         "weighted): the paper's domain-adaptation table and what you would do without values")
     evaluation: EvaluationSpec = Field(default_factory=EvaluationSpec)
     seed: int = Field(0, ge=0, le=2**31 - 1)
+    ensemble: int = Field(
+        1, ge=1, le=MAX_ENSEMBLE, description="run DVRL this many times with independent seeds "
+        "derived from seed, in parallel on the free workers; the values are the runs' mean, "
+        "with a per-row std_error, and the summary's ensemble block gives the rank stability "
+        "(mean pairwise Spearman correlation of the runs' values) and each run's trust verdict. "
+        "1: one run (default). Each run counts towards the owner's jobs in flight")
     device: Literal["auto", "cpu", "cuda"] = "auto"
     time_budget_s: int | None = Field(None, ge=1, le=7 * 24 * 3600)
     label_noise: float | None = Field(
@@ -148,6 +156,13 @@ class JobSpec(StrictModel):
         "label_noise fraction, else 0.1")
     notify: NotifySpec | None = Field(None, description="a webhook: signed events about this "
                                       "job POSTed to a URL")
+
+    @model_validator(mode="after")
+    def _ensembles_of_dvrl(self) -> JobSpec:
+        if self.ensemble > 1 and self.method != "dvrl":
+            raise ValueError(f"ensemble: an ensemble runs DVRL with different seeds; method "
+                             f"{self.method} is not DVRL (leave ensemble at 1)")
+        return self
 
     @model_validator(mode="after")
     def _choices_need_a_test(self) -> JobSpec:
