@@ -154,6 +154,47 @@ def celery_worker(service_env, tmp_path) -> Iterator[subprocess.Popen]:
             process.wait()
 
 
+class WorkerPool:
+    """Real ``dvrl worker`` processes on the test PostgreSQL and Redis, each logging to a file in
+    ``folder``; ``env`` (settable between starts) holds their settings, ``start(**settings)``
+    adds more for one worker."""
+
+    def __init__(self, folder: Path, env: dict[str, str] | None = None,
+                 loglevel: str = "INFO") -> None:
+        self.folder = folder
+        self.env = os.environ | {"DVRL_DATABASE_URL": PG_URL, "DVRL_BROKER_URL": REDIS_URL,
+                                 "DVRL_PROGRESS_INTERVAL_S": "0.2"} | (env or {})
+        self.loglevel = loglevel
+        self.processes: list[subprocess.Popen] = []
+        self.logs: list = []
+
+    def start(self, **settings: str) -> subprocess.Popen:
+        log = open(self.folder / f"worker-{len(self.processes)}.log", "wb")  # noqa: SIM115
+        self.logs.append(log)
+        process = subprocess.Popen([sys.executable, "-m", "dvrl_cli", "worker", "--loglevel",
+                                    self.loglevel], cwd=ROOT, env=self.env | settings,
+                                   stdout=log, stderr=subprocess.STDOUT)
+        self.processes.append(process)
+        return process
+
+    def log(self) -> str:
+        return "\n".join(p.read_text(errors="replace") for p in sorted(
+            self.folder.glob("worker-*.log")))
+
+    def stop(self) -> None:
+        for process in self.processes:
+            if process.poll() is None:
+                process.terminate()
+        for process in self.processes:
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        for log in self.logs:
+            log.close()
+
+
 def free_port() -> int:
     """A TCP port free on 127.0.0.1 now."""
     with socket.socket() as probe:

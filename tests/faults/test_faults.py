@@ -20,7 +20,7 @@ import httpx
 import pytest
 from sqlalchemy import select
 
-from tests.conftest import PG_URL, REDIS_URL, ROOT, api_key, csv_bytes, free_port
+from tests.conftest import PG_URL, REDIS_URL, ROOT, WorkerPool, api_key, csv_bytes, free_port
 
 FAST = {"DVRL_LEASE_S": "3", "DVRL_SWEEP_INTERVAL_S": "0.5", "DVRL_REQUEUE_AFTER_S": "3",
         "DVRL_CHECKPOINT_INTERVAL_S": "0.3", "DVRL_PROGRESS_INTERVAL_S": "0.2",
@@ -30,42 +30,9 @@ REDIS_START = ["redis-server", "--daemonize", "yes", "--bind", "127.0.0.1", "-::
                "--logfile", "/var/log/redis/ci.log"]
 
 
-class Workers:
-    """Real ``dvrl worker`` processes, logs in a folder."""
-
-    def __init__(self, folder: Path) -> None:
-        self.folder = folder
-        self.env = os.environ | {"DVRL_DATABASE_URL": PG_URL, "DVRL_BROKER_URL": REDIS_URL} \
-            | FAST
-        self.processes: list[subprocess.Popen] = []
-        self.logs: list = []
-
-    def start(self) -> subprocess.Popen:
-        log = open(self.folder / f"worker-{len(self.processes)}.log", "wb")  # noqa: SIM115
-        self.logs.append(log)
-        process = subprocess.Popen([sys.executable, "-m", "dvrl_cli", "worker", "--loglevel",
-                                    "INFO"], cwd=ROOT, env=self.env, stdout=log,
-                                   stderr=subprocess.STDOUT)
-        self.processes.append(process)
-        return process
-
-    def stop(self) -> None:
-        for process in self.processes:
-            if process.poll() is None:
-                process.terminate()
-        for process in self.processes:
-            try:
-                process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-        for log in self.logs:
-            log.close()
-
-
 @pytest.fixture
 def workers(service_env, tmp_path):
-    pool = Workers(tmp_path)
+    pool = WorkerPool(tmp_path, FAST)
     yield pool
     pool.stop()
 

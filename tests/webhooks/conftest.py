@@ -5,21 +5,17 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import re
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.conftest import PG_URL, REDIS_URL, ROOT
+from tests.conftest import ROOT, WorkerPool
 
 # the API in the tests may reach the receiver on 127.0.0.1, and nothing else private
 ALLOWED = {"DVRL_WEBHOOK_ALLOWED_HOSTS": "127.0.0.1"}
@@ -144,46 +140,9 @@ def allow_the_receiver(monkeypatch):
     get_settings.cache_clear()
 
 
-class Workers:
-    """Real ``dvrl worker`` processes (logs in a folder), started with extra settings."""
-
-    def __init__(self, folder: Path) -> None:
-        self.folder = folder
-        self.processes: list[subprocess.Popen] = []
-        self.logs: list = []
-
-    def start(self, **settings: str) -> subprocess.Popen:
-        env = os.environ | {"DVRL_DATABASE_URL": PG_URL, "DVRL_BROKER_URL": REDIS_URL,
-                            "DVRL_PROGRESS_INTERVAL_S": "0.2"} | settings
-        log = open(self.folder / f"worker-{len(self.processes)}.log", "wb")  # noqa: SIM115
-        self.logs.append(log)
-        process = subprocess.Popen([sys.executable, "-m", "dvrl_cli", "worker", "--loglevel",
-                                    "WARNING"], cwd=ROOT, env=env, stdout=log,
-                                   stderr=subprocess.STDOUT)
-        self.processes.append(process)
-        return process
-
-    def log(self) -> str:
-        return "\n".join(p.read_text(errors="replace") for p in sorted(
-            self.folder.glob("worker-*.log")))
-
-    def stop(self) -> None:
-        for process in self.processes:
-            if process.poll() is None:
-                process.terminate()
-        for process in self.processes:
-            try:
-                process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-        for log in self.logs:
-            log.close()
-
-
 @pytest.fixture
-def workers(service_env, tmp_path) -> Iterator[Workers]:
-    pool = Workers(tmp_path)
+def workers(service_env, tmp_path) -> Iterator[WorkerPool]:
+    pool = WorkerPool(tmp_path, loglevel="WARNING")
     yield pool
     pool.stop()
 
