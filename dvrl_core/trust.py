@@ -26,7 +26,7 @@ import numpy as np
 from .data import PreparedData, Split
 from .evaluation import _evaluation_score, _subset
 
-CHECK_MODEL = "logistic_regression"
+CHECK_MODEL = {"classification": "logistic_regression", "regression": "linear_regression"}
 CHECK_METRIC = {"classification": "log_loss", "regression": "mse"}
 
 
@@ -79,8 +79,8 @@ def removal_check(
     def score_without(rows: np.ndarray) -> float:
         keep = np.ones(n, dtype=bool)
         keep[rows] = False
-        loss = _evaluation_score(data, _subset(data.train, keep), None, CHECK_MODEL, metric,
-                                 check, random_state)
+        loss = _evaluation_score(data, _subset(data.train, keep), None, CHECK_MODEL[data.task],
+                                 metric, check, random_state)
         return -loss  # higher is better
 
     scores = {name: score_without(np.argsort(v, kind="stable")[:drop])

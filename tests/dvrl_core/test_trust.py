@@ -135,3 +135,16 @@ def test_a_prior_that_is_returned_has_seen_every_validation_row(linear):
     assert result.diagnostics["trust"]["returned"] == "prior"
     every_row = given_label_probability(data, pooled_prior(data, child_seeds(0)[3]))
     assert np.allclose(result.values, every_row)
+
+
+def test_a_regression_table_with_enough_validation_rows_is_checked_with_a_regression_model():
+    """Regression jobs hold validation rows out too; the removal test then needs a model that
+    does regression (it once tried a logistic regression and the job failed)."""
+    from dvrl_core import DVRL, prepare
+
+    table = make_table(700, n_features=5, task="regression", random_state=3)
+    data = prepare(table.iloc[:400], "label", table.iloc[400:])  # 300 validation rows
+    result = DVRL(iterations=5, random_state=0).fit(data)
+    trust = result.diagnostics["trust"]
+    assert trust["metric"] == "mse" and trust["check_rows"] == 75
+    assert np.isfinite(result.values).all() and len(result.values) == 400
