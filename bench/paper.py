@@ -209,9 +209,10 @@ class EmbeddedService:
         self.base = f"http://127.0.0.1:{port}"
         env = os.environ | {"DVRL_DATA_DIR": self.folder.name}
         self.log = open(Path(self.folder.name) / "serve.log", "wb")  # noqa: SIM115
+        # started in its data folder: from bench/, "api" would name bench/api.py
         self.process = subprocess.Popen([sys.executable, "-m", "dvrl_cli", "serve", "--port",
-                                         str(port)], env=env, stdout=self.log,
-                                        stderr=subprocess.STDOUT)
+                                         str(port)], env=env, cwd=self.folder.name,
+                                        stdout=self.log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 120
         while True:
             try:
