@@ -18,13 +18,13 @@ from sqlalchemy import select
 
 from service.db import session_scope
 from service.models import JobMember
-from tests.conftest import upload, wait_for
-from tests.faults.test_faults import Workers
+from tests.conftest import WorkerPool, upload, wait_for
+from tests.faults.test_faults import FAST
 
 
 @pytest.fixture
 def workers(service_env, tmp_path):
-    pool = Workers(tmp_path)
+    pool = WorkerPool(tmp_path, FAST)
     yield pool
     pool.stop()
 
