@@ -86,6 +86,11 @@ class Predictor(ABC):
     def trainer(self, x: torch.Tensor, y: torch.Tensor) -> BatchTrainer:
         """Bind training rows (already on ``self.device``) for repeated batched training."""
 
+    def single_trainer(self, x: torch.Tensor, y: torch.Tensor) -> BatchTrainer:
+        """The trainer behind :meth:`fit` (one model): :meth:`trainer` unless a predictor has
+        a cheaper set-up for a single fit."""
+        return self.trainer(x, y)
+
     def params(self) -> dict[str, Any]:
         """Hyper-parameters, for reports."""
         return {}
@@ -94,7 +99,7 @@ class Predictor(ABC):
     def fit(self, x: np.ndarray, y: np.ndarray, sample_weight: np.ndarray | None = None):
         xt = self._to_tensor(x)
         yt = self._labels(y)
-        self._trainer = self.trainer(xt, yt)
+        self._trainer = self.single_trainer(xt, yt)
         w = torch.ones(len(yt), device=self.device) if sample_weight is None else as_tensor(
             np.asarray(sample_weight, dtype=np.float32), self.device
         )

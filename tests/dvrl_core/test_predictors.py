@@ -30,6 +30,30 @@ def test_logistic_regression_matches_scikit_learn_on_selected_rows(classes):
         assert np.abs(batched[r] - reference.predict_proba(x)).max() < 2e-3
 
 
+def test_wide_many_class_logistic_regression_matches_scikit_learn():
+    # 151 x 10 parameters (some features constant, as border pixels are) and more rows than the
+    # preconditioner samples (2,000): the shape of the paper's MNIST -> USPS setting
+    rng = np.random.default_rng(1)
+    n, d, classes = 2500, 150, 10
+    x = rng.standard_normal((n, d)).astype(np.float32)
+    x[:, :10] = 0.0
+    y = np.argmax(x @ rng.standard_normal((d, classes)) * 0.3
+                  + rng.gumbel(size=(n, classes)), axis=1)
+    predictor = make_predictor("logistic_regression", "classification", classes, alpha=20.0)
+    trainer = predictor.trainer(torch.tensor(x), torch.tensor(y))
+    selections = (torch.rand(3, n, generator=torch.Generator().manual_seed(0)) < 0.8).float()
+    batched = trainer.predict(trainer.fit(selections), torch.tensor(x[:300])).numpy()
+    for r in range(3):
+        keep = selections[r].numpy() > 0
+        reference = ReferenceLogistic(C=1 / 20.0, tol=1e-10, max_iter=10_000).fit(
+            x[keep], y[keep])
+        assert np.abs(batched[r] - reference.predict_proba(x[:300])).max() < 2e-3
+    single = make_predictor("logistic_regression", "classification", classes, alpha=20.0)
+    reference = ReferenceLogistic(C=1 / 20.0, tol=1e-10, max_iter=10_000).fit(x, y)
+    assert np.abs(single.fit(x, y).predict(x[:300])
+                  - reference.predict_proba(x[:300])).max() < 2e-3
+
+
 def test_linear_regression_matches_ridge_with_weights():
     rng = np.random.default_rng(1)
     x = rng.standard_normal((200, 5)).astype(np.float32)
