@@ -1,7 +1,12 @@
-"""Speed: iterations per second, ours next to the reference, in one run (Adult protocol, seed 0).
+"""Speed: time to good values and iterations per second, ours next to the reference, in one run
+(Adult protocol).
 
-    python bench/speed.py [--iterations 300] [--mlp-iterations 3]
+    python bench/speed.py [--seeds 5] [--iterations 300] [--mlp-iterations 3]
 
+* time to values (one thread, seeds 0..S-1): the defaults run to their full 2,000 iterations
+  (``tolerance=0``) against the defaults as shipped (stopping once the values converge): wall
+  time, iterations used, found@20 and AUROC of the flipped labels; and the official loop's time
+  for 2,000 iterations at the rate measured below (the reference, one thread);
 * logistic predictor: our batched loop (defaults: 32 rollouts) vs the reference official loop
   (scikit-learn refit each iteration), both on one thread, then ours on all threads;
 * MLP predictor at the paper's settings (100 epochs, mini-batch 256 per fit): our batched loop vs
@@ -20,6 +25,7 @@ from dvrl_core.threads import apply_thread_budget, available_cpus, set_thread_en
 
 set_thread_env(available_cpus())  # before torch loads: OpenMP reads its settings then
 
+import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from threadpoolctl import threadpool_limits  # noqa: E402
 
@@ -71,8 +77,43 @@ def straightforward_mlp_loop(data, iterations: int, epochs: int = 100, batch: in
     return iterations / (time.perf_counter() - started)
 
 
+def time_to_values(data_dir: Path, seeds: int, reference_rate: float) -> None:
+    """The defaults to full length against the defaults with convergence stopping."""
+    from dvrl_core import detection_auroc, found_fraction
+
+    print(f"\ntime to values, Adult protocol, seeds 0-{seeds - 1}, one thread")
+    print("  seed   full: s  its  found@20  AUROC | converged: s  its  found@20  AUROC")
+    rows = []
+    for seed in range(seeds):
+        data, corrupted, _ = adult_protocol(seed, data_dir)
+        row = []
+        for tolerance in (0.0, None):  # None: the default tolerance
+            options = {} if tolerance is None else {"tolerance": tolerance}
+            started = time.perf_counter()
+            result = DVRL(random_state=seed, device="cpu", **options).fit(data)
+            row.append((time.perf_counter() - started,
+                        result.diagnostics["convergence"]["iterations_used"],
+                        found_fraction(result.values, corrupted, 0.2),
+                        detection_auroc(result.values, corrupted)))
+        rows.append(row)
+        (fs, fi, ff, fa), (cs, ci, cf, ca) = row
+        print(f"  {seed:4d} {fs:9.1f} {fi:4d} {ff:9.3f} {fa:6.3f} | {cs:12.1f} {ci:4d} "
+              f"{cf:9.3f} {ca:6.3f}", flush=True)
+    full, converged = (np.mean([r[i] for r in rows], axis=0) for i in (0, 1))
+    official = 2000 / reference_rate
+    print(f"  mean {full[0]:9.1f} {full[1]:4.0f} {full[2]:9.3f} {full[3]:6.3f} | "
+          f"{converged[0]:12.1f} {converged[1]:4.0f} {converged[2]:9.3f} {converged[3]:6.3f}")
+    print(f"  converged / full: time {converged[0] / full[0]:.2f}x, found@20 "
+          f"{converged[2] - full[2]:+.3f}, AUROC {converged[3] - full[3]:+.3f}")
+    print(f"  official loop, 2,000 iterations at {reference_rate:.1f} it/s: {official:.1f} s; "
+          f"converged / official {converged[0] / official:.2f}x, full / official "
+          f"{full[0] / official:.2f}x")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--seeds", type=int, default=5, help="seeds of the time-to-values "
+                        "section (0 skips it)")
     parser.add_argument("--iterations", type=int, default=300)
     parser.add_argument("--mlp-iterations", type=int, default=3)
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
@@ -85,15 +126,18 @@ def main() -> None:
     torch.set_num_threads(1)
     with threadpool_limits(1):
         _, reference_rate = reference_dvrl(data, args.iterations, 0)
-        ours = DVRL(iterations=args.iterations, device="cpu").fit(data)
+        ours = DVRL(iterations=args.iterations, tolerance=0, device="cpu").fit(data)
     rate = ours.timings["iterations_per_s"]
     rollouts = ours.params["rollouts"]
     print(f"  reference (1 thread): {reference_rate:7.1f} it/s, {reference_rate:7.1f} fits/s")
     print(f"  ours      (1 thread): {rate:7.1f} it/s, {rate * rollouts:7.0f} fits/s "
           f"({rollouts} rollouts) -> {rate / reference_rate:.1f}x iterations/s, "
           f"{rate * rollouts / reference_rate:.0f}x fits/s")
+    if args.seeds > 0:
+        with threadpool_limits(1):
+            time_to_values(args.data, args.seeds, reference_rate)
     torch.set_num_threads(cores)
-    ours = DVRL(iterations=args.iterations, device="cpu").fit(data)
+    ours = DVRL(iterations=args.iterations, tolerance=0, device="cpu").fit(data)
     rate = ours.timings["iterations_per_s"]
     print(f"  ours      ({cores} threads): {rate:6.1f} it/s, {rate * rollouts:7.0f} fits/s "
           f"-> {rate / reference_rate:.1f}x iterations/s")

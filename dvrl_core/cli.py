@@ -1,16 +1,17 @@
 """The ``dvrl`` command line.
 
 ``dvrl value TRAIN --target COL [--valid VALID | --valid-fraction F] [--test TEST] [--threads N]
-[--id-column COL] [--method NAME] [--predictor NAME] [--iterations N] [--seed S] [--ensemble K]
-[--device D] [--inject-noise F] [--out OUT.csv|OUT.parquet]`` values every training row and
-writes one row per training row, in input order, with the columns ``row``, ``value``, ``rank``
-(1 = lowest value) and ``label`` (plus ``noise_injected`` with ``--inject-noise``). Without
-``--out`` the table goes to standard output. Progress and the summary go to standard error.
-Errors print one line and exit 2.
+[--id-column COL] [--method NAME] [--predictor NAME] [--iterations N] [--tolerance T] [--seed S]
+[--ensemble K] [--device D] [--inject-noise F] [--out OUT.csv|OUT.parquet]`` values every
+training row and writes one row per training row, in input order, with the columns ``row``,
+``value``, ``rank`` (1 = lowest value) and ``label`` (plus ``noise_injected`` with
+``--inject-noise``). Without ``--out`` the table goes to standard output. Progress and the
+summary go to standard error. Errors print one line and exit 2.
 ``--method`` picks DVRL (the default) or a baseline to compare it with (``knn_shapley``,
 ``data_oob``, ``leave_one_out``: see :mod:`dvrl_core.baselines`); the baselines run with their
-defaults and the seed, and DVRL's options (``--predictor``, ``--metric``, ``--rollouts``) are
-refused with them.
+defaults and the seed, and DVRL's options (``--predictor``, ``--metric``, ``--rollouts``,
+``--tolerance``) are refused with them. DVRL stops before ``--iterations`` once its values have
+converged (``--tolerance``, 0 to run every iteration); the summary says how many it used.
 
 ``--ensemble K`` runs DVRL K times with independent seeds derived from ``--seed``, one after
 another, and writes the members' mean with a ``std_error`` column; the summary adds the rank
@@ -59,7 +60,12 @@ def add_value_arguments(value: argparse.ArgumentParser) -> None:
                        "naive_bayes, lightgbm, mlp, or auto (the one that fits the validation "
                        "rows best)")
     value.add_argument("--metric", help="reward metric (auc, accuracy, log_loss; mae, mse, rmspe)")
-    value.add_argument("--iterations", type=int, default=2000)
+    value.add_argument("--iterations", type=int, default=2000,
+                       help="the most DVRL iterations (default 2000); the run stops earlier once "
+                       "its values have converged (--tolerance)")
+    value.add_argument("--tolerance", type=float, help="stop once the values' ranking changes "
+                       "by less than this (1 - Spearman) between checks 50 iterations apart "
+                       "(default 0.001); 0 runs every iteration")
     value.add_argument("--rollouts", type=int, help="rollouts per iteration")
     value.add_argument("--seed", type=int, default=0)
     value.add_argument("--ensemble", type=int, default=1, metavar="K",
@@ -150,6 +156,8 @@ def check_value_arguments(args: argparse.Namespace) -> None:
         raise ConfigError("give --valid TABLE or --valid-fraction F")
     if args.iterations < 1:
         raise ConfigError("--iterations must be at least 1")
+    if getattr(args, "tolerance", None) is not None and not 0 <= args.tolerance < 1:
+        raise ConfigError("--tolerance must be in [0, 1): 0 runs every iteration")
     if not 1 <= args.ensemble <= MAX_MEMBERS:
         raise ConfigError(f"--ensemble must be between 1 and {MAX_MEMBERS}")
     if args.ensemble > 1 and args.method != "dvrl":
@@ -161,7 +169,8 @@ def dvrl_options(args: argparse.Namespace) -> dict[str, object]:
     method was asked for (they would otherwise be ignored)."""
     from .errors import ConfigError
 
-    options = {name: getattr(args, name) for name in ("predictor", "metric", "rollouts")
+    options = {name: getattr(args, name) for name in ("predictor", "metric", "rollouts",
+                                                      "tolerance")
                if getattr(args, name) is not None}
     if args.method != "dvrl" and options:
         names = ", ".join(f"--{name}" for name in options)
@@ -235,8 +244,11 @@ def _summary_of(result, data, corrupted, random_state) -> dict[str, Any]:
         summary["trust"] = result.diagnostics["trust"]
     if result.diagnostics.get("ensemble"):
         summary["ensemble"] = result.diagnostics["ensemble"]
-    if result.diagnostics.get("predictor_choice"):  # as a job's summary.diagnostics has it
-        summary["diagnostics"] = {"predictor_choice": result.diagnostics["predictor_choice"]}
+    # as a job's summary.diagnostics has them
+    shared = {name: result.diagnostics[name] for name in ("predictor_choice", "convergence")
+              if result.diagnostics.get(name)}
+    if shared:
+        summary["diagnostics"] = shared
     if corrupted is not None and len(corrupted):
         control = marginal_control(data, random_state=random_state)
         summary["label_noise"] = {
@@ -250,6 +262,15 @@ def _summary_of(result, data, corrupted, random_state) -> dict[str, Any]:
     return summary
 
 
+def _convergence_line(convergence: dict[str, Any]) -> str:
+    used, most = convergence["iterations_used"], convergence["iterations_max"]
+    if convergence["converged"]:
+        return (f"stopped after {used} of {most} iterations: the values' ranking had converged "
+                f"(change {convergence['rank_change']:.2g} < tolerance "
+                f"{convergence['tolerance']:g}, checked every {convergence['check_every']})")
+    return f"ran {used} of {most} iterations"
+
+
 def print_summary(summary: dict[str, Any], table, out: str | None) -> None:
     """The summary on standard error: timing, the lowest- and highest-valued rows, the trust
     check and, with injected noise, how much of it ranks lowest."""
@@ -261,6 +282,9 @@ def print_summary(summary: dict[str, Any], table, out: str | None) -> None:
               f"({timing['iterations_per_s']:.0f} iterations/s on {summary['device']}, "
               f"{_threads(summary)}); "
               f"predictor {summary['predictor']}, reward {summary['metric']}", file=err)
+        convergence = summary.get("diagnostics", {}).get("convergence")
+        if convergence:
+            print(_convergence_line(convergence), file=err)
         choice = summary.get("diagnostics", {}).get("predictor_choice")
         if choice:
             scores = ", ".join(f"{name} {score:.4f}" for name, score in choice["scores"].items())

@@ -39,6 +39,13 @@ README.md for the figures):
 * The values are the selection probabilities averaged over the iterations
   (``average_fraction`` of the run, from its end), not the last iterate's: the REINFORCE
   gradient is noisy, and the average is a far steadier estimate.
+* The run stops when its values have converged (``tolerance``): every ``check_every``
+  iterations the averaged values' ranking is compared with the one ``check_every`` iterations
+  before; when ``1 - Spearman`` stays under ``tolerance`` twice in a row, the remaining
+  iterations would not change which rows rank lowest, and the loop ends. Checks start after
+  ``min_iterations``: the estimator starts at the prior and moves slowly at first, so early
+  rankings barely change without having converged. ``iterations`` is the most it runs;
+  ``diagnostics["convergence"]`` says how many it used.
 
 With ``rollouts=1, prior_skip=False, average_fraction=0`` and the AUC metric the loop is the
 official one (fixed baseline: the predictor trained on all rows) or the paper's (moving-average
@@ -78,6 +85,7 @@ from .trust import (
 )
 
 STRONG_L2_PER_ROW = 0.1
+CONVERGENCE_TOLERANCE = 1e-3
 DVRL_DEFAULT_METRIC = {"classification": "log_loss", "regression": "mse"}
 
 Baseline = Literal["auto", "fixed", "moving_average", "leave_one_out"]
@@ -88,7 +96,7 @@ class Progress:
     """Reported to ``on_progress`` after every iteration."""
 
     iteration: int  # iterations done so far
-    total: int
+    total: int  # the most the run will do; equal to ``iteration`` on the last report
     reward: float  # mean validation score of this iteration's rollouts minus the baseline
     elapsed_s: float
 
@@ -103,6 +111,8 @@ class DVRL:
     regression. ``inner_iterations`` and
     ``predictor_batch_size`` are the epochs and mini-batch size of the torch MLP predictor.
     ``metric`` defaults to AUC (classification) or MSE (regression).
+    ``tolerance`` (``None`` or 0: run every iteration), ``check_every`` and ``min_iterations``
+    set when the run stops early because its values have converged (module docstring).
     """
 
     def __init__(
@@ -129,6 +139,9 @@ class DVRL:
         prior_skip: bool = True,
         check_fraction: float = 0.25,
         guard: bool = True,
+        tolerance: float | None = CONVERGENCE_TOLERANCE,
+        check_every: int = 50,
+        min_iterations: int = 200,
         marginal_predictor_params: dict[str, Any] | None = None,
         device: str = "auto",
         random_state: int = 0,
@@ -155,6 +168,9 @@ class DVRL:
         self.prior_skip = prior_skip
         self.check_fraction = check_fraction
         self.guard = guard
+        self.tolerance = tolerance
+        self.check_every = check_every
+        self.min_iterations = min_iterations
         self.marginal_predictor_params = dict(marginal_predictor_params or {})
         self.device = device
         self.random_state = random_state
@@ -167,7 +183,7 @@ class DVRL:
             "iterations": self.iterations, "batch_size": self.batch_size,
             "inner_iterations": self.inner_iterations, "rollouts": self.rollouts,
             "predictor_batch_size": self.predictor_batch_size, "hidden_dim": self.hidden_dim,
-            "comb_dim": self.comb_dim, "window": self.window,
+            "comb_dim": self.comb_dim, "window": self.window, "check_every": self.check_every,
         }
         for name, value in positive.items():
             if not isinstance(value, int) or value < 1:
@@ -184,6 +200,11 @@ class DVRL:
             raise ConfigError("check_fraction must be in [0, 1)")
         if self.prior not in ("pooled", "validation"):
             raise ConfigError(f"unknown prior {self.prior!r}; choose 'pooled' or 'validation'")
+        if not isinstance(self.min_iterations, int) or self.min_iterations < 0:
+            raise ConfigError(f"min_iterations must be a whole number >= 0, not "
+                              f"{self.min_iterations!r}")
+        if self.tolerance is not None and not 0.0 <= self.tolerance < 1.0:
+            raise ConfigError("tolerance must be in [0, 1) or None (run every iteration)")
         if self.baseline == "leave_one_out" and self.rollouts < 2:
             raise ConfigError("the leave-one-out baseline needs rollouts >= 2")
 
@@ -199,6 +220,8 @@ class DVRL:
             "rollouts": self.rollouts, "baseline": self.baseline, "window": self.window,
             "normalize_advantage": self.normalize_advantage, "prior": self.prior,
             "check_fraction": self.check_fraction, "guard": self.guard,
+            "tolerance": self.tolerance, "check_every": self.check_every,
+            "min_iterations": self.min_iterations,
             "device": self.device,
             "random_state": self.random_state, "predictor_params": self.predictor_params,
         }
@@ -325,10 +348,11 @@ class DVRL:
                 layer_number=self.layer_number, comb_dim=self.comb_dim,
                 prior_skip=self.prior_skip,
             ).to(device)
-        optimiser = torch.optim.Adam(estimator.parameters(), lr=self.learning_rate)
+        optimiser = torch.optim.Adam(estimator.parameters(), lr=self.learning_rate, foreach=True)
         generator = torch.Generator(device=device).manual_seed(sampling_seed)
         baseline_mode = self._baseline_mode()
         moving_baseline = fixed_baseline
+        convergence = _Convergence(self.tolerance, self.check_every)
         rewards = np.zeros(self.iterations)
         # running sums of each row's selection probability, for the averaged values
         value_sum = torch.zeros(n, dtype=torch.float64, device=device)
@@ -346,6 +370,7 @@ class DVRL:
             value_sum = state["value_sum"].to(device)
             value_count = state["value_count"].to(device)
             start_iteration = int(state["iteration"])
+            convergence.load(state)
 
         def checkpoint(iteration: int) -> bytes:
             return _dump_state({
@@ -354,11 +379,12 @@ class DVRL:
                 "generator": generator.get_state(), "moving_baseline": moving_baseline,
                 "rewards": torch.as_tensor(rewards[:iteration]),
                 "value_sum": value_sum.cpu(), "value_count": value_count.cpu(),
-            })
+            } | convergence.state())
 
         setup_s = time.perf_counter() - started
         loop_started = time.perf_counter()
         batch = min(self.batch_size, n)
+        done = start_iteration
         for iteration in range(start_iteration, self.iterations):
             if should_stop is not None and should_stop():
                 raise RunStopped(iteration, self.iterations, checkpoint(iteration))
@@ -392,13 +418,18 @@ class DVRL:
             if baseline_mode == "moving_average":
                 moving_baseline += (mean_score - moving_baseline) / self.window
             done = iteration + 1
+            converged = self.min_iterations <= done < self.iterations and \
+                done % self.check_every == 0 and convergence.update(value_sum, value_count, n)
             if on_progress is not None:
-                on_progress(Progress(done, self.iterations, rewards[iteration],
-                                     time.perf_counter() - loop_started))
+                on_progress(Progress(done, done if converged else self.iterations,
+                                     rewards[iteration], time.perf_counter() - loop_started))
+            if converged:
+                break
             due = done % checkpoint_every == 0 and done < self.iterations
             if on_checkpoint is not None and due:
                 on_checkpoint(checkpoint(done), done)
         train_s = time.perf_counter() - loop_started
+        rewards = rewards[:done]
 
         final = self._values(estimator, x, label_input, marginal)
         counts = value_count.cpu().numpy()
@@ -432,11 +463,12 @@ class DVRL:
             timings={
                 "setup_s": setup_s, "train_s": train_s,
                 "total_s": time.perf_counter() - started,
-                "iterations_per_s": (self.iterations - start_iteration) / max(train_s, 1e-9),
+                "iterations_per_s": (done - start_iteration) / max(train_s, 1e-9),
             },
             diagnostics={
                 "full_data_score": fixed_baseline,
                 "marginal_spearman": _spearman(values, control),
+                "convergence": convergence.report(done, self.iterations),
             } | ({"prior_weights": self.prior_.weights} if getattr(self, "prior_", None)
                  else {}) | ({"trust": trust} if trust is not None else {})
             | ({"predictor_choice": self.predictor_choice_.as_dict()}
@@ -519,6 +551,61 @@ class DVRL:
         from .controls import marginal_control
 
         return marginal_control(data, marginal)
+
+
+class _Convergence:
+    """Whether the averaged values still move: the rank correlation of the values now with
+    the values at the previous check, over the rows seen at both (all rows once every row has
+    been seen; on tables bigger than a batch the run never stops before every row has)."""
+
+    STREAK = 2  # checks in a row under the tolerance
+
+    def __init__(self, tolerance: float | None, every: int) -> None:
+        self.tolerance, self.every = tolerance, every
+        self.previous: torch.Tensor | None = None
+        self.streak = 0
+        self.change: float | None = None
+        self.converged = False
+
+    def update(self, value_sum: torch.Tensor, value_count: torch.Tensor, n: int) -> bool:
+        if not self.tolerance:  # None or 0: every iteration runs
+            return False
+        if bool((value_count == 0).any()):
+            self.previous = None  # some rows were never valued yet
+            return False
+        current = (value_sum / value_count).cpu()
+        if self.previous is not None:
+            self.change = 1.0 - _rank_correlation(current, self.previous)
+            self.streak = self.streak + 1 if self.change < self.tolerance else 0
+        self.previous = current
+        self.converged = self.streak >= self.STREAK
+        return self.converged
+
+    def state(self) -> dict[str, Any]:
+        previous = self.previous if self.previous is not None else torch.zeros(0)
+        return {"convergence_previous": previous, "convergence_streak": self.streak}
+
+    def load(self, state: dict[str, Any]) -> None:
+        previous = state.get("convergence_previous")
+        self.previous = previous if previous is not None and len(previous) else None
+        self.streak = int(state.get("convergence_streak", 0))
+
+    def report(self, done: int, most: int) -> dict[str, Any]:
+        return {"iterations_used": done, "iterations_max": most, "converged": self.converged,
+                "tolerance": self.tolerance, "check_every": self.every,
+                "rank_change": None if self.change is None else round(self.change, 6)}
+
+
+def _rank_correlation(a: torch.Tensor, b: torch.Tensor) -> float:
+    """Spearman's rho of two value vectors (ties broken by position; values are continuous)."""
+    ra = torch.empty(len(a), dtype=torch.float64)
+    rb = torch.empty(len(b), dtype=torch.float64)
+    positions = torch.arange(len(a), dtype=torch.float64)
+    ra[torch.argsort(a)] = positions
+    rb[torch.argsort(b)] = positions
+    ra, rb = ra - ra.mean(), rb - rb.mean()
+    denominator = float(ra.norm() * rb.norm())
+    return min(1.0, float((ra * rb).sum()) / denominator) if denominator > 0 else 1.0
 
 
 def _without_planted(data: PreparedData, original: int) -> PreparedData:

@@ -169,6 +169,8 @@ def _member_report(result: ValuationResult, seed: Any) -> dict[str, Any]:
     trust = result.diagnostics.get("trust") or {}
     return {"seed": seed, "total_s": round(float(result.timings.get("total_s", 0.0)), 3),
             "returned": trust.get("returned"),
+            "iterations_used": (result.diagnostics.get("convergence") or {}).get(
+                "iterations_used"),
             "marginal_spearman": result.diagnostics.get("marginal_spearman")}
 
 
@@ -218,15 +220,24 @@ def fit_ensemble(data: PreparedData, seeds: Sequence[int], make_valuer: Callable
     steps = [int(getattr(v, "iterations", 0) or v.steps(data)) for v in valuers]
     total, done, started = sum(steps), 0, time.perf_counter()
 
+    current = 0  # the member running now: its most iterations
+
     def report(progress: Any) -> None:
+        # a member that stops early (its values converged) says so with total == iteration:
+        # the ensemble's total drops by the iterations it did not need
         if on_progress is not None:
-            on_progress(Progress(done + progress.iteration, total, progress.reward,
+            whole = total - (current - progress.total)
+            on_progress(Progress(done + progress.iteration, whole, progress.reward,
                                  time.perf_counter() - started))
 
     results = []
     for valuer, count in zip(valuers, steps, strict=True):
-        results.append(valuer.fit(data, on_progress=report, should_stop=should_stop))
-        done += count
+        current = count
+        result = valuer.fit(data, on_progress=report, should_stop=should_stop)
+        results.append(result)
+        used = int((result.diagnostics.get("convergence") or {}).get("iterations_used", count))
+        total -= count - used
+        done += used
     return combine_results(results, seeds)
 
 

@@ -47,7 +47,16 @@ class TestSpec(StrictModel):
 class DVRLParams(StrictModel):
     """DVRL hyper-parameters; defaults are the paper's (and this service's, see README)."""
 
-    iterations: int = Field(2000, ge=1, le=100_000)
+    iterations: int = Field(2000, ge=1, le=100_000, description="the most iterations the run "
+                            "does; it stops earlier once its values have converged (tolerance)")
+    tolerance: float = Field(
+        1e-3, ge=0, lt=1, description="stop once the averaged values' ranking changes by less "
+        "than this (1 - Spearman) between two checks, twice in a row; 0 runs every iteration. "
+        "summary.diagnostics.convergence says how many iterations were used")
+    check_every: int = Field(50, ge=1, le=100_000, description="iterations between two "
+                             "convergence checks")
+    min_iterations: int = Field(200, ge=0, le=100_000, description="no convergence check "
+                                "before this many iterations")
     batch_size: int = Field(2000, ge=2, le=1_000_000)
     inner_iterations: int = Field(100, ge=1, le=10_000)
     predictor_batch_size: int = Field(256, ge=1, le=100_000)

@@ -93,7 +93,7 @@ def test_wait_shows_iteration_reward_and_eta_while_the_job_trains(server, key, c
     with Client(server.url, api_key=key) as client:
         train = client.upload(table_files[0])
         job = client.submit(dataset_id=train.id, target="label", validation={"fraction": 0.2},
-                            dvrl={"iterations": 100_000, "rollouts": 8})
+                            dvrl={"iterations": 100_000, "rollouts": 8, "tolerance": 0})
         seen: list = []
         while not any(p.phase == "training" and p.iteration for p in seen):
             with pytest.raises(WaitTimeout):  # it trains for minutes: wait a second at a time
@@ -126,7 +126,7 @@ def test_every_problem_is_a_typed_error(server, key, celery_worker, table_files)
             unknown.value.detail
 
         long = client.submit(dataset_id=train.id, target="label", validation={"fraction": 0.2},
-                             dvrl={"iterations": 100_000, "rollouts": 8})
+                             dvrl={"iterations": 100_000, "rollouts": 8, "tolerance": 0})
         with pytest.raises(Conflict):
             long.values()  # no results before it succeeded
         long.cancel()

@@ -88,7 +88,8 @@ def test_remote_value_errors_are_one_line_and_exit_2(server, key, table_files, t
 def test_interrupting_remote_value_cancels_its_job(server, key, table_files, tmp_path):
     (tmp_path / "sitecustomize.py").write_text(NO_TORCH)
     command = [sys.executable, "-m", "dvrl_cli", "remote", "value", str(table_files[0]),
-               "--target", "label", "--valid-fraction", "0.3", "--iterations", "100000"]
+               "--target", "label", "--valid-fraction", "0.3", "--iterations", "100000",
+               "--tolerance", "0"]
     env = os.environ | {"PYTHONPATH": str(tmp_path), "DVRL_SERVER": server.url,
                         "DVRL_API_KEY": key}
     process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE,

@@ -56,6 +56,44 @@ def test_interrupted_and_resumed_run_equals_an_uninterrupted_one(noisy_data):
     assert np.array_equal(from_first.values, whole.values)
 
 
+def test_the_run_stops_once_its_values_stop_moving(noisy_data):
+    data, _ = noisy_data
+    seen = []
+    early = small(iterations=2000, check_every=10, min_iterations=100, tolerance=0.01,
+                  guard=False).fit(
+        data, on_progress=seen.append)
+    convergence = early.diagnostics["convergence"]
+    used = convergence["iterations_used"]
+    assert convergence["converged"] and 100 < used < 2000 and used % 10 == 0
+    assert convergence["rank_change"] < 0.01
+    assert len(early.reward_trace) == used == len(seen)
+    assert seen[-1].iteration == seen[-1].total == used  # the last report says it is done
+    assert all(p.total == 2000 for p in seen[:-1])
+    # stopping is only truncation: a run told to do that many iterations gives the same values
+    fixed = small(iterations=used, tolerance=None, guard=False).fit(data)
+    assert np.array_equal(early.values, fixed.values)
+    assert not fixed.diagnostics["convergence"]["converged"]
+    # no tolerance: every iteration runs
+    full = small(iterations=200, check_every=10, tolerance=None).fit(data)
+    assert full.diagnostics["convergence"]["iterations_used"] == 200
+
+
+def test_a_resumed_run_stops_where_the_uninterrupted_one_does(noisy_data):
+    data, _ = noisy_data
+    params = dict(iterations=2000, check_every=10, min_iterations=100, tolerance=0.01)
+    whole = small(**params).fit(data)
+    checkpoints: dict[int, bytes] = {}
+    with pytest.raises(RunStopped) as stopped:
+        small(**params).fit(data, should_stop=lambda: len(checkpoints) == 2,
+                            on_checkpoint=lambda state, i: checkpoints.setdefault(i, state),
+                            checkpoint_every=20)
+    assert stopped.value.iteration == 40
+    assert whole.diagnostics["convergence"]["iterations_used"] > 40
+    resumed = small(**params).fit(data, resume_from=stopped.value.checkpoint)
+    assert resumed.diagnostics["convergence"] == whole.diagnostics["convergence"]
+    assert np.array_equal(resumed.values, whole.values)
+
+
 def test_checkpoint_of_another_run_is_refused(noisy_data):
     data, _ = noisy_data
     with pytest.raises(RunStopped) as stopped:
@@ -154,7 +192,8 @@ def test_single_rollout_official_baselines(noisy_data):
     "params",
     [{"iterations": 0}, {"rollouts": 0}, {"layer_number": 2}, {"threshold": 1.5},
      {"baseline": "median"}, {"baseline": "leave_one_out", "rollouts": 1},
-     {"learning_rate": -1.0}],
+     {"learning_rate": -1.0}, {"tolerance": 1.0}, {"tolerance": -0.1}, {"check_every": 0},
+     {"min_iterations": -1}],
 )
 def test_bad_parameters_are_refused(params):
     with pytest.raises(ConfigError):

@@ -100,6 +100,19 @@ def test_fit_ensemble_is_the_mean_of_one_run_per_seed_with_progress_over_all_run
         fit_ensemble(data, [], lambda s: DVRL(random_state=s))
 
 
+def test_an_ensemble_of_members_that_stop_early_reports_progress_to_its_true_end():
+    table = make_table(500, n_features=5, signal=3.0, random_state=2)
+    data = prepare(table.iloc[:350], "label", table.iloc[350:], random_state=0)
+    seen = []
+    result = fit_ensemble(data, member_seeds(3, 2), lambda s: DVRL(
+        iterations=1000, rollouts=4, check_every=10, min_iterations=30, random_state=s),
+        on_progress=lambda p: seen.append((p.iteration, p.total)))
+    used = [m["iterations_used"] for m in result.diagnostics["ensemble"]["per_member"]]
+    assert all(u < 1000 for u in used)
+    assert seen[-1] == (sum(used), sum(used))  # the last report says the ensemble is done
+    assert [i for i, _ in seen] == list(range(1, sum(used) + 1))
+
+
 def test_cli_ensemble_writes_the_mean_with_standard_errors_and_reports_stability(
         tables):  # noqa: F811 - the CLI's tables fixture
     out = tables / "ensemble.csv"

@@ -44,7 +44,7 @@ def _job(client, tables, iterations: int, **extra) -> str:
     response = client.post("/v1/jobs", json={
         "dataset_id": ids[0], "target": "label", "validation": {"dataset_id": ids[1]},
         "seed": 3, "label_noise": 0.2, "evaluations": [],
-        "dvrl": {"iterations": iterations, "rollouts": 8}} | extra)
+        "dvrl": {"iterations": iterations, "rollouts": 8, "tolerance": 0}} | extra)
     assert response.status_code == 202, response.text
     return response.json()["id"]
 

@@ -139,7 +139,8 @@ def test_two_members_finishing_at_the_same_moment_write_the_results_once(client,
 
 
 def test_cancel_stops_the_running_member_and_ends_the_queued_ones(client, tables):
-    job_id = _create(client, tables, ensemble=3, dvrl={"iterations": 100_000, "rollouts": 8})
+    job_id = _create(client, tables, ensemble=3,
+                     dvrl={"iterations": 100_000, "rollouts": 8, "tolerance": 0})
     first, *others = [m.id for m in _members(job_id)]
     outcome: dict = {}
     thread = threading.Thread(target=lambda: outcome.setdefault("state", run_member(first)))

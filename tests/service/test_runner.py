@@ -45,6 +45,21 @@ def test_a_job_runs_to_succeeded_with_values_summary_and_curves(client, tables):
         assert session.scalar(select(func.count()).select_from(JobValue)) == 360
 
 
+def test_a_job_stops_when_its_values_converge_and_says_after_how_many_iterations(
+        client, tables):
+    job_id = _create(client, tables, dvrl={"iterations": 5000, "rollouts": 8,
+                                           "check_every": 10, "min_iterations": 50})
+    assert run_job(job_id) == "SUCCEEDED"
+    job = client.get(f"/v1/jobs/{job_id}").json()
+    convergence = job["summary"]["diagnostics"]["convergence"]
+    used = convergence["iterations_used"]
+    assert convergence["converged"] and 50 < used < 5000 and convergence["iterations_max"] == 5000
+    curves = client.get(f"/v1/jobs/{job_id}/curves").json()
+    assert curves["reward_trace"]["iteration"][-1] <= used
+    spec = client.get(f"/v1/jobs/{job_id}").json()["spec"]["dvrl"]
+    assert spec["tolerance"] == 0.001  # the default, echoed in the job
+
+
 def test_data_that_cannot_be_valued_ends_failed_with_a_reason(client, tables):
     train, valid = tables
     spec = {"dataset_id": upload(client, train), "target": "label",
@@ -69,7 +84,8 @@ def test_label_noise_on_a_regression_target_fails_clearly(client, tables):
 
 
 def test_cancel_stops_a_running_job_within_seconds_and_keeps_no_values(client, tables):
-    job_id = _create(client, tables, dvrl={"iterations": 100_000, "rollouts": 8})
+    job_id = _create(client, tables, dvrl={"iterations": 100_000, "rollouts": 8,
+                                                     "tolerance": 0})
     outcome = {}
     thread = threading.Thread(target=lambda: outcome.setdefault("state", run_job(job_id)))
     thread.start()
@@ -93,7 +109,8 @@ def test_cancel_stops_a_running_job_within_seconds_and_keeps_no_values(client, t
 
 
 def test_time_budget_ends_the_job_failed(client, tables):
-    job_id = _create(client, tables, dvrl={"iterations": 100_000, "rollouts": 8},
+    job_id = _create(client, tables, dvrl={"iterations": 100_000, "rollouts": 8,
+                                                     "tolerance": 0},
                      time_budget_s=2)
     assert run_job(job_id) == "FAILED"
     assert client.get(f"/v1/jobs/{job_id}").json()["error"]["type"] == \

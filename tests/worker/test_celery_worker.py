@@ -51,7 +51,7 @@ def test_lightgbm_predictor_runs_in_the_worker_without_hanging(client, tables, c
 
 
 def test_cancel_reaches_the_worker_loop_within_seconds(client, tables, celery_worker):
-    spec = _spec(client, tables, dvrl={"iterations": 100_000, "rollouts": 8})
+    spec = _spec(client, tables, dvrl={"iterations": 100_000, "rollouts": 8, "tolerance": 0})
     job_id = client.post("/v1/jobs", json=spec).json()["id"]
     deadline = time.monotonic() + 120
     while (client.get(f"/v1/jobs/{job_id}").json()["progress"].get("iteration") or 0) < 3:

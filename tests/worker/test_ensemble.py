@@ -35,7 +35,7 @@ def _submit(client, tables, ensemble: int, iterations: int, seed: int = 5, **ext
         "dataset_id": upload(client, train), "target": "label",
         "validation": {"dataset_id": upload(client, valid)}, "seed": seed, "label_noise": 0.2,
         "evaluations": [], "ensemble": ensemble,
-        "dvrl": {"iterations": iterations, "rollouts": 8}} | extra)
+        "dvrl": {"iterations": iterations, "rollouts": 8, "tolerance": 0}} | extra)
     assert response.status_code == 202, response.text
     return response.json()["id"]
 
