@@ -17,9 +17,12 @@ iteration.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
+import numpy as np
 import torch
+from sklearn.exceptions import ConvergenceWarning
 
 from ..errors import ConfigError
 from .base import BatchTrainer, Predictor, standardise_target
@@ -281,6 +284,34 @@ class LogisticRegression(Predictor):
     def single_trainer(self, x: torch.Tensor, y: torch.Tensor) -> BatchTrainer:
         return _LogisticTrainer(x, y, self.n_classes, self.alpha, self.max_iter, self.tol,
                                 exact_limit=SINGLE_FIT_EXACT_LIMIT)
+
+    # one model (evaluations, trust checks): scikit-learn's L-BFGS on the same objective. The
+    # batched solver is built for DVRL's strongly regularised fits that start near their optimum;
+    # one weakly regularised model from scratch (C = 1 on MNIST's pixels, 10 classes) left it
+    # 0.08 test accuracy short of what L-BFGS reaches (its tolerance is scikit-learn's default).
+    def fit(self, x: np.ndarray, y: np.ndarray, sample_weight: np.ndarray | None = None):
+        from sklearn.linear_model import LogisticRegression as LBFGSLogistic
+
+        labels = np.asarray(y, dtype=np.int64)
+        weight = None if sample_weight is None else np.asarray(sample_weight, dtype=np.float64)
+        present = labels if weight is None else labels[weight > 0]
+        if len(np.unique(present)) < 2:  # one class left: the batched solver's answer
+            self._single = None
+            return super().fit(x, y, sample_weight)
+        model = LBFGSLogistic(C=1.0 / self.alpha, max_iter=1000)  # scikit-learn tol 1e-4
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            model.fit(np.asarray(x, dtype=np.float64), labels, sample_weight=weight)
+        self._single = model
+        return self
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        model = getattr(self, "_single", None)
+        if model is None:
+            return super().predict(x)
+        probabilities = np.zeros((len(x), self.n_classes))
+        probabilities[:, model.classes_] = model.predict_proba(np.asarray(x, dtype=np.float64))
+        return probabilities
 
 
 @dataclass
