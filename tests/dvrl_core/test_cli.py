@@ -113,3 +113,19 @@ def test_dvrl_options_are_refused_with_a_baseline(tables):
                    "--valid-fraction", "0.3", "--method", "knn_shapley", "--rollouts", "4")
     assert done.returncode == 2
     assert done.stderr.strip() == "error: --rollouts: options of --method dvrl, not of knn_shapley"
+
+
+def test_a_reader_that_stops_early_gets_no_traceback(tmp_path):
+    # `dvrl value ... | head`: more output than a pipe holds, the reader gone after one line
+    make_table(6000, n_features=4, signal=3.0, random_state=2).to_csv(tmp_path / "t.csv",
+                                                                      index=False)
+    with subprocess.Popen(
+            [sys.executable, "-m", "dvrl_core.cli", "value", str(tmp_path / "t.csv"), "--target",
+             "label", "--valid-fraction", "0.1", "--iterations", "3"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as process:
+        assert process.stdout is not None and process.stderr is not None
+        assert process.stdout.readline().startswith("row,value,rank,label")
+        process.stdout.close()
+        error = process.stderr.read()
+        assert process.wait(timeout=300) == 0, error
+    assert "Traceback" not in error and "BrokenPipe" not in error
