@@ -575,7 +575,7 @@ class _Convergence:
             return False
         current = (value_sum / value_count).cpu()
         if self.previous is not None:
-            self.change = 1.0 - _rank_correlation(current, self.previous)
+            self.change = 1.0 - min(1.0, _spearman(current.numpy(), self.previous.numpy()))
             self.streak = self.streak + 1 if self.change < self.tolerance else 0
         self.previous = current
         self.converged = self.streak >= self.STREAK
@@ -594,18 +594,6 @@ class _Convergence:
         return {"iterations_used": done, "iterations_max": most, "converged": self.converged,
                 "tolerance": self.tolerance, "check_every": self.every,
                 "rank_change": None if self.change is None else round(self.change, 6)}
-
-
-def _rank_correlation(a: torch.Tensor, b: torch.Tensor) -> float:
-    """Spearman's rho of two value vectors (ties broken by position; values are continuous)."""
-    ra = torch.empty(len(a), dtype=torch.float64)
-    rb = torch.empty(len(b), dtype=torch.float64)
-    positions = torch.arange(len(a), dtype=torch.float64)
-    ra[torch.argsort(a)] = positions
-    rb[torch.argsort(b)] = positions
-    ra, rb = ra - ra.mean(), rb - rb.mean()
-    denominator = float(ra.norm() * rb.norm())
-    return min(1.0, float((ra * rb).sum()) / denominator) if denominator > 0 else 1.0
 
 
 def _without_planted(data: PreparedData, original: int) -> PreparedData:
