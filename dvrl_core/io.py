@@ -27,7 +27,9 @@ def read_table(path: str | Path) -> pd.DataFrame:
         else:
             # pyarrow's reader is several times faster than pandas' own on big files; the Arrow
             # buffers are released column by column while converting (peak memory ~1x, not 2x)
-            table = pacsv.read_csv(path)
+            # an empty field is missing in text columns too (an empty label is not a class "")
+            table = pacsv.read_csv(path, convert_options=pacsv.ConvertOptions(
+                strings_can_be_null=True))
             frame = table.to_pandas(self_destruct=True, split_blocks=True)
             del table
     except (ValueError, OSError, UnicodeDecodeError) as exc:

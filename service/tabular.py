@@ -115,7 +115,9 @@ def sniff_delimiter(head: bytes) -> str:
 def _parse(piece: bytes, names: list[str] | None,
            types: dict[str, pa.DataType] | None, delimiter: str = ",") -> pa.Table:
     read = pacsv.ReadOptions(column_names=names) if names else pacsv.ReadOptions()
-    convert = pacsv.ConvertOptions(column_types=types) if types else pacsv.ConvertOptions()
+    # an empty field is a missing value in text columns too, as in number columns (an empty
+    # label must be reported missing, not become a class named "")
+    convert = pacsv.ConvertOptions(column_types=types or {}, strings_can_be_null=True)
     parse = pacsv.ParseOptions(delimiter=delimiter, newlines_in_values=True)
     return pacsv.read_csv(io.BytesIO(piece), read_options=read, parse_options=parse,
                           convert_options=convert)

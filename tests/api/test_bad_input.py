@@ -140,7 +140,8 @@ def _failed_or_succeeded(client, spec) -> dict:
     return job
 
 
-@pytest.mark.parametrize("case", ["one class", "constant target", "all-empty target"])
+@pytest.mark.parametrize("case", ["one class", "constant target", "all-empty target",
+                                  "some empty labels"])
 def test_targets_that_cannot_be_learned_fail_with_a_reason(client, case):
     train, valid = _table(), _table(seed=1)
     if case == "one class":
@@ -148,11 +149,15 @@ def test_targets_that_cannot_be_learned_fail_with_a_reason(client, case):
     elif case == "constant target":
         train["label"] = 1.0
         valid["label"] = 1.0
-    else:
+    elif case == "all-empty target":
         train["label"] = np.nan
+    else:  # empty fields in a text column: missing, not a class named ""
+        train.loc[[3, 8], "label"] = None
     job = _failed_or_succeeded(client, _spec(client, train, valid))
     assert job["state"] == "FAILED", job
     assert job["error"]["status"] == 422 and job["error"]["detail"], job["error"]
+    if case == "some empty labels":
+        assert "empty in 2 training rows" in job["error"]["detail"], job["error"]
 
 
 def test_extreme_values_and_many_categories_end_cleanly(client):

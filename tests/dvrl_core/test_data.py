@@ -154,3 +154,15 @@ def test_read_table_csv_parquet_and_garbage(tmp_path, table):
         read_table(tmp_path / "bad.parquet")
     with pytest.raises(UnreadableTableError, match="no such file"):
         read_table(tmp_path / "missing.csv")
+
+
+def test_an_empty_label_in_a_csv_is_missing_not_a_class(tmp_path):
+    table = make_table(60, n_features=3, random_state=2)
+    table.loc[[4, 9], "label"] = None
+    table.loc[[1], "cat0"] = None
+    path = tmp_path / "train.csv"
+    table.to_csv(path, index=False)  # the missing values are written as empty fields
+    frame = read_table(path)
+    assert frame["label"].isna().sum() == 2 and frame["cat0"].isna().sum() == 1
+    with pytest.raises(MissingTargetError, match="empty in 2 training rows"):
+        prepare(frame, "label", valid_fraction=0.3)
