@@ -3,6 +3,9 @@
 glibc returns every freed block above 128 KiB to the kernel, so a training loop that allocates
 the same activation tensors each iteration pays page faults each time; raising the thresholds keeps
 them in the heap (measured: the estimator step went from 7.7 to 5.8 ms on the 2-core machine).
+Blocks of one number per row of a big table (80 MB at ten million rows) stay above the
+threshold, so they go back to the kernel when freed: with a threshold of 1 GiB, a 10M-row run
+kept about 1 GB of freed blocks resident.
 """
 
 from __future__ import annotations
@@ -12,7 +15,8 @@ import ctypes.util
 
 M_TRIM_THRESHOLD = -1
 M_MMAP_THRESHOLD = -3
-ONE_GIB = 1 << 30
+MMAP_THRESHOLD = 32 << 20  # blocks above this are mapped on their own and returned when freed
+TRIM_THRESHOLD = 128 << 20  # free memory kept at the heap's top
 
 
 def tune_allocator() -> bool:
@@ -22,8 +26,8 @@ def tune_allocator() -> bool:
         return False
     try:
         libc = ctypes.CDLL(name)
-        return bool(libc.mallopt(M_MMAP_THRESHOLD, ONE_GIB)) and bool(
-            libc.mallopt(M_TRIM_THRESHOLD, ONE_GIB)
+        return bool(libc.mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD)) and bool(
+            libc.mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD)
         )
     except (OSError, AttributeError):
         return False
