@@ -27,7 +27,7 @@ _EXPORTS = {
     "weighted_training": "evaluation", "training_choices": "evaluation", "read_table": "io",
     "write_table": "io",
     "inject_label_noise": "noise", "PREDICTORS": "predictors", "Predictor": "predictors",
-    "make_predictor": "predictors", "ValuationResult": "result",
+    "make_predictor": "predictors", "ValuationResult": "result", "prepare_file": "stream",
 }
 
 
@@ -72,6 +72,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from .noise import inject_label_noise
     from .predictors import PREDICTORS, Predictor, make_predictor
     from .result import ValuationResult
+    from .stream import prepare_file
 
 __all__ = [
     "DVRL", "PREDICTORS", "ConfigError", "DVRLError", "DataError", "EmptyColumnError",
@@ -79,7 +80,8 @@ __all__ = [
     "RunStopped", "SingleClassError", "Split", "TableEncoder", "TargetTypeError",
     "TooFewRowsError", "UnreadableTableError", "UnseenClassError", "ValuationResult",
     "detection_auroc", "discovery_curve", "found_fraction", "infer_task", "inject_label_noise",
-    "make_predictor", "prepare", "read_table", "removal_curves", "training_choices",
+    "make_predictor", "prepare", "prepare_file", "read_table", "removal_curves",
+    "training_choices",
     "weighted_training",
     "write_table",
 ]

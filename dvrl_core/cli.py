@@ -18,6 +18,10 @@ another, and writes the members' mean with a ``std_error`` column; the summary a
 stability (the members' mean pairwise Spearman correlation) and each member's trust verdict
 (:mod:`dvrl_core.ensemble`).
 
+Training tables over 256 MB (``STREAM_BYTES``) are read in two streaming passes into a
+memory-mapped float32 matrix (:func:`dvrl_core.stream.prepare_file`), so that a table of ten
+million rows needs little more memory than its encoded matrix.
+
 ``dvrl demo`` values a generated table with planted label noise and prints what it found.
 
 This contract is stable: other tools call it.
@@ -40,6 +44,16 @@ from .errors import DVRLError
 from .methods import METHODS
 
 EXIT_ERROR = 2
+# training tables bigger than this are read in two streaming passes (dvrl_core.stream) into a
+# memory-mapped matrix rather than whole into memory
+STREAM_BYTES = 256 << 20
+
+
+def _file_size(path: str) -> int:
+    try:
+        return os.path.getsize(path)
+    except OSError:
+        return 0  # read_table says what is wrong with it
 
 
 def add_value_arguments(value: argparse.ArgumentParser) -> None:
@@ -189,12 +203,19 @@ def _value(args: argparse.Namespace) -> int:
     from .noise import with_label_noise
 
     check_value_arguments(args)
-    train = read_table(args.train)
     valid = read_table(args.valid) if args.valid else None
     test = read_table(args.test) if args.test else None
-    data = prepare(train, args.target, valid, valid_fraction=args.valid_fraction, test=test,
-                   id_column=args.id_column, task=args.task, random_state=args.seed)
-    del train, valid, test  # the encoded arrays are all that is needed from here on
+    if _file_size(args.train) > STREAM_BYTES:  # two passes over the file, never all of it
+        from .stream import prepare_file
+
+        data = prepare_file(args.train, args.target, valid, valid_fraction=args.valid_fraction,
+                            test=test, id_column=args.id_column, task=args.task,
+                            random_state=args.seed)
+    else:
+        data = prepare(read_table(args.train), args.target, valid,
+                       valid_fraction=args.valid_fraction, test=test,
+                       id_column=args.id_column, task=args.task, random_state=args.seed)
+    del valid, test  # the encoded arrays are all that is needed from here on
     corrupted = None
     if args.inject_noise is not None:
         data, corrupted = with_label_noise(data, args.inject_noise, args.seed)

@@ -230,18 +230,7 @@ def prepare(
     """
     if (valid is None) == (valid_fraction is None):
         raise ConfigError("give exactly one of a validation table or a validation fraction")
-    _require_columns(train, [target], "training")
-    if id_column is not None:
-        _require_columns(train, [id_column], "training")
-    if feature_columns is None:
-        features = [c for c in train.columns if c not in (target, id_column)]
-    else:
-        features = list(feature_columns)
-        _require_columns(train, features, "training")
-        if target in features:
-            raise ConfigError(f"the target {target!r} cannot also be a feature column")
-    if not features:
-        raise MissingColumnError("the training table has no feature columns besides the target")
+    features = _feature_columns(train, target, id_column, feature_columns)
 
     if task == "auto":
         task = infer_task(train[target])
@@ -258,34 +247,16 @@ def prepare(
                                            random_state)
         valid_frame = train
     assert valid_frame is not None
-    needed = [target, *features]
-    _require_columns(valid_frame, needed, "validation")
-    _check_target_values(valid_frame, target, "validation")
-    if test is not None:
-        _require_columns(test, needed, "test")
-        _check_target_values(test, target, "test")
-    n_train = len(train) if train_rows is None else len(train_rows)
-    n_valid = len(valid_frame) if valid_rows is None else len(valid_rows)
-    if n_train < MIN_TRAIN_ROWS:
-        raise TooFewRowsError(
-            f"the training table has {n_train} rows; at least {MIN_TRAIN_ROWS} are needed"
-        )
-    if n_valid < MIN_VALID_ROWS:
-        raise TooFewRowsError(
-            f"the validation data has {n_valid} rows; at least {MIN_VALID_ROWS} are needed"
-        )
+    _check_other_tables([target, *features], target, valid_frame, test)
+    _check_sizes(len(train) if train_rows is None else len(train_rows),
+                 len(valid_frame) if valid_rows is None else len(valid_rows))
 
     encoder = TableEncoder(max_categories).fit(train, features, train_rows)
     train_target = _column(train, target, train_rows)
     valid_target = _column(valid_frame, target, valid_rows)
     classes: list = []
     if task == "classification":
-        classes = sorted(pd.unique(train_target).tolist(), key=lambda v: (str(type(v)), v))
-        if len(classes) < 2:
-            raise SingleClassError(
-                f"the target {target!r} has one class only ({classes[0]!r}) in the training "
-                "table; valuation needs at least two"
-            )
+        classes = _classes(train_target, target)
         y_train = _encode_labels(train_target, classes, "training")
         y_valid = _encode_labels(valid_target, classes, "validation")
         if len(np.unique(y_valid)) < 2:
@@ -323,6 +294,55 @@ def prepare(
         feature_names=encoder.feature_names,
         target=target,
     )
+
+
+def _feature_columns(train: pd.DataFrame, target: str, id_column: str | None,
+                     feature_columns: Sequence[str] | None) -> list:
+    """The feature columns (default: all but the target and the id), checked against the
+    training table's columns (``train`` may be an empty frame with those columns)."""
+    _require_columns(train, [target], "training")
+    if id_column is not None:
+        _require_columns(train, [id_column], "training")
+    if feature_columns is None:
+        features = [c for c in train.columns if c not in (target, id_column)]
+    else:
+        features = list(feature_columns)
+        _require_columns(train, features, "training")
+        if target in features:
+            raise ConfigError(f"the target {target!r} cannot also be a feature column")
+    if not features:
+        raise MissingColumnError("the training table has no feature columns besides the target")
+    return features
+
+
+def _check_other_tables(needed: list, target: str, valid: pd.DataFrame | None,
+                        test: pd.DataFrame | None) -> None:
+    for frame, what in ((valid, "validation"), (test, "test")):
+        if frame is not None:
+            _require_columns(frame, needed, what)
+            _check_target_values(frame, target, what)
+
+
+def _classes(train_target: pd.Series, target: str) -> list:
+    """The training labels' classes in a stable order; at least two, or SingleClassError."""
+    classes = sorted(pd.unique(train_target).tolist(), key=lambda v: (str(type(v)), v))
+    if len(classes) < 2:
+        raise SingleClassError(
+            f"the target {target!r} has one class only ({classes[0]!r}) in the training "
+            "table; valuation needs at least two"
+        )
+    return classes
+
+
+def _check_sizes(n_train: int, n_valid: int) -> None:
+    if n_train < MIN_TRAIN_ROWS:
+        raise TooFewRowsError(
+            f"the training table has {n_train} rows; at least {MIN_TRAIN_ROWS} are needed"
+        )
+    if n_valid < MIN_VALID_ROWS:
+        raise TooFewRowsError(
+            f"the validation data has {n_valid} rows; at least {MIN_VALID_ROWS} are needed"
+        )
 
 
 def _require_columns(frame: pd.DataFrame, columns: Sequence[str], what: str) -> None:

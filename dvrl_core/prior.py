@@ -28,10 +28,15 @@ from dataclasses import dataclass
 import numpy as np
 
 from .data import PreparedData
+from .stream import release_rows, take_rows
 from .threads import lightgbm_threads
 
 SOURCES = ("validation_logistic", "validation_lightgbm", "train_logistic", "train_lightgbm")
 FOLDS = 5
+# on bigger tables the training-row sources are cross-fitted on a seeded sample of this many
+# rows; every other row is scored by a model fitted on the whole sample (which never saw it)
+CROSS_FIT_ROWS = 200_000
+PREDICT_CHUNK = 262_144  # rows scored at a time: no copy of a big table is ever made
 FLOOR = 1e-4  # no source may say "impossible": one confident mistake would dominate the pool
 
 
@@ -69,7 +74,7 @@ def _fit_predict(kind: str, x: np.ndarray, y: np.ndarray, targets: list[np.ndarr
         scale = _standardiser(x)
         model = LogisticRegression(C=1.0, max_iter=1000)
         model.fit(scale(x), y)
-        raw = [model.predict_proba(scale(t)) for t in targets]
+        raw = [_in_chunks(lambda part: model.predict_proba(scale(part)), t) for t in targets]
     else:
         import lightgbm as lgb
 
@@ -78,28 +83,61 @@ def _fit_predict(kind: str, x: np.ndarray, y: np.ndarray, targets: list[np.ndarr
                                    deterministic=True, n_jobs=lightgbm_threads(),
                                    verbose=-1)
         model.fit(x, y)
-        raw = [model.predict_proba(t) for t in targets]
+        raw = [_in_chunks(lambda part: np.asarray(model.predict_proba(part)), t)
+               for t in targets]
     out = []
     for p in raw:
-        full = np.zeros((len(p), n_classes))
+        full = np.zeros((len(p), n_classes), dtype=p.dtype)
         full[:, model.classes_] = p
         out.append(full)
+    return out
+
+
+def _in_chunks(predict: Callable[[np.ndarray], np.ndarray], x: np.ndarray) -> np.ndarray:
+    """``predict`` over ``x`` a chunk of rows at a time; float32 past one chunk (a big table's
+    probabilities in float64 would cost twice the memory for digits no value needs). The rows
+    of a memory-mapped ``x`` are released from resident memory as they are done."""
+    if len(x) <= PREDICT_CHUNK:
+        return predict(x)
+    out: np.ndarray | None = None
+    for start in range(0, len(x), PREDICT_CHUNK):
+        stop = min(start + PREDICT_CHUNK, len(x))
+        part = predict(x[start:stop])
+        if out is None:
+            out = np.empty((len(x), part.shape[1]), dtype=np.float32)
+        out[start:stop] = part
+        release_rows(x, start, stop)  # a mapped table's pages, once scored, leave memory
+    assert out is not None
     return out
 
 
 def _cross_fit(kind: str, x: np.ndarray, y: np.ndarray, others: list[np.ndarray],
                n_classes: int, seed: int) -> tuple[np.ndarray, list[np.ndarray]]:
     """Out-of-fold probabilities for the rows of (x, y), and the fold models' mean on each of
-    ``others``."""
-    order = np.random.default_rng(seed).permutation(len(y))
-    own = np.zeros((len(y), n_classes))
+    ``others``. Past ``CROSS_FIT_ROWS`` rows, the folds are those of a seeded sample and the
+    other rows are scored by a model fitted on the whole sample."""
+    n = len(y)
+    sample = None
+    if n > CROSS_FIT_ROWS:
+        sample = np.sort(np.random.default_rng([seed, 11]).choice(n, CROSS_FIT_ROWS,
+                                                                  replace=False))
+        x_fit, y_fit = take_rows(x, sample), y[sample]
+    else:
+        x_fit, y_fit = x, y
+    order = np.random.default_rng(seed).permutation(len(y_fit))
+    own_fit = np.zeros((len(y_fit), n_classes))
     pooled = [np.zeros((len(o), n_classes)) for o in others]
     for fold in np.array_split(order, FOLDS):
         rest = np.setdiff1d(order, fold, assume_unique=True)
-        predicted = _fit_predict(kind, x[rest], y[rest], [x[fold], *others], n_classes, seed)
-        own[fold] = predicted[0]
+        predicted = _fit_predict(kind, x_fit[rest], y_fit[rest], [x_fit[fold], *others],
+                                 n_classes, seed)
+        own_fit[fold] = predicted[0]
         for total, p in zip(pooled, predicted[1:], strict=True):
             total += p / FOLDS
+    if sample is None:
+        return own_fit, pooled
+    own = _fit_predict(kind, x_fit, y_fit, [x], n_classes, seed)[0].astype(np.float32)
+    own[sample] = own_fit
     return own, pooled
 
 
@@ -159,9 +197,12 @@ def pooled_prior(data: PreparedData, random_state: int = 0) -> PooledPrior:
         on_valid.append(valid_mean)
         on_train.append(train_own)
     weights, bias, nll = _fit_pool(np.stack([_log(p) for p in on_valid]), yv)
-    scores = np.einsum("k,kmc->mc", weights, np.stack([_log(p) for p in on_train])) + bias
+    scores = np.broadcast_to(bias, (len(xt), c)).astype(np.float64)
+    for weight, p in zip(weights, on_train, strict=True):  # one source at a time: big tables
+        scores += weight * _log(p)
+    del on_train
     scores -= scores.max(1, keepdims=True)
-    probabilities = np.exp(scores)
+    probabilities = np.exp(scores, out=scores)
     probabilities /= probabilities.sum(1, keepdims=True)
     return PooledPrior(probabilities, dict(zip(SOURCES, weights.round(4).tolist(),
                                                strict=True)), nll)
