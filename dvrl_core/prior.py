@@ -80,7 +80,7 @@ def _fit_predict(kind: str, x: np.ndarray, y: np.ndarray, targets: list[np.ndarr
 
         model = lgb.LGBMClassifier(n_estimators=100, learning_rate=0.1, num_leaves=15,
                                    min_child_samples=10, random_state=seed,
-                                   deterministic=True, n_jobs=lightgbm_threads(),
+                                   deterministic=True, n_jobs=lightgbm_threads(x.size),
                                    verbose=-1)
         model.fit(x, y)
         raw = [_in_chunks(lambda part: np.asarray(model.predict_proba(part)), t)

@@ -49,7 +49,7 @@ class _LightGBMTrainer(BatchTrainer):
             "n_estimators": p.n_estimators, "learning_rate": p.learning_rate,
             "num_leaves": p.num_leaves, "min_child_samples": p.min_child_samples,
             "random_state": p.random_state, "deterministic": True,
-            "n_jobs": p.n_jobs or lightgbm_threads(),
+            "n_jobs": p.n_jobs or lightgbm_threads(x.size),
             "verbose": -1,
         }
         if p.task == "classification":

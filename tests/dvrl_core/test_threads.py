@@ -147,3 +147,37 @@ def test_dvrl_value_threads_flag(table):
     refused = _value(table, "--threads", "0")
     assert refused.returncode == 2
     assert refused.stderr.strip() == "error: threads must be at least 1, not 0"
+
+
+def test_a_small_run_gives_the_same_values_on_any_thread_budget():
+    """A small linear problem's loop runs on one thread whatever the budget (dvrl.SMALL_LOOP_WORK),
+    so the thread count neither slows it down nor changes its values; the budget is restored."""
+    import numpy as np
+    import torch
+
+    from dvrl_core import DVRL, prepare
+    from dvrl_core.datasets import make_table
+
+    data = prepare(make_table(400, n_features=5, random_state=3), "label", valid_fraction=0.3)
+    before = torch.get_num_threads()
+    runs = []
+    try:
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            runs.append(DVRL(iterations=40, tolerance=0, random_state=0).fit(data).values)
+            assert torch.get_num_threads() == threads
+    finally:
+        torch.set_num_threads(before)
+    np.testing.assert_array_equal(runs[0], runs[1])
+
+
+def test_lightgbm_on_small_data_gets_one_thread():
+    code = """
+from dvrl_core.threads import SMALL_LIGHTGBM_CELLS, apply_thread_budget, lightgbm_threads
+apply_thread_budget(2)
+print(lightgbm_threads(1000 * 100), lightgbm_threads(SMALL_LIGHTGBM_CELLS), lightgbm_threads())
+"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["1", "2", "2"]
