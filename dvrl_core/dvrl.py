@@ -80,7 +80,7 @@ from .predictors.base import as_tensor
 from .predictors.choice import PredictorChoice, choose_predictor
 from .result import ValuationResult
 from .seeding import child_seeds, library_versions
-from .stream import release_rows
+from .stream import predict_in_chunks, release_rows
 from .trust import (
     MIN_CHECK_ROWS,
     Planted,
@@ -285,10 +285,8 @@ class DVRL:
             name = self.marginal_predictor or named or DEFAULT_PREDICTOR[data.task]
             predictor = make_predictor(name, data.task, data.n_classes, device=device,
                                        random_state=seed, **self.marginal_predictor_params)
-        from .prior import _in_chunks
-
         predictor.fit(data.valid.x, data.valid.y)
-        predicted = _in_chunks(predictor.predict, data.train.x)
+        predicted = predict_in_chunks(predictor.predict, data.train.x)
         if data.task == "classification":
             return _distance_from_label(predicted, data.train.y)
         scale = np.maximum(np.abs(data.train.y), 1e-3 * (np.std(data.train.y) + 1e-12))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pandas as pd
@@ -12,6 +14,29 @@ from .errors import UnreadableTableError
 TABLE_SUFFIXES = (".csv", ".parquet", ".pq")
 
 
+@contextmanager
+def reading(path: Path) -> Iterator[None]:
+    """Whatever goes wrong while parsing ``path`` as a table (pyarrow's own errors, OSError,
+    UnicodeDecodeError...) leaves as :class:`UnreadableTableError` naming the file."""
+    if not path.is_file():
+        raise UnreadableTableError(f"{path}: no such file")
+    try:
+        yield
+    except UnreadableTableError:
+        raise
+    except Exception as exc:
+        raise UnreadableTableError(f"{path}: cannot read as a table ({exc})") from exc
+
+
+def is_parquet(path: Path) -> bool:
+    """The format by suffix: Parquet for ``.parquet``/``.pq``, CSV for anything else."""
+    return path.suffix.lower() in (".parquet", ".pq")
+
+
+# an empty field is missing in text columns too (an empty label is not a class named "")
+CSV_CONVERT = pacsv.ConvertOptions(strings_can_be_null=True)
+
+
 def read_table(path: str | Path) -> pd.DataFrame:
     """Read a CSV or Parquet file into a DataFrame.
 
@@ -19,23 +44,15 @@ def read_table(path: str | Path) -> pd.DataFrame:
     :class:`UnreadableTableError` with the reason when the file cannot be parsed as a table.
     """
     path = Path(path)
-    if not path.is_file():
-        raise UnreadableTableError(f"{path}: no such file")
-    try:
-        if path.suffix.lower() in (".parquet", ".pq"):
+    with reading(path):
+        if is_parquet(path):
             frame = pd.read_parquet(path)
         else:
             # pyarrow's reader is several times faster than pandas' own on big files; the Arrow
             # buffers are released column by column while converting (peak memory ~1x, not 2x)
-            # an empty field is missing in text columns too (an empty label is not a class "")
-            table = pacsv.read_csv(path, convert_options=pacsv.ConvertOptions(
-                strings_can_be_null=True))
+            table = pacsv.read_csv(path, convert_options=CSV_CONVERT)
             frame = table.to_pandas(self_destruct=True, split_blocks=True)
             del table
-    except (ValueError, OSError, UnicodeDecodeError) as exc:
-        raise UnreadableTableError(f"{path}: cannot read as a table ({exc})") from exc
-    except Exception as exc:  # pyarrow raises its own ArrowInvalid, a ValueError subclass
-        raise UnreadableTableError(f"{path}: cannot read as a table ({exc})") from exc
     if frame.shape[1] == 0:
         raise UnreadableTableError(f"{path}: the table has no columns")
     return frame

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .data import PreparedData
-from .stream import release_rows, take_rows
+from .stream import predict_in_chunks, take_rows
 from .threads import lightgbm_threads
 
 SOURCES = ("validation_logistic", "validation_lightgbm", "train_logistic", "train_lightgbm")
@@ -36,7 +36,6 @@ FOLDS = 5
 # on bigger tables the training-row sources are cross-fitted on a seeded sample of this many
 # rows; every other row is scored by a model fitted on the whole sample (which never saw it)
 CROSS_FIT_ROWS = 200_000
-PREDICT_CHUNK = 262_144  # rows scored at a time: no copy of a big table is ever made
 FLOOR = 1e-4  # no source may say "impossible": one confident mistake would dominate the pool
 
 
@@ -74,7 +73,7 @@ def _fit_predict(kind: str, x: np.ndarray, y: np.ndarray, targets: list[np.ndarr
         scale = _standardiser(x)
         model = LogisticRegression(C=1.0, max_iter=1000)
         model.fit(scale(x), y)
-        raw = [_in_chunks(lambda part: model.predict_proba(scale(part)), t) for t in targets]
+        raw = [predict_in_chunks(lambda part: model.predict_proba(scale(part)), t) for t in targets]
     else:
         import lightgbm as lgb
 
@@ -83,31 +82,13 @@ def _fit_predict(kind: str, x: np.ndarray, y: np.ndarray, targets: list[np.ndarr
                                    deterministic=True, n_jobs=lightgbm_threads(x.size),
                                    verbose=-1)
         model.fit(x, y)
-        raw = [_in_chunks(lambda part: np.asarray(model.predict_proba(part)), t)
+        raw = [predict_in_chunks(lambda part: np.asarray(model.predict_proba(part)), t)
                for t in targets]
     out = []
     for p in raw:
         full = np.zeros((len(p), n_classes), dtype=p.dtype)
         full[:, model.classes_] = p
         out.append(full)
-    return out
-
-
-def _in_chunks(predict: Callable[[np.ndarray], np.ndarray], x: np.ndarray) -> np.ndarray:
-    """``predict`` over ``x`` a chunk of rows at a time; float32 past one chunk (a big table's
-    probabilities in float64 would cost twice the memory for digits no value needs). The rows
-    of a memory-mapped ``x`` are released from resident memory as they are done."""
-    if len(x) <= PREDICT_CHUNK:
-        return predict(x)
-    out: np.ndarray | None = None
-    for start in range(0, len(x), PREDICT_CHUNK):
-        stop = min(start + PREDICT_CHUNK, len(x))
-        part = predict(x[start:stop])
-        if out is None:
-            out = np.empty((len(x), part.shape[1]), dtype=np.float32)
-        out[start:stop] = part
-        release_rows(x, start, stop)  # a mapped table's pages, once scored, leave memory
-    assert out is not None
     return out
 
 

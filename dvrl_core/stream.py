@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Literal
 
@@ -49,13 +49,14 @@ from .errors import (
     TooFewRowsError,
     UnreadableTableError,
 )
-from .io import read_table
+from .io import CSV_CONVERT, is_parquet, read_table, reading
 
 SAMPLE_ROWS = 100_000  # rows the encoder is fitted on
 # CSV bytes parsed per batch, one batch read ahead: bigger blocks or more read-ahead made
 # pyarrow hold several hundred megabytes more (measured), for no gain in speed
 BLOCK_BYTES = 4 << 20
 PARQUET_BATCH_ROWS = 65_536
+PREDICT_CHUNK = 262_144  # rows scored at a time by predict_in_chunks
 
 
 def iter_frames(path: str | Path, columns: Sequence[str] | None = None,
@@ -67,10 +68,8 @@ def iter_frames(path: str | Path, columns: Sequence[str] | None = None,
     the first block as text. Raises :class:`UnreadableTableError` when the file cannot be read.
     """
     path = Path(path)
-    if not path.is_file():
-        raise UnreadableTableError(f"{path}: no such file")
-    try:
-        if path.suffix.lower() in (".parquet", ".pq"):
+    with reading(path):
+        if is_parquet(path):
             import pyarrow.parquet as pq
 
             parquet = pq.ParquetFile(path)
@@ -79,12 +78,6 @@ def iter_frames(path: str | Path, columns: Sequence[str] | None = None,
                 yield batch.to_pandas()
             return
         yield from _csv_frames(path, columns, keep_types)
-    except UnreadableTableError:
-        raise
-    except (ValueError, OSError, UnicodeDecodeError) as exc:
-        raise UnreadableTableError(f"{path}: cannot read as a table ({exc})") from exc
-    except Exception as exc:  # pyarrow's own errors (ArrowInvalid is a ValueError; others not)
-        raise UnreadableTableError(f"{path}: cannot read as a table ({exc})") from exc
 
 
 def _csv_frames(path: Path, columns: Sequence[str] | None,
@@ -95,7 +88,7 @@ def _csv_frames(path: Path, columns: Sequence[str] | None,
 
     # types from the first megabyte, as pyarrow's read_csv (the in-memory path) infers them
     with pacsv.open_csv(path, read_options=pacsv.ReadOptions(block_size=1 << 20),
-                        convert_options=pacsv.ConvertOptions(strings_can_be_null=True)) as probe:
+                        convert_options=CSV_CONVERT) as probe:
         schema = probe.schema
     read_options = pacsv.ReadOptions(block_size=BLOCK_BYTES)
     types = {}
@@ -107,7 +100,7 @@ def _csv_frames(path: Path, columns: Sequence[str] | None,
     # the dataset scanner parses blocks on every thread, in order (pyarrow's open_csv: one)
     table = ds.dataset(path, format=ds.CsvFileFormat(
         read_options=read_options, convert_options=pacsv.ConvertOptions(
-            column_types=types, strings_can_be_null=True)))
+            column_types=types, strings_can_be_null=CSV_CONVERT.strings_can_be_null)))
     for batch in table.to_batches(columns=list(columns) if columns else None,
                                   batch_readahead=1, fragment_readahead=1,
                                   use_threads=True):
@@ -116,8 +109,8 @@ def _csv_frames(path: Path, columns: Sequence[str] | None,
 
 def _first_columns(path: Path) -> list[str]:
     """The table's column names, from its header (CSV) or schema (Parquet)."""
-    try:
-        if path.suffix.lower() in (".parquet", ".pq"):
+    with reading(path):
+        if is_parquet(path):
             import pyarrow.parquet as pq
 
             return [str(name) for name in pq.read_schema(path).names]
@@ -125,10 +118,6 @@ def _first_columns(path: Path) -> list[str]:
 
         with pacsv.open_csv(path, read_options=pacsv.ReadOptions(block_size=1 << 20)) as probe:
             return [str(name) for name in probe.schema.names]
-    except FileNotFoundError as exc:
-        raise UnreadableTableError(f"{path}: no such file") from exc
-    except Exception as exc:  # pyarrow's errors, OSError, UnicodeDecodeError
-        raise UnreadableTableError(f"{path}: cannot read as a table ({exc})") from exc
 
 
 def prepare_file(
@@ -317,6 +306,24 @@ def stack_rows(top: np.ndarray, bottom: np.ndarray) -> np.ndarray:
         release_rows(top, start, stop)
     joined[len(top):] = bottom
     return joined
+
+
+def predict_in_chunks(predict: Callable[[np.ndarray], np.ndarray], x: np.ndarray) -> np.ndarray:
+    """``predict`` over ``x`` a chunk of rows at a time; float32 past one chunk (a big table's
+    probabilities in float64 would cost twice the memory for digits no value needs). The rows
+    of a memory-mapped ``x`` are released from resident memory as they are done."""
+    if len(x) <= PREDICT_CHUNK:
+        return predict(x)
+    out: np.ndarray | None = None
+    for start in range(0, len(x), PREDICT_CHUNK):
+        stop = min(start + PREDICT_CHUNK, len(x))
+        part = predict(x[start:stop])
+        if out is None:
+            out = np.empty((len(x), part.shape[1]), dtype=np.float32)
+        out[start:stop] = part
+        release_rows(x, start, stop)  # a mapped table's pages, once scored, leave memory
+    assert out is not None
+    return out
 
 
 def take_rows(matrix: np.ndarray, rows: np.ndarray) -> np.ndarray:

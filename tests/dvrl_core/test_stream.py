@@ -173,7 +173,7 @@ def test_a_big_table_s_shortcuts_still_find_the_noise(monkeypatch):
     """The prior cross-fitted on a sample, the removal test on a sample, batches drawn without
     a permutation: the values still find flipped labels, and the trust check still speaks."""
     monkeypatch.setattr(prior, "CROSS_FIT_ROWS", 300)
-    monkeypatch.setattr(prior, "PREDICT_CHUNK", 256)
+    monkeypatch.setattr(stream, "PREDICT_CHUNK", 256)
     monkeypatch.setattr(trust, "CHECK_TRAIN_ROWS", 400)
     monkeypatch.setattr(dvrl, "PERMUTATION_ROWS", 500)
     data = prepare(make_table(1500, n_features=8, random_state=4), "label", valid_fraction=0.3)
