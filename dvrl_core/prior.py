@@ -11,18 +11,29 @@ classes are not linearly separable. No single source wins everywhere. So the pri
     log q(c | x) = sum_k w_k log p_k(c | x) + b_c - log Z(x),    w_k >= 0
 
 (a weighted geometric pool; Genest and Zidek, *Combining probability distributions*, 1986) with
-the weights and biases fitted by maximum likelihood on the validation rows, which are clean. The
-validation-fitted sources are scored there by K-fold cross-fitting within the validation rows, so
+the weights and biases fitted by maximum likelihood on the validation rows, which are clean. Every
+source is scored on the validation rows by models that never saw them (K-fold cross-fitting), so
 the weights see each source's out-of-sample quality. A source that does not help gets a weight
 near zero: on a table where the validation model is best, q is that model.
 
-Sources (``SOURCES``): logistic regression and LightGBM, each fitted on the validation rows and
-cross-fitted on the training rows. Regression keeps the validation model (see ``dvrl.DVRL``).
+Sources (``SOURCES``), each a logistic regression and a LightGBM model:
+
+* ``validation_*``: fitted on the validation rows (the official marginal's evidence);
+* ``joint_*``: fitted on the training rows' own, noisy labels and the validation rows together,
+  cross-fitted over both (fold k's model sees neither fold k's training rows nor fold k's
+  validation rows): the few clean rows and the many noisy ones in one model, which on the
+  quality suite found more flipped labels than models of the training rows alone (the
+  self-confidence of the controls) pooled with the validation models.
+
+Then the joint sources are fitted again (``REWEIGHTED_ROUNDS``) with each training row weighted
+by the first pool's probability of its given label, and pooled again: rows the pool doubts weigh
+less in the models that score the other rows (a soft form of confident learning's pruning).
+Figures in README.md. Regression keeps the validation model (see ``dvrl.DVRL``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -31,8 +42,10 @@ from .data import PreparedData
 from .stream import predict_in_chunks, take_rows
 from .threads import lightgbm_threads
 
-SOURCES = ("validation_logistic", "validation_lightgbm", "train_logistic", "train_lightgbm")
+KINDS = ("logistic", "lightgbm")
+SOURCES = tuple(f"{rows}_{kind}" for rows in ("validation", "joint") for kind in KINDS)
 FOLDS = 5
+REWEIGHTED_ROUNDS = 1
 # on bigger tables the training-row sources are cross-fitted on a seeded sample of this many
 # rows; every other row is scored by a model fitted on the whole sample (which never saw it)
 CROSS_FIT_ROWS = 200_000
@@ -55,15 +68,16 @@ def _standardiser(reference: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
     return lambda x: ((x - mean) / scale).astype(np.float32)
 
 
-def _fit_predict(kind: str, x: np.ndarray, y: np.ndarray, targets: list[np.ndarray],
-                 n_classes: int, seed: int) -> list[np.ndarray]:
-    """Fit ``kind`` on (x, y) and return its class probabilities [m, C] on each of ``targets``;
-    classes missing from ``y`` get probability 0 before the floor."""
+def _fit_predict(kind: str, x: np.ndarray, y: np.ndarray, targets: Sequence[np.ndarray],
+                 n_classes: int, seed: int, weights: np.ndarray | None = None) -> list[np.ndarray]:
+    """Fit ``kind`` on (x, y), each row weighted by ``weights`` (default: all 1), and return its
+    class probabilities [m, C] (float32) on each of ``targets``; classes missing from ``y`` get
+    probability 0 before the floor."""
     present = np.unique(y)
     if len(present) < 2:  # one class only in this fold: it is all the model can say
         out = []
         for t in targets:
-            p = np.zeros((len(t), n_classes))
+            p = np.zeros((len(t), n_classes), dtype=np.float32)
             p[:, present[0]] = 1.0
             out.append(p)
         return out
@@ -72,8 +86,8 @@ def _fit_predict(kind: str, x: np.ndarray, y: np.ndarray, targets: list[np.ndarr
 
         scale = _standardiser(x)
         model = LogisticRegression(C=1.0, max_iter=1000)
-        model.fit(scale(x), y)
-        raw = [predict_in_chunks(lambda part: model.predict_proba(scale(part)), t) for t in targets]
+        model.fit(scale(x), y, sample_weight=weights)
+        predict = lambda part: model.predict_proba(scale(part))  # noqa: E731
     else:
         import lightgbm as lgb
 
@@ -81,45 +95,74 @@ def _fit_predict(kind: str, x: np.ndarray, y: np.ndarray, targets: list[np.ndarr
                                    min_child_samples=10, random_state=seed,
                                    deterministic=True, n_jobs=lightgbm_threads(x.size),
                                    verbose=-1)
-        model.fit(x, y)
-        raw = [predict_in_chunks(lambda part: np.asarray(model.predict_proba(part)), t)
-               for t in targets]
+        model.fit(x, y, sample_weight=weights)
+        predict = lambda part: np.asarray(model.predict_proba(part))  # noqa: E731
     out = []
-    for p in raw:
-        full = np.zeros((len(p), n_classes), dtype=p.dtype)
-        full[:, model.classes_] = p
+    for t in targets:
+        full = np.zeros((len(t), n_classes), dtype=np.float32)
+        if len(t):  # a fold of no rows (no joined rows) asks nothing
+            full[:, model.classes_] = predict_in_chunks(predict, t)
         out.append(full)
     return out
 
 
-def _cross_fit(kind: str, x: np.ndarray, y: np.ndarray, others: list[np.ndarray],
-               n_classes: int, seed: int) -> tuple[np.ndarray, list[np.ndarray]]:
-    """Out-of-fold probabilities for the rows of (x, y), and the fold models' mean on each of
-    ``others``. Past ``CROSS_FIT_ROWS`` rows, the folds are those of a seeded sample and the
-    other rows are scored by a model fitted on the whole sample."""
+@dataclass
+class _CrossFitted:
+    own: np.ndarray  # [n, C]: every row of (x, y) scored by a model that never saw it
+    joined: np.ndarray | None  # the same for the joined rows
+
+
+def _cross_fit(kind: str, x: np.ndarray, y: np.ndarray, n_classes: int, seed: int, *,
+               weights: np.ndarray | None = None,
+               joined: tuple[np.ndarray, np.ndarray] | None = None) -> _CrossFitted:
+    """Out-of-fold probabilities for the rows of (x, y), weighted by ``weights``. With ``joined``
+    (clean rows, weight 1) those rows are folded in too: fold k's model is fitted on the other
+    folds of both and scores fold k of both. Past ``CROSS_FIT_ROWS`` rows of x, the folds are
+    those of a seeded sample and the other rows are scored by a model fitted on the whole sample
+    (and every joined row)."""
     n = len(y)
     sample = None
     if n > CROSS_FIT_ROWS:
         sample = np.sort(np.random.default_rng([seed, 11]).choice(n, CROSS_FIT_ROWS,
                                                                   replace=False))
         x_fit, y_fit = take_rows(x, sample), y[sample]
+        w_fit = None if weights is None else weights[sample]
     else:
-        x_fit, y_fit = x, y
+        x_fit, y_fit, w_fit = x, y, weights
+    if joined is None:
+        x_join = np.zeros((0, x.shape[1]), dtype=x_fit.dtype)
+        y_join = np.zeros(0, dtype=y.dtype)
+    else:
+        x_join, y_join = joined
     order = np.random.default_rng(seed).permutation(len(y_fit))
-    own_fit = np.zeros((len(y_fit), n_classes))
-    pooled = [np.zeros((len(o), n_classes)) for o in others]
-    for fold in np.array_split(order, FOLDS):
+    join_order = np.random.default_rng([seed, 7]).permutation(len(y_join))
+    own_fit = np.zeros((len(y_fit), n_classes), dtype=np.float32)
+    own_join = np.zeros((len(y_join), n_classes), dtype=np.float32)
+    for fold, join_fold in zip(np.array_split(order, FOLDS), np.array_split(join_order, FOLDS),
+                               strict=True):
         rest = np.setdiff1d(order, fold, assume_unique=True)
-        predicted = _fit_predict(kind, x_fit[rest], y_fit[rest], [x_fit[fold], *others],
-                                 n_classes, seed)
-        own_fit[fold] = predicted[0]
-        for total, p in zip(pooled, predicted[1:], strict=True):
-            total += p / FOLDS
-    if sample is None:
-        return own_fit, pooled
-    own = _fit_predict(kind, x_fit, y_fit, [x], n_classes, seed)[0].astype(np.float32)
-    own[sample] = own_fit
-    return own, pooled
+        join_rest = np.setdiff1d(join_order, join_fold, assume_unique=True)
+        fit_x, fit_y, fit_w = _with_joined(x_fit[rest], y_fit[rest],
+                                           None if w_fit is None else w_fit[rest],
+                                           x_join[join_rest], y_join[join_rest])
+        own_fit[fold], own_join[join_fold] = _fit_predict(
+            kind, fit_x, fit_y, [x_fit[fold], x_join[join_fold]], n_classes, seed, fit_w)
+    own = own_fit
+    if sample is not None:
+        fit_x, fit_y, fit_w = _with_joined(x_fit, y_fit, w_fit, x_join, y_join)
+        own = _fit_predict(kind, fit_x, fit_y, [x], n_classes, seed, fit_w)[0]
+        own[sample] = own_fit
+    return _CrossFitted(own, None if joined is None else own_join)
+
+
+def _with_joined(x: np.ndarray, y: np.ndarray, w: np.ndarray | None, x_join: np.ndarray,
+                 y_join: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """(x, y, w) with the joined rows appended at weight 1 (``w`` None: every row weighs 1)."""
+    if not len(y_join):
+        return x, y, w
+    w_join = np.ones(len(y_join), dtype=np.float64)
+    return (np.concatenate([x, x_join]), np.concatenate([y, y_join]),
+            None if w is None else np.concatenate([w, w_join]))
 
 
 def _log(p: np.ndarray) -> np.ndarray:
@@ -166,27 +209,37 @@ def pooled_prior(data: PreparedData, random_state: int = 0) -> PooledPrior:
         raise ValueError("the pooled prior is for classification")
     c, seed = data.n_classes, random_state
     xv, yv, xt, yt = data.valid.x, data.valid.y, data.train.x, data.train.y
-    on_valid, on_train = [], []
-    for kind in ("logistic", "lightgbm"):
-        # fitted on the validation rows: cross-fitted there, all of them for the training rows
-        valid_own, _ = _cross_fit(kind, xv, yv, [], c, seed)
-        on_valid.append(valid_own)
-        on_train.append(_fit_predict(kind, xv, yv, [xt], c, seed)[0])
-    for kind in ("logistic", "lightgbm"):
-        # fitted on the training rows' own (noisy) labels, cross-fitted
-        train_own, (valid_mean,) = _cross_fit(kind, xt, yt, [xv], c, seed)
-        on_valid.append(valid_mean)
-        on_train.append(train_own)
-    weights, bias, nll = _fit_pool(np.stack([_log(p) for p in on_valid]), yv)
-    scores = np.broadcast_to(bias, (len(xt), c)).astype(np.float64)
-    for weight, p in zip(weights, on_train, strict=True):  # one source at a time: big tables
+    # fitted on the validation rows: cross-fitted there, all of them for the training rows
+    valid_on_valid, valid_on_train = [], []
+    for kind in KINDS:
+        valid_on_valid.append(_cross_fit(kind, xv, yv, c, seed).own)
+        valid_on_train.append(_fit_predict(kind, xv, yv, [xt], c, seed)[0])
+    row_weights = None
+    for _ in range(1 + REWEIGHTED_ROUNDS):
+        on_valid, on_train = list(valid_on_valid), list(valid_on_train)
+        for kind in KINDS:  # the training and the validation rows in one model
+            fitted = _cross_fit(kind, xt, yt, c, seed, weights=row_weights, joined=(xv, yv))
+            assert fitted.joined is not None
+            on_valid.append(fitted.joined)
+            on_train.append(fitted.own)
+        weights, bias, nll = _fit_pool(np.stack([_log(p) for p in on_valid]), yv)
+        probabilities = _pooled(on_train, weights, bias)
+        del on_train
+        # the next round weighs each training row by this pool's belief in its label
+        row_weights = probabilities[np.arange(len(yt)), yt].astype(np.float64)
+    return PooledPrior(probabilities, dict(zip(SOURCES, weights.round(4).tolist(),
+                                               strict=True)), nll)
+
+
+def _pooled(sources: list[np.ndarray], weights: np.ndarray, bias: np.ndarray) -> np.ndarray:
+    """softmax(sum_k w_k log p_k + b) row by row, one source at a time (big tables)."""
+    scores = np.broadcast_to(bias, (len(sources[0]), len(bias))).astype(np.float64)
+    for weight, p in zip(weights, sources, strict=True):
         scores += weight * _log(p)
-    del on_train
     scores -= scores.max(1, keepdims=True)
     probabilities = np.exp(scores, out=scores)
     probabilities /= probabilities.sum(1, keepdims=True)
-    return PooledPrior(probabilities, dict(zip(SOURCES, weights.round(4).tolist(),
-                                               strict=True)), nll)
+    return probabilities
 
 
 def given_label_probability(data: PreparedData, prior: PooledPrior) -> np.ndarray:
