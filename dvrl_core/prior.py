@@ -46,7 +46,7 @@ KINDS = ("logistic", "lightgbm")
 SOURCES = tuple(f"{rows}_{kind}" for rows in ("validation", "joint") for kind in KINDS)
 FOLDS = 5
 REWEIGHTED_ROUNDS = 1
-# on bigger tables the training-row sources are cross-fitted on a seeded sample of this many
+# on bigger tables the joint sources are cross-fitted on a seeded sample of this many training
 # rows; every other row is scored by a model fitted on the whole sample (which never saw it)
 CROSS_FIT_ROWS = 200_000
 FLOOR = 1e-4  # no source may say "impossible": one confident mistake would dominate the pool
