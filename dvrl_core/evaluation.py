@@ -6,12 +6,15 @@
   an evaluation model (LightGBM by default) and score it on held-out data; random removal averaged
   over seeds is the reference. Removing low values should help (or hurt least), removing high
   values should hurt most.
+* :func:`evaluation_sample`: on big tables, the seeded sample of training rows those curves use.
 * :func:`weighted_training`: the evaluation model trained with the values as sample weights.
 * :func:`training_choices`: the paper's domain-adaptation table, next to what a user would do
   without values (train on the validation rows alone, or on the training plus validation rows).
 """
 
 from __future__ import annotations
+
+from dataclasses import replace
 
 import numpy as np
 import pandas as pd
@@ -69,6 +72,24 @@ def _subset(split: Split, keep: np.ndarray) -> Split:
 
 def _held_out(data: PreparedData) -> Split:
     return data.test if data.test is not None else data.valid
+
+
+# removal curves retrain their model about 80 times: past this many training rows they run on a
+# seeded sample of the rows (the service and ``dvrl value --test`` alike)
+EVALUATION_SAMPLE_ROWS = 20_000
+
+
+def evaluation_sample(data: PreparedData, values: np.ndarray, random_state: int = 0,
+                      rows: int = EVALUATION_SAMPLE_ROWS) -> tuple[PreparedData, np.ndarray]:
+    """``data`` and ``values`` as they are up to ``rows`` training rows; past that, a seeded
+    sample of that many rows (in their order), gathered a block at a time from a mapped matrix."""
+    if len(values) <= rows:
+        return data, values
+    from .stream import take_rows
+
+    keep = np.sort(np.random.default_rng(random_state).choice(len(values), rows, replace=False))
+    train = Split(take_rows(data.train.x, keep), data.train.y[keep], data.train.ids[keep])
+    return replace(data, train=train), values[keep]
 
 
 def removal_curves(

@@ -42,6 +42,7 @@ from dvrl_core import (
 )
 from dvrl_core.controls import marginal_control
 from dvrl_core.ensemble import combine_results
+from dvrl_core.evaluation import evaluation_sample
 from dvrl_core.methods import make_method
 from dvrl_core.noise import with_label_noise
 from dvrl_core.predictors.base import resolve_device
@@ -55,7 +56,6 @@ from .settings import Settings, get_settings
 from .specs import JobSpec
 
 log = logging.getLogger(__name__)
-REMOVAL_SAMPLE_ROWS = 20_000
 TRACE_POINTS = 500
 T = TypeVar("T")
 WORKER_ID = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
@@ -423,8 +423,7 @@ def _evaluate(spec: JobSpec, data: PreparedData, result, corrupted):
                                  "auroc": detection_auroc(control, corrupted)},
         }
     if set(spec.evaluations) & {"removal", "weighted", "training_choices"}:
-        sample = _evaluation_sample(data, result.values, spec.seed)
-        sampled_data, sampled_values = sample
+        sampled_data, sampled_values = evaluation_sample(data, result.values, spec.seed)
         model: dict[str, Any] = {"model": spec.evaluation.model,
                                  "metric": spec.evaluation.metric, "random_state": spec.seed}
         if "removal" in spec.evaluations:
@@ -442,20 +441,6 @@ def _evaluate(spec: JobSpec, data: PreparedData, result, corrupted):
                 sampled_data, weights, remove_fraction=spec.evaluation.remove_fraction,
                 **model) | {"weights": described}
     return summary, curves
-
-
-def _evaluation_sample(data: PreparedData, values: np.ndarray, seed: int):
-    """Removal curves retrain LightGBM ~80 times: on big tables use a seeded row sample."""
-    if len(values) <= REMOVAL_SAMPLE_ROWS:
-        return data, values
-    keep = np.sort(np.random.default_rng(seed).choice(len(values), REMOVAL_SAMPLE_ROWS,
-                                                      replace=False))
-    from dvrl_core.data import Split
-
-    train = Split(data.train.x[keep], data.train.y[keep], data.train.ids[keep])
-    sampled = PreparedData(data.task, train, data.valid, data.test, data.classes,
-                           data.feature_names, data.target)
-    return sampled, values[keep]
 
 
 __all__ = ["LeaseStore", "guarded", "run_job"]
