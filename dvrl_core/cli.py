@@ -64,7 +64,9 @@ def add_value_arguments(value: argparse.ArgumentParser) -> None:
     source.add_argument("--valid", help="validation table from the target task (CSV or Parquet)")
     source.add_argument("--valid-fraction", type=float,
                         help="hold out this fraction of the training rows as validation")
-    value.add_argument("--test", help="test table, for the removal curves in the summary")
+    value.add_argument("--test", help="test table: the summary adds the removal test on it "
+                       "(LightGBM's score without the lowest-, highest-valued and random 10/20/30%%"
+                       " of the rows)")
     value.add_argument("--id-column", help="column whose values name the rows in the output")
     value.add_argument("--task", default="auto", choices=["auto", "classification", "regression"])
     value.add_argument("--method", default="dvrl", choices=sorted(METHODS),
@@ -275,6 +277,8 @@ def _summary_of(result, data, corrupted, random_state) -> dict[str, Any]:
               if result.diagnostics.get(name)}
     if shared:
         summary["diagnostics"] = shared
+    if data.test is not None:  # --test: the paper's removal test on the user's test rows
+        summary["removal"] = _removal_summary(data, result.values, random_state)
     if corrupted is not None and len(corrupted):
         control = marginal_control(data, random_state=random_state)
         summary["label_noise"] = {
@@ -286,6 +290,33 @@ def _summary_of(result, data, corrupted, random_state) -> dict[str, Any]:
                                  "auroc": detection_auroc(control, corrupted)},
         }
     return summary
+
+
+REMOVED_FRACTIONS = (0.0, 0.1, 0.2, 0.3)
+
+
+def _removal_summary(data, values: np.ndarray, random_state: int) -> dict[str, Any]:
+    """LightGBM's test score after removing the lowest-, the highest-valued and random 10, 20
+    and 30% of the training rows (a seeded sample of them on big tables)."""
+    from .evaluation import evaluation_sample, removal_curves
+
+    sampled, sampled_values = evaluation_sample(data, values, random_state)
+    frame = removal_curves(sampled, sampled_values, fractions=np.array(REMOVED_FRACTIONS),
+                           random_state=random_state)
+    return {"metric": frame.attrs["metric"], "model": "lightgbm", "rows": len(sampled_values),
+            **{column: frame[column].round(4).tolist()
+               for column in ("removed", "remove_lowest", "remove_highest", "random")}}
+
+
+def _removal_line(removal: dict[str, Any]) -> str:
+    def scores(column: str) -> str:
+        return "/".join(f"{score:.3f}" for score in removal[column][1:])
+
+    removed = "/".join(f"{fraction:.0%}" for fraction in removal["removed"][1:])
+    return (f"removal test on the test table ({removal['model']}, {removal['metric']}, "
+            f"{removal['rows']} training rows): all rows {removal['remove_lowest'][0]:.3f}; "
+            f"without the lowest-valued {removed} {scores('remove_lowest')}, the highest-valued "
+            f"{scores('remove_highest')}, random rows {scores('random')}")
 
 
 def _convergence_line(convergence: dict[str, Any]) -> str:
@@ -337,6 +368,8 @@ def print_summary(summary: dict[str, Any], table, out: str | None) -> None:
         rows = trust.get("check_rows", 0) + trust.get("planted", {}).get("rows", 0)
         where = f" on {rows} held-out validation rows" if rows else ""
         print(f"trust check{where}: {trust['verdict']}; returned {returned}", file=err)
+    if summary.get("removal"):
+        print(_removal_line(summary["removal"]), file=err)
     noise = summary.get("label_noise")
     if noise and noise["flipped"]:
         found = ", ".join(f"{p}%: {noise[f'found_at_{p}']:.2f}" for p in (10, 20, 30))
