@@ -109,7 +109,7 @@ def _fit_predict(kind: str, x: np.ndarray, y: np.ndarray, targets: Sequence[np.n
 @dataclass
 class _CrossFitted:
     own: np.ndarray  # [n, C]: every row of (x, y) scored by a model that never saw it
-    joined: np.ndarray | None  # the same for the joined rows
+    joined: np.ndarray  # the same for the joined rows (no rows when none were joined)
 
 
 def _cross_fit(kind: str, x: np.ndarray, y: np.ndarray, n_classes: int, seed: int, *,
@@ -152,7 +152,7 @@ def _cross_fit(kind: str, x: np.ndarray, y: np.ndarray, n_classes: int, seed: in
         fit_x, fit_y, fit_w = _with_joined(x_fit, y_fit, w_fit, x_join, y_join)
         own = _fit_predict(kind, fit_x, fit_y, [x], n_classes, seed, fit_w)[0]
         own[sample] = own_fit
-    return _CrossFitted(own, None if joined is None else own_join)
+    return _CrossFitted(own, own_join)
 
 
 def _with_joined(x: np.ndarray, y: np.ndarray, w: np.ndarray | None, x_join: np.ndarray,
@@ -219,7 +219,6 @@ def pooled_prior(data: PreparedData, random_state: int = 0) -> PooledPrior:
         on_valid, on_train = list(valid_on_valid), list(valid_on_train)
         for kind in KINDS:  # the training and the validation rows in one model
             fitted = _cross_fit(kind, xt, yt, c, seed, weights=row_weights, joined=(xv, yv))
-            assert fitted.joined is not None
             on_valid.append(fitted.joined)
             on_train.append(fitted.own)
         weights, bias, nll = _fit_pool(np.stack([_log(p) for p in on_valid]), yv)
