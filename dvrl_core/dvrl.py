@@ -76,6 +76,7 @@ from .data import PreparedData, Split
 from .errors import ConfigError, RunStopped
 from .estimator import ValueEstimator, dvrl_loss
 from .metrics import get_metric
+from .optim import Adam
 from .predictors import DEFAULT_PREDICTOR, PREDICTORS, Predictor, make_predictor, resolve_device
 from .predictors.base import as_tensor
 from .predictors.choice import PredictorChoice, choose_predictor
@@ -364,7 +365,7 @@ class DVRL:
                 layer_number=self.layer_number, comb_dim=self.comb_dim,
                 prior_skip=self.prior_skip,
             ).to(device)
-        optimiser = torch.optim.Adam(estimator.parameters(), lr=self.learning_rate, foreach=True)
+        optimiser = Adam(estimator.parameters(), lr=self.learning_rate)
         generator = torch.Generator(device=device).manual_seed(sampling_seed)
         baseline_mode = self._baseline_mode()
         moving_baseline = fixed_baseline

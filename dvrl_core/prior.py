@@ -173,34 +173,39 @@ def _log(p: np.ndarray) -> np.ndarray:
 def _fit_pool(log_probabilities: np.ndarray, y: np.ndarray,
               l2: float = 1e-2) -> tuple[np.ndarray, np.ndarray, float]:
     """Weights w >= 0 (one per source) and class biases b maximising the likelihood of ``y``
-    under softmax(sum_k w_k log p_k + b); ``log_probabilities`` is [K, m, C]."""
-    import torch
+    under softmax(sum_k w_k log p_k + b), less ``l2`` (|w|^2 + |b|^2); ``log_probabilities``
+    is [K, m, C]. A smooth problem in K + C numbers: L-BFGS-B with the bounds w >= 0."""
+    from scipy.optimize import minimize
 
-    logs = torch.as_tensor(log_probabilities, dtype=torch.float64)
-    labels = torch.as_tensor(y)
-    k, _, c = logs.shape
-    raw = torch.zeros(k, dtype=torch.float64, requires_grad=True)  # softplus(raw) = w
-    bias = torch.zeros(c, dtype=torch.float64, requires_grad=True)
-    optimiser = torch.optim.LBFGS([raw, bias], max_iter=200, line_search_fn="strong_wolfe")
+    logs = np.asarray(log_probabilities, dtype=np.float64)
+    k, m, c = logs.shape
+    onehot = np.zeros((m, c))
+    onehot[np.arange(m), y] = 1.0
 
-    def loss_fn() -> torch.Tensor:
-        weights = torch.nn.functional.softplus(raw)
-        scores = torch.einsum("k,kmc->mc", weights, logs) + bias
-        loss = torch.nn.functional.cross_entropy(scores, labels)
-        return loss + l2 * (weights ** 2).sum() + l2 * (bias ** 2).sum()
+    def scores_of(theta: np.ndarray) -> np.ndarray:
+        return np.einsum("k,kmc->mc", theta[:k], logs) + theta[k:]
 
-    def closure() -> torch.Tensor:
-        optimiser.zero_grad()
-        loss = loss_fn()
-        loss.backward()
-        return loss
+    def objective(theta: np.ndarray) -> tuple[float, np.ndarray]:
+        scores = scores_of(theta)
+        scores -= scores.max(1, keepdims=True)
+        log_z = np.log(np.exp(scores).sum(1, keepdims=True))
+        log_q = scores - log_z
+        loss = -(log_q * onehot).sum() / m + l2 * (theta ** 2).sum()
+        residual = (np.exp(log_q) - onehot) / m  # d loss / d scores
+        gradient = np.concatenate([np.einsum("mc,kmc->k", residual, logs),
+                                   residual.sum(0)]) + 2 * l2 * theta
+        return float(loss), gradient
 
-    optimiser.step(closure)
-    with torch.no_grad():
-        weights = torch.nn.functional.softplus(raw)
-        scores = torch.einsum("k,kmc->mc", weights, logs) + bias
-        nll = float(torch.nn.functional.cross_entropy(scores, labels))
-    return weights.numpy(), bias.detach().numpy(), nll
+    start = np.concatenate([np.full(k, np.log(2.0)), np.zeros(c)])  # every source at weight ln 2
+    bounds = [(0.0, None)] * k + [(None, None)] * c
+    fitted = minimize(objective, start, jac=True, method="L-BFGS-B", bounds=bounds,
+                      options={"maxiter": 500, "ftol": 1e-12, "gtol": 1e-9})
+    theta = fitted.x
+    scores = scores_of(theta)
+    scores -= scores.max(1, keepdims=True)
+    log_q = scores - np.log(np.exp(scores).sum(1, keepdims=True))
+    nll = float(-log_q[np.arange(m), y].mean())
+    return theta[:k], theta[k:], nll
 
 
 def pooled_prior(data: PreparedData, random_state: int = 0) -> PooledPrior:

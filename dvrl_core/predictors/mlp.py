@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 import torch
 
+from ..optim import Adam
 from .base import BatchTrainer, Predictor, standardise_target
 
 
@@ -86,7 +87,7 @@ class _MLPTrainer(BatchTrainer):
         for weight, bias in self.initial:
             params.append(weight.expand(r, -1, -1).clone().requires_grad_(True))
             params.append(bias.expand(r, -1, -1).clone().requires_grad_(True))
-        optimiser = torch.optim.Adam(params, lr=self.learning_rate)
+        optimiser = Adam(params, lr=self.learning_rate)
         # every fit draws the same mini-batch order, so a fit depends on its inputs only (not on
         # how many fits ran before): what makes interrupted-and-resumed runs exact
         order_generator = torch.Generator().manual_seed(self.seed)
