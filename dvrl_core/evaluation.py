@@ -172,7 +172,12 @@ def training_choices(
     train the model and tell how much to trust them); the multiple is reported as
     ``validation_weight_ratio``;
     ``tuned_uniform_plus_validation``: the same with every training row weight 1, so the values'
-    contribution is told apart from the tuning's.
+    contribution is told apart from the tuning's;
+    ``top_valued_plus_validation``: the highest-valued fraction of the training rows (10%, 25%,
+    50% or all) and the validation rows, every training row weight 1, with the fraction and the
+    validation rows' share chosen together by the same cross-validation (reported as
+    ``top_valued_fraction`` and ``top_valued_validation_weight_ratio``): the values used to
+    choose which source rows to add to the target's own rows.
 
     Scored on the test split, which must be there: the validation rows cannot score a model
     trained on them.
@@ -197,10 +202,12 @@ def training_choices(
     keep = np.ones(len(weights), dtype=bool)
     keep[np.argsort(weights, kind="stable")[: int(round(remove_fraction * len(weights)))]] = False
     both = _combined(data.train, data.valid)
-    ratio, with_valid = _validation_weighting(data, weights, model, metric, random_state,
-                                              model_params)
-    uniform_ratio, uniform_with_valid = _validation_weighting(
+    ratio, with_valid, _ = _validation_weighting(data, weights, model, metric, random_state,
+                                                 model_params)
+    uniform_ratio, uniform_with_valid, _ = _validation_weighting(
         data, np.ones(len(weights)), model, metric, random_state, model_params)
+    fraction, top_ratio, top_train, top_with_valid = _top_valued_with_validation(
+        data, weights, model, metric, random_state, model_params)
     return {
         "metric": metric, "model": model, "remove_fraction": remove_fraction,
         "uniform": evaluate(data.train, None),
@@ -212,6 +219,9 @@ def training_choices(
         "validation_weight_ratio": ratio,
         "tuned_uniform_plus_validation": evaluate(both, uniform_with_valid),
         "uniform_validation_weight_ratio": uniform_ratio,
+        "top_valued_plus_validation": evaluate(_combined(top_train, data.valid), top_with_valid),
+        "top_valued_fraction": fraction,
+        "top_valued_validation_weight_ratio": top_ratio,
     }
 
 
@@ -220,12 +230,14 @@ VALIDATION_WEIGHT_RATIOS = (0.1, 0.3, 1.0, 3.0, 10.0)
 
 def _validation_weighting(
     data: PreparedData, weights: np.ndarray, model: str, metric: str, random_state: int,
-    model_params: dict | None, folds: int = 5,
-) -> tuple[float, np.ndarray]:
+    model_params: dict | None, folds: int = 5, train: Split | None = None,
+) -> tuple[float, np.ndarray, float]:
     """The validation rows' share of the weight (their total over the training rows' total) that
     scores best in ``folds``-fold cross-validation on the validation rows (each fold scored by a
-    model trained on the weighted training rows and the other folds), and the weights of the
-    training then validation rows with it."""
+    model trained on the weighted training rows and the other folds), the weights of the
+    training then validation rows with it, and its cross-validated score. ``train``: other
+    training rows than ``data.train`` (``weights`` are theirs)."""
+    train = data.train if train is None else train
     n_valid = len(data.valid)
     order = np.random.default_rng(random_state).permutation(n_valid)
     parts = np.array_split(order, folds)
@@ -235,14 +247,44 @@ def _validation_weighting(
         fold_scores = []
         for part in parts:
             rest = np.setdiff1d(order, part)
-            train = _combined(data.train, _subset(data.valid, rest))
+            fold_train = _combined(train, _subset(data.valid, rest))
             weight = np.concatenate([weights, np.full(len(rest), per_row)])
-            fold_scores.append(_evaluation_score(data, train, weight, model, metric,
+            fold_scores.append(_evaluation_score(data, fold_train, weight, model, metric,
                                                  _subset(data.valid, part), random_state,
                                                  model_params))
         scores.append(float(np.mean(fold_scores)))
-    higher_is_better = metric in ("auc", "accuracy")  # score() gives the natural orientation
-    pick = int(np.argmax(scores) if higher_is_better else np.argmin(scores))
+    pick = int(np.argmax(scores) if _higher_is_better(metric) else np.argmin(scores))
     ratio = VALIDATION_WEIGHT_RATIOS[pick]
     per_row = ratio * weights.sum() / max(n_valid, 1)
-    return ratio, np.concatenate([weights, np.full(n_valid, per_row)])
+    return ratio, np.concatenate([weights, np.full(n_valid, per_row)]), scores[pick]
+
+
+def _higher_is_better(metric: str) -> bool:
+    return metric in ("auc", "accuracy")  # score() gives the natural orientation
+
+
+TOP_VALUED_FRACTIONS = (0.1, 0.25, 0.5, 1.0)
+
+
+def _top_valued_with_validation(
+    data: PreparedData, values: np.ndarray, model: str, metric: str, random_state: int,
+    model_params: dict | None,
+) -> tuple[float, float, Split, np.ndarray]:
+    """The fraction of highest-valued training rows and the validation rows' share that score
+    best together in cross-validation on the validation rows: (fraction, share, those training
+    rows, the weights of them then of the validation rows)."""
+    order = np.argsort(-values, kind="stable")
+    best: tuple[float, float, Split, np.ndarray] | None = None
+    best_score = 0.0
+    for fraction in TOP_VALUED_FRACTIONS:
+        keep = np.zeros(len(values), dtype=bool)
+        keep[order[: max(1, int(round(fraction * len(values))))]] = True
+        train = _subset(data.train, keep)
+        ratio, weights, cv_score = _validation_weighting(
+            data, np.ones(int(keep.sum())), model, metric, random_state, model_params,
+            train=train)
+        better = cv_score > best_score if _higher_is_better(metric) else cv_score < best_score
+        if best is None or better:
+            best, best_score = (fraction, ratio, train, weights), cv_score
+    assert best is not None
+    return best

@@ -60,6 +60,23 @@ def test_removal_curves_show_removing_corrupted_rows_helps():
     assert weighted["weighted"] > weighted["unweighted"]
 
 
+def test_the_top_valued_source_rows_added_to_the_validation_rows_beat_either_alone():
+    """Three in four source rows come from another domain: training on the validation rows
+    alone, or on all the source rows with them (whatever their share), loses to adding only
+    the source rows the values rank highest, and the cross-validation keeps no more of them
+    than the target's own share."""
+    source, valid, test, foreign = make_shifted_domains(800, 60, 1000, foreign=0.75,
+                                                        n_features=20, random_state=0)
+    data = prepare(source, "label", valid, test=test)
+    values = np.random.default_rng(0).uniform(0.0, 0.1, len(source))
+    values[np.setdiff1d(np.arange(len(source)), foreign)] += 1.0
+    table = training_choices(data, values, model="logistic_regression", metric="accuracy")
+    assert table["top_valued_fraction"] <= 0.25
+    assert table["top_valued_plus_validation"] > table["validation_only"] + 0.03
+    assert table["top_valued_plus_validation"] > table["tuned_uniform_plus_validation"] + 0.05
+    assert table["top_valued_validation_weight_ratio"] in (0.1, 0.3, 1.0, 3.0, 10.0)
+
+
 def test_training_choices_show_what_each_way_of_training_is_worth():
     """Source rows from two domains, one labelled by another rule: weights that drop the other
     domain's rows make the target model better than uniform training, and the table also holds

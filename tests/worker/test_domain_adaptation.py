@@ -30,7 +30,8 @@ def test_a_domain_adaptation_job_values_the_source_and_reports_the_training_choi
     choices = job["summary"]["training_choices"]
     assert choices["metric"] == "accuracy" and choices["model"] == "logistic_regression"
     assert set(choices) >= {"uniform", "weighted", "without_lowest", "validation_only",
-                            "uniform_plus_validation", "weighted_plus_validation"}
+                            "uniform_plus_validation", "weighted_plus_validation",
+                            "top_valued_plus_validation", "top_valued_fraction"}
     # the values find the other domain's rows, and training on them as weights helps the target
     values = pd.read_csv(io.StringIO(client.get(f"/v1/jobs/{job['id']}/values",
                                                 params={"format": "csv"}).text))
