@@ -56,6 +56,35 @@ def test_the_pool_leans_on_the_sources_that_predict_the_validation_labels(xor):
     assert np.allclose(prior.train_probabilities.sum(1), 1.0)
 
 
+def test_the_pool_weights_a_useless_source_at_zero_and_a_good_one_above():
+    """The pool's fit: a source that knows the labels gets weight, one that is noise gets none
+    (exactly zero, the bound), and the fitted point is a minimum of the penalised likelihood."""
+    from dvrl_core.prior import _fit_pool
+
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 3, 400)
+    good = np.full((400, 3), 0.1)
+    good[np.arange(400), y] = 0.8
+    good[rng.random(400) < 0.2] = 1 / 3  # sometimes unsure
+    noise = rng.dirichlet(np.ones(3), 400)
+    logs = np.log(np.stack([good, noise]))
+    weights, bias, nll = _fit_pool(logs, y)
+    assert weights[0] > 0.5 and weights[1] == 0.0
+    assert nll < np.log(3) - 0.3
+
+    def penalised(w: np.ndarray, b: np.ndarray) -> float:
+        scores = np.einsum("k,kmc->mc", w, logs) + b
+        scores -= scores.max(1, keepdims=True)
+        log_q = scores - np.log(np.exp(scores).sum(1, keepdims=True))
+        return -log_q[np.arange(400), y].mean() + 1e-2 * ((w ** 2).sum() + (b ** 2).sum())
+
+    best = penalised(weights, bias)
+    for step in ([0.05, 0.0, 0, 0, 0], [-0.05, 0.0, 0, 0, 0], [0, 0.05, 0, 0, 0],
+                 [0, 0, 0.05, -0.05, 0]):
+        moved = np.concatenate([weights, bias]) + np.array(step)
+        assert penalised(moved[:2], moved[2:]) > best
+
+
 def test_no_row_is_scored_by_a_model_that_saw_it():
     """Labels drawn at random: a tree model that had seen a row would give its label a high
     probability; fitted without it, it can only guess. The training rows and the validation rows
