@@ -116,7 +116,7 @@ def time_to_values(data_dir: Path, seeds: int, reference_rate: float) -> None:
 
 def fresh_process(data_dir: Path, reference_rate: float) -> None:
     """``dvrl value`` in a new process, as a user runs it: wall time, imports included."""
-    _, corrupted, raw = adult_protocol(0, data_dir)
+    _, _, raw = adult_protocol(0, data_dir)
     with tempfile.TemporaryDirectory() as folder:
         train, valid, out = (Path(folder) / name for name in ("train.csv", "valid.csv",
                                                                 "values.csv"))
@@ -126,8 +126,10 @@ def fresh_process(data_dir: Path, reference_rate: float) -> None:
                    "income", "--valid", str(valid), "--threads", "1", "--seed", "0",
                    "--out", str(out)]
         started = time.perf_counter()
-        subprocess.run(command, check=True, capture_output=True)
+        done = subprocess.run(command, capture_output=True, text=True)
         wall = time.perf_counter() - started
+        if done.returncode != 0:
+            raise SystemExit(f"dvrl value failed:\n{done.stderr}")
         imports = [sys.executable, "-c", "import dvrl_core.cli, dvrl_core.dvrl, "
                    "dvrl_core.prior, sklearn.linear_model, lightgbm"]
         started = time.perf_counter()

@@ -204,10 +204,11 @@ def training_choices(
     both = _combined(data.train, data.valid)
     ratio, with_valid, _ = _validation_weighting(data, weights, model, metric, random_state,
                                                  model_params)
-    uniform_ratio, uniform_with_valid, _ = _validation_weighting(
-        data, np.ones(len(weights)), model, metric, random_state, model_params)
+    uniform = _validation_weighting(data, np.ones(len(weights)), model, metric, random_state,
+                                    model_params)
+    uniform_ratio, uniform_with_valid, _ = uniform
     fraction, top_ratio, top_train, top_with_valid = _top_valued_with_validation(
-        data, weights, model, metric, random_state, model_params)
+        data, weights, model, metric, random_state, model_params, uniform)
     return {
         "metric": metric, "model": model, "remove_fraction": remove_fraction,
         "uniform": evaluate(data.train, None),
@@ -252,8 +253,13 @@ def _validation_weighting(
             fold_scores.append(_evaluation_score(data, fold_train, weight, model, metric,
                                                  _subset(data.valid, part), random_state,
                                                  model_params))
-        scores.append(float(np.mean(fold_scores)))
-    pick = int(np.argmax(scores) if _higher_is_better(metric) else np.argmin(scores))
+        # a fold can leave a score undefined (AUC on one class): the other folds decide
+        finite = [f for f in fold_scores if np.isfinite(f)]
+        scores.append(float(np.mean(finite)) if finite else float("nan"))
+    if not np.isfinite(scores).any():  # nothing to choose by: the middle share
+        pick = VALIDATION_WEIGHT_RATIOS.index(1.0)
+    else:
+        pick = int(np.nanargmax(scores) if _higher_is_better(metric) else np.nanargmin(scores))
     ratio = VALIDATION_WEIGHT_RATIOS[pick]
     per_row = ratio * weights.sum() / max(n_valid, 1)
     return ratio, np.concatenate([weights, np.full(n_valid, per_row)]), scores[pick]
@@ -263,28 +269,34 @@ def _higher_is_better(metric: str) -> bool:
     return metric in ("auc", "accuracy")  # score() gives the natural orientation
 
 
-TOP_VALUED_FRACTIONS = (0.1, 0.25, 0.5, 1.0)
+TOP_VALUED_FRACTIONS = (1.0, 0.5, 0.25, 0.1)  # all rows first: a tie keeps them all
 
 
 def _top_valued_with_validation(
     data: PreparedData, values: np.ndarray, model: str, metric: str, random_state: int,
-    model_params: dict | None,
+    model_params: dict | None, every_row: tuple[float, np.ndarray, float],
 ) -> tuple[float, float, Split, np.ndarray]:
     """The fraction of highest-valued training rows and the validation rows' share that score
     best together in cross-validation on the validation rows: (fraction, share, those training
-    rows, the weights of them then of the validation rows)."""
-    order = np.argsort(-values, kind="stable")
-    best: tuple[float, float, Split, np.ndarray] | None = None
-    best_score = 0.0
-    for fraction in TOP_VALUED_FRACTIONS:
+    rows, the weights of them then of the validation rows). ``every_row`` is
+    :func:`_validation_weighting`'s answer for all the rows at weight 1 (the fraction 1); a
+    smaller fraction must score strictly better to be chosen. Equal values are ordered at
+    random (seeded), not by their position in the table."""
+    tie_break = np.random.default_rng([random_state, 3]).random(len(values))
+    order = np.lexsort((tie_break, -values))  # highest value first
+    ratio, weights, best_score = every_row
+    best = (1.0, ratio, data.train, weights)
+    higher = _higher_is_better(metric)
+    for fraction in TOP_VALUED_FRACTIONS[1:]:
         keep = np.zeros(len(values), dtype=bool)
         keep[order[: max(1, int(round(fraction * len(values))))]] = True
         train = _subset(data.train, keep)
         ratio, weights, cv_score = _validation_weighting(
             data, np.ones(int(keep.sum())), model, metric, random_state, model_params,
             train=train)
-        better = cv_score > best_score if _higher_is_better(metric) else cv_score < best_score
-        if best is None or better:
+        if not np.isfinite(cv_score):
+            continue
+        if not np.isfinite(best_score) or (cv_score > best_score if higher
+                                           else cv_score < best_score):
             best, best_score = (fraction, ratio, train, weights), cv_score
-    assert best is not None
     return best

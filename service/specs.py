@@ -146,8 +146,10 @@ class JobSpec(StrictModel):
         "as the lowest / highest / random rows are removed; weighted: the evaluation model "
         "trained with and without the values as weights; training_choices (needs test): the "
         "evaluation model trained uniformly, weighted by the values, without the lowest-valued "
-        "rows, on the validation rows alone, and on training plus validation rows (uniform and "
-        "weighted): the paper's domain-adaptation table and what you would do without values")
+        "rows, on the validation rows alone, on training plus validation rows (uniform, "
+        "uniform with the validation rows' share tuned by cross-validation, and weighted), and "
+        "on the top-valued training rows plus the validation rows (fraction and share tuned): "
+        "the paper's domain-adaptation table and what you would do without values")
     evaluation: EvaluationSpec = Field(default_factory=EvaluationSpec)
     seed: int = Field(0, ge=0, le=2**31 - 1)
     ensemble: int = Field(
