@@ -51,6 +51,8 @@ import numpy as np
 import pandas as pd
 from tables import DEFAULT_DATA, load_table, mnist_to_usps_pixels, spam_bag_of_words
 
+from dvrl_core.metrics import higher_is_better
+
 REMOVE_FRACTION = 0.4
 CHOICES = ("uniform", "weighted", "without_lowest", "validation_only",
            "uniform_plus_validation", "tuned_uniform_plus_validation", "weighted_plus_validation",
@@ -285,7 +287,7 @@ def run_http(service: EmbeddedService, experiment: Experiment, seed: int,
 def _print(name: str, rows: list[dict[str, Any]]) -> None:
     mean = {key: float(np.mean([r[key] for r in rows])) for key in CHOICES}
     metric = rows[0]["metric"]
-    better = min if metric in ("rmspe", "mse", "mae", "log_loss") else max
+    better = max if higher_is_better(metric) else min
 
     def beats(ours: float, other: float) -> str:
         return "yes" if better(ours, other) == ours and ours != other else "NO"

@@ -21,7 +21,7 @@ import pandas as pd
 
 from .data import PreparedData, Split
 from .errors import ConfigError
-from .metrics import DEFAULT_METRIC, roc_auc, score
+from .metrics import DEFAULT_METRIC, higher_is_better, roc_auc, score
 from .predictors import make_predictor
 
 
@@ -259,14 +259,10 @@ def _validation_weighting(
     if not np.isfinite(scores).any():  # nothing to choose by: the middle share
         pick = VALIDATION_WEIGHT_RATIOS.index(1.0)
     else:
-        pick = int(np.nanargmax(scores) if _higher_is_better(metric) else np.nanargmin(scores))
+        pick = int(np.nanargmax(scores) if higher_is_better(metric) else np.nanargmin(scores))
     ratio = VALIDATION_WEIGHT_RATIOS[pick]
     per_row = ratio * weights.sum() / max(n_valid, 1)
     return ratio, np.concatenate([weights, np.full(n_valid, per_row)]), scores[pick]
-
-
-def _higher_is_better(metric: str) -> bool:
-    return metric in ("auc", "accuracy")  # score() gives the natural orientation
 
 
 TOP_VALUED_FRACTIONS = (1.0, 0.5, 0.25, 0.1)  # all rows first: a tie keeps them all
@@ -286,7 +282,7 @@ def _top_valued_with_validation(
     order = np.lexsort((tie_break, -values))  # highest value first
     ratio, weights, best_score = every_row
     best = (1.0, ratio, data.train, weights)
-    higher = _higher_is_better(metric)
+    higher = higher_is_better(metric)
     for fraction in TOP_VALUED_FRACTIONS[1:]:
         keep = np.zeros(len(values), dtype=bool)
         keep[order[: max(1, int(round(fraction * len(values))))]] = True

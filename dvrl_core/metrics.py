@@ -110,6 +110,14 @@ def get_metric(name: str, task: str) -> MetricFn:
     return table[name]
 
 
+HIGHER_IS_BETTER = frozenset({"auc", "accuracy"})  # the others are losses
+
+
+def higher_is_better(name: str) -> bool:
+    """Whether a larger :func:`score` of metric ``name`` is better."""
+    return name in HIGHER_IS_BETTER
+
+
 def score(name: str, task: str, predictions: np.ndarray, y: np.ndarray) -> float:
     """A metric on numpy arrays, in its natural orientation (log-loss, MAE, ... positive)."""
     fn = get_metric(name, task)
@@ -118,7 +126,7 @@ def score(name: str, task: str, predictions: np.ndarray, y: np.ndarray) -> float
     if task == "regression":
         target = target.to(torch.float64)
     value = float(fn(pred, target))
-    return value if name in ("auc", "accuracy") else -value
+    return value if higher_is_better(name) else -value
 
 
 def roc_auc(score_values: np.ndarray, positive: np.ndarray) -> float:

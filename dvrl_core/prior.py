@@ -176,22 +176,20 @@ def _fit_pool(log_probabilities: np.ndarray, y: np.ndarray,
     under softmax(sum_k w_k log p_k + b), less ``l2`` (|w|^2 + |b|^2); ``log_probabilities``
     is [K, m, C]. A smooth problem in K + C numbers: L-BFGS-B with the bounds w >= 0."""
     from scipy.optimize import minimize
+    from scipy.special import log_softmax
 
     logs = np.asarray(log_probabilities, dtype=np.float64)
     k, m, c = logs.shape
     onehot = np.zeros((m, c))
     onehot[np.arange(m), y] = 1.0
 
-    def scores_of(theta: np.ndarray) -> np.ndarray:
-        return np.einsum("k,kmc->mc", theta[:k], logs) + theta[k:]
+    def log_q(theta: np.ndarray) -> np.ndarray:  # [m, C]: the pool's log-probabilities
+        return log_softmax(np.einsum("k,kmc->mc", theta[:k], logs) + theta[k:], axis=1)
 
     def objective(theta: np.ndarray) -> tuple[float, np.ndarray]:
-        scores = scores_of(theta)
-        scores -= scores.max(1, keepdims=True)
-        log_z = np.log(np.exp(scores).sum(1, keepdims=True))
-        log_q = scores - log_z
-        loss = -(log_q * onehot).sum() / m + l2 * (theta ** 2).sum()
-        residual = (np.exp(log_q) - onehot) / m  # d loss / d scores
+        log_pool = log_q(theta)
+        loss = -(log_pool * onehot).sum() / m + l2 * (theta ** 2).sum()
+        residual = (np.exp(log_pool) - onehot) / m  # d loss / d scores
         gradient = np.concatenate([np.einsum("mc,kmc->k", residual, logs),
                                    residual.sum(0)]) + 2 * l2 * theta
         return float(loss), gradient
@@ -201,10 +199,7 @@ def _fit_pool(log_probabilities: np.ndarray, y: np.ndarray,
     fitted = minimize(objective, start, jac=True, method="L-BFGS-B", bounds=bounds,
                       options={"maxiter": 500, "ftol": 1e-12, "gtol": 1e-9})
     theta = fitted.x
-    scores = scores_of(theta)
-    scores -= scores.max(1, keepdims=True)
-    log_q = scores - np.log(np.exp(scores).sum(1, keepdims=True))
-    nll = float(-log_q[np.arange(m), y].mean())
+    nll = float(-log_q(theta)[np.arange(m), y].mean())
     return theta[:k], theta[k:], nll
 
 
