@@ -23,10 +23,11 @@ README.md for the figures):
   (``prior_skip``), so training starts from that prior and the reward must earn every change.
   Without it the estimator leaves the prior early and wanders.
 * For classification the "validation model" behind the marginal is, by default
-  (``prior="pooled"``), a pool of four models weighted by their likelihood on the validation
-  rows (:mod:`dvrl_core.prior`): logistic regression and LightGBM fitted on the validation rows,
-  and the same fitted on the training and the validation rows together, cross-fitted, then
-  again with each training row weighted by the first pool's belief in its label. On the quality
+  (``prior="pooled"``), a pool of models weighted by their likelihood on the validation
+  rows (:mod:`dvrl_core.prior`): logistic regression, LightGBM and the nearest neighbours fitted
+  on the validation rows, and the same fitted on the training and the validation rows together,
+  cross-fitted, then again with each training row weighted by the first pool's belief in its
+  label. On the quality
   suite this prior alone finds more flipped labels than the best simple control on most tables;
   ``prior="validation"`` is the official code's single validation model.
 * Trust checks (:mod:`dvrl_core.trust`): ``check_fraction`` of the validation rows are held out

@@ -16,14 +16,19 @@ source is scored on the validation rows by models that never saw them (K-fold cr
 the weights see each source's out-of-sample quality. A source that does not help gets a weight
 near zero: on a table where the validation model is best, q is that model.
 
-Sources (``SOURCES``), each a logistic regression and a LightGBM model:
+Sources (:func:`source_names`), each a logistic regression, a LightGBM model and the
+k nearest neighbours (:mod:`dvrl_core.neighbours`; tables of up to ``NEIGHBOUR_ROWS`` training
+rows):
 
 * ``validation_*``: fitted on the validation rows (the official marginal's evidence);
 * ``joint_*``: fitted on the training rows' own, noisy labels and the validation rows together,
   cross-fitted over both (fold k's model sees neither fold k's training rows nor fold k's
   validation rows): the few clean rows and the many noisy ones in one model, which on the
   quality suite found more flipped labels than models of the training rows alone (the
-  self-confidence of the controls) pooled with the validation models.
+  self-confidence of the controls) pooled with the validation models. Their folds are drawn
+  ``REPEATS`` times and the out-of-fold probabilities averaged (tables of up to ``REPEAT_ROWS``
+  training rows and ``REPEAT_WORK`` cells): which rows happen to share a fold moves a single
+  split's probabilities.
 
 Then the joint sources are fitted again (``REWEIGHTED_ROUNDS``) with each training row weighted
 by the first pool's probability of its given label, and pooled again: rows the pool doubts weigh
@@ -42,9 +47,16 @@ from .data import PreparedData
 from .stream import predict_in_chunks, take_rows
 from .threads import lightgbm_threads
 
-KINDS = ("logistic", "lightgbm")
-SOURCES = tuple(f"{rows}_{kind}" for rows in ("validation", "joint") for kind in KINDS)
+KINDS = ("logistic", "lightgbm", "neighbours")
 FOLDS = 5
+# the joint sources' folds are drawn this many times and their probabilities averaged, on tables
+# of up to REPEAT_ROWS training rows and REPEAT_WORK rows x columns x outputs (LightGBM fits one
+# tree per class and round: the ten-class USPS pixels at 1,000 rows took 87 s instead of 47 s
+# with two draws); bigger ones draw once
+REPEATS = 2
+REPEAT_ROWS = 50_000
+REPEAT_WORK = 10_000_000
+NEIGHBOUR_ROWS = 50_000  # the neighbours' source on tables of up to this many training rows
 REWEIGHTED_ROUNDS = 1
 # on bigger tables the joint sources are cross-fitted on a seeded sample of this many training
 # rows; every other row is scored by a model fitted on the whole sample (which never saw it)
@@ -81,6 +93,10 @@ def _fit_predict(kind: str, x: np.ndarray, y: np.ndarray, targets: Sequence[np.n
             p[:, present[0]] = 1.0
             out.append(p)
         return out
+    if kind == "neighbours":
+        from .neighbours import neighbour_probabilities
+
+        return neighbour_probabilities(x, y, targets, n_classes, weights=weights)
     if kind == "logistic":
         from sklearn.linear_model import LogisticRegression
 
@@ -203,31 +219,66 @@ def _fit_pool(log_probabilities: np.ndarray, y: np.ndarray,
     return theta[:k], theta[k:], nll
 
 
+def kinds_for(n_train: int) -> tuple[str, ...]:
+    """The model kinds of the pool for a table of ``n_train`` training rows: the neighbours only
+    up to ``NEIGHBOUR_ROWS`` (every row's distance to every fitted row)."""
+    return KINDS if n_train <= NEIGHBOUR_ROWS else tuple(k for k in KINDS if k != "neighbours")
+
+
+def source_names(kinds: Sequence[str]) -> tuple[str, ...]:
+    """The pool's sources, in the order of its weights, for these model kinds."""
+    return tuple(f"{rows}_{kind}" for rows in ("validation", "joint") for kind in kinds)
+
+
 def pooled_prior(data: PreparedData, random_state: int = 0) -> PooledPrior:
     """The pooled model of p(y | x) (module docstring); classification only."""
     if data.task != "classification":
         raise ValueError("the pooled prior is for classification")
     c, seed = data.n_classes, random_state
     xv, yv, xt, yt = data.valid.x, data.valid.y, data.train.x, data.train.y
+    kinds = kinds_for(len(yt))
+    outputs = c if c > 2 else 1
+    work = len(yt) * xt.shape[1] * outputs
+    repeats = REPEATS if len(yt) <= REPEAT_ROWS and work <= REPEAT_WORK else 1
     # fitted on the validation rows: cross-fitted there, all of them for the training rows
     valid_on_valid, valid_on_train = [], []
-    for kind in KINDS:
+    for kind in kinds:
         valid_on_valid.append(_cross_fit(kind, xv, yv, c, seed).own)
         valid_on_train.append(_fit_predict(kind, xv, yv, [xt], c, seed)[0])
     row_weights = None
     for _ in range(1 + REWEIGHTED_ROUNDS):
         on_valid, on_train = list(valid_on_valid), list(valid_on_train)
-        for kind in KINDS:  # the training and the validation rows in one model
-            fitted = _cross_fit(kind, xt, yt, c, seed, weights=row_weights, joined=(xv, yv))
-            on_valid.append(fitted.joined)
-            on_train.append(fitted.own)
+        for kind in kinds:  # the training and the validation rows in one model
+            joined, own = _repeated_cross_fit(kind, xt, yt, c, seed, repeats, row_weights,
+                                              (xv, yv))
+            on_valid.append(joined)
+            on_train.append(own)
         weights, bias, nll = _fit_pool(np.stack([_log(p) for p in on_valid]), yv)
         probabilities = _pooled(on_train, weights, bias)
         del on_train
         # the next round weighs each training row by this pool's belief in its label
         row_weights = probabilities[np.arange(len(yt)), yt].astype(np.float64)
-    return PooledPrior(probabilities, dict(zip(SOURCES, weights.round(4).tolist(),
+    return PooledPrior(probabilities, dict(zip(source_names(kinds), weights.round(4).tolist(),
                                                strict=True)), nll)
+
+
+def _repeated_cross_fit(kind: str, x: np.ndarray, y: np.ndarray, n_classes: int, seed: int,
+                        repeats: int, weights: np.ndarray | None,
+                        joined: tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`_cross_fit`'s probabilities for the joined rows and for the rows of (x, y),
+    averaged over ``repeats`` different splits into folds (seeds ``seed``, ``seed + 1000``,
+    ...): one split's out-of-fold probabilities depend on which rows happened to share a fold."""
+    fitted = _cross_fit(kind, x, y, n_classes, seed, weights=weights, joined=joined)
+    joined_sum, own_sum = fitted.joined, fitted.own
+    for repeat in range(1, repeats):
+        fitted = _cross_fit(kind, x, y, n_classes, seed + 1000 * repeat, weights=weights,
+                            joined=joined)
+        joined_sum += fitted.joined
+        own_sum += fitted.own
+    if repeats > 1:
+        joined_sum /= repeats
+        own_sum /= repeats
+    return joined_sum, own_sum
 
 
 def _pooled(sources: list[np.ndarray], weights: np.ndarray, bias: np.ndarray) -> np.ndarray:
