@@ -22,20 +22,11 @@ from typing import Any, Literal
 
 import numpy as np
 
-from .data import PreparedData
+from .data import PreparedData, standardiser
 from .threads import lightgbm_threads
 
 ControlModel = Literal["logistic", "lightgbm"]
 CONTROLS = ("marginal", "validation_logistic", "out_of_fold_logistic", "out_of_fold_lightgbm")
-
-
-def _standardise(fit_on: np.ndarray, *apply_to: np.ndarray) -> list[np.ndarray]:
-    """Every column to zero mean and unit variance on ``fit_on`` (one-hot columns included, as a
-    user's StandardScaler would)."""
-    mean = fit_on.mean(0, dtype=np.float64)
-    scale = fit_on.std(0, dtype=np.float64)
-    scale[scale == 0] = 1.0
-    return [((a - mean) / scale).astype(np.float32) for a in (fit_on, *apply_to)]
 
 
 def _model(kind: ControlModel, task: str, n_classes: int, random_state: int):
@@ -69,7 +60,8 @@ def validation_confidence(data: PreparedData, model: ControlModel = "logistic",
                           random_state: int = 0) -> np.ndarray:
     """A model fitted on the validation rows, scored on every training row: its probability of
     the row's given label. Features are standardised on the validation rows first."""
-    valid, train = _standardise(data.valid.x, data.train.x)
+    scale = standardiser(data.valid.x)
+    valid, train = scale(data.valid.x), scale(data.train.x)
     fitted = _model(model, data.task, data.n_classes, random_state)
     fitted.fit(valid, data.valid.y)
     return _given_label_score(fitted, train, data.train.y, data.task, data.n_classes)
@@ -82,7 +74,7 @@ def out_of_fold_confidence(data: PreparedData, model: ControlModel = "lightgbm",
     n = len(data.train)
     order = np.random.default_rng(random_state).permutation(n)
     scores = np.zeros(n)
-    x_all = _standardise(data.train.x)[0] if model == "logistic" else data.train.x
+    x_all = standardiser(data.train.x)(data.train.x) if model == "logistic" else data.train.x
     for fold in np.array_split(order, folds):
         rest = np.setdiff1d(order, fold, assume_unique=True)
         fitted = _model(model, data.task, data.n_classes, random_state)

@@ -13,7 +13,7 @@ frequent ``max_categories`` levels (rarer and unseen levels encode as all zeros)
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -72,6 +72,16 @@ class PreparedData:
         return PreparedData(
             self.task, train, self.valid, self.test, self.classes, self.feature_names, self.target
         )
+
+
+def standardiser(reference: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
+    """A function that moves every column to zero mean and unit variance as measured on
+    ``reference`` (a constant column is only centred; one-hot columns included, as a user's
+    StandardScaler would), returning float32."""
+    mean = reference.mean(0, dtype=np.float64)
+    scale = reference.std(0, dtype=np.float64)
+    scale[scale == 0] = 1.0
+    return lambda x: ((x - mean) / scale).astype(np.float32)
 
 
 @dataclass

@@ -18,6 +18,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from .data import standardiser
+
 NEIGHBOURS = 25
 # every class gets this many votes more than its neighbours cast: a class none of 25 neighbours
 # has is unlikely, not impossible (without it, the bank marketing table at 1,000 rows found
@@ -33,9 +35,7 @@ def neighbour_probabilities(x: np.ndarray, y: np.ndarray, targets: Sequence[np.n
     """Class probabilities [m, C] (float32) for each of ``targets`` from the ``k`` nearest rows
     of (x, y) (fewer when x has fewer rows), each neighbour's vote weighted by ``weights``,
     smoothed by ``pseudo_count`` votes for every class."""
-    from .prior import _standardiser
-
-    standardise = _standardiser(x)
+    standardise = standardiser(x)
     fitted = standardise(x)
     fitted_norms = np.einsum("ij,ij->i", fitted, fitted)
     votes = np.ones(len(y), dtype=np.float64) if weights is None else \

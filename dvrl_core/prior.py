@@ -38,12 +38,12 @@ Figures in README.md. Regression keeps the validation model (see ``dvrl.DVRL``).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
-from .data import PreparedData
+from .data import PreparedData, standardiser
 from .stream import predict_in_chunks, take_rows
 from .threads import lightgbm_threads
 
@@ -73,13 +73,6 @@ class PooledPrior:
     validation_log_loss: float  # of the pool, on the validation rows (cross-fitted sources)
 
 
-def _standardiser(reference: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
-    mean = reference.mean(0, dtype=np.float64)
-    scale = reference.std(0, dtype=np.float64)
-    scale[scale == 0] = 1.0
-    return lambda x: ((x - mean) / scale).astype(np.float32)
-
-
 def _fit_predict(kind: str, x: np.ndarray, y: np.ndarray, targets: Sequence[np.ndarray],
                  n_classes: int, seed: int, weights: np.ndarray | None = None) -> list[np.ndarray]:
     """Fit ``kind`` on (x, y), each row weighted by ``weights`` (default: all 1), and return its
@@ -100,7 +93,7 @@ def _fit_predict(kind: str, x: np.ndarray, y: np.ndarray, targets: Sequence[np.n
     if kind == "logistic":
         from sklearn.linear_model import LogisticRegression
 
-        scale = _standardiser(x)
+        scale = standardiser(x)
         model = LogisticRegression(C=1.0, max_iter=1000)
         model.fit(scale(x), y, sample_weight=weights)
         predict = lambda part: model.predict_proba(scale(part))  # noqa: E731
@@ -225,6 +218,14 @@ def kinds_for(n_train: int) -> tuple[str, ...]:
     return KINDS if n_train <= NEIGHBOUR_ROWS else tuple(k for k in KINDS if k != "neighbours")
 
 
+def repeats_for(n_train: int, n_columns: int, n_classes: int) -> int:
+    """How many times the joint sources' folds are drawn: ``REPEATS`` up to ``REPEAT_ROWS``
+    training rows and ``REPEAT_WORK`` rows x columns x outputs, else once."""
+    outputs = n_classes if n_classes > 2 else 1
+    small = n_train <= REPEAT_ROWS and n_train * n_columns * outputs <= REPEAT_WORK
+    return REPEATS if small else 1
+
+
 def source_names(kinds: Sequence[str]) -> tuple[str, ...]:
     """The pool's sources, in the order of its weights, for these model kinds."""
     return tuple(f"{rows}_{kind}" for rows in ("validation", "joint") for kind in kinds)
@@ -237,9 +238,7 @@ def pooled_prior(data: PreparedData, random_state: int = 0) -> PooledPrior:
     c, seed = data.n_classes, random_state
     xv, yv, xt, yt = data.valid.x, data.valid.y, data.train.x, data.train.y
     kinds = kinds_for(len(yt))
-    outputs = c if c > 2 else 1
-    work = len(yt) * xt.shape[1] * outputs
-    repeats = REPEATS if len(yt) <= REPEAT_ROWS and work <= REPEAT_WORK else 1
+    repeats = repeats_for(len(yt), xt.shape[1], c)
     # fitted on the validation rows: cross-fitted there, all of them for the training rows
     valid_on_valid, valid_on_train = [], []
     for kind in kinds:
@@ -268,17 +267,13 @@ def _repeated_cross_fit(kind: str, x: np.ndarray, y: np.ndarray, n_classes: int,
     """:func:`_cross_fit`'s probabilities for the joined rows and for the rows of (x, y),
     averaged over ``repeats`` different splits into folds (seeds ``seed``, ``seed + 1000``,
     ...): one split's out-of-fold probabilities depend on which rows happened to share a fold."""
-    fitted = _cross_fit(kind, x, y, n_classes, seed, weights=weights, joined=joined)
-    joined_sum, own_sum = fitted.joined, fitted.own
-    for repeat in range(1, repeats):
-        fitted = _cross_fit(kind, x, y, n_classes, seed + 1000 * repeat, weights=weights,
-                            joined=joined)
-        joined_sum += fitted.joined
-        own_sum += fitted.own
-    if repeats > 1:
-        joined_sum /= repeats
-        own_sum /= repeats
-    return joined_sum, own_sum
+    fits = [_cross_fit(kind, x, y, n_classes, seed + 1000 * repeat, weights=weights,
+                       joined=joined) for repeat in range(repeats)]
+    if repeats == 1:  # a big table's arrays, not copied
+        return fits[0].joined, fits[0].own
+    joined_mean = np.mean([f.joined for f in fits], axis=0, dtype=np.float32)
+    own_mean = np.mean([f.own for f in fits], axis=0, dtype=np.float32)
+    return np.asarray(joined_mean), np.asarray(own_mean)
 
 
 def _pooled(sources: list[np.ndarray], weights: np.ndarray, bias: np.ndarray) -> np.ndarray:
