@@ -16,9 +16,11 @@ source is scored on the validation rows by models that never saw them (K-fold cr
 the weights see each source's out-of-sample quality. A source that does not help gets a weight
 near zero: on a table where the validation model is best, q is that model.
 
-Sources (:func:`source_names`), each a logistic regression, a LightGBM model and the
-k nearest neighbours (:mod:`dvrl_core.neighbours`; tables of up to ``NEIGHBOUR_ROWS`` training
-rows):
+Sources (:func:`source_names`), each a logistic regression, a LightGBM model (15 leaves a
+tree), the k nearest neighbours (:mod:`dvrl_core.neighbours`; tables of up to ``NEIGHBOUR_ROWS``
+training rows) and, on tables of ``DEEP_ROWS`` training rows or more (:func:`kinds_for`), a
+deeper LightGBM model (31 leaves) beside the first: more rows carry more structure, and the pool
+weighs the two by how well each predicts the validation labels:
 
 * ``validation_*``: fitted on the validation rows (the official marginal's evidence);
 * ``joint_*``: fitted on the training rows' own, noisy labels and the validation rows together,
@@ -47,7 +49,8 @@ from .data import PreparedData, standardiser
 from .stream import predict_in_chunks, take_rows
 from .threads import lightgbm_threads
 
-KINDS = ("logistic", "lightgbm", "neighbours")
+KINDS = ("logistic", "lightgbm", "neighbours", "lightgbm_deep")
+LEAVES = {"lightgbm": 15, "lightgbm_deep": 31}  # leaves a tree of each LightGBM kind
 FOLDS = 5
 # the joint sources' folds are drawn this many times and their probabilities averaged, on tables
 # of up to REPEAT_ROWS training rows and REPEAT_WORK rows x columns x outputs (LightGBM fits one
@@ -57,6 +60,12 @@ REPEATS = 2
 REPEAT_ROWS = 50_000
 REPEAT_WORK = 10_000_000
 NEIGHBOUR_ROWS = 50_000  # the neighbours' source on tables of up to this many training rows
+# the deeper LightGBM source from this many training rows, on tables small enough to draw their
+# folds twice (repeats_for). Quality suite, prior alone, found@20 minus the best control, seeds
+# 0-4 at 5,000 rows (adult, bank, MAGIC, phoneme, wine): +0.026 without it, +0.030 with it
+# (phoneme +0.033 -> +0.044); at 1,000 rows it lost (bank -0.003 -> -0.013, wine -0.002 ->
+# -0.010, seeds 0-2); nothing was measured between the two sizes
+DEEP_ROWS = 3_000
 REWEIGHTED_ROUNDS = 1
 # on bigger tables the joint sources are cross-fitted on a seeded sample of this many training
 # rows; every other row is scored by a model fitted on the whole sample (which never saw it)
@@ -100,7 +109,7 @@ def _fit_predict(kind: str, x: np.ndarray, y: np.ndarray, targets: Sequence[np.n
     else:
         import lightgbm as lgb
 
-        model = lgb.LGBMClassifier(n_estimators=100, learning_rate=0.1, num_leaves=15,
+        model = lgb.LGBMClassifier(n_estimators=100, learning_rate=0.1, num_leaves=LEAVES[kind],
                                    min_child_samples=10, random_state=seed,
                                    deterministic=True, n_jobs=lightgbm_threads(x.size),
                                    verbose=-1)
@@ -212,18 +221,28 @@ def _fit_pool(log_probabilities: np.ndarray, y: np.ndarray,
     return theta[:k], theta[k:], nll
 
 
-def kinds_for(n_train: int) -> tuple[str, ...]:
+def kinds_for(n_train: int, n_columns: int, n_classes: int) -> tuple[str, ...]:
     """The model kinds of the pool for a table of ``n_train`` training rows: the neighbours only
-    up to ``NEIGHBOUR_ROWS`` (every row's distance to every fitted row)."""
-    return KINDS if n_train <= NEIGHBOUR_ROWS else tuple(k for k in KINDS if k != "neighbours")
+    up to ``NEIGHBOUR_ROWS`` (every row's distance to every fitted row), the deeper LightGBM
+    from ``DEEP_ROWS`` on tables whose folds are drawn twice (:func:`repeats_for`: it doubles
+    the trees' cost, which dominates on wide multi-class tables and big ones)."""
+    left_out = set()
+    if n_train > NEIGHBOUR_ROWS:
+        left_out.add("neighbours")
+    if n_train < DEEP_ROWS or not _small(n_train, n_columns, n_classes):
+        left_out.add("lightgbm_deep")
+    return tuple(k for k in KINDS if k not in left_out)
 
 
 def repeats_for(n_train: int, n_columns: int, n_classes: int) -> int:
     """How many times the joint sources' folds are drawn: ``REPEATS`` up to ``REPEAT_ROWS``
     training rows and ``REPEAT_WORK`` rows x columns x outputs, else once."""
+    return REPEATS if _small(n_train, n_columns, n_classes) else 1
+
+
+def _small(n_train: int, n_columns: int, n_classes: int) -> bool:
     outputs = n_classes if n_classes > 2 else 1
-    small = n_train <= REPEAT_ROWS and n_train * n_columns * outputs <= REPEAT_WORK
-    return REPEATS if small else 1
+    return n_train <= REPEAT_ROWS and n_train * n_columns * outputs <= REPEAT_WORK
 
 
 def source_names(kinds: Sequence[str]) -> tuple[str, ...]:
@@ -237,7 +256,7 @@ def pooled_prior(data: PreparedData, random_state: int = 0) -> PooledPrior:
         raise ValueError("the pooled prior is for classification")
     c, seed = data.n_classes, random_state
     xv, yv, xt, yt = data.valid.x, data.valid.y, data.train.x, data.train.y
-    kinds = kinds_for(len(yt))
+    kinds = kinds_for(len(yt), xt.shape[1], c)
     repeats = repeats_for(len(yt), xt.shape[1], c)
     # fitted on the validation rows: cross-fitted there, all of them for the training rows
     valid_on_valid, valid_on_train = [], []

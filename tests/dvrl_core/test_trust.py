@@ -17,7 +17,13 @@ from dvrl_core import (
 from dvrl_core.controls import CONTROLS, all_controls, marginal_control
 from dvrl_core.datasets import make_table
 from dvrl_core.methods import make_method
-from dvrl_core.prior import KINDS, given_label_probability, pooled_prior, source_names
+from dvrl_core.prior import (
+    DEEP_ROWS,
+    given_label_probability,
+    kinds_for,
+    pooled_prior,
+    source_names,
+)
 from dvrl_core.trust import plant, removal_check, split_check_rows, split_halves, with_planted
 
 
@@ -46,7 +52,7 @@ def test_the_pool_leans_on_the_sources_that_predict_the_validation_labels(xor):
     data, corrupted = xor
     prior = pooled_prior(data, random_state=0)
     assert all(w >= 0 for w in prior.weights.values())
-    assert set(prior.weights) == set(source_names(KINDS))
+    assert set(prior.weights) == set(source_names(("logistic", "lightgbm", "neighbours")))
     trees = sum(w for name, w in prior.weights.items() if name.endswith("lightgbm"))
     lines = sum(w for name, w in prior.weights.items() if name.endswith("logistic"))
     assert trees > lines  # the linear models know nothing here
@@ -54,6 +60,24 @@ def test_the_pool_leans_on_the_sources_that_predict_the_validation_labels(xor):
     official = marginal_control(data)  # one logistic regression on the validation rows
     assert found_fraction(pooled, corrupted, 0.2) > found_fraction(official, corrupted, 0.2) + 0.2
     assert np.allclose(prior.train_probabilities.sum(1), 1.0)
+
+
+def test_the_deeper_trees_join_the_pool_on_tables_of_deep_rows_and_more():
+    assert kinds_for(DEEP_ROWS - 1, 10, 2) == ("logistic", "lightgbm", "neighbours")
+    assert kinds_for(DEEP_ROWS, 10, 2) == ("logistic", "lightgbm", "neighbours", "lightgbm_deep")
+    # wide multi-class tables (their folds drawn once) and big ones keep the cheaper pool
+    assert "lightgbm_deep" not in kinds_for(5000, 256, 10)
+    assert kinds_for(100_000, 10, 2) == ("logistic", "lightgbm")
+    rng = np.random.default_rng(6)
+    x = rng.standard_normal((DEEP_ROWS + 400, 3))
+    label = np.where(x[:, 0] * x[:, 1] > 0, "a", "b")
+    table = pd.DataFrame(x, columns=["x0", "x1", "x2"]).assign(label=label)
+    data, corrupted = _noisy(table, DEEP_ROWS)
+    prior = pooled_prior(data, random_state=0)
+    assert set(prior.weights) == set(source_names(kinds_for(DEEP_ROWS, 3, 2)))
+    trees = sum(w for name, w in prior.weights.items() if "lightgbm" in name)
+    assert trees > 0.5
+    assert found_fraction(given_label_probability(data, prior), corrupted, 0.2) > 0.8
 
 
 def test_the_pool_weights_a_useless_source_at_zero_and_a_good_one_above():
