@@ -35,7 +35,7 @@ README.md for the figures):
   flipped (planted); the other half score the paper's removal test. After training, the
   learned values, the prior's and the official marginal control's are compared on both. With
   ``guard`` (the default) learned values are returned only when they told the planted flips
-  apart better than the prior they started from, by more than the AUROC's standard error;
+  apart better than the prior they started from, by more than two standard errors of its AUROC;
   otherwise the prior is, fitted again on every validation row (the decision is made), and the
   result says so (``diagnostics["trust"]``). Planted rows are never in the result.
 * The values are the selection probabilities averaged over the iterations

@@ -182,13 +182,21 @@ def auroc_standard_error(auroc: float, positives: int, negatives: int) -> float:
     return float(np.sqrt(max(variance, 0.0)))
 
 
+# the guard's margin, in standard errors of the prior's AUROC. One let learned values through
+# that were worse: Adult, 5,000 rows, split 0, seed 1 (planted AUROC 0.997 against the prior's
+# 0.971, one standard error 0.025) returned found@20 0.689 where the prior finds 0.731; with a
+# one-sided margin of one standard error, a tie passes about one run in six
+GUARD_STANDARD_ERRORS = 2.0
+
+
 def learned_values_earn_their_place(detection: dict[str, float], planted: Planted) -> bool:
     """The guard's rule: learned values replace the prior only when they told the planted flips
-    apart better than the prior by more than one standard error of the prior's AUROC (the
-    burden of proof is on the change: with a few dozen planted rows, a tie is noise)."""
+    apart better than the prior by more than ``GUARD_STANDARD_ERRORS`` standard errors of the
+    prior's AUROC (the burden of proof is on the change: with a few dozen planted rows, a tie is
+    noise)."""
     flipped = len(planted.flipped)
     error = auroc_standard_error(detection["prior"], flipped, len(planted.rows) - flipped)
-    return detection["dvrl"] > detection["prior"] + error
+    return detection["dvrl"] > detection["prior"] + GUARD_STANDARD_ERRORS * error
 
 
 def planted_check(values: dict[str, np.ndarray], planted: Planted) -> dict[str, float]:
