@@ -241,6 +241,8 @@ def repeats_for(n_train: int, n_columns: int, n_classes: int) -> int:
 
 
 def _small(n_train: int, n_columns: int, n_classes: int) -> bool:
+    """Whether a table is small enough for the extra trees' work: the twice-drawn folds and the
+    deeper LightGBM (``REPEAT_ROWS`` rows, ``REPEAT_WORK`` rows x columns x outputs)."""
     outputs = n_classes if n_classes > 2 else 1
     return n_train <= REPEAT_ROWS and n_train * n_columns * outputs <= REPEAT_WORK
 
