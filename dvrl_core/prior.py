@@ -36,18 +36,26 @@ Then the joint sources are fitted again (``REWEIGHTED_ROUNDS``) with each traini
 by the first pool's probability of its given label, and pooled again: rows the pool doubts weigh
 less in the models that score the other rows (a soft form of confident learning's pruning).
 Figures in README.md. Regression keeps the validation model (see ``dvrl.DVRL``).
+
+The fits that do not need each other's answers (every fold of every source, then every fold of
+the reweighted round) run side by side on the process's thread budget (:func:`fit_threads`),
+each model on one thread: on 2 cores the prior of a 5,000-row wine table took 10.1 s instead
+of 17.0 s, the same probabilities to the bit.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import partial
+from typing import Any
 
 import numpy as np
 
 from .data import PreparedData, standardiser
 from .stream import predict_in_chunks, take_rows
-from .threads import lightgbm_threads
+from .threads import SMALL_LIGHTGBM_CELLS, lightgbm_threads, thread_budget
 
 KINDS = ("logistic", "lightgbm", "neighbours", "lightgbm_deep")
 LEAVES = {"lightgbm": 15, "lightgbm_deep": 31}  # leaves a tree of each LightGBM kind
@@ -130,14 +138,60 @@ class _CrossFitted:
     joined: np.ndarray  # the same for the joined rows (no rows when none were joined)
 
 
+@dataclass
+class _Fits:
+    """Model fits that do not depend on each other, each a call returning its probabilities
+    (:func:`_fit_predict`'s list), and how their answers make the result: :func:`_run` runs
+    the calls of many of these in any order, on several threads."""
+
+    calls: list[Callable[[], list[np.ndarray]]]
+    assemble: Callable[[list[list[np.ndarray]]], Any]
+
+
+def _run(fits: Sequence[_Fits], threads: int) -> list[Any]:
+    """Every call of every ``fits``, on up to ``threads`` threads (LightGBM, the matrix products
+    and most of scikit-learn's solver release the GIL), then each one's result. Each fit is
+    seeded and single-threaded, so the results do not depend on ``threads``."""
+    calls = [call for f in fits for call in f.calls]
+    if threads > 1 and len(calls) > 1:
+        with ThreadPoolExecutor(min(threads, len(calls))) as pool:
+            answers = list(pool.map(lambda call: call(), calls))
+    else:
+        answers = [call() for call in calls]
+    results, start = [], 0
+    for f in fits:
+        results.append(f.assemble(answers[start:start + len(f.calls)]))
+        start += len(f.calls)
+    return results
+
+
+def _single_fit(kind: str, x: np.ndarray, y: np.ndarray, target: np.ndarray, n_classes: int,
+                seed: int) -> _Fits:
+    """One model fitted on (x, y), scoring ``target``: its probabilities [m, C]."""
+    return _Fits([partial(_fit_predict, kind, x, y, [target], n_classes, seed)],
+                 lambda answers: answers[0][0])
+
+
 def _cross_fit(kind: str, x: np.ndarray, y: np.ndarray, n_classes: int, seed: int, *,
                weights: np.ndarray | None = None,
                joined: tuple[np.ndarray, np.ndarray] | None = None) -> _CrossFitted:
-    """Out-of-fold probabilities for the rows of (x, y), weighted by ``weights``. With ``joined``
-    (clean rows, weight 1) those rows are folded in too: fold k's model is fitted on the other
-    folds of both and scores fold k of both. Past ``CROSS_FIT_ROWS`` rows of x, the folds are
-    those of a seeded sample and the other rows are scored by a model fitted on the whole sample
-    (and every joined row)."""
+    """Out-of-fold probabilities for the rows of (x, y) (:func:`_cross_fits`), fitted one
+    after the other."""
+    result: _CrossFitted = _run([_cross_fits(kind, x, y, n_classes, seed, weights=weights,
+                                             joined=joined)], threads=1)[0]
+    return result
+
+
+def _cross_fits(kind: str, x: np.ndarray, y: np.ndarray, n_classes: int, seed: int, *,
+                weights: np.ndarray | None = None,
+                joined: tuple[np.ndarray, np.ndarray] | None = None) -> _Fits:
+    """The fits behind out-of-fold probabilities for the rows of (x, y), weighted by
+    ``weights``; they assemble into a :class:`_CrossFitted`. With ``joined`` (clean rows,
+    weight 1) those rows are folded in too: fold k's model is fitted on the other folds of both
+    and scores fold k of both. Past ``CROSS_FIT_ROWS`` rows of x, the folds are those of a
+    seeded sample and the other rows are scored by a model fitted on the whole sample (and
+    every joined row). Each call gathers its own rows when it runs: no fold's copy of the data
+    exists before its fit."""
     n = len(y)
     sample = None
     if n > CROSS_FIT_ROWS:
@@ -154,23 +208,37 @@ def _cross_fit(kind: str, x: np.ndarray, y: np.ndarray, n_classes: int, seed: in
         x_join, y_join = joined
     order = np.random.default_rng(seed).permutation(len(y_fit))
     join_order = np.random.default_rng([seed, 7]).permutation(len(y_join))
-    own_fit = np.zeros((len(y_fit), n_classes), dtype=np.float32)
-    own_join = np.zeros((len(y_join), n_classes), dtype=np.float32)
-    for fold, join_fold in zip(np.array_split(order, FOLDS), np.array_split(join_order, FOLDS),
-                               strict=True):
+    folds = list(zip(np.array_split(order, FOLDS), np.array_split(join_order, FOLDS),
+                     strict=True))
+
+    def fit_fold(fold: np.ndarray, join_fold: np.ndarray) -> list[np.ndarray]:
         rest = np.setdiff1d(order, fold, assume_unique=True)
         join_rest = np.setdiff1d(join_order, join_fold, assume_unique=True)
         fit_x, fit_y, fit_w = _with_joined(x_fit[rest], y_fit[rest],
                                            None if w_fit is None else w_fit[rest],
                                            x_join[join_rest], y_join[join_rest])
-        own_fit[fold], own_join[join_fold] = _fit_predict(
-            kind, fit_x, fit_y, [x_fit[fold], x_join[join_fold]], n_classes, seed, fit_w)
-    own = own_fit
-    if sample is not None:
+        return _fit_predict(kind, fit_x, fit_y, [x_fit[fold], x_join[join_fold]], n_classes,
+                            seed, fit_w)
+
+    def fit_sample() -> list[np.ndarray]:
         fit_x, fit_y, fit_w = _with_joined(x_fit, y_fit, w_fit, x_join, y_join)
-        own = _fit_predict(kind, fit_x, fit_y, [x], n_classes, seed, fit_w)[0]
-        own[sample] = own_fit
-    return _CrossFitted(own, own_join)
+        return _fit_predict(kind, fit_x, fit_y, [x], n_classes, seed, fit_w)
+
+    def assemble(answers: list[list[np.ndarray]]) -> _CrossFitted:
+        own_fit = np.zeros((len(y_fit), n_classes), dtype=np.float32)
+        own_join = np.zeros((len(y_join), n_classes), dtype=np.float32)
+        for (fold, join_fold), (on_fold, on_join_fold) in zip(folds, answers, strict=False):
+            own_fit[fold], own_join[join_fold] = on_fold, on_join_fold
+        own = own_fit
+        if sample is not None:
+            own = answers[-1][0]
+            own[sample] = own_fit
+        return _CrossFitted(own, own_join)
+
+    calls: list[Callable[[], list[np.ndarray]]] = [partial(fit_fold, *f) for f in folds]
+    if sample is not None:
+        calls.append(fit_sample)
+    return _Fits(calls, assemble)
 
 
 def _with_joined(x: np.ndarray, y: np.ndarray, w: np.ndarray | None, x_join: np.ndarray,
@@ -252,45 +320,65 @@ def source_names(kinds: Sequence[str]) -> tuple[str, ...]:
     return tuple(f"{rows}_{kind}" for rows in ("validation", "joint") for kind in kinds)
 
 
-def pooled_prior(data: PreparedData, random_state: int = 0) -> PooledPrior:
-    """The pooled model of p(y | x) (module docstring); classification only."""
+def pooled_prior(data: PreparedData, random_state: int = 0,
+                 threads: int | None = None) -> PooledPrior:
+    """The pooled model of p(y | x) (module docstring); classification only. Its model fits
+    run on up to ``threads`` threads (default: :func:`fit_threads`); the result does not depend
+    on how many."""
     if data.task != "classification":
         raise ValueError("the pooled prior is for classification")
     c, seed = data.n_classes, random_state
     xv, yv, xt, yt = data.valid.x, data.valid.y, data.train.x, data.train.y
     kinds = kinds_for(len(yt), xt.shape[1], c)
     repeats = repeats_for(len(yt), xt.shape[1], c)
-    # fitted on the validation rows: cross-fitted there, all of them for the training rows
-    valid_on_valid, valid_on_train = [], []
-    for kind in kinds:
-        valid_on_valid.append(_cross_fit(kind, xv, yv, c, seed).own)
-        valid_on_train.append(_fit_predict(kind, xv, yv, [xt], c, seed)[0])
-    row_weights = None
-    for _ in range(1 + REWEIGHTED_ROUNDS):
+    if threads is None:
+        threads = fit_threads(len(yt) + len(yv), xt.shape[1])
+
+    def joint(row_weights: np.ndarray | None) -> list[_Fits]:
+        """The training and the validation rows in one model, per kind and draw of folds."""
+        return [_cross_fits(kind, xt, yt, c, seed + 1000 * repeat, weights=row_weights,
+                            joined=(xv, yv)) for kind in kinds for repeat in range(repeats)]
+
+    # fitted on the validation rows (cross-fitted there, all of them for the training rows),
+    # run together with the first round's joint fits: none needs another's answer
+    validation = [f for kind in kinds for f in (_cross_fits(kind, xv, yv, c, seed),
+                                                _single_fit(kind, xv, yv, xt, c, seed))]
+    done = _run(validation + joint(None), threads)
+    valid_on_valid = [fitted.own for fitted in done[0:len(validation):2]]
+    valid_on_train = done[1:len(validation):2]
+
+    def pool(joint_fits: list[_CrossFitted]) -> tuple[np.ndarray, np.ndarray, float]:
+        """Every source's probabilities pooled: the training rows', the weights, the log-loss."""
         on_valid, on_train = list(valid_on_valid), list(valid_on_train)
-        for kind in kinds:  # the training and the validation rows in one model
-            joined, own = _repeated_cross_fit(kind, xt, yt, c, seed, repeats, row_weights,
-                                              (xv, yv))
+        for first in range(0, len(joint_fits), repeats):
+            joined, own = _averaged(joint_fits[first:first + repeats])
             on_valid.append(joined)
             on_train.append(own)
+        del joint_fits[:]
         weights, bias, nll = _fit_pool(np.stack([_log(p) for p in on_valid]), yv)
-        probabilities = _pooled(on_train, weights, bias)
-        del on_train
-        # the next round weighs each training row by this pool's belief in its label
+        return _pooled(on_train, weights, bias), weights, nll
+
+    probabilities, weights, nll = pool(done[len(validation):])
+    del done
+    for _ in range(REWEIGHTED_ROUNDS):  # each training row weighed by the pool's belief in it
         row_weights = probabilities[np.arange(len(yt)), yt].astype(np.float64)
+        probabilities, weights, nll = pool(_run(joint(row_weights), threads))
     return PooledPrior(probabilities, dict(zip(source_names(kinds), weights.round(4).tolist(),
                                                strict=True)), nll)
 
 
-def _repeated_cross_fit(kind: str, x: np.ndarray, y: np.ndarray, n_classes: int, seed: int,
-                        repeats: int, weights: np.ndarray | None,
-                        joined: tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-    """:func:`_cross_fit`'s probabilities for the joined rows and for the rows of (x, y),
-    averaged over ``repeats`` different splits into folds (seeds ``seed``, ``seed + 1000``,
-    ...): one split's out-of-fold probabilities depend on which rows happened to share a fold."""
-    fits = [_cross_fit(kind, x, y, n_classes, seed + 1000 * repeat, weights=weights,
-                       joined=joined) for repeat in range(repeats)]
-    if repeats == 1:  # a big table's arrays, not copied
+def fit_threads(rows: int, columns: int) -> int:
+    """How many of the prior's fits run at once: the thread budget on tables whose models run
+    on one thread each (under ``SMALL_LIGHTGBM_CELLS``), else one at a time (each LightGBM model
+    then takes the whole budget)."""
+    return thread_budget() if rows * columns < SMALL_LIGHTGBM_CELLS else 1
+
+
+def _averaged(fits: Sequence[_CrossFitted]) -> tuple[np.ndarray, np.ndarray]:
+    """The joined rows' and the own rows' probabilities averaged over the draws of folds (seeds
+    ``seed``, ``seed + 1000``, ...): one split's out-of-fold probabilities depend on which rows
+    happened to share a fold."""
+    if len(fits) == 1:  # a big table's arrays, not copied
         return fits[0].joined, fits[0].own
     joined_mean = np.mean([f.joined for f in fits], axis=0, dtype=np.float32)
     own_mean = np.mean([f.own for f in fits], axis=0, dtype=np.float32)

@@ -20,6 +20,7 @@ from dvrl_core.datasets import make_table
 from dvrl_core.methods import make_method
 from dvrl_core.prior import (
     DEEP_ROWS,
+    fit_threads,
     given_label_probability,
     kinds_for,
     pooled_prior,
@@ -87,6 +88,21 @@ def test_the_deeper_trees_join_the_pool_on_tables_of_deep_rows_and_more():
     trees = sum(w for name, w in prior.weights.items() if "lightgbm" in name)
     assert trees > 0.5
     assert found_fraction(given_label_probability(data, prior), corrupted, 0.2) > 0.8
+
+
+def test_the_prior_is_the_same_whatever_the_threads_that_fit_it(monkeypatch, xor):
+    """The prior's fits run side by side on a machine with several cores; a user gets the same
+    values on one core as on many, to the bit."""
+    data, _ = xor
+    one, three = (pooled_prior(data, random_state=0, threads=t) for t in (1, 3))
+    assert np.array_equal(one.train_probabilities, three.train_probabilities)
+    assert one.weights == three.weights
+    # small tables fit side by side, as many at once as the budget has threads; past a
+    # million cells one at a time, each LightGBM model taking the whole budget
+    from dvrl_core import prior as prior_module
+
+    monkeypatch.setattr(prior_module, "thread_budget", lambda: 4)
+    assert fit_threads(1400, 4) == 4 and fit_threads(1_000_000, 100) == 1
 
 
 def test_the_pool_weights_a_useless_source_at_zero_and_a_good_one_above():
