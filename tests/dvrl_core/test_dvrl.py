@@ -135,6 +135,32 @@ def test_the_pooled_marginal_is_the_distance_of_the_label_from_the_pooled_prior(
     assert np.allclose(dvrl.marginal(data), expected, atol=1e-6)
 
 
+def test_the_prior_fitted_beside_the_loop_is_the_one_fitted_after_it(monkeypatch, noisy_data):
+    """With a core to spare, the prior the guard returns is fitted while the loop runs; the user
+    gets the same values and the same pool weights as when it is fitted after the loop."""
+    import dvrl_core.dvrl as dvrl_module
+
+    started = []
+
+    class Counted(dvrl_module._Beside):
+        def __init__(self, call):
+            started.append(call)
+            super().__init__(call)
+
+    data, _ = noisy_data
+    monkeypatch.setattr(dvrl_module, "_Beside", Counted)
+    monkeypatch.setattr(dvrl_module, "thread_budget", lambda: 2)
+    beside = small().fit(data)
+    assert len(started) == 1
+    monkeypatch.setattr(dvrl_module, "thread_budget", lambda: 1)  # no core to spare
+    after = small().fit(data)
+    assert len(started) == 1
+    assert beside.diagnostics["trust"]["returned"] == after.diagnostics["trust"]["returned"]
+    assert beside.diagnostics["trust"]["returned"] == "prior"
+    assert np.array_equal(beside.values, after.values)
+    assert beside.diagnostics["prior_weights"] == after.diagnostics["prior_weights"]
+
+
 def test_result_table_and_record(noisy_data):
     data, _ = noisy_data
     result = small().fit(data)
