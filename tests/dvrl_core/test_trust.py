@@ -20,6 +20,7 @@ from dvrl_core.datasets import make_table
 from dvrl_core.methods import make_method
 from dvrl_core.prior import (
     DEEP_ROWS,
+    PARALLEL_ROWS,
     fit_threads,
     given_label_probability,
     kinds_for,
@@ -97,12 +98,13 @@ def test_the_prior_is_the_same_whatever_the_threads_that_fit_it(monkeypatch, xor
     one, three = (pooled_prior(data, random_state=0, threads=t) for t in (1, 3))
     assert np.array_equal(one.train_probabilities, three.train_probabilities)
     assert one.weights == three.weights
-    # small tables fit side by side, as many at once as the budget has threads; past a
-    # million cells one at a time, each LightGBM model taking the whole budget
+    # tables of up to PARALLEL_ROWS rows fit side by side, as many at once as the budget has
+    # threads; bigger ones one at a time, each LightGBM model taking the whole budget
     from dvrl_core import prior as prior_module
 
     monkeypatch.setattr(prior_module, "thread_budget", lambda: 4)
-    assert fit_threads(1400, 4) == 4 and fit_threads(1_000_000, 100) == 1
+    assert fit_threads(1400) == 4 and fit_threads(PARALLEL_ROWS) == 4
+    assert fit_threads(PARALLEL_ROWS + 1) == 1
 
 
 def test_the_pool_weights_a_useless_source_at_zero_and_a_good_one_above():
