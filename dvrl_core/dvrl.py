@@ -85,11 +85,11 @@ from .optim import Adam
 from .predictors import DEFAULT_PREDICTOR, PREDICTORS, Predictor, make_predictor, resolve_device
 from .predictors.base import as_tensor
 from .predictors.choice import PredictorChoice, choose_predictor
-from .prior import PooledPrior
+from .prior import PooledPrior, pooled_prior, side_by_side
 from .result import ValuationResult
 from .seeding import child_seeds, library_versions
 from .stream import predict_in_chunks, release_rows
-from .threads import SMALL_LIGHTGBM_CELLS, thread_budget
+from .threads import thread_budget
 from .trust import (
     MIN_CHECK_ROWS,
     Planted,
@@ -305,8 +305,6 @@ class DVRL:
                          threads: int | None = None) -> tuple[np.ndarray, PooledPrior]:
         """The pooled prior's marginal, and the prior without its probabilities (its weights
         are kept for the diagnostics; the probabilities live on in the marginal)."""
-        from .prior import pooled_prior
-
         prior = pooled_prior(data, child_seeds(self.random_state)[3], threads=threads)
         marginal = _distance_from_label(prior.train_probabilities, data.train.y)
         return marginal, replace(prior, train_probabilities=np.zeros((0, data.n_classes)))
@@ -424,12 +422,13 @@ class DVRL:
                                                 self.rollouts):
             torch.set_num_threads(loop_threads := 1)
         # the prior the guard returns, fitted on every row beside the loop on the threads it
-        # leaves idle; it does not depend on the loop, only whether it is used does
+        # leaves idle (where the prior's models run one thread each, so it keeps to them); it
+        # does not depend on the loop, only whether it is used does
         returned_prior = None
         spare = thread_budget() - loop_threads
         if held_out is not None and planted is not None and self.guard and \
                 self._pooled(all_rows) and spare >= 1 and \
-                all_rows.train.x.size < SMALL_LIGHTGBM_CELLS:
+                side_by_side(len(all_rows.train) + len(all_rows.valid)):
             returned_prior = _Beside(lambda: self._pooled_marginal(all_rows, threads=spare))
         try:
             for iteration in range(start_iteration, self.iterations):

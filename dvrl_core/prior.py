@@ -349,8 +349,7 @@ def pooled_prior(data: PreparedData, random_state: int = 0,
     repeats = repeats_for(len(yt), xt.shape[1], c)
     if threads is None:
         threads = fit_threads(len(yt) + len(yv))
-    # every model on one thread (side by side when threads > 1), up to PARALLEL_ROWS rows
-    each = 1 if len(yt) + len(yv) <= PARALLEL_ROWS else None
+    each = 1 if side_by_side(len(yt) + len(yv)) else None  # each model's threads
 
     def joint(row_weights: np.ndarray | None) -> list[_Fits]:
         """The training and the validation rows in one model, per kind and draw of folds."""
@@ -387,11 +386,18 @@ def pooled_prior(data: PreparedData, random_state: int = 0,
                                                strict=True)), nll)
 
 
+def side_by_side(rows: int) -> bool:
+    """Whether the prior of a table of ``rows`` rows (training and validation) runs each model
+    on one thread, as many at once as it is given threads: up to ``PARALLEL_ROWS``. Bigger
+    tables fit one model at a time, each LightGBM model on the whole budget
+    (:func:`lightgbm_threads`)."""
+    return rows <= PARALLEL_ROWS
+
+
 def fit_threads(rows: int) -> int:
-    """How many of the prior's fits run at once: the thread budget on tables of up to
-    ``PARALLEL_ROWS`` rows (training and validation), each model on one thread; on bigger ones
-    one at a time, each LightGBM model on the whole budget (:func:`lightgbm_threads`)."""
-    return thread_budget() if rows <= PARALLEL_ROWS else 1
+    """How many of the prior's fits run at once by default: the thread budget where they run
+    side by side (:func:`side_by_side`), else one."""
+    return thread_budget() if side_by_side(rows) else 1
 
 
 def _averaged(fits: Sequence[_CrossFitted]) -> tuple[np.ndarray, np.ndarray]:
