@@ -122,24 +122,48 @@ def _fit_predict(kind: str, x: np.ndarray, y: np.ndarray, targets: Sequence[np.n
         scale = standardiser(x)
         model = LogisticRegression(C=1.0, max_iter=1000)
         model.fit(scale(x), y, sample_weight=weights)
+        classes = model.classes_
         predict = lambda part: model.predict_proba(scale(part))  # noqa: E731
     else:
-        import lightgbm as lgb
-
-        model = lgb.LGBMClassifier(n_estimators=100, learning_rate=0.1, num_leaves=LEAVES[kind],
-                                   min_child_samples=10, random_state=seed,
-                                   deterministic=True,
-                                   n_jobs=threads or lightgbm_threads(x.size),
-                                   verbose=-1)
-        model.fit(x, y, sample_weight=weights)
-        predict = lambda part: np.asarray(model.predict_proba(part))  # noqa: E731
+        classes, predict = _lightgbm(kind, x, y, seed, weights,
+                                     threads or lightgbm_threads(x.size))
     out = []
     for t in targets:
         full = np.zeros((len(t), n_classes), dtype=np.float32)
         if len(t):  # a fold of no rows (no joined rows) asks nothing
-            full[:, model.classes_] = predict_in_chunks(predict, t)
+            full[:, classes] = predict_in_chunks(predict, t)
         out.append(full)
     return out
+
+
+def _lightgbm(kind: str, x: np.ndarray, y: np.ndarray, seed: int, weights: np.ndarray | None,
+              threads: int) -> tuple[np.ndarray, Callable[[np.ndarray], np.ndarray]]:
+    """A LightGBM model of ``kind`` fitted on (x, y): the classes present and its class
+    probabilities. The model LightGBM's scikit-learn classifier would fit with these settings
+    (its defaults spelled out; the same trees), trained by ``lightgbm.train`` and kept in memory:
+    the classifier writes each booster to text and reads it back to free the training data,
+    about a third of a small fit's time."""
+    import lightgbm as lgb
+
+    classes = np.unique(y)
+    params: dict[str, Any] = {
+        "objective": "binary" if len(classes) == 2 else "multiclass",
+        "boosting_type": "gbdt", "num_leaves": LEAVES[kind], "max_depth": -1,
+        "learning_rate": 0.1, "subsample_for_bin": 200_000, "min_split_gain": 0.0,
+        "min_child_weight": 1e-3, "min_child_samples": 10, "subsample": 1.0,
+        "subsample_freq": 0, "colsample_bytree": 1.0, "reg_alpha": 0.0, "reg_lambda": 0.0,
+        "random_state": seed, "deterministic": True, "n_jobs": threads, "verbose": -1,
+    }
+    if len(classes) > 2:
+        params["num_class"] = len(classes)
+    booster = lgb.train(params, lgb.Dataset(x, np.searchsorted(classes, y), weight=weights),
+                        num_boost_round=100, keep_training_booster=True)
+
+    def predict(part: np.ndarray) -> np.ndarray:
+        p = np.asarray(booster.predict(part))
+        return np.stack([1.0 - p, p], axis=1) if len(classes) == 2 else p
+
+    return classes, predict
 
 
 @dataclass
