@@ -81,7 +81,8 @@ def add_value_arguments(value: argparse.ArgumentParser) -> None:
                        "its values have converged (--tolerance)")
     value.add_argument("--tolerance", type=float, help="stop once the values' ranking changes "
                        "by less than this (1 - Spearman) between checks 50 iterations apart "
-                       "(default 0.001); 0 runs every iteration")
+                       "(default 0.001), or once the trust check's guard has decided to return "
+                       "the prior; 0 runs every iteration")
     value.add_argument("--rollouts", type=int, help="rollouts per iteration")
     value.add_argument("--seed", type=int, default=0)
     value.add_argument("--ensemble", type=int, default=1, metavar="K",
@@ -321,6 +322,8 @@ def _removal_line(removal: dict[str, Any]) -> str:
 
 def _convergence_line(convergence: dict[str, Any]) -> str:
     used, most = convergence["iterations_used"], convergence["iterations_max"]
+    if convergence.get("decided"):
+        return f"stopped after {used} of {most} iterations: {convergence['decided']}"
     if convergence["converged"]:
         return (f"stopped after {used} of {most} iterations: the values' ranking had converged "
                 f"(change {convergence['rank_change']:.2g} < tolerance "

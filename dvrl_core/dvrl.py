@@ -51,6 +51,15 @@ README.md for the figures):
   ``min_iterations``: the estimator starts at the prior and moves slowly at first, so early
   rankings barely change without having converged. ``iterations`` is the most it runs;
   ``diagnostics["convergence"]`` says how many it used.
+* The run also stops once the guard's verdict is settled (``diagnostics["convergence"]
+  ["decided"]`` says why): before the first iteration when the prior already tells the planted
+  flips apart so well that no learned values could clear the guard's bar (a perfect ranking,
+  AUROC 1, would not beat it by two standard errors), and at a convergence check when the
+  averaged values tell them apart no better than the prior did. Either way the prior is what
+  the run returns; the loop's remaining iterations could not change that (the first case) or
+  would have to undo their own drift (the second: measured on ten suite runs, learned values
+  that trailed the prior at iteration 200 never came back above it). ``tolerance=0`` runs every
+  iteration regardless.
 
 * Big tables. Past 200,000 training rows each batch is drawn without permuting every row
   (``PERMUTATION_ROWS``), the prior's training-row sources are cross-fitted on a seeded sample
@@ -93,6 +102,7 @@ from .threads import thread_budget
 from .trust import (
     MIN_CHECK_ROWS,
     Planted,
+    guard_within_reach,
     learned_values_earn_their_place,
     plant,
     planted_check,
@@ -354,6 +364,10 @@ class DVRL:
 
         predictor = self._make_predictor(data, device, predictor_seed)
         marginal = as_tensor(self.marginal(data), device)
+        control = self.marginal_control(data, marginal.cpu().numpy())
+        watch = _Watch(planted, original, control) if self.guard and self.tolerance and \
+            planted is not None and held_out is not None else None
+        decided = watch.before() if watch is not None and resume_from is None else None
         x = as_tensor(data.train.x, device)
         label_input = self._label_input(data, device)
         y = as_tensor(data.train.y, device)
@@ -426,12 +440,13 @@ class DVRL:
         # does not depend on the loop, only whether it is used does
         returned_prior = None
         spare = thread_budget() - loop_threads
-        if held_out is not None and planted is not None and self.guard and \
+        if held_out is not None and planted is not None and self.guard and decided is None and \
                 self._pooled(all_rows) and spare >= 1 and \
                 side_by_side(len(all_rows.train) + len(all_rows.valid)):
             returned_prior = _Beside(lambda: self._pooled_marginal(all_rows, threads=spare))
         try:
-            for iteration in range(start_iteration, self.iterations):
+            last = start_iteration if decided is not None else self.iterations
+            for iteration in range(start_iteration, last):
                 if should_stop is not None and should_stop():
                     raise RunStopped(iteration, self.iterations, checkpoint(iteration))
                 rows = _batch_rows(n, batch, generator, device) if batch < n else None
@@ -461,12 +476,16 @@ class DVRL:
                 if baseline_mode == "moving_average":
                     moving_baseline += (mean_score - moving_baseline) / self.window
                 done = iteration + 1
-                converged = self.min_iterations <= done < self.iterations and \
-                    done % self.check_every == 0 and convergence.update(value_sum, value_count, n)
+                checking = self.min_iterations <= done < self.iterations and \
+                    done % self.check_every == 0
+                converged = checking and convergence.update(value_sum, value_count, n)
+                if checking and not converged and watch is not None:
+                    decided = watch.during(value_sum, value_count, done)
+                ending = converged or decided is not None
                 if on_progress is not None:
-                    on_progress(Progress(done, done if converged else self.iterations,
+                    on_progress(Progress(done, done if ending else self.iterations,
                                          rewards[iteration], time.perf_counter() - loop_started))
-                if converged:
+                if ending:
                     break
                 due = done % checkpoint_every == 0 and done < self.iterations
                 if on_checkpoint is not None and due:
@@ -481,15 +500,14 @@ class DVRL:
                              release=lambda start, stop: release_rows(data.train.x, start, stop))
         counts = value_count.cpu().numpy()
         values = np.where(counts > 0, value_sum.cpu().numpy() / np.maximum(counts, 1), final)
-        control = self.marginal_control(data, marginal.cpu().numpy())
         trust: dict[str, Any] | None = None
         if self.check_fraction > 0 and held_out is None:
             trust = {"returned": "dvrl", "verdict": "not checked: too few validation rows to "
                      f"hold {MIN_CHECK_ROWS} out (give at least "
                      f"{int(np.ceil(MIN_CHECK_ROWS / self.check_fraction))})"}
         if held_out is not None:
-            values, trust = self._check(data, original, planted, held_out, values, control,
-                                        check_seed)
+            values, trust = self._check(data, original, planted, held_out,
+                                        values if done > 0 else None, control, check_seed)
             if trust["returned"] == "prior":  # decided: now the prior may see every row
                 if returned_prior is not None:
                     marginal_all, self.prior_ = returned_prior.result()
@@ -519,7 +537,7 @@ class DVRL:
             diagnostics={
                 "full_data_score": fixed_baseline,
                 "marginal_spearman": _spearman(values, control),
-                "convergence": convergence.report(done, self.iterations),
+                "convergence": convergence.report(done, self.iterations) | {"decided": decided},
             } | ({"prior_weights": self.prior_.weights} if getattr(self, "prior_", None)
                  else {}) | ({"trust": trust} if trust is not None else {})
             | ({"predictor_choice": self.predictor_choice_.as_dict()}
@@ -527,24 +545,25 @@ class DVRL:
         )
 
     def _check(self, data: PreparedData, original: int, planted: Planted | None,
-               held_out: Split, values: np.ndarray, prior: np.ndarray,
+               held_out: Split, values: np.ndarray | None, prior: np.ndarray,
                seed: int) -> tuple[np.ndarray, dict[str, Any]]:
         """The trust checks (module docstring); with ``guard``, the prior's values in place of
-        learned values that told the planted flips apart worse. Returns the values of the
-        original training rows and the report."""
+        learned values that told the planted flips apart worse (``values`` None: the loop did
+        not run, the prior is returned). Returns the values of the original training rows and
+        the report."""
         from .controls import marginal_control
 
-        candidates = {"dvrl": values, "prior": prior}
+        candidates = {"prior": prior} if values is None else {"dvrl": values, "prior": prior}
         if self.prior == "pooled" and data.task == "classification":
             candidates["control"] = marginal_control(data, random_state=seed)
         control = "control" if "control" in candidates else None
         detection = {} if planted is None else planted_check(
             {name: v[original:] for name, v in candidates.items()}, planted)
         own = _without_planted(data, original)
+        returned = "dvrl" if values is not None else "prior"
         report = removal_check(own, held_out, {k: v[:original] for k, v in candidates.items()},
-                               ours="dvrl", control=control, random_state=seed)
-        returned = "dvrl"
-        if self.guard and detection and planted is not None and \
+                               ours=returned, control=control, random_state=seed)
+        if returned == "dvrl" and self.guard and detection and planted is not None and \
                 not learned_values_earn_their_place(detection, planted):
             returned = "prior"  # the reward did not make the planted flips clearly easier
             report.judge("prior", control)
@@ -630,6 +649,35 @@ class _Beside:
         if self._error is not None:
             raise self._error
         return self._result
+
+
+class _Watch:
+    """Whether the guard's verdict is settled before the run's end (module docstring): the
+    planted rows are the training rows from ``first`` on, ``prior`` every row's prior value."""
+
+    def __init__(self, planted: Planted, first: int, prior: np.ndarray) -> None:
+        self.planted, self.first = planted, first
+        self.prior = planted_check({"prior": prior[first:]}, planted)["prior"]
+
+    def before(self) -> str | None:
+        """Why no learned values could be returned, if none could."""
+        if guard_within_reach(self.prior, self.planted):
+            return None
+        return (f"the prior tells the planted flips apart with AUROC {self.prior:.3f}: no "
+                "learned values could clear the guard's bar, so the loop did not run")
+
+    def during(self, value_sum: torch.Tensor, value_count: torch.Tensor,
+               done: int) -> str | None:
+        """Why the run stops now, if the averaged values trail the prior on the planted rows."""
+        counts = value_count[self.first:]
+        if bool((counts == 0).any()):  # a planted row not valued yet
+            return None
+        learned = (value_sum[self.first:] / counts).cpu().numpy()
+        auroc = planted_check({"dvrl": learned}, self.planted)["dvrl"]
+        if auroc > self.prior:
+            return None
+        return (f"after {done} iterations the learned values told the planted flips apart no "
+                f"better than the prior (AUROC {auroc:.3f} against {self.prior:.3f})")
 
 
 class _Convergence:

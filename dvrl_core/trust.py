@@ -199,6 +199,12 @@ def learned_values_earn_their_place(detection: dict[str, float], planted: Plante
     return detection["dvrl"] > detection["prior"] + GUARD_STANDARD_ERRORS * error
 
 
+def guard_within_reach(prior_auroc: float, planted: Planted) -> bool:
+    """Whether any learned values could pass the guard: a perfect ranking of the planted rows
+    (AUROC 1) would beat the prior's ``prior_auroc`` by enough."""
+    return learned_values_earn_their_place({"dvrl": 1.0, "prior": prior_auroc}, planted)
+
+
 def planted_check(values: dict[str, np.ndarray], planted: Planted) -> dict[str, float]:
     """AUROC per valuation of "low value" as a detector of the planted flips (0.5: blind);
     ``values`` hold one value per planted row."""

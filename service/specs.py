@@ -51,8 +51,9 @@ class DVRLParams(StrictModel):
                             "does; it stops earlier once its values have converged (tolerance)")
     tolerance: float = Field(
         1e-3, ge=0, lt=1, description="stop once the averaged values' ranking changes by less "
-        "than this (1 - Spearman) between two checks, twice in a row; 0 runs every iteration. "
-        "summary.diagnostics.convergence says how many iterations were used")
+        "than this (1 - Spearman) between two checks, twice in a row, or once the trust "
+        "check's guard has decided to return the prior; 0 runs every iteration. "
+        "summary.diagnostics.convergence says how many iterations were used, and why")
     check_every: int = Field(50, ge=1, le=100_000, description="iterations between two "
                              "convergence checks")
     min_iterations: int = Field(200, ge=0, le=100_000, description="no convergence check "

@@ -29,8 +29,19 @@ def noisy_data():
 
 
 def small(**params):
-    base = dict(iterations=30, rollouts=8, random_state=0, device="cpu")
+    """A short run of every iteration (no early stop): the loop's mechanics."""
+    base = dict(iterations=30, rollouts=8, random_state=0, device="cpu", tolerance=None)
     return DVRL(**(base | params))
+
+
+def stopped_after(dvrl, data, checkpoints, every):
+    """Run ``dvrl`` until it has saved ``checkpoints`` checkpoints, ``every`` iterations apart:
+    the RunStopped it raises, and the checkpoints by iteration."""
+    saved: dict[int, bytes] = {}
+    with pytest.raises(RunStopped) as stopped:
+        dvrl.fit(data, should_stop=lambda: len(saved) == checkpoints,
+                 on_checkpoint=lambda state, i: saved.setdefault(i, state), checkpoint_every=every)
+    return stopped.value, saved
 
 
 def test_same_seed_same_values_other_seed_other_values(noisy_data):
@@ -43,13 +54,9 @@ def test_same_seed_same_values_other_seed_other_values(noisy_data):
 def test_interrupted_and_resumed_run_equals_an_uninterrupted_one(noisy_data):
     data, _ = noisy_data
     whole = small().fit(data)
-    checkpoints = {}
-    with pytest.raises(RunStopped) as stopped:
-        small().fit(data, should_stop=lambda: len(checkpoints) == 2,
-                    on_checkpoint=lambda state, i: checkpoints.setdefault(i, state),
-                    checkpoint_every=10)
-    assert stopped.value.iteration == 20 and stopped.value.total == 30
-    resumed = small().fit(data, resume_from=stopped.value.checkpoint)
+    stopped, checkpoints = stopped_after(small(), data, 2, every=10)
+    assert stopped.iteration == 20 and stopped.total == 30
+    resumed = small().fit(data, resume_from=stopped.checkpoint)
     assert np.array_equal(resumed.values, whole.values)
     assert np.array_equal(resumed.reward_trace, whole.reward_trace)
     from_first = small().fit(data, resume_from=checkpoints[10])
@@ -80,18 +87,58 @@ def test_the_run_stops_once_its_values_stop_moving(noisy_data):
 
 def test_a_resumed_run_stops_where_the_uninterrupted_one_does(noisy_data):
     data, _ = noisy_data
-    params = dict(iterations=2000, check_every=10, min_iterations=100, tolerance=0.01)
+    params = dict(iterations=2000, check_every=10, min_iterations=100, tolerance=0.01,
+                  guard=False)
     whole = small(**params).fit(data)
-    checkpoints: dict[int, bytes] = {}
-    with pytest.raises(RunStopped) as stopped:
-        small(**params).fit(data, should_stop=lambda: len(checkpoints) == 2,
-                            on_checkpoint=lambda state, i: checkpoints.setdefault(i, state),
-                            checkpoint_every=20)
-    assert stopped.value.iteration == 40
+    stopped, _ = stopped_after(small(**params), data, 2, every=20)
+    assert stopped.iteration == 40
     assert whole.diagnostics["convergence"]["iterations_used"] > 40
-    resumed = small(**params).fit(data, resume_from=stopped.value.checkpoint)
+    resumed = small(**params).fit(data, resume_from=stopped.checkpoint)
     assert resumed.diagnostics["convergence"] == whole.diagnostics["convergence"]
     assert np.array_equal(resumed.values, whole.values)
+
+
+def test_no_loop_where_no_learned_values_could_beat_the_prior(noisy_data):
+    """The prior tells this table's planted flips apart so well that even a perfect ranking
+    would not clear the guard's bar: the loop does not run, and the user gets what every
+    iteration would have given them (the prior), told why."""
+    data, _ = noisy_data
+    quick = small(iterations=300, tolerance=0.001).fit(data)
+    whole = small(iterations=300).fit(data)  # no tolerance: every iteration runs
+    convergence = quick.diagnostics["convergence"]
+    assert convergence["iterations_used"] == 0 and len(quick.reward_trace) == 0
+    assert "no learned values could clear the guard's bar" in convergence["decided"]
+    assert whole.diagnostics["convergence"]["iterations_used"] == 300
+    assert quick.diagnostics["trust"]["returned"] == whole.diagnostics["trust"]["returned"]
+    assert quick.diagnostics["trust"]["returned"] == "prior"
+    assert np.array_equal(quick.values, whole.values)
+    assert set(quick.diagnostics["trust"]["planted"]["auroc"]) == {"prior", "control"}
+
+
+def test_the_run_ends_when_its_values_trail_the_prior_on_the_planted_rows():
+    """A weak table: the averaged values tell the planted flips apart no better than the prior
+    at the first check, so the run stops there and returns the prior, as every iteration
+    would have; a resumed run stops at the same place."""
+    table = make_table(700, n_features=8, signal=1.0, random_state=12)
+    data = prepare(table.iloc[:500], "label", table.iloc[500:])
+    data = data.with_train_labels(inject_label_noise(data.train.y, 0.2, 2, random_state=0)[0])
+    params = dict(iterations=300, min_iterations=20, check_every=10, tolerance=0.001)
+    seen = []
+    early = small(**params).fit(data, on_progress=seen.append)
+    convergence = early.diagnostics["convergence"]
+    assert convergence["iterations_used"] == 20 and not convergence["converged"]
+    assert "no better than the prior" in convergence["decided"]
+    assert seen[-1].iteration == seen[-1].total == 20
+    planted = early.diagnostics["trust"]["planted"]["auroc"]
+    assert planted["dvrl"] <= planted["prior"]
+    whole = small(iterations=300).fit(data)
+    assert early.diagnostics["trust"]["returned"] == "prior"
+    assert whole.diagnostics["trust"]["returned"] == "prior"
+    assert np.array_equal(early.values, whole.values)
+    stopped, _ = stopped_after(small(**params), data, 1, every=10)
+    assert stopped.iteration == 10
+    resumed = small(**params).fit(data, resume_from=stopped.checkpoint)
+    assert resumed.diagnostics["convergence"] == convergence
 
 
 def test_checkpoint_of_another_run_is_refused(noisy_data):

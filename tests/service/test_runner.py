@@ -215,7 +215,8 @@ def test_a_job_reports_its_trust_checks_on_held_out_validation_rows(client):
     table = make_table(800, n_features=6, signal=3.0, random_state=9)
     spec = {"dataset_id": upload(client, table.iloc[:500]), "target": "label",
             "validation": {"dataset_id": upload(client, table.iloc[500:])}, "seed": 0,
-            "label_noise": 0.2, "evaluations": [], "dvrl": {"iterations": 40, "rollouts": 8}}
+            "label_noise": 0.2, "evaluations": [],
+            "dvrl": {"iterations": 40, "rollouts": 8, "tolerance": 0}}
     job_id = client.post("/v1/jobs", json=spec).json()["id"]
     assert run_job(job_id) == "SUCCEEDED"
     trust = client.get(f"/v1/jobs/{job_id}").json()["summary"]["trust"]
@@ -225,6 +226,18 @@ def test_a_job_reports_its_trust_checks_on_held_out_validation_rows(client):
     assert set(trust["planted"]["auroc"]) == {"dvrl", "prior", "control"}
     values = client.get(f"/v1/jobs/{job_id}/values", params={"page_size": 1000}).json()
     assert len(values["items"]) == 500  # planted rows are never among the values
+    # with the default tolerance the run ends as soon as the guard has decided: on this table
+    # the prior is too good for any learned values to beat on the planted rows
+    spec["dvrl"] = {"iterations": 40, "rollouts": 8}
+    job_id = client.post("/v1/jobs", json=spec).json()["id"]
+    assert run_job(job_id) == "SUCCEEDED"
+    summary = client.get(f"/v1/jobs/{job_id}").json()["summary"]
+    convergence = summary["diagnostics"]["convergence"]
+    assert convergence["iterations_used"] == 0 and "guard's bar" in convergence["decided"]
+    assert summary["trust"]["returned"] == "prior" and summary["trust"]["verdict"]
+    assert set(summary["trust"]["planted"]["auroc"]) == {"prior", "control"}
+    decided = client.get(f"/v1/jobs/{job_id}/values", params={"page_size": 1000}).json()
+    assert [row["value"] for row in decided["items"]] == [row["value"] for row in values["items"]]
 
 
 def test_a_job_with_another_method_runs_through_the_same_job_and_results(client, tables):

@@ -68,7 +68,7 @@ def test_the_job_page_shows_what_the_api_returns(server, api_as, browser_context
     job = api.post("/v1/jobs", json={
         "dataset_id": ids["train.csv"], "target": "label", "id_column": "customer",
         "validation": {"dataset_id": ids["valid.csv"]}, "test": {"dataset_id": ids["test.csv"]},
-        "label_noise": 0.2, "seed": 0, "dvrl": {"iterations": 60},
+        "label_noise": 0.2, "seed": 0, "dvrl": {"iterations": 60, "tolerance": 0},
         "evaluations": ["removal", "weighted"]}).json()
     page = browser_context.new_page()
     requests = RequestLog(page, server)
@@ -193,6 +193,30 @@ def test_a_job_uploaded_and_started_through_the_forms(server, api_as, browser_co
     assert requests.external() == []
     page.close()
     api.post(f"/v1/jobs/{job_id}:cancel")  # the worker stops at once, not at the fixture's end
+
+
+def test_a_job_that_ended_early_says_why(server, api_as, browser_context, splits):
+    """With the defaults the run ends once the guard has decided (here before the first
+    iteration): the trust card says so in the API's words, and no reward curve is drawn."""
+    api = api_as("alice")
+    ids = {name: upload(api, frame, name) for name, frame in splits.items()}
+    job = api.post("/v1/jobs", json={
+        "dataset_id": ids["train.csv"], "target": "label", "id_column": "customer",
+        "validation": {"dataset_id": ids["valid.csv"]}, "seed": 0,
+        "dvrl": {"iterations": 60}, "evaluations": []}).json()
+    done = wait_for(api, job["id"])
+    assert done["state"] == "SUCCEEDED", done["error"]
+    decided = done["summary"]["diagnostics"]["convergence"]["decided"]
+    assert decided and done["summary"]["trust"]["returned"] == "prior"
+    page = browser_context.new_page()
+    sign_in(page, server, api.key)
+    page.goto(f"{server}/ui/jobs/{job['id']}")
+    page.wait_for_selector("#trust-decided", timeout=RESULTS_TIMEOUT_MS)
+    assert page.locator("#trust-decided").inner_text() == \
+        f"The prior was returned; the run ended early: {decided}."
+    page.wait_for_selector('[data-figure="histogram"] svg rect.bar')
+    assert page.locator('[data-figure="reward"]').count() == 0
+    page.close()
 
 
 def test_another_owner_sees_nothing(server, api_as, browser_context, artifacts, splits):

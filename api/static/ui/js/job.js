@@ -116,7 +116,7 @@ async function renderResults(root, job) {
   const charts = h("div.grid-2");
   fill(root, 
     tiles(s),
-    trustCard(s.trust),
+    trustCard(s.trust, (s.diagnostics || {}).convergence),
     charts,
     lowestCard(id, lowest.items, s),
     h("details.card.spec", h("summary", "Job spec and summary (JSON)"),
@@ -155,8 +155,9 @@ function tiles(s) {
   return h("section.tiles", items);
 }
 
-function trustCard(trust) {
+function trustCard(trust, convergence) {
   if (!trust) return null;
+  const decided = convergence && convergence.decided;
   const verdict = trust.verdict || "";
   const tone = verdict.startsWith("confirmed") ? "good"
     : verdict.startsWith("not checked") ? "neutral" : "warn";
@@ -165,8 +166,11 @@ function trustCard(trust) {
       h(`span.verdict.${tone}`, { id: "trust-verdict" }, verdict)),
     h("p.sub", "Checks on validation rows held out of everything the values were learned from. ",
       trust.returned === "prior"
-        ? "The learned values did not find the planted flips clearly better (by more than the "
-          + "AUROC's standard error) than the prior they started from, so the prior was returned."
+        ? (decided
+          ? h("span", { id: "trust-decided" }, `The prior was returned; the run ended early: ${decided}.`)
+          : "The learned values did not find the planted flips clearly better (by more than two "
+            + "standard errors of its AUROC) than the prior they started from, so the prior was "
+            + "returned.")
         : trust.returned ? "The learned values were returned." : ""));
   if (trust.scores) {
     const candidates = { dvrl: "learned values", prior: "prior", control: "simple control" };
