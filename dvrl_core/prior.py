@@ -125,8 +125,8 @@ def _fit_predict(kind: str, x: np.ndarray, y: np.ndarray, targets: Sequence[np.n
         classes = model.classes_
         predict = lambda part: model.predict_proba(scale(part))  # noqa: E731
     else:
-        classes, predict = _lightgbm(kind, x, y, seed, weights,
-                                     threads or lightgbm_threads(x.size))
+        classes, predict = present, _lightgbm(kind, x, y, present, seed, weights,
+                                              threads or lightgbm_threads(x.size))
     out = []
     for t in targets:
         full = np.zeros((len(t), n_classes), dtype=np.float32)
@@ -136,16 +136,15 @@ def _fit_predict(kind: str, x: np.ndarray, y: np.ndarray, targets: Sequence[np.n
     return out
 
 
-def _lightgbm(kind: str, x: np.ndarray, y: np.ndarray, seed: int, weights: np.ndarray | None,
-              threads: int) -> tuple[np.ndarray, Callable[[np.ndarray], np.ndarray]]:
-    """A LightGBM model of ``kind`` fitted on (x, y): the classes present and its class
+def _lightgbm(kind: str, x: np.ndarray, y: np.ndarray, classes: np.ndarray, seed: int,
+              weights: np.ndarray | None, threads: int) -> Callable[[np.ndarray], np.ndarray]:
+    """A LightGBM model of ``kind`` fitted on (x, y), whose labels are ``classes``: its class
     probabilities. The model LightGBM's scikit-learn classifier would fit with these settings
     (its defaults spelled out; the same trees), trained by ``lightgbm.train`` and kept in memory:
     the classifier writes each booster to text and reads it back to free the training data,
     about a third of a small fit's time."""
     import lightgbm as lgb
 
-    classes = np.unique(y)
     params: dict[str, Any] = {
         "objective": "binary" if len(classes) == 2 else "multiclass",
         "boosting_type": "gbdt", "num_leaves": LEAVES[kind], "max_depth": -1,
@@ -163,7 +162,7 @@ def _lightgbm(kind: str, x: np.ndarray, y: np.ndarray, seed: int, weights: np.nd
         p = np.asarray(booster.predict(part))
         return np.stack([1.0 - p, p], axis=1) if len(classes) == 2 else p
 
-    return classes, predict
+    return predict
 
 
 @dataclass
