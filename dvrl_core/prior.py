@@ -58,7 +58,7 @@ from threadpoolctl import threadpool_limits
 
 from .data import PreparedData, standardiser
 from .stream import predict_in_chunks, take_rows
-from .threads import lightgbm_threads, thread_budget
+from .threads import lightgbm_calls, lightgbm_threads, thread_budget
 
 KINDS = ("logistic", "lightgbm", "neighbours", "lightgbm_deep")
 LEAVES = {"lightgbm": 15, "lightgbm_deep": 31}  # leaves a tree of each LightGBM kind
@@ -155,11 +155,13 @@ def _lightgbm(kind: str, x: np.ndarray, y: np.ndarray, classes: np.ndarray, seed
     }
     if len(classes) > 2:
         params["num_class"] = len(classes)
-    booster = lgb.train(params, lgb.Dataset(x, np.searchsorted(classes, y), weight=weights),
-                        num_boost_round=100, keep_training_booster=True)
+    with lightgbm_calls.holding(threads):
+        booster = lgb.train(params, lgb.Dataset(x, np.searchsorted(classes, y), weight=weights),
+                            num_boost_round=100, keep_training_booster=True)
 
     def predict(part: np.ndarray) -> np.ndarray:
-        p = np.asarray(booster.predict(part))
+        with lightgbm_calls.holding(threads):  # with no count, LightGBM takes every core
+            p = np.asarray(booster.predict(part, num_threads=threads))
         return np.stack([1.0 - p, p], axis=1) if len(classes) == 2 else p
 
     return predict

@@ -27,7 +27,10 @@ import logging
 import math
 import os
 import sys
+import threading
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -206,6 +209,39 @@ def lightgbm_threads(cells: int | None = None) -> int:
     return thread_budget()
 
 
+class _SameThreadCount:
+    """LightGBM keeps the thread count of its latest call in one variable for the whole process
+    (each call sets it from its ``num_threads``; none given means every core) and sizes buffers
+    by it, one per thread: a call that starts while another runs on a different count can make
+    the running one index past its buffers. Calls through :meth:`holding` on the same count run
+    together; a call on another count waits until they have ended. (A CI run crashed so: the
+    prior predicted without a count while another of its models trained on one thread.)"""
+
+    def __init__(self) -> None:
+        self._changed = threading.Condition()
+        self._count = 0
+        self._running = 0
+
+    @contextmanager
+    def holding(self, threads: int) -> Iterator[int]:
+        """Run the LightGBM calls inside on ``threads`` threads; pass it as their
+        ``num_threads``/``n_jobs``. Never nest a different count inside."""
+        with self._changed:
+            self._changed.wait_for(lambda: self._running == 0 or self._count == threads)
+            self._count = threads
+            self._running += 1
+        try:
+            yield threads
+        finally:
+            with self._changed:
+                self._running -= 1
+                if self._running == 0:
+                    self._changed.notify_all()
+
+
+lightgbm_calls = _SameThreadCount()
+
+
 def threads_in_use() -> int:
     """Threads torch's operations run on in this process (what a job reports)."""
     if "torch" not in sys.modules:
@@ -229,5 +265,6 @@ def split_budget(slots: int, per_slot: int | None = None) -> int:
 
 __all__ = [
     "CpuLimit", "apply_thread_budget", "available_cpus", "cgroup_cpu_quota", "cpu_limit",
-    "lightgbm_threads", "set_thread_env", "split_budget", "thread_budget", "threads_in_use",
+    "lightgbm_calls", "lightgbm_threads", "set_thread_env", "split_budget", "thread_budget",
+    "threads_in_use",
 ]

@@ -15,7 +15,7 @@ import lightgbm as lgb
 import numpy as np
 import torch
 
-from ..threads import lightgbm_threads
+from ..threads import lightgbm_calls, lightgbm_threads
 from .base import BatchTrainer, Predictor
 
 
@@ -49,7 +49,7 @@ class _LightGBMTrainer(BatchTrainer):
             "n_estimators": p.n_estimators, "learning_rate": p.learning_rate,
             "num_leaves": p.num_leaves, "min_child_samples": p.min_child_samples,
             "random_state": p.random_state, "deterministic": True,
-            "n_jobs": p.n_jobs or lightgbm_threads(x.size),
+            "n_jobs": self._threads(x),
             "verbose": -1,
         }
         if p.task == "classification":
@@ -58,8 +58,12 @@ class _LightGBMTrainer(BatchTrainer):
             model = lgb.LGBMClassifier(**params)
         else:
             model = lgb.LGBMRegressor(**params)
-        model.fit(x, y, sample_weight=weight)
+        with lightgbm_calls.holding(params["n_jobs"]):
+            model.fit(x, y, sample_weight=weight)
         return model
+
+    def _threads(self, x: np.ndarray) -> int:
+        return self.predictor.n_jobs or lightgbm_threads(x.size)
 
     def fit(self, weights: torch.Tensor, rows: torch.Tensor | None = None) -> _Fitted:
         x, y = self.x, self.y
@@ -74,10 +78,11 @@ class _LightGBMTrainer(BatchTrainer):
         if isinstance(model, np.ndarray):
             shape = (len(x), p.n_classes) if p.task == "classification" else (len(x),)
             return np.broadcast_to(model if p.task == "classification" else model[0], shape)
-        if p.task == "regression":
-            return model.predict(x)
-        prob = np.zeros((len(x), p.n_classes))
-        prob[:, model.classes_.astype(int)] = model.predict_proba(x)
+        with lightgbm_calls.holding(model.n_jobs):  # the fit's count: predict passes it on
+            if p.task == "regression":
+                return model.predict(x)
+            prob = np.zeros((len(x), p.n_classes))
+            prob[:, model.classes_.astype(int)] = model.predict_proba(x)
         return prob
 
     def predict(self, models: _Fitted, x: torch.Tensor) -> torch.Tensor:

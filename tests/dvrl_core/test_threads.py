@@ -181,3 +181,46 @@ print(lightgbm_threads(1000 * 100), lightgbm_threads(SMALL_LIGHTGBM_CELLS), ligh
                           timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["1", "2", "2"]
+
+
+def test_lightgbm_calls_on_one_thread_count_run_together_and_another_count_waits():
+    import threading
+
+    from dvrl_core.threads import lightgbm_calls
+
+    together = threading.Barrier(2, timeout=10)  # broken unless both are inside at once
+
+    def same_count():
+        with lightgbm_calls.holding(1):
+            together.wait()
+
+    pair = [threading.Thread(target=same_count) for _ in range(2)]
+    for thread in pair:
+        thread.start()
+    for thread in pair:
+        thread.join()
+    assert not together.broken
+
+    inside, release, order = threading.Event(), threading.Event(), []
+
+    def first():
+        with lightgbm_calls.holding(1):
+            inside.set()
+            release.wait(10)
+            order.append("first ends")
+
+    def other_count():
+        inside.wait(10)
+        with lightgbm_calls.holding(2):
+            order.append("two threads start")
+
+    threads = [threading.Thread(target=first), threading.Thread(target=other_count)]
+    for thread in threads:
+        thread.start()
+    inside.wait(10)
+    threads[1].join(0.5)  # it would be inside by now if nothing held it back
+    assert order == []
+    release.set()
+    for thread in threads:
+        thread.join(10)
+    assert order == ["first ends", "two threads start"]
