@@ -115,6 +115,7 @@ from .trust import (
 STRONG_L2_PER_ROW = 0.1
 CONVERGENCE_TOLERANCE = 1e-3
 DVRL_DEFAULT_METRIC = {"classification": "log_loss", "regression": "mse"}
+BESIDE_THREAD = "dvrl-prior-beside-loop"  # the thread fitting the returned prior during the loop
 
 Baseline = Literal["auto", "fixed", "moving_average", "leave_one_out"]
 
@@ -311,11 +312,12 @@ class DVRL:
         return self.prior == "pooled" and self.marginal_predictor is None and \
             data.task == "classification"
 
-    def _pooled_marginal(self, data: PreparedData,
-                         threads: int | None = None) -> tuple[np.ndarray, PooledPrior]:
+    def _pooled_marginal(self, data: PreparedData, threads: int | None = None,
+                         stop: threading.Event | None = None) -> tuple[np.ndarray, PooledPrior]:
         """The pooled prior's marginal, and the prior without its probabilities (its weights
         are kept for the diagnostics; the probabilities live on in the marginal)."""
-        prior = pooled_prior(data, child_seeds(self.random_state)[3], threads=threads)
+        prior = pooled_prior(data, child_seeds(self.random_state)[3], threads=threads,
+                             stop=stop)
         marginal = _distance_from_label(prior.train_probabilities, data.train.y)
         return marginal, replace(prior, train_probabilities=np.zeros((0, data.n_classes)))
 
@@ -443,7 +445,9 @@ class DVRL:
         if held_out is not None and planted is not None and self.guard and decided is None and \
                 self._pooled(all_rows) and spare >= 1 and \
                 side_by_side(len(all_rows.train) + len(all_rows.valid)):
-            returned_prior = _Beside(lambda: self._pooled_marginal(all_rows, threads=spare))
+            returned_prior = _Beside(
+                lambda stop: self._pooled_marginal(all_rows, threads=spare, stop=stop),
+                name=BESIDE_THREAD)
         try:
             last = start_iteration if decided is not None else self.iterations
             for iteration in range(start_iteration, last):
@@ -490,6 +494,10 @@ class DVRL:
                 due = done % checkpoint_every == 0 and done < self.iterations
                 if on_checkpoint is not None and due:
                     on_checkpoint(checkpoint(done), done)
+        except BaseException:  # stopped, interrupted or failed: the prior is not wanted
+            if returned_prior is not None:
+                returned_prior.stop()
+            raise
         finally:
             torch.set_num_threads(threads)
         train_s = time.perf_counter() - loop_started
@@ -514,6 +522,8 @@ class DVRL:
                 else:
                     marginal_all = self.marginal(all_rows)
                 values = self.marginal_control(all_rows, marginal_all)
+            elif returned_prior is not None:  # the learned values are returned
+                returned_prior.stop()
             data = _without_planted(data, original)
             control = control[:original]
         params = self.get_params() | {
@@ -630,19 +640,25 @@ class DVRL:
 
 class _Beside:
     """A call run on a thread of its own while the caller goes on; :meth:`result` waits for
-    it. A daemon thread: a run stopped or interrupted meanwhile does not wait for it."""
+    it. The call is given an event that :meth:`stop` sets, when its answer is no longer wanted
+    (a run stopped, interrupted or failed; values that need no prior): it ends at its next
+    look. A daemon thread: nobody waits for it."""
 
-    def __init__(self, call: Callable[[], Any]) -> None:
+    def __init__(self, call: Callable[[threading.Event], Any], name: str) -> None:
         self._result: Any = None
         self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, args=(call,), daemon=True)
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(call,), daemon=True, name=name)
         self._thread.start()
 
-    def _run(self, call: Callable[[], Any]) -> None:
+    def _run(self, call: Callable[[threading.Event], Any]) -> None:
         try:
-            self._result = call()
+            self._result = call(self._stopping)
         except BaseException as error:  # noqa: BLE001 - raised again in the caller's thread
             self._error = error
+
+    def stop(self) -> None:
+        self._stopping.set()
 
     def result(self) -> Any:
         self._thread.join()

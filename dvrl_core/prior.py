@@ -46,6 +46,7 @@ probabilities to the bit.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import nullcontext
@@ -183,14 +184,28 @@ class _Fits:
     assemble: Callable[[list[list[np.ndarray]]], Any]
 
 
-def _run(fits: Sequence[_Fits], threads: int, one_thread_each: bool = False) -> list[Any]:
+class PriorStopped(Exception):
+    """The prior's fits were told to stop (:func:`pooled_prior`'s ``stop``) before all ran."""
+
+
+def _run(fits: Sequence[_Fits], threads: int, one_thread_each: bool = False,
+         stop: threading.Event | None = None) -> list[Any]:
     """Every call of every ``fits``, on up to ``threads`` threads (LightGBM, the matrix products
     and most of scikit-learn's solver release the GIL), then each one's result. Each fit is
     seeded, so the results do not depend on ``threads``. ``one_thread_each``: the BLAS under
     NumPy and scikit-learn on one thread meanwhile (its threads spin while they wait: beside a
     LightGBM model on the other core, the Adult protocol's prior took 1.1 s on two threads
-    instead of 0.75 s)."""
-    calls = [call for f in fits for call in f.calls]
+    instead of 0.75 s). Once ``stop`` is set, no further call starts: :class:`PriorStopped`."""
+
+    def checked(call: Callable[[], list[np.ndarray]]) -> Callable[[], list[np.ndarray]]:
+        def run() -> list[np.ndarray]:
+            if stop is not None and stop.is_set():
+                raise PriorStopped("the prior's fits were stopped")
+            return call()
+
+        return run
+
+    calls = [checked(call) for f in fits for call in f.calls]
     with threadpool_limits(1, user_api="blas") if one_thread_each else nullcontext():
         if threads > 1 and len(calls) > 1:
             with ThreadPoolExecutor(min(threads, len(calls))) as pool:
@@ -361,11 +376,12 @@ def source_names(kinds: Sequence[str]) -> tuple[str, ...]:
     return tuple(f"{rows}_{kind}" for rows in ("validation", "joint") for kind in kinds)
 
 
-def pooled_prior(data: PreparedData, random_state: int = 0,
-                 threads: int | None = None) -> PooledPrior:
+def pooled_prior(data: PreparedData, random_state: int = 0, threads: int | None = None,
+                 stop: threading.Event | None = None) -> PooledPrior:
     """The pooled model of p(y | x) (module docstring); classification only. Its model fits
     run on up to ``threads`` threads (default: :func:`fit_threads`); the result does not depend
-    on how many."""
+    on how many. Once ``stop`` is set (from another thread), the fits running end and no other
+    starts: :class:`PriorStopped` is raised."""
     if data.task != "classification":
         raise ValueError("the pooled prior is for classification")
     c, seed = data.n_classes, random_state
@@ -387,7 +403,7 @@ def pooled_prior(data: PreparedData, random_state: int = 0,
     validation = [f for kind in kinds
                   for f in (_cross_fits(kind, xv, yv, c, seed, threads=each),
                             _single_fit(kind, xv, yv, xt, c, seed, threads=each))]
-    done = _run(validation + joint(None), threads, each == 1)
+    done = _run(validation + joint(None), threads, each == 1, stop)
     valid_on_valid = [fitted.own for fitted in done[0:len(validation):2]]
     valid_on_train = done[1:len(validation):2]
 
@@ -406,7 +422,7 @@ def pooled_prior(data: PreparedData, random_state: int = 0,
     del done
     for _ in range(REWEIGHTED_ROUNDS):  # each training row weighed by the pool's belief in it
         row_weights = probabilities[np.arange(len(yt)), yt].astype(np.float64)
-        probabilities, weights, nll = pool(_run(joint(row_weights), threads, each == 1))
+        probabilities, weights, nll = pool(_run(joint(row_weights), threads, each == 1, stop))
     return PooledPrior(probabilities, dict(zip(source_names(kinds), weights.round(4).tolist(),
                                                strict=True)), nll)
 

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -190,9 +192,9 @@ def test_the_prior_fitted_beside_the_loop_is_the_one_fitted_after_it(monkeypatch
     started = []
 
     class Counted(dvrl_module._Beside):
-        def __init__(self, call):
+        def __init__(self, call, name):
             started.append(call)
-            super().__init__(call)
+            super().__init__(call, name)
 
     data, _ = noisy_data
     monkeypatch.setattr(dvrl_module, "_Beside", Counted)
@@ -206,6 +208,36 @@ def test_the_prior_fitted_beside_the_loop_is_the_one_fitted_after_it(monkeypatch
     assert beside.diagnostics["trust"]["returned"] == "prior"
     assert np.array_equal(beside.values, after.values)
     assert beside.diagnostics["prior_weights"] == after.diagnostics["prior_weights"]
+
+
+def test_a_stopped_run_stops_the_prior_it_was_fitting_beside_the_loop(monkeypatch, noisy_data):
+    """A job cancelled or lost mid-run leaves no fits running on its spare core: the next job
+    on that worker gets the whole machine."""
+    import dvrl_core.dvrl as dvrl_module
+    from dvrl_core.prior import PriorStopped, pooled_prior
+
+    data, _ = noisy_data
+    stop = threading.Event()
+    stop.set()
+    with pytest.raises(PriorStopped):  # told before it starts: no fit runs
+        pooled_prior(data, 0, stop=stop)
+
+    started = []
+
+    class Kept(dvrl_module._Beside):
+        def __init__(self, call, name):
+            super().__init__(call, name)
+            started.append(self)
+
+    monkeypatch.setattr(dvrl_module, "_Beside", Kept)
+    monkeypatch.setattr(dvrl_module, "thread_budget", lambda: 2)
+    with pytest.raises(RunStopped):
+        small().fit(data, should_stop=lambda: True)
+    [beside] = started
+    beside._thread.join(60)
+    assert not beside._thread.is_alive()
+    assert isinstance(beside._error, PriorStopped)  # it ended before all its fits had run
+    assert dvrl_module.BESIDE_THREAD not in [t.name for t in threading.enumerate()]
 
 
 def test_result_table_and_record(noisy_data):
