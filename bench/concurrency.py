@@ -15,7 +15,9 @@ valuing at the same moment; each reports the seconds its valuation took. Two mod
   defaults, C threads that spin while they wait.
 
 Printed for K in {1, C, 2C}: each job's seconds, each against the mode's job alone (K = 1; target
-at K = C: <= 1.3), and throughput in jobs per minute (target at K = 2C: >= 0.8 of K = C's). Then
+at K = C: <= 1.3), and throughput in jobs per minute (target at K = 2C: >= 0.8 of K = C's); with
+the budget, also one job alone on a K = C slot's threads, against which the K = C jobs show what
+they cost each other (a job alone on all C threads uses more than one slot's). Then
 one job beside a busy one (a second job running throughout), three ways: both on torch defaults,
 both on the default budget (C threads each: two ``dvrl value`` runs started without
 ``--threads``), and both on half the budget. The load average is printed with each figure: other
@@ -169,15 +171,24 @@ def batches(c: int, args: argparse.Namespace) -> None:
             ratios = [s / alone for s in seconds]
             rates[k] = k / max(seconds) * 60
             if k == c:
-                summary[mode] = {"ratio": max(ratios)}
+                summary[mode] = {"ratio": max(ratios), "slowest": max(seconds)}
             shown = figures[0]["threads"]
             print(f"{mode:<15}{k:>3}{shown:>9}  {' '.join(f'{s:.1f}' for s in seconds):<28}"
                   f"{' '.join(f'{r:.2f}' for r in ratios):<22}{rates[k]:>9.1f}   {_load()}",
                   flush=True)
         summary[mode]["throughput"] = rates[2 * c] / rates[c]
+        if budgeted and c > 1:  # the K = C jobs' own threads, alone: what they cost each other
+            slot = batch(1, max(1, c // c), args.iterations, args.data)[0]
+            summary[mode]["same threads"] = summary[mode]["slowest"] / slot["seconds"]
+            print(f"{mode:<15}{1:>3}{slot['threads']:>9}  {slot['seconds']:<28.1f}"
+                  f"{'(alone on a K = C slot)':<22}{'':>9}   {_load()}", flush=True)
     for mode, s in summary.items():
         print(f"{mode}: slowest job at K = C against alone {s['ratio']:.2f} (target <= 1.3); "
               f"throughput at K = 2C against K = C {s['throughput']:.2f} (target >= 0.8)")
+        if "same threads" in s:
+            print(f"{mode}: slowest job at K = C against one job alone on the same threads "
+                  f"{s['same threads']:.2f} (what the jobs cost each other; the rest of the "
+                  "ratio above is the job alone using more than its slot's threads)")
 
 
 def beside(c: int, args: argparse.Namespace) -> None:
