@@ -18,13 +18,12 @@ All are deterministic given ``random_state``.
 
 from __future__ import annotations
 
-from contextlib import AbstractContextManager, nullcontext
 from typing import Any, Literal
 
 import numpy as np
 
 from .data import PreparedData, standardiser
-from .threads import lightgbm_calls, lightgbm_threads
+from .threads import lightgbm_threads
 
 ControlModel = Literal["logistic", "lightgbm"]
 CONTROLS = ("marginal", "validation_logistic", "out_of_fold_logistic", "out_of_fold_lightgbm")
@@ -47,27 +46,13 @@ def _model(kind: ControlModel, task: str, n_classes: int, random_state: int):
     return lgb.LGBMRegressor(**params)
 
 
-def _calls(model) -> AbstractContextManager:
-    """Where ``model``'s fit and predictions run: a LightGBM model's keep to its thread count
-    (:data:`dvrl_core.threads.lightgbm_calls`)."""
-    n_jobs = getattr(model, "n_jobs", None)
-    return lightgbm_calls.holding(n_jobs) if isinstance(n_jobs, int) and \
-        type(model).__module__.startswith("lightgbm") else nullcontext()
-
-
-def _fit(model, x: np.ndarray, y: np.ndarray):
-    with _calls(model):
-        return model.fit(x, y)
-
-
 def _given_label_score(model, x: np.ndarray, y: np.ndarray, task: str,
                        n_classes: int) -> np.ndarray:
     """The model's probability of each row's given label (regression: minus |error|)."""
-    with _calls(model):
-        if task != "classification":
-            return -np.abs(model.predict(x) - y).astype(np.float64)
-        probability = np.zeros((len(x), n_classes))
-        probability[:, model.classes_] = model.predict_proba(x)
+    if task != "classification":
+        return -np.abs(model.predict(x) - y).astype(np.float64)
+    probability = np.zeros((len(x), n_classes))
+    probability[:, model.classes_] = model.predict_proba(x)
     return probability[np.arange(len(y)), y].astype(np.float64)
 
 
@@ -78,7 +63,7 @@ def validation_confidence(data: PreparedData, model: ControlModel = "logistic",
     scale = standardiser(data.valid.x)
     valid, train = scale(data.valid.x), scale(data.train.x)
     fitted = _model(model, data.task, data.n_classes, random_state)
-    _fit(fitted, valid, data.valid.y)
+    fitted.fit(valid, data.valid.y)
     return _given_label_score(fitted, train, data.train.y, data.task, data.n_classes)
 
 
@@ -93,7 +78,7 @@ def out_of_fold_confidence(data: PreparedData, model: ControlModel = "lightgbm",
     for fold in np.array_split(order, folds):
         rest = np.setdiff1d(order, fold, assume_unique=True)
         fitted = _model(model, data.task, data.n_classes, random_state)
-        _fit(fitted, x_all[rest], data.train.y[rest])
+        fitted.fit(x_all[rest], data.train.y[rest])
         scores[fold] = _given_label_score(fitted, x_all[fold], data.train.y[fold], data.task,
                                           data.n_classes)
     return scores

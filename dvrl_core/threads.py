@@ -214,7 +214,9 @@ class _SameThreadCount:
     (each call sets it from its ``num_threads``; none given means every core) and sizes buffers
     by it, one per thread: a call that starts while another runs on a different count can make
     the running one index past its buffers. Calls through :meth:`holding` on the same count run
-    together; a call on another count waits until they have ended. (A CI run crashed so: the
+    together; a call on another count waits until they have ended. Used where LightGBM runs on
+    several threads of a process at once: the prior's fits, and the LightGBM predictor (whose
+    fits run in the loop while the prior is fitted beside it). (A CI run crashed so: the
     prior predicted without a count while another of its models trained on one thread.)"""
 
     def __init__(self) -> None:
@@ -223,15 +225,15 @@ class _SameThreadCount:
         self._running = 0
 
     @contextmanager
-    def holding(self, threads: int) -> Iterator[int]:
-        """Run the LightGBM calls inside on ``threads`` threads; pass it as their
+    def holding(self, threads: int) -> Iterator[None]:
+        """Run the LightGBM calls inside, which pass ``threads`` as their
         ``num_threads``/``n_jobs``. Never nest a different count inside."""
         with self._changed:
             self._changed.wait_for(lambda: self._running == 0 or self._count == threads)
             self._count = threads
             self._running += 1
         try:
-            yield threads
+            yield
         finally:
             with self._changed:
                 self._running -= 1

@@ -49,7 +49,7 @@ class _LightGBMTrainer(BatchTrainer):
             "n_estimators": p.n_estimators, "learning_rate": p.learning_rate,
             "num_leaves": p.num_leaves, "min_child_samples": p.min_child_samples,
             "random_state": p.random_state, "deterministic": True,
-            "n_jobs": self._threads(x),
+            "n_jobs": p.n_jobs or lightgbm_threads(x.size),
             "verbose": -1,
         }
         if p.task == "classification":
@@ -61,9 +61,6 @@ class _LightGBMTrainer(BatchTrainer):
         with lightgbm_calls.holding(params["n_jobs"]):
             model.fit(x, y, sample_weight=weight)
         return model
-
-    def _threads(self, x: np.ndarray) -> int:
-        return self.predictor.n_jobs or lightgbm_threads(x.size)
 
     def fit(self, weights: torch.Tensor, rows: torch.Tensor | None = None) -> _Fitted:
         x, y = self.x, self.y
