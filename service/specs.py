@@ -55,9 +55,11 @@ class DVRLParams(StrictModel):
         "check's guard has decided to return the prior; 0 runs every iteration. "
         "summary.diagnostics.convergence says how many iterations were used, and why")
     check_every: int = Field(50, ge=1, le=100_000, description="iterations between two "
-                             "convergence checks")
+                             "checks (convergence, and whether the learned values can still "
+                             "clear the trust check's guard)")
     min_iterations: int = Field(200, ge=0, le=100_000, description="no convergence check "
-                                "before this many iterations")
+                                "before this many iterations (the guard's give-up check runs "
+                                "from the second check, or from here if sooner)")
     batch_size: int = Field(2000, ge=2, le=1_000_000)
     inner_iterations: int = Field(100, ge=1, le=10_000)
     predictor_batch_size: int = Field(256, ge=1, le=100_000)

@@ -117,10 +117,11 @@ def test_no_loop_where_no_learned_values_could_beat_the_prior(noisy_data):
     assert set(quick.diagnostics["trust"]["planted"]["auroc"]) == {"prior", "control"}
 
 
-def test_the_run_ends_when_its_values_trail_the_prior_on_the_planted_rows():
-    """A weak table: the averaged values tell the planted flips apart no better than the prior
-    at the first check, so the run stops there and returns the prior, as every iteration
-    would have; a resumed run stops at the same place."""
+def test_the_run_gives_up_when_its_values_are_far_below_the_guards_bar():
+    """A weak table: at the first check the averaged values tell the planted flips apart too
+    badly to reach the guard's bar (a standard error or more short of it), so the run stops
+    there and returns the prior, as every iteration would have; a resumed run stops at the same
+    place."""
     table = make_table(700, n_features=8, signal=1.0, random_state=12)
     data = prepare(table.iloc[:500], "label", table.iloc[500:])
     data = data.with_train_labels(inject_label_noise(data.train.y, 0.2, 2, random_state=0)[0])
@@ -129,7 +130,7 @@ def test_the_run_ends_when_its_values_trail_the_prior_on_the_planted_rows():
     early = small(**params).fit(data, on_progress=seen.append)
     convergence = early.diagnostics["convergence"]
     assert convergence["iterations_used"] == 20 and not convergence["converged"]
-    assert "no better than the prior" in convergence["decided"]
+    assert "short of the guard's bar" in convergence["decided"]
     assert seen[-1].iteration == seen[-1].total == 20
     planted = early.diagnostics["trust"]["planted"]["auroc"]
     assert planted["dvrl"] <= planted["prior"]

@@ -30,6 +30,7 @@ from dvrl_core.prior import (
 from dvrl_core.trust import (
     Planted,
     learned_values_earn_their_place,
+    learned_values_out_of_reach,
     plant,
     removal_check,
     split_check_rows,
@@ -241,6 +242,20 @@ def test_the_guard_asks_for_two_standard_errors_of_the_priors_auroc():
     planted = Planted(rows, np.arange(25))
     assert not learned_values_earn_their_place({"dvrl": 0.997, "prior": 0.971}, planted)
     assert learned_values_earn_their_place({"dvrl": 1.0, "prior": 0.9}, planted)
+
+
+def test_a_run_gives_up_on_learned_values_a_standard_error_short_of_the_guards_bar():
+    """The Adult protocol, seed 0, at iteration 200: the averaged values told the planted flips
+    (25 of 50 rows) apart with AUROC 0.925, above the prior's 0.899 but far from the bar (0.991,
+    one standard error 0.046): the run gives up. Values within a standard error of the bar go
+    on; values that clear it are not given up on."""
+    rows = Split(np.zeros((50, 1)), np.zeros(50, dtype=int), np.arange(50))
+    planted = Planted(rows, np.arange(25))
+    assert learned_values_out_of_reach({"dvrl": 0.925, "prior": 0.899}, planted)
+    assert learned_values_out_of_reach({"dvrl": 0.85, "prior": 0.899}, planted)
+    assert not learned_values_out_of_reach({"dvrl": 0.96, "prior": 0.899}, planted)
+    assert not learned_values_out_of_reach({"dvrl": 1.0, "prior": 0.899}, planted)
+    assert not learned_values_earn_their_place({"dvrl": 0.96, "prior": 0.899}, planted)
 
 
 def test_methods_resolve_by_name():
