@@ -114,12 +114,12 @@ def time_to_values(data_dir: Path, seeds: int, reference_rate: float, cores: int
     print(f"  mean {full[0]:9.1f} {full[1]:4.0f} {full[2]:9.3f} {full[3]:6.3f} | "
           f"{converged[0]:12.1f} {converged[1]:4.0f} {converged[2]:9.3f} {converged[3]:6.3f} | "
           f"{budget[0]:10.1f} {budget[1]:4.0f} {budget[2]:9.3f}")
-    print(f"  converged / full (1 thread): time {converged[0] / full[0]:.2f}x, found@20 "
+    print(f"  converged / full (1 thread): time {converged[0] / full[0]:.3f}x, found@20 "
           f"{converged[2] - full[2]:+.3f}, AUROC {converged[3] - full[3]:+.3f}")
     print(f"  official loop, 2,000 iterations at {reference_rate:.1f} it/s (1 thread): "
-          f"{official:.1f} s; converged / official {converged[0] / official:.2f}x, full / "
+          f"{official:.1f} s; converged / official {converged[0] / official:.3f}x, full / "
           f"official {full[0] / official:.2f}x; converged on {cores} threads / official "
-          f"{budget[0] / official:.2f}x")
+          f"{budget[0] / official:.3f}x")
 
 
 def fresh_process(data_dir: Path, reference_rate: float) -> None:

@@ -61,9 +61,9 @@ README.md for the figures):
   This check runs every ``check_every`` iterations from the second (or from
   ``min_iterations`` if sooner): the averaged values leave the prior within a few dozen
   iterations. Either way the prior is what the run returns; the loop's remaining iterations
-  could not change that (the first case) or, measured, did not (the second: in 19 suite runs of
-  2,000 iterations with the planted AUROC traced every 50, the averaged values were under the
-  give-up line at every check from iteration 50 and never cleared the bar; README.md).
+  could not change that (the first case) or, measured, did not (the second: in 20 suite runs
+  with the planted AUROC traced every 50 iterations, the averaged values were under the
+  give-up line at every check from iteration 50 and never came near the bar; README.md).
   ``tolerance=0`` runs every iteration regardless.
 
 * Big tables. Past 200,000 training rows each batch is drawn without permuting every row
