@@ -502,38 +502,39 @@ class DVRL:
                 due = done % checkpoint_every == 0 and done < self.iterations
                 if on_checkpoint is not None and due:
                     on_checkpoint(checkpoint(done), done)
+            torch.set_num_threads(threads)
+            train_s = time.perf_counter() - loop_started
+            rewards = rewards[:done]
+            release_rows(data.train.x)  # a mapped table: the loop's pages leave resident memory
+
+            final = self._values(
+                estimator, x, label_input, marginal,
+                release=lambda start, stop: release_rows(data.train.x, start, stop))
+            counts = value_count.cpu().numpy()
+            values = np.where(counts > 0, value_sum.cpu().numpy() / np.maximum(counts, 1), final)
+            trust: dict[str, Any] | None = None
+            if self.check_fraction > 0 and held_out is None:
+                trust = {"returned": "dvrl", "verdict": "not checked: too few validation rows to "
+                         f"hold {MIN_CHECK_ROWS} out (give at least "
+                         f"{int(np.ceil(MIN_CHECK_ROWS / self.check_fraction))})"}
+            if held_out is not None:
+                values, trust = self._check(data, original, planted, held_out,
+                                            values if done > 0 else None, control, check_seed)
+                if trust["returned"] == "prior":  # decided: now the prior may see every row
+                    if returned_prior is not None:
+                        marginal_all, self.prior_ = returned_prior.result()
+                    else:
+                        marginal_all = self.marginal(all_rows)
+                    values = self.marginal_control(all_rows, marginal_all)
+                elif returned_prior is not None:  # the learned values are returned
+                    returned_prior.stop()
+                data = _without_planted(data, original)
+                control = control[:original]
         except BaseException:  # stopped, interrupted or failed: the prior is not wanted
+            torch.set_num_threads(threads)
             if returned_prior is not None:
                 returned_prior.stop()
             raise
-        finally:
-            torch.set_num_threads(threads)
-        train_s = time.perf_counter() - loop_started
-        rewards = rewards[:done]
-        release_rows(data.train.x)  # a mapped table: the loop's pages leave resident memory
-
-        final = self._values(estimator, x, label_input, marginal,
-                             release=lambda start, stop: release_rows(data.train.x, start, stop))
-        counts = value_count.cpu().numpy()
-        values = np.where(counts > 0, value_sum.cpu().numpy() / np.maximum(counts, 1), final)
-        trust: dict[str, Any] | None = None
-        if self.check_fraction > 0 and held_out is None:
-            trust = {"returned": "dvrl", "verdict": "not checked: too few validation rows to "
-                     f"hold {MIN_CHECK_ROWS} out (give at least "
-                     f"{int(np.ceil(MIN_CHECK_ROWS / self.check_fraction))})"}
-        if held_out is not None:
-            values, trust = self._check(data, original, planted, held_out,
-                                        values if done > 0 else None, control, check_seed)
-            if trust["returned"] == "prior":  # decided: now the prior may see every row
-                if returned_prior is not None:
-                    marginal_all, self.prior_ = returned_prior.result()
-                else:
-                    marginal_all = self.marginal(all_rows)
-                values = self.marginal_control(all_rows, marginal_all)
-            elif returned_prior is not None:  # the learned values are returned
-                returned_prior.stop()
-            data = _without_planted(data, original)
-            control = control[:original]
         params = self.get_params() | {
             "predictor": predictor.name, "predictor_params": predictor.params(),
             "metric": metric_name, "baseline": baseline_mode,

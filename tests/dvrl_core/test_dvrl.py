@@ -241,6 +241,34 @@ def test_a_stopped_run_stops_the_prior_it_was_fitting_beside_the_loop(monkeypatc
     assert dvrl_module.BESIDE_THREAD not in [t.name for t in threading.enumerate()]
 
 
+def test_a_run_that_fails_after_its_loop_stops_the_prior_beside_it(monkeypatch, noisy_data):
+    """A failure in the checks after the loop (a bug, memory) fails the job and tells the prior
+    fitted beside the loop to stop, as a failure inside the loop does: nothing of the failed
+    run goes on using the worker's cores."""
+    import dvrl_core.dvrl as dvrl_module
+
+    data, _ = noisy_data
+    started = []
+
+    class Kept(dvrl_module._Beside):
+        def __init__(self, call, name):
+            super().__init__(call, name)
+            started.append(self)
+
+    def failing_check(*args, **kwargs):
+        raise MemoryError("the checks ran out of memory")
+
+    monkeypatch.setattr(dvrl_module, "_Beside", Kept)
+    monkeypatch.setattr(dvrl_module, "thread_budget", lambda: 2)
+    monkeypatch.setattr(DVRL, "_check", failing_check)
+    with pytest.raises(MemoryError):
+        small(iterations=5).fit(data)
+    [beside] = started
+    assert beside._stopping.is_set()
+    beside._thread.join(60)
+    assert dvrl_module.BESIDE_THREAD not in [t.name for t in threading.enumerate()]
+
+
 def test_result_table_and_record(noisy_data):
     data, _ = noisy_data
     result = small().fit(data)
