@@ -365,7 +365,8 @@ def print_summary(summary: dict[str, Any], table, out: str | None) -> None:
         _ensemble_summary(ensemble, err)
     trust = summary.get("trust")
     if trust:
-        returned = {"prior": "the prior (learning made the planted flips harder to find)",
+        returned = {"prior": "the prior (the learned values did not find the planted flips "
+                             "clearly better)",
                     "mixed": "the learned values in {dvrl} members, the prior in {prior}"}.get(
             trust["returned"], "the learned values").format(**trust.get("returned_counts", {}))
         rows = trust.get("check_rows", 0) + trust.get("planted", {}).get("rows", 0)
