@@ -92,8 +92,11 @@ def test_interrupting_remote_value_cancels_its_job(server, key, table_files, tmp
                "--tolerance", "0"]
     env = os.environ | {"PYTHONPATH": str(tmp_path), "DVRL_SERVER": server.url,
                         "DVRL_API_KEY": key}
+    # Ctrl-C as at a terminal: tests started in the background by a shell inherit SIGINT
+    # ignored (POSIX), and so would the child; this one takes it as a user's would
     process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True)
+                               stderr=subprocess.PIPE, text=True,
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     with Client(server.url, api_key=key) as client:
         assert process.stderr is not None
         announced = process.stderr.readline()  # submitted (no worker: it stays queued)
