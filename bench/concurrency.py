@@ -178,7 +178,7 @@ def batches(c: int, args: argparse.Namespace) -> None:
                   flush=True)
         summary[mode]["throughput"] = rates[2 * c] / rates[c]
         if budgeted and c > 1:  # the K = C jobs' own threads, alone: what they cost each other
-            slot = batch(1, max(1, c // c), args.iterations, args.data)[0]
+            slot = batch(1, 1, args.iterations, args.data)[0]  # a K = C slot: C // C threads
             summary[mode]["same threads"] = summary[mode]["slowest"] / slot["seconds"]
             print(f"{mode:<15}{1:>3}{slot['threads']:>9}  {slot['seconds']:<28.1f}"
                   f"{'(alone on a K = C slot)':<22}{'':>9}   {_load()}", flush=True)

@@ -217,9 +217,9 @@ def learned_values_out_of_reach(detection: dict[str, float], planted: Planted) -
     """Whether a run's averaged values so far (``detection["dvrl"]``) are too far below the
     guard's bar to be worth more iterations: ``GIVE_UP_STANDARD_ERRORS`` standard errors of
     the prior's AUROC or more short of it."""
-    error = _prior_error(detection["prior"], planted)
-    bar = detection["prior"] + GUARD_STANDARD_ERRORS * error
-    return detection["dvrl"] <= bar - GIVE_UP_STANDARD_ERRORS * error
+    short_of_bar = GUARD_STANDARD_ERRORS - GIVE_UP_STANDARD_ERRORS
+    return detection["dvrl"] <= detection["prior"] + short_of_bar * _prior_error(
+        detection["prior"], planted)
 
 
 def guard_within_reach(prior_auroc: float, planted: Planted) -> bool:
