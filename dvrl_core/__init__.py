@@ -26,7 +26,8 @@ _EXPORTS = {
     "found_fraction": "evaluation", "removal_curves": "evaluation",
     "weighted_training": "evaluation", "training_choices": "evaluation", "read_table": "io",
     "write_table": "io",
-    "inject_label_noise": "noise", "PREDICTORS": "predictors", "Predictor": "predictors",
+    "inject_label_noise": "noise", "inject_target_noise": "noise", "PREDICTORS": "predictors",
+    "Predictor": "predictors",
     "make_predictor": "predictors", "ValuationResult": "result", "prepare_file": "stream",
 }
 
@@ -69,7 +70,7 @@ if TYPE_CHECKING:  # pragma: no cover
         weighted_training,
     )
     from .io import read_table, write_table
-    from .noise import inject_label_noise
+    from .noise import inject_label_noise, inject_target_noise
     from .predictors import PREDICTORS, Predictor, make_predictor
     from .result import ValuationResult
     from .stream import prepare_file
@@ -80,7 +81,8 @@ __all__ = [
     "RunStopped", "SingleClassError", "Split", "TableEncoder", "TargetTypeError",
     "TooFewRowsError", "UnreadableTableError", "UnseenClassError", "ValuationResult",
     "detection_auroc", "discovery_curve", "found_fraction", "infer_task", "inject_label_noise",
-    "make_predictor", "prepare", "prepare_file", "read_table", "removal_curves",
+    "inject_target_noise", "make_predictor", "prepare", "prepare_file", "read_table",
+    "removal_curves",
     "training_choices",
     "weighted_training",
     "write_table",

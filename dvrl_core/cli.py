@@ -91,8 +91,9 @@ def add_value_arguments(value: argparse.ArgumentParser) -> None:
                        "default 1)")
     value.add_argument("--device", default="auto", help="auto, cpu or cuda")
     value.add_argument("--inject-noise", type=float, metavar="F",
-                       help="self-check: flip this fraction of training labels and report how "
-                       "many of them rank lowest")
+                       help="self-check: flip this fraction of training labels (regression: "
+                       "move their targets far, see dvrl_core.noise) and report how many of "
+                       "them rank lowest")
     value.add_argument("--out", help="output file (.csv or .parquet); default: standard output")
     value.add_argument("--quiet", action="store_true", help="no progress and no summary")
     value.add_argument("--threads", type=int, help="threads for torch, OpenMP, BLAS and LightGBM "
@@ -267,7 +268,7 @@ def _summary_of(result, data, corrupted, random_state) -> dict[str, Any]:
     summary: dict[str, Any] = {
         "method": result.params.get("method", "dvrl"), "device": result.device,
         "timings": result.timings, "predictor": result.params.get("predictor"),
-        "metric": result.params.get("metric"),
+        "metric": result.params.get("metric"), "task": data.task,
     }
     if result.diagnostics.get("trust"):
         summary["trust"] = result.diagnostics["trust"]
@@ -365,7 +366,7 @@ def print_summary(summary: dict[str, Any], table, out: str | None) -> None:
         _ensemble_summary(ensemble, err)
     trust = summary.get("trust")
     if trust:
-        returned = {"prior": "the prior (the learned values did not find the planted flips "
+        returned = {"prior": "the prior (the learned values did not find the planted errors "
                              "clearly better)",
                     "mixed": "the learned values in {dvrl} members, the prior in {prior}"}.get(
             trust["returned"], "the learned values").format(**trust.get("returned_counts", {}))
@@ -377,7 +378,8 @@ def print_summary(summary: dict[str, Any], table, out: str | None) -> None:
     noise = summary.get("label_noise")
     if noise and noise["flipped"]:
         found = ", ".join(f"{p}%: {noise[f'found_at_{p}']:.2f}" for p in (10, 20, 30))
-        print(f"injected noise: {noise['flipped']} labels flipped; found among the lowest "
+        changed = "targets moved" if summary.get("task") == "regression" else "labels flipped"
+        print(f"injected noise: {noise['flipped']} {changed}; found among the lowest "
               f"{found}", file=err)
         control = noise["marginal_control"]
         print(f"detection AUROC {noise['auroc']:.3f} (the official marginal alone: found@20% "

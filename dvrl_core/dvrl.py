@@ -22,17 +22,21 @@ README.md for the figures):
   validation model's probability of the given label is added to the estimator's logit
   (``prior_skip``), so training starts from that prior and the reward must earn every change.
   Without it the estimator leaves the prior early and wanders.
-* For classification the "validation model" behind the marginal is, by default
-  (``prior="pooled"``), a pool of models weighted by their likelihood on the validation
-  rows (:mod:`dvrl_core.prior`): logistic regression, LightGBM and the nearest neighbours fitted
-  on the validation rows, and the same fitted on the training and the validation rows together,
-  cross-fitted, then again with each training row weighted by the first pool's belief in its
-  label. On the quality
-  suite this prior alone finds more flipped labels than the best simple control on most tables;
-  ``prior="validation"`` is the official code's single validation model.
+* The "validation model" behind the marginal is, by default (``prior="pooled"``), a pool of
+  models weighted by their likelihood on the validation rows (:mod:`dvrl_core.prior`): logistic
+  regression, LightGBM and the nearest neighbours fitted on the validation rows, and the same
+  fitted on the training and the validation rows together, cross-fitted, then again with each
+  training row weighted by the first pool's belief in its label. On the quality suite this
+  prior alone finds more flipped labels than the best simple control on most tables. For a
+  regression target the pool is stacked (ridge, LightGBM and the neighbours' predictions,
+  weighted by least squares on the validation rows) and the marginal is a row's error in units
+  of the pool's spread; the official |y - f_valid(x)| / |y| found moved targets worse than
+  every simple control on the regression tables of the suite, and the pool better than all of
+  them. ``prior="validation"`` is the official code's single validation model.
 * Trust checks (:mod:`dvrl_core.trust`): ``check_fraction`` of the validation rows are held out
   of the prior and the reward. Half of them join the training rows with half of their labels
-  flipped (planted); the other half score the paper's removal test. After training, the
+  flipped (planted; a regression target: moved far, :func:`dvrl_core.noise.inject_target_noise`);
+  the other half score the paper's removal test. After training, the
   learned values, the prior's and the official marginal control's are compared on both. With
   ``guard`` (the default) learned values are returned only when they told the planted flips
   apart better than the prior they started from, by more than two standard errors of its AUROC;
@@ -99,7 +103,7 @@ from .optim import Adam
 from .predictors import DEFAULT_PREDICTOR, PREDICTORS, Predictor, make_predictor, resolve_device
 from .predictors.base import as_tensor
 from .predictors.choice import PredictorChoice, choose_predictor
-from .prior import PooledPrior, pooled_prior, side_by_side
+from .prior import PooledPrior, pooled_prior, side_by_side, standardised_errors
 from .result import ValuationResult
 from .seeding import child_seeds, library_versions
 from .stream import predict_in_chunks, release_rows
@@ -291,8 +295,9 @@ class DVRL:
 
     def marginal(self, data: PreparedData, predictor: Predictor | None = None) -> np.ndarray:
         """The estimator's marginal input for every training row: |onehot(y) - f(x)| with f the
-        pooled prior (classification, ``prior="pooled"``, no ``marginal_predictor`` given) or a
-        model trained on the validation rows only (regression: |y - f_valid(x)| / |y|)."""
+        pooled prior (``prior="pooled"``, no ``marginal_predictor`` given; regression:
+        |y - f(x)| in units of the pool's spread) or a model trained on the validation rows
+        only (regression: the official |y - f_valid(x)| / |y|)."""
         if predictor is None and self._pooled(data):
             marginal, self.prior_ = self._pooled_marginal(data)
             return marginal
@@ -316,8 +321,7 @@ class DVRL:
 
     def _pooled(self, data: PreparedData) -> bool:
         """Whether the marginal comes from the pooled prior."""
-        return self.prior == "pooled" and self.marginal_predictor is None and \
-            data.task == "classification"
+        return self.prior == "pooled" and self.marginal_predictor is None
 
     def _pooled_marginal(self, data: PreparedData, threads: int | None = None,
                          stop: threading.Event | None = None) -> tuple[np.ndarray, PooledPrior]:
@@ -325,8 +329,12 @@ class DVRL:
         are kept for the diagnostics; the probabilities live on in the marginal)."""
         prior = pooled_prior(data, child_seeds(self.random_state)[3], threads=threads,
                              stop=stop)
-        marginal = _distance_from_label(prior.train_probabilities, data.train.y)
-        return marginal, replace(prior, train_probabilities=np.zeros((0, data.n_classes)))
+        if data.task == "classification":
+            marginal = _distance_from_label(prior.train_probabilities, data.train.y)
+        else:
+            errors = np.abs(standardised_errors(data, prior))
+            marginal = np.minimum(errors, 100.0).astype(np.float32)[:, None]
+        return marginal, replace(prior, train_probabilities=np.zeros((0, max(data.n_classes, 1))))
 
     # the run -----------------------------------------------------------------------------------
     def fit(
@@ -359,7 +367,7 @@ class DVRL:
         original, all_rows = len(data.train), data
         data, check = split_check_rows(data, self.check_fraction, check_seed)
         planted = held_out = None
-        if check is not None and data.task == "classification":
+        if check is not None:
             to_plant, held_out = split_halves(check, check_seed)
             planted = plant(to_plant, data.n_classes, check_seed)
             data = with_planted(data, planted)
@@ -368,8 +376,6 @@ class DVRL:
                                                          all_rows.train.y, all_rows.train.ids),
                                     all_rows.valid, all_rows.test, all_rows.classes,
                                     all_rows.feature_names, all_rows.target)
-        elif check is not None:
-            held_out = check
 
         predictor = self._make_predictor(data, device, predictor_seed)
         marginal = as_tensor(self.marginal(data), device)
@@ -573,7 +579,7 @@ class DVRL:
         from .controls import marginal_control
 
         candidates = {"prior": prior} if values is None else {"dvrl": values, "prior": prior}
-        if self.prior == "pooled" and data.task == "classification":
+        if self._pooled(data):
             candidates["control"] = marginal_control(data, random_state=seed)
         control = "control" if "control" in candidates else None
         detection = {} if planted is None else planted_check(

@@ -164,7 +164,9 @@ class JobSpec(StrictModel):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     time_budget_s: int | None = Field(None, ge=1, le=7 * 24 * 3600)
     label_noise: float | None = Field(
-        None, gt=0, lt=1, description="self-check: flip this fraction of training labels")
+        None, gt=0, lt=1, description="self-check: flip this fraction of training labels (a "
+        "regression target: move that fraction of targets to the other half of their values) "
+        "and report how many of them rank lowest in summary.label_noise")
     flag_fraction: float | None = Field(
         None, gt=0, le=1, description="flag this fraction of lowest-valued rows; default: the "
         "label_noise fraction, else 0.1")

@@ -53,3 +53,23 @@ def test_corrupted_lists_flagged_rows_lowest_first(client, tables):
     rows = client.get(f"/v1/jobs/{job_id}/corrupted", params={"page_size": 1000}).json()
     assert len(rows["items"]) == 72 and all(r["flagged"] for r in rows["items"])
     assert [r["rank"] for r in rows["items"]] == list(range(1, 73))
+
+
+def test_a_regression_job_with_label_noise_reports_the_moved_targets_it_found(client):
+    """label_noise on a regression target moves that fraction of targets far (once refused):
+    the summary counts them and the values rank most of them lowest; the trust check planted
+    moved targets of its own."""
+    from dvrl_core.datasets import make_table
+
+    table = make_table(700, n_features=5, task="regression", random_state=4)
+    spec = {"dataset_id": upload(client, table.iloc[:400]), "target": "label",
+            "validation": {"dataset_id": upload(client, table.iloc[400:])},
+            "label_noise": 0.2, "seed": 1, "evaluations": []}
+    job_id = client.post("/v1/jobs", json=spec).json()["id"]
+    assert run_job(job_id) == "SUCCEEDED"
+    summary = client.get(f"/v1/jobs/{job_id}").json()["summary"]
+    assert summary["task"] == "regression" and summary["label_noise"]["flipped"] == 80
+    assert summary["label_noise"]["found_at_20"] > 0.6  # random: 0.2
+    assert summary["trust"]["planted"]["flipped"] > 0
+    flagged = client.get(f"/v1/jobs/{job_id}/corrupted", params={"page_size": 1000}).json()
+    assert len(flagged["items"]) == 80

@@ -67,7 +67,7 @@ def test_values_to_standard_output(tables):
         (["--target", "nope"], "no column 'nope'"),
         (["--target", "label", "--predictor", "svm"], "unknown predictor"),
         (["--target", "label", "--iterations", "0"], "iterations"),
-        (["--target", "x0", "--inject-noise", "0.2", "--task", "regression"], "classification"),
+        (["--target", "label", "--inject-noise", "1.5"], "between 0 and 1"),
     ],
 )
 def test_errors_print_one_line_and_exit_2(tables, args, message):
@@ -77,6 +77,23 @@ def test_errors_print_one_line_and_exit_2(tables, args, message):
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0]
     assert "Traceback" not in done.stderr
+
+
+def test_a_regression_target_takes_injected_noise_and_finds_the_moved_targets(tmp_path):
+    """--inject-noise on a regression target moves targets far (it used to be refused): the
+    summary says how many, and the values rank most of them lowest."""
+    table = make_table(700, n_features=5, task="regression", random_state=1)
+    table.iloc[:400].to_csv(tmp_path / "train.csv", index=False)
+    table.iloc[400:].to_csv(tmp_path / "valid.csv", index=False)
+    out = tmp_path / "values.csv"
+    done = run_cli("value", str(tmp_path / "train.csv"), "--target", "label", "--valid",
+                   str(tmp_path / "valid.csv"), "--inject-noise", "0.2", "--out", str(out))
+    assert done.returncode == 0, done.stderr
+    assert "injected noise: 80 targets moved" in done.stderr
+    values = pd.read_csv(out)
+    moved = values["noise_injected"].to_numpy()
+    lowest = values.nsmallest(80, "value")
+    assert moved.sum() == 80 and lowest["noise_injected"].mean() > 0.6  # random: 0.2
 
 
 def test_missing_file_and_missing_validation(tables):

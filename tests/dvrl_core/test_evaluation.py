@@ -30,6 +30,26 @@ def test_noise_injection_moves_exactly_the_fraction_to_other_classes():
         inject_label_noise(y, 1.5, 3)
 
 
+def test_target_noise_moves_the_fraction_far_to_values_the_table_holds():
+    """A regression target's noise: each chosen row takes another chosen row's target from the
+    other half of their order, so every moved target is real and far from its own."""
+    from dvrl_core.noise import inject_target_noise
+
+    y = np.random.default_rng(0).standard_normal(500)
+    noisy, corrupted = inject_target_noise(y, 0.2, random_state=3)
+    assert len(corrupted) == 100 and np.array_equal(np.sort(corrupted), corrupted)
+    untouched = np.setdiff1d(np.arange(500), corrupted)
+    assert np.array_equal(noisy[untouched], y[untouched])
+    assert np.array_equal(np.sort(noisy[corrupted]), np.sort(y[corrupted]))  # the same values
+    ranks = np.argsort(np.argsort(y[corrupted]))
+    new_ranks = np.argsort(np.argsort(noisy[corrupted]))
+    assert np.all(np.abs(ranks - new_ranks) == 50)  # half the chosen rows away, every one
+    again, same = inject_target_noise(y, 0.2, random_state=3)
+    assert np.array_equal(again, noisy) and np.array_equal(same, corrupted)
+    with pytest.raises(ConfigError):
+        inject_target_noise(y, -0.1)
+
+
 def test_discovery_figures_for_perfect_and_inverted_values():
     values = np.arange(100, dtype=float)
     corrupted = np.arange(20)  # the 20 lowest values are the corrupted rows

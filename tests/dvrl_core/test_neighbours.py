@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import numpy as np
-from sklearn.neighbors import KNeighborsClassifier
+from sklearn.neighbors import KNeighborsClassifier, KNeighborsRegressor
 
-from dvrl_core.neighbours import neighbour_probabilities
+from dvrl_core.neighbours import neighbour_means, neighbour_probabilities
 
 
 def _standardised(x: np.ndarray, reference: np.ndarray) -> np.ndarray:
@@ -44,3 +44,17 @@ def test_the_pseudo_count_keeps_an_unseen_class_possible():
     y = np.array([0, 0, 0, 0])
     smoothed = neighbour_probabilities(x, y, [x[:1]], 3, k=4)[0]  # one vote more each: 5, 1, 1
     assert np.allclose(smoothed, [[5 / 7, 1 / 7, 1 / 7]])
+
+
+def test_a_regression_targets_neighbours_give_the_same_means_as_scikit_learn():
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((600, 5)).astype(np.float32) * [1, 10, 0.1, 1, 3]
+    y = x[:, 0] - 0.2 * x[:, 1] + rng.standard_normal(600)
+    targets = [rng.standard_normal((250, 5)).astype(np.float32), x[:0]]
+    ours = neighbour_means(x, y, targets, k=25)
+    reference = KNeighborsRegressor(n_neighbors=25).fit(_standardised(x, x), y)
+    assert ours[0].shape == (250, 1) and ours[0].dtype == np.float32 and ours[1].shape == (0, 1)
+    assert np.allclose(ours[0][:, 0], reference.predict(_standardised(targets[0], x)), atol=1e-5)
+    weights = np.where(y > 0, 1.0, 0.0)  # only the positive targets count
+    weighted = neighbour_means(x, y, targets[:1], k=25, weights=weights)[0][:, 0]
+    assert np.all(weighted >= 0)

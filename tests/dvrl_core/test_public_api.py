@@ -10,7 +10,8 @@ def test_exported_names_are_pinned():
         "RunStopped", "SingleClassError", "Split", "TableEncoder", "TargetTypeError",
         "TooFewRowsError", "UnreadableTableError", "UnseenClassError", "ValuationResult",
         "detection_auroc", "discovery_curve", "found_fraction", "infer_task",
-        "inject_label_noise", "make_predictor", "prepare", "prepare_file", "read_table",
+        "inject_label_noise", "inject_target_noise", "make_predictor", "prepare",
+        "prepare_file", "read_table",
         "removal_curves",
         "training_choices", "weighted_training", "write_table",
     ])

@@ -277,16 +277,70 @@ def test_a_prior_that_is_returned_has_seen_every_validation_row(linear):
 
 
 def test_a_regression_table_with_enough_validation_rows_is_checked_with_a_regression_model():
-    """Regression jobs hold validation rows out too; the removal test then needs a model that
-    does regression (it once tried a logistic regression and the job failed)."""
+    """Regression jobs hold validation rows out too: half are planted among the training rows
+    with their targets moved, half score the removal test, which needs a model that does
+    regression (it once tried a logistic regression and the job failed)."""
     from dvrl_core import DVRL, prepare
 
     table = make_table(700, n_features=5, task="regression", random_state=3)
     data = prepare(table.iloc[:400], "label", table.iloc[400:])  # 300 validation rows
     result = DVRL(iterations=5, random_state=0).fit(data)
     trust = result.diagnostics["trust"]
-    assert trust["metric"] == "mse" and trust["check_rows"] == 75
+    assert trust["metric"] == "mse" and trust["check_rows"] == 38
+    assert trust["planted"]["rows"] == 37 and trust["planted"]["flipped"] == 18
+    assert trust["planted"]["auroc"]["prior"] > 0.9  # moved targets stand out
     assert np.isfinite(result.values).all() and len(result.values) == 400
+
+
+@pytest.fixture(scope="module")
+def curved():
+    """A regression target a linear model cannot fit (y = x0^2 + x1), 20% of training targets
+    moved far: the tree model of the pool sees what the linear controls miss."""
+    from dvrl_core.noise import inject_target_noise
+
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((1400, 4))
+    y = x[:, 0] ** 2 + x[:, 1] + 0.3 * rng.standard_normal(1400)
+    table = pd.DataFrame(x, columns=[f"x{i}" for i in range(4)]).assign(label=y)
+    data = prepare(table.iloc[:1000], "label", table.iloc[1000:], task="regression")
+    noisy, moved = inject_target_noise(data.train.y, 0.2, random_state=0)
+    return data.with_train_labels(noisy), moved
+
+
+def test_a_regression_prior_finds_moved_targets_better_than_every_control(curved):
+    from dvrl_core.prior import standardised_errors
+
+    data, moved = curved
+    prior = pooled_prior(data, random_state=0)
+    ours = -np.abs(standardised_errors(data, prior))
+    found = found_fraction(ours, moved, 0.2)
+    controls = {name: found_fraction(v, moved, 0.2) for name, v in all_controls(data).items()}
+    assert found > max(controls.values()) + 0.05, (found, controls)
+    assert set(prior.weights) == set(source_names(kinds_for(1000, 4, 0), regression=True))
+    assert prior.weights["joint_lightgbm"] > prior.weights["joint_linear"]
+    assert prior.residual_scale is not None and prior.residual_scale > 0
+    again = pooled_prior(data, random_state=0, threads=3)  # any threads: the same prior
+    assert np.array_equal(again.train_probabilities, prior.train_probabilities)
+
+
+def test_a_regression_run_values_with_the_pooled_prior_and_guards_its_learning(curved):
+    """DVRL on a regression target starts from the pooled prior (its values, when returned,
+    are minus each row's standardised error) and its guard judges the learned values on
+    planted moved targets, as for classification."""
+    from dvrl_core.prior import standardised_errors
+    from dvrl_core.seeding import child_seeds
+
+    data, moved = curved
+    result = DVRL(random_state=0).fit(data)
+    trust = result.diagnostics["trust"]
+    assert trust["planted"]["flipped"] > 0 and "prior" in trust["planted"]["auroc"]
+    assert "validation_linear" in result.diagnostics["prior_weights"]
+    assert found_fraction(result.values, moved, 0.2) > 0.8
+    if trust["returned"] == "prior":  # fitted again on every validation row
+        every_row = -np.abs(standardised_errors(data, pooled_prior(data, child_seeds(0)[3])))
+        assert np.allclose(result.values, every_row, rtol=0, atol=1e-4)
+    official = DVRL(prior="validation", iterations=1, random_state=0).fit(data)
+    assert "prior_weights" not in official.diagnostics  # the official marginal: no pool
 
 
 def test_folds_drawn_twice_make_the_prior_steadier_across_seeds(monkeypatch, linear):
