@@ -49,7 +49,13 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from tables import DEFAULT_DATA, load_table, mnist_to_usps_pixels, spam_bag_of_words
+from tables import (
+    DEFAULT_DATA,
+    load_rossmann,
+    load_table,
+    mnist_to_usps_pixels,
+    spam_bag_of_words,
+)
 
 from dvrl_core.metrics import higher_is_better
 
@@ -111,21 +117,8 @@ def email_sms(seed: int, data_dir: Path) -> Iterator[Experiment]:
                      "bernoulli_naive_bayes", "bernoulli_naive_bayes", "accuracy")
 
 
-def _rossmann_table(data_dir: Path) -> pd.DataFrame:
-    folder = data_dir / "rossmann"
-    sales = pd.read_csv(folder / "train_100stores.csv", low_memory=False,
-                        dtype={"StateHoliday": str})
-    stores = pd.read_csv(folder / "store_100stores.csv")
-    table = sales.merge(stores, on="Store")
-    table = table[(table["Open"] == 1) & (table["Sales"] > 0)]
-    date = pd.to_datetime(table["Date"])
-    table = table.assign(year=date.dt.year, month=date.dt.month, day=date.dt.day)
-    # Customers is known only after the day (it leaks Sales); Store names the store itself
-    return table.drop(columns=["Customers", "Open", "Date", "Store"]).reset_index(drop=True)
-
-
 def rossmann(seed: int, data_dir: Path) -> Iterator[Experiment]:
-    table = _rossmann_table(data_dir)
+    table = load_rossmann(data_dir)
     for store_type in sorted(table["StoreType"].unique()):
         rng = np.random.default_rng([seed, ord(store_type)])
         own = np.flatnonzero(table["StoreType"].to_numpy() == store_type)

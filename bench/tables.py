@@ -1,4 +1,4 @@
-"""Real classification tables for the data-valuation quality suite, and the DVRL noisy-label split.
+"""Real tables for the data-valuation quality suite, and the DVRL noisy-label split.
 
 Every table is read from the files in ``../shared/data`` (each folder's PROVENANCE.md says where
 they came from, their licence and how to read them); nothing is ever downloaded. :func:`load_table`
@@ -6,10 +6,12 @@ returns one table as a single DataFrame: feature columns plus one target column,
 in their original form (strings such as ``"<=50K"`` or ints such as digits). Categorical features
 stay strings (``dvrl_core.prepare`` one-hot encodes them), ``?`` in Adult is a missing value.
 
-:data:`TABLES` describes each table (tabular, image or text; its target) and :data:`SUITE` is the
-default order of the suite. :func:`protocol` builds the DVRL paper's split on any of them: random
-disjoint train / validation / test rows, a fraction of the training labels moved to another class,
-validation and test clean.
+:data:`TABLES` describes each table (tabular, image or text; its target and task) and
+:data:`SUITE` is the default order of the suite (classification); :data:`REGRESSION_SUITE` holds
+the real regression tables. :func:`protocol` builds the DVRL paper's split on any of them: random
+disjoint train / validation / test rows, a fraction of the training labels moved to another class
+(a regression target: moved far, to the other half of the chosen rows' targets,
+``dvrl_core.noise.inject_target_noise``), validation and test clean.
 
 Two helpers serve the paper's domain-adaptation experiments (not part of the suite):
 :func:`mnist_to_usps_pixels` maps MNIST images into USPS's 16x16 feature space, and
@@ -34,6 +36,7 @@ import numpy as np
 import pandas as pd
 
 from dvrl_core import inject_label_noise
+from dvrl_core.noise import inject_target_noise
 
 if TYPE_CHECKING:  # pragma: no cover
     from sklearn.feature_extraction.text import CountVectorizer
@@ -70,6 +73,7 @@ class TableInfo:
     target: str
     description: str
     loader: Callable[[Path], pd.DataFrame]
+    task: Literal["classification", "regression"] = "classification"
 
 
 @dataclass
@@ -77,7 +81,7 @@ class Protocol:
     """The DVRL noisy-label split: noisy training rows, clean validation and test rows.
 
     ``corrupted`` holds the positions (0-based, sorted) of the training rows whose label was
-    flipped; ``clean_train_labels`` their labels before flipping, aligned with ``train``.
+    flipped (target moved); ``clean_train_labels`` their labels before, aligned with ``train``.
     """
 
     train: pd.DataFrame
@@ -86,6 +90,7 @@ class Protocol:
     target: str
     corrupted: np.ndarray
     clean_train_labels: pd.Series
+    task: str = "classification"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -133,6 +138,44 @@ def _load_wine(data_dir: Path) -> pd.DataFrame:
     table.columns = [str(c).replace(" ", "_") for c in table.columns]
     table["quality"] = table["quality"].replace(WINE_MERGE)
     return table[[c for c in table.columns if c != "quality"] + ["quality"]]
+
+
+def _load_wine_score(data_dir: Path) -> pd.DataFrame:
+    """Wine Quality with its grade as a number 3..9 (nothing merged): a regression target."""
+    folder = Path(data_dir) / "wine_quality"
+    parts = [pd.read_csv(folder / f"winequality-{color}.csv", sep=";").assign(color=color)
+             for color in ("red", "white")]
+    table = pd.concat(parts, ignore_index=True)
+    table.columns = [str(c).replace(" ", "_") for c in table.columns]
+    return table[[c for c in table.columns if c != "quality"] + ["quality"]].astype(
+        {"quality": float})
+
+
+def _load_bike(data_dir: Path) -> pd.DataFrame:
+    table = pd.read_csv(Path(data_dir) / "bike_sharing" / "hour.csv")
+    # casual + registered = cnt; instant numbers the rows and dteday is in season, yr, mnth
+    return table.drop(columns=["instant", "dteday", "casual", "registered"]).astype(
+        {"cnt": float})
+
+
+def load_rossmann(data_dir: Path) -> pd.DataFrame:
+    """Daily sales of the 100 Rossmann stores on the days they were open, with each store's
+    details (StoreType, ...) and the date as year, month, day."""
+    folder = Path(data_dir) / "rossmann"
+    sales = pd.read_csv(folder / "train_100stores.csv", low_memory=False,
+                        dtype={"StateHoliday": str})
+    stores = pd.read_csv(folder / "store_100stores.csv")
+    table = sales.merge(stores, on="Store")
+    table = table[(table["Open"] == 1) & (table["Sales"] > 0)]
+    date = pd.to_datetime(table["Date"])
+    table = table.assign(year=date.dt.year, month=date.dt.month, day=date.dt.day)
+    # Customers is known only after the day (it leaks Sales); Store names the store itself
+    return table.drop(columns=["Customers", "Open", "Date", "Store"]).reset_index(drop=True)
+
+
+def _load_rossmann_sales(data_dir: Path) -> pd.DataFrame:
+    table = load_rossmann(data_dir).astype({"Sales": float})
+    return table[[c for c in table.columns if c != "Sales"] + ["Sales"]]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -332,10 +375,23 @@ TABLES: dict[str, TableInfo] = {
         TableInfo("sms_spam", "text", "spam",
                   "SMS Spam Collection v.1, 5,574 messages (13% spam); counts of the 1,000 most "
                   "frequent words w_<word>, vocabulary fitted on all messages", _load_sms),
+        TableInfo("bike_sharing", "tabular", "cnt",
+                  "UCI Bike Sharing hour.csv, 17,379 rows; rentals an hour (regression); "
+                  "casual and registered (their sum is cnt), instant and dteday dropped",
+                  _load_bike, "regression"),
+        TableInfo("wine_quality_score", "tabular", "quality",
+                  "UCI Wine Quality red + white (column color), 6,497 rows; the grade 3..9 as "
+                  "a number (regression)", _load_wine_score, "regression"),
+        TableInfo("rossmann_sales", "tabular", "Sales",
+                  "Rossmann, 100 stores' open days (about 78,000 rows) with the stores' "
+                  "details; daily Sales (regression); Customers (known after the day) and the "
+                  "store's number dropped", _load_rossmann_sales, "regression"),
     ]
 }
 
-SUITE: tuple[str, ...] = tuple(TABLES)
+SUITE: tuple[str, ...] = tuple(n for n, info in TABLES.items() if info.task == "classification")
+REGRESSION_SUITE: tuple[str, ...] = tuple(n for n, info in TABLES.items()
+                                          if info.task == "regression")
 
 
 @lru_cache(maxsize=32)
@@ -412,7 +468,12 @@ def protocol(
     bounds = np.cumsum(sizes)
     parts = [order[:bounds[0]], order[bounds[0]:bounds[1]], order[bounds[1]:bounds[2]]]
     train, valid, test = (table.iloc[rows].reset_index(drop=True) for rows in parts)
-    classes = pd.Index(table[info.target].unique()).sort_values()
     clean = train[info.target].copy()
+    if info.task == "regression":
+        moved, corrupted = inject_target_noise(clean.to_numpy(dtype=np.float64), noise, rng)
+        train[info.target] = moved
+        return Protocol(train, valid, test, info.target, np.asarray(corrupted, dtype=np.int64),
+                        clean, info.task)
+    classes = pd.Index(table[info.target].unique()).sort_values()
     train[info.target], corrupted = _flip_labels(clean, classes, noise, rng)
     return Protocol(train, valid, test, info.target, corrupted, clean)
