@@ -11,7 +11,8 @@ number per training row, higher = more trustworthy, on the same scale convention
 * :func:`out_of_fold_confidence`: self-confidence (Northcutt et al., *Confident Learning*, 2021):
   K-fold cross-fitting on the training rows, each row scored by a model that never saw it.
 * :func:`marginal_control`: the probability of the given label from the official code's
-  marginal model (one model fitted on the validation rows).
+  marginal model (one model fitted on the validation rows; regression: 1 / (1 + its relative
+  error)).
 
 All are deterministic given ``random_state``.
 """
@@ -87,15 +88,17 @@ def out_of_fold_confidence(data: PreparedData, model: ControlModel = "lightgbm",
 def marginal_control(data: PreparedData, marginal: np.ndarray | None = None,
                      random_state: int = 0) -> np.ndarray:
     """DVRL's marginal input alone as a value: f's probability of the given label (regression:
-    minus the relative error). Without ``marginal``: the official code's marginal, from one
-    model fitted on the validation rows (DVRL's ``prior="validation"``)."""
+    1 / (1 + the marginal), the selection probability DVRL's estimator starts from, in (0, 1]
+    like every DVRL value, highest for no error). Without ``marginal``: the official code's
+    marginal, from one model fitted on the validation rows (DVRL's ``prior="validation"``; for
+    regression the relative error)."""
     if marginal is None:
         from .dvrl import DVRL
 
         marginal = DVRL(prior="validation", random_state=random_state).marginal(data)
     if data.task == "classification":
         return 1.0 - marginal[np.arange(len(marginal)), data.train.y].astype(np.float64)
-    return -marginal[:, 0].astype(np.float64)
+    return 1.0 / (1.0 + marginal[:, 0].astype(np.float64))
 
 
 def all_controls(data: PreparedData, random_state: int = 0) -> dict[str, np.ndarray]:

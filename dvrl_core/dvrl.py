@@ -654,7 +654,7 @@ class DVRL:
     @staticmethod
     def marginal_control(data: PreparedData, marginal: np.ndarray) -> np.ndarray:
         """The marginal input alone as a value: f's probability of the given label (regression:
-        minus the relative error); see :func:`dvrl_core.controls.marginal_control`."""
+        1 / (1 + the marginal)); see :func:`dvrl_core.controls.marginal_control`."""
         from .controls import marginal_control
 
         return marginal_control(data, marginal)

@@ -46,9 +46,9 @@ A regression target gets the same sources (a ridge regression for the linear kin
 regression, the mean of the neighbours' targets), cross-fitted the same way, each predicting
 the target; the pool is their stacked combination (:func:`_fit_stack`: non-negative weights
 and an intercept, least squares on the validation rows' cross-fitted predictions), its spread
-the median absolute deviation of its errors there, and a row's own value is minus its error in
-units of that spread (:func:`standardised_errors`). In the reweighted round a training row
-weighs 1 / (1 + (z / 2)^2), z its error in those units.
+the median absolute deviation of its errors there, and a row's own value is 1 / (1 + |z|),
+z its error in units of that spread (:func:`standardised_errors`). In the reweighted round a
+training row weighs 1 / (1 + (z / 2)^2).
 
 The fits that do not need each other's answers (every fold of every source, then every fold of
 the reweighted round) run side by side on the process's thread budget (:func:`fit_threads`),
@@ -582,7 +582,7 @@ def given_label_probability(data: PreparedData, prior: PooledPrior) -> np.ndarra
 
 def standardised_errors(data: PreparedData, prior: PooledPrior) -> np.ndarray:
     """A regression target: every training row's (y - predicted) / the pool's spread. The
-    prior's own value of a row is minus its absolute value."""
+    prior's own value of a row is 1 / (1 + its absolute value)."""
     if prior.residual_scale is None:
         raise ValueError("standardised errors are for a regression target's prior")
     predicted = prior.train_probabilities[:, 0].astype(np.float64)

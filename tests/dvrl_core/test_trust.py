@@ -325,8 +325,8 @@ def test_a_regression_prior_finds_moved_targets_better_than_every_control(curved
 
 def test_a_regression_run_values_with_the_pooled_prior_and_guards_its_learning(curved):
     """DVRL on a regression target starts from the pooled prior (its values, when returned,
-    are minus each row's standardised error) and its guard judges the learned values on
-    planted moved targets, as for classification."""
+    are 1 / (1 + each row's absolute standardised error): in (0, 1], usable as weights) and its
+    guard judges the learned values on planted moved targets, as for classification."""
     from dvrl_core.prior import standardised_errors
     from dvrl_core.seeding import child_seeds
 
@@ -336,9 +336,10 @@ def test_a_regression_run_values_with_the_pooled_prior_and_guards_its_learning(c
     assert trust["planted"]["flipped"] > 0 and "prior" in trust["planted"]["auroc"]
     assert "validation_linear" in result.diagnostics["prior_weights"]
     assert found_fraction(result.values, moved, 0.2) > 0.8
+    assert np.all((result.values > 0) & (result.values <= 1))
     if trust["returned"] == "prior":  # fitted again on every validation row
-        every_row = -np.abs(standardised_errors(data, pooled_prior(data, child_seeds(0)[3])))
-        assert np.allclose(result.values, every_row, rtol=0, atol=1e-4)
+        errors = np.abs(standardised_errors(data, pooled_prior(data, child_seeds(0)[3])))
+        assert np.allclose(result.values, 1 / (1 + errors), rtol=0, atol=1e-5)
     official = DVRL(prior="validation", iterations=1, random_state=0).fit(data)
     assert "prior_weights" not in official.diagnostics  # the official marginal: no pool
 
