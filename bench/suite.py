@@ -53,14 +53,19 @@ def _cell(method: str, table: str, size: int, seed: int, options: dict[str, Any]
     data = prepare(split.train, split.target, split.valid, test=split.test, task=split.task)
     started = time.perf_counter()
     valuer = make_method(method, random_state=seed, device="cpu", **options)
-    values = valuer.fit(data).values
+    result = valuer.fit(data)
+    values = result.values
     seconds = time.perf_counter() - started
+    # what DVRL's guard returned and how many iterations its loop ran (other methods: none)
+    returned = result.diagnostics.get("trust", {}).get("returned")
+    used = result.diagnostics.get("convergence", {}).get("iterations_used")
     scores = {"ours": values} | all_controls(data, random_state=seed)
     figures = {name: {"found@20": found_fraction(v, split.corrupted, 0.2),
                       "auroc": detection_auroc(v, split.corrupted)}
                for name, v in scores.items()}
     return {"method": method, "options": options, "table": table, "size": size, "seed": seed,
-            "code": CODE, "seconds": round(seconds, 2), "figures": figures}
+            "code": CODE, "seconds": round(seconds, 2), "figures": figures,
+            "returned": returned, "iterations_used": used}
 
 
 def _code_version() -> str:
@@ -124,8 +129,9 @@ def run(args: argparse.Namespace) -> None:
             done[_key(cell)] = cell
             ours = cell["figures"]["ours"]
             print(f"  {cell['table']:<15} {cell['size']:>5} seed {cell['seed']}: found@20 "
-                  f"{ours['found@20']:.3f} auroc {ours['auroc']:.3f} ({cell['seconds']:.0f} s)",
-                  flush=True)
+                  f"{ours['found@20']:.3f} auroc {ours['auroc']:.3f} ({cell['seconds']:.0f} s"
+                  + (f", returned {cell['returned']} after {cell['iterations_used']} iterations"
+                     if cell.get("returned") else "") + ")", flush=True)
     report([done[_key({"method": args.method, "options": options, "table": t, "size": s,
                        "seed": seed, "code": CODE})] for t, s, seed in wanted])
 
