@@ -701,7 +701,8 @@ class _Watch:
         """Why no learned values could be returned, if none could."""
         if guard_within_reach(self.prior, self.planted):
             return None
-        return (f"the prior tells the planted flips apart with AUROC {self.prior:.3f}: no "
+        return (f"the prior tells the planted {self.planted.what} apart with AUROC "
+                f"{self.prior:.3f}: no "
                 "learned values could clear the guard's bar, so the loop did not run")
 
     def during(self, value_sum: torch.Tensor, value_count: torch.Tensor,
@@ -715,8 +716,9 @@ class _Watch:
         auroc = planted_check({"dvrl": learned}, self.planted)["dvrl"]
         if not learned_values_out_of_reach({"dvrl": auroc, "prior": self.prior}, self.planted):
             return None
-        return (f"after {done} iterations the learned values told the planted flips apart with "
-                f"AUROC {auroc:.3f} against the prior's {self.prior:.3f}: "
+        return (f"after {done} iterations the learned values told the planted "
+                f"{self.planted.what} apart with AUROC {auroc:.3f} against the prior's "
+                f"{self.prior:.3f}: "
                 f"{GIVE_UP_STANDARD_ERRORS:g} standard error or more short of the guard's bar, "
                 "so the run gave up on them")
 

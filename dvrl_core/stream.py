@@ -309,7 +309,8 @@ def stack_rows(top: np.ndarray, bottom: np.ndarray) -> np.ndarray:
 
 
 def predict_in_chunks(predict: Callable[[np.ndarray], np.ndarray], x: np.ndarray) -> np.ndarray:
-    """``predict`` over ``x`` a chunk of rows at a time; float32 past one chunk (a big table's
+    """``predict`` over ``x`` a chunk of rows at a time (its answers one row each: a number or a
+    row of probabilities); float32 past one chunk (a big table's
     probabilities in float64 would cost twice the memory for digits no value needs). The rows
     of a memory-mapped ``x`` are released from resident memory as they are done."""
     if len(x) <= PREDICT_CHUNK:
@@ -319,7 +320,7 @@ def predict_in_chunks(predict: Callable[[np.ndarray], np.ndarray], x: np.ndarray
         stop = min(start + PREDICT_CHUNK, len(x))
         part = predict(x[start:stop])
         if out is None:
-            out = np.empty((len(x), part.shape[1]), dtype=np.float32)
+            out = np.empty((len(x), *part.shape[1:]), dtype=np.float32)  # 1-D: regression
         out[start:stop] = part
         release_rows(x, start, stop)  # a mapped table's pages, once scored, leave memory
     assert out is not None

@@ -145,6 +145,7 @@ class Planted:
 
     rows: Split  # with the flipped labels
     flipped: np.ndarray
+    what: str = "flips"  # what was planted, in words: "flips", or "moved targets" (regression)
 
 
 def plant(check: Split, n_classes: int, random_state: int) -> Planted:
@@ -155,8 +156,8 @@ def plant(check: Split, n_classes: int, random_state: int) -> Planted:
 
     if n_classes == 0:
         noisy, flipped = inject_target_noise(check.y, PLANTED_FLIPS, random_state)
-    else:
-        noisy, flipped = inject_label_noise(check.y, PLANTED_FLIPS, n_classes, random_state)
+        return Planted(Split(check.x, noisy, check.ids), flipped, "moved targets")
+    noisy, flipped = inject_label_noise(check.y, PLANTED_FLIPS, n_classes, random_state)
     return Planted(Split(check.x, noisy, check.ids), flipped)
 
 

@@ -323,6 +323,20 @@ def test_a_regression_prior_finds_moved_targets_better_than_every_control(curved
     assert np.array_equal(again.train_probabilities, prior.train_probabilities)
 
 
+def test_a_regression_prior_scores_a_big_tables_rows_a_chunk_at_a_time(monkeypatch, curved):
+    """Past PREDICT_CHUNK rows the models score a chunk at a time (a 300,000-row regression
+    table once failed there: the regression models answered one dimension, not a column)."""
+    from dvrl_core import stream
+
+    data, _ = curved
+    whole = pooled_prior(data, random_state=0)
+    official = DVRL(prior="validation").marginal(data)  # a linear model's 1-D predictions
+    monkeypatch.setattr(stream, "PREDICT_CHUNK", 64)
+    chunked = pooled_prior(data, random_state=0)
+    assert np.array_equal(chunked.train_probabilities, whole.train_probabilities)
+    assert np.allclose(DVRL(prior="validation").marginal(data), official, rtol=1e-5)
+
+
 def test_a_regression_run_values_with_the_pooled_prior_and_guards_its_learning(curved):
     """DVRL on a regression target starts from the pooled prior (its values, when returned,
     are 1 / (1 + each row's absolute standardised error): in (0, 1], usable as weights) and its
@@ -334,6 +348,8 @@ def test_a_regression_run_values_with_the_pooled_prior_and_guards_its_learning(c
     result = DVRL(random_state=0).fit(data)
     trust = result.diagnostics["trust"]
     assert trust["planted"]["flipped"] > 0 and "prior" in trust["planted"]["auroc"]
+    decided = result.diagnostics["convergence"]["decided"]
+    assert decided is None or "planted moved targets" in decided  # not "flips"
     assert "validation_linear" in result.diagnostics["prior_weights"]
     assert found_fraction(result.values, moved, 0.2) > 0.8
     assert np.all((result.values > 0) & (result.values <= 1))
