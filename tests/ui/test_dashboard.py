@@ -219,6 +219,40 @@ def test_a_job_that_ended_early_says_why(server, api_as, browser_context, splits
     page.close()
 
 
+def test_a_regression_job_speaks_of_moved_targets(server, api_as, browser_context):
+    """On a regression table the self-check and the trust check move targets rather than flip
+    labels: the page says so everywhere it names them, never "flipped"."""
+    from dvrl_core.datasets import make_table
+
+    api = api_as("alice")
+    table = make_table(700, n_features=5, task="regression", random_state=4)
+    job = api.post("/v1/jobs", json={
+        "dataset_id": upload(api, table.iloc[:400]), "target": "label",
+        "validation": {"dataset_id": upload(api, table.iloc[400:], "valid.csv")},
+        "label_noise": 0.2, "seed": 0, "evaluations": []}).json()
+    done = wait_for(api, job["id"])
+    assert done["state"] == "SUCCEEDED", done["error"]
+    page = browser_context.new_page()
+    sign_in(page, server, api.key)
+    page.goto(f"{server}/ui/jobs/{job['id']}")
+    page.wait_for_selector('[data-figure="discovery"] path.line', timeout=RESULTS_TIMEOUT_MS)
+    assert page.locator('[data-metric="found_at_20"] .tile-label').inner_text() == \
+        "Moved targets in lowest 20%"
+    assert "planted moved targets AUROC" in page.locator("#trust").inner_text()
+    assert "Discovery of moved targets" in page.locator('[data-figure="discovery"]').inner_text()
+    assert "target moved by the self-check" in \
+        page.locator('[data-figure="histogram"]').inner_text()
+    moved = sum(item["noise_injected"] for item in api.get(
+        f"/v1/jobs/{job['id']}/values", params={"order": "rank", "page_size": 20}).json()["items"])
+    assert page.locator("#lowest .flip").all_inner_texts() == ["moved"] * moved
+    assert "flip" not in page.locator("#results").inner_text().lower()
+    page.goto(f"{server}/ui")  # the jobs list
+    row = page.locator(f'#jobs-table tr[data-job-id="{job["id"]}"]')
+    row.wait_for()
+    assert "of moved targets in lowest 20%" in row.inner_text()
+    page.close()
+
+
 def test_another_owner_sees_nothing(server, api_as, browser_context, artifacts, splits):
     alice = api_as("alice")
     train = upload(alice, splits["train.csv"], "alice-train.csv")

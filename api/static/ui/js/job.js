@@ -116,17 +116,29 @@ async function renderResults(root, job) {
   const charts = h("div.grid-2");
   fill(root, 
     tiles(s),
-    trustCard(s.trust, (s.diagnostics || {}).convergence),
+    trustCard(s.trust, (s.diagnostics || {}).convergence, noiseWords(s.task)),
     charts,
     lowestCard(id, lowest.items, s),
     h("details.card.spec", h("summary", "Job spec and summary (JSON)"),
       h("pre", JSON.stringify({ spec: job.spec, summary: s }, null, 2))));
   charts.append(valueHistogram(values, s));
-  if (curves.discovery) charts.append(discoveryChart(curves.discovery, s.label_noise));
+  if (curves.discovery) {
+    charts.append(discoveryChart(curves.discovery, s.label_noise, noiseWords(s.task)));
+  }
   if (curves.removal) charts.append(removalChart(curves.removal));
   if (s.weighted_training) charts.append(weightedChart(s.weighted_training));
   const reward = curves.reward_trace || {};
   if (reward.iteration && reward.iteration.length > 1) charts.append(rewardChart(reward));
+}
+
+// what the self-check and the trust check plant, in words: a classification job flips labels,
+// a regression job moves targets (dvrl_core.noise)
+function noiseWords(task) {
+  return task === "regression"
+    ? { rows: "moved targets", one: "moved", tile: "Moved targets", clean: "clean target",
+      changed: "target moved by the self-check" }
+    : { rows: "flipped labels", one: "flipped", tile: "Flips", clean: "clean label",
+      changed: "label flipped by the self-check" };
 }
 
 function tile(label, value, note, key) {
@@ -142,7 +154,7 @@ function tiles(s) {
   ];
   if (noise) {
     items.push(
-      tile("Flips in lowest 20%", fmt.percent(noise.found_at_20, 1),
+      tile(`${noiseWords(s.task).tile} in lowest 20%`, fmt.percent(noise.found_at_20, 1),
         `control ${fmt.percent(noise.marginal_control.found_at_20, 1)}`, "found_at_20"),
       tile("Detection AUROC", fmt.fixed(noise.auroc, 3),
         `control ${fmt.fixed(noise.marginal_control.auroc, 3)}`, "auroc"));
@@ -155,7 +167,7 @@ function tiles(s) {
   return h("section.tiles", items);
 }
 
-function trustCard(trust, convergence) {
+function trustCard(trust, convergence, words) {
   if (!trust) return null;
   const decided = convergence && convergence.decided;
   const verdict = trust.verdict || "";
@@ -168,7 +180,7 @@ function trustCard(trust, convergence) {
       trust.returned === "prior"
         ? (decided
           ? h("span", { id: "trust-decided" }, `The prior was returned; the run ended early: ${decided}.`)
-          : "The learned values did not find the planted flips clearly better (by more than two "
+          : `The learned values did not find the planted ${words.rows} clearly better (by more than two `
             + "standard errors of its AUROC) than the prior they started from, so the prior was "
             + "returned.")
         : trust.returned ? "The learned values were returned." : ""));
@@ -185,13 +197,13 @@ function trustCard(trust, convergence) {
     card.append(h("table.table.compact",
       h("thead", h("tr", h("th", "Held-out check"),
         h("th.num", `held-out ${names.metric(trust.metric)} (higher is better)`),
-        h("th.num", "planted flips AUROC"))),
+        h("th.num", `planted ${words.rows} AUROC`))),
       h("tbody", rows.map(([name, score, auroc, std]) => h("tr", h("td", name),
         h("td.num", fmt.fixed(score, 4), std ? h("span.sub", ` ± ${fmt.fixed(std, 4)}`) : ""),
         h("td.num", auroc === null || auroc === undefined ? "–" : fmt.fixed(auroc, 3)))))));
     card.append(h("p.sub", `${fmt.count(trust.check_rows)} held-out rows scored the removal test`,
       trust.planted ? `; ${fmt.count(trust.planted.rows)} planted rows, ` +
-        `${fmt.count(trust.planted.flipped)} of them flipped.` : "."));
+        `${fmt.count(trust.planted.flipped)} of them ${words.one}.` : "."));
   }
   return card;
 }
@@ -204,10 +216,11 @@ function figure(key, title, note, plot) {
 function valueHistogram({ rows, complete }, s) {
   const noise = rows.length && rows[0].noise_injected !== null
     && rows[0].noise_injected !== undefined;
+  const words = noiseWords(s.task);
   const groups = noise
-    ? [{ name: "clean label", values: rows.filter((r) => !r.noise_injected).map((r) => r.value),
+    ? [{ name: words.clean, values: rows.filter((r) => !r.noise_injected).map((r) => r.value),
       color: COLORS.ours },
-    { name: "label flipped by the self-check", values: rows.filter((r) => r.noise_injected)
+    { name: words.changed, values: rows.filter((r) => r.noise_injected)
       .map((r) => r.value), color: COLORS.alert }]
     : [{ name: "not flagged", values: rows.filter((r) => !r.flagged).map((r) => r.value),
       color: COLORS.ours },
@@ -222,16 +235,16 @@ function valueHistogram({ rows, complete }, s) {
     histogram({ groups, xLabel: "value", label: "histogram of the values", marker }));
 }
 
-function discoveryChart(d, noise) {
+function discoveryChart(d, noise, words) {
   const pts = (key) => d.inspected.map((x, i) => [x, d[key][i]]);
-  return figure("discovery", "Discovery of flipped labels",
-    `Share of the ${noise ? fmt.count(noise.flipped) : ""} flipped rows found when inspecting the ` +
+  return figure("discovery", `Discovery of ${words.rows}`,
+    `Share of the ${noise ? fmt.count(noise.flipped) : ""} ${words.one} rows found when inspecting the ` +
     "lowest-valued rows first.",
     lineChart({ series: [
       { name: "these values", points: pts("found"), color: COLORS.ours },
       { name: "best possible", points: pts("optimal"), color: COLORS.optimal, dash: true, dots: false },
       { name: "random order", points: pts("random"), color: COLORS.random, dash: true, dots: false },
-    ], xLabel: "share of rows inspected", yLabel: "share of flips found", xFormat: fmt.percent,
+    ], xLabel: "share of rows inspected", yLabel: `share of ${words.rows} found`, xFormat: fmt.percent,
     yFormat: fmt.percent, xDomain: [0, 1], yDomain: [0, 1], label: "discovery curve" }));
 }
 
@@ -303,6 +316,7 @@ function lowestCard(id, items, s) {
       h("tbody", items.map((item) => h("tr", { dataset: { row: item.row } },
         h("td.num", String(item.rank)), h("td.mono", item.row), h("td.num", fmt.fixed(item.value, 4)),
         h("td", h("span.label-pill", item.label)),
-        noise ? h("td", item.noise_injected ? h("span.flip", "flipped") : h("span.sub", "clean"))
+        noise ? h("td", item.noise_injected ? h("span.flip", noiseWords(s.task).one)
+          : h("span.sub", "clean"))
           : null)))));
 }

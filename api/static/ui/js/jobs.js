@@ -114,7 +114,8 @@ function resultText(job) {
   const noise = s.label_noise;
   if (noise) {
     return h("span", h("strong", fmt.percent(noise.found_at_20)),
-      h("span.sub", " of flips in lowest 20%"));
+      h("span.sub", s.task === "regression" ? " of moved targets in lowest 20%"
+        : " of flips in lowest 20%"));
   }
   return h("span", h("strong", fmt.count(s.flagged)), h("span.sub", ` of ${fmt.count(s.rows)} flagged`));
 }
