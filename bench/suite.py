@@ -65,7 +65,7 @@ def _cell(method: str, table: str, size: int, seed: int, options: dict[str, Any]
                for name, v in scores.items()}
     return {"method": method, "options": options, "table": table, "size": size, "seed": seed,
             "code": CODE, "seconds": round(seconds, 2), "figures": figures,
-            "returned": returned, "iterations_used": used}
+            "returned": returned, "iterations_used": used, "task": split.task}
 
 
 def _code_version() -> str:
@@ -143,7 +143,8 @@ def report(cells: list[dict[str, Any]]) -> None:
         groups[(cell["table"], cell["size"])].append(cell)
     names = ["ours", "marginal", "validation_logistic", "out_of_fold_logistic",
              "out_of_fold_lightgbm"]
-    short = ["ours", "marginal", "val-LR", "oof-LR", "oof-LGBM"]
+    linear = "lin" if all(c.get("task") == "regression" for c in cells) else "LR"
+    short = ["ours", "marginal", f"val-{linear}", f"oof-{linear}", "oof-LGBM"]
     for measure in ("found@20", "auroc"):
         print(f"\n{measure}, mean over seeds")
         print(f"{'table':<15}{'rows':>6}{'seeds':>6}" + "".join(f"{s:>10}" for s in short)
