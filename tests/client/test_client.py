@@ -134,12 +134,12 @@ def test_every_problem_is_a_typed_error(server, key, celery_worker, table_files)
             long.wait(progress=False)
         assert cancelled.value.job_id == long.id and long.state == "CANCELLED"
 
-        failing = client.submit(dataset_id=train.id, target="x0", task="regression",
-                                validation={"fraction": 0.2}, label_noise=0.2)
+        failing = client.submit(dataset_id=train.id, target="cat0", task="regression",
+                                validation={"fraction": 0.2})  # strings as a number
         with pytest.raises(JobFailed) as failed:
             failing.wait(progress=False)
         assert failed.value.status == 422 and failed.value.type.startswith("/problems/")
-        assert "classification" in failed.value.detail and failing.state == "FAILED"
+        assert "must be numeric" in failed.value.detail and failing.state == "FAILED"
     with Client(server.url) as anonymous, pytest.raises(Unauthorized) as refused:
         anonymous.jobs()
     assert refused.value.status == 401

@@ -73,14 +73,16 @@ def test_data_that_cannot_be_valued_ends_failed_with_a_reason(client, tables):
     assert client.get(f"/v1/jobs/{job_id}/values").status_code == 409
 
 
-def test_label_noise_on_a_regression_target_fails_clearly(client, tables):
+def test_a_regression_target_of_strings_fails_clearly(client, tables):
     train, valid = tables
-    spec = {"dataset_id": upload(client, train), "target": "x0",
+    spec = {"dataset_id": upload(client, train), "target": "cat0",
             "validation": {"dataset_id": upload(client, valid)}, "label_noise": 0.1,
             "task": "regression", "dvrl": {"iterations": 5}}
     job_id = client.post("/v1/jobs", json=spec).json()["id"]
     assert run_job(job_id) == "FAILED"
-    assert "classification" in client.get(f"/v1/jobs/{job_id}").json()["error"]["detail"]
+    error = client.get(f"/v1/jobs/{job_id}").json()["error"]
+    assert error["type"] == "/problems/target-type" and "must be numeric" in error["detail"]
+    assert "use task='classification'" in error["detail"]
 
 
 def test_cancel_stops_a_running_job_within_seconds_and_keeps_no_values(client, tables):
