@@ -35,7 +35,7 @@ torch.set_num_threads({threads})
 from tables import protocol
 from dvrl_core import DVRL, prepare, found_fraction
 split = protocol({table!r}, 0, n_train={size})
-data = prepare(split.train, split.target, split.valid)
+data = prepare(split.train, split.target, split.valid, task=split.task)
 result = DVRL(random_state={seed}, device="cpu").fit(data)
 print(json.dumps({{"values": result.values.tolist(),
                   "returned": result.diagnostics.get("trust", {{}}).get("returned", "dvrl"),
