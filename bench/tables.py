@@ -128,7 +128,8 @@ def _load_letter(data_dir: Path) -> pd.DataFrame:
     return pd.read_csv(path, header=None, names=LETTER_COLUMNS)
 
 
-def _load_wine(data_dir: Path) -> pd.DataFrame:
+def _read_wine(data_dir: Path) -> pd.DataFrame:
+    """Red and white wines in one table (column color), the grade ``quality`` last."""
     folder = Path(data_dir) / "wine_quality"
     parts = []
     for color in ("red", "white"):
@@ -136,19 +137,18 @@ def _load_wine(data_dir: Path) -> pd.DataFrame:
         parts.append(part.assign(color=color))
     table = pd.concat(parts, ignore_index=True)
     table.columns = [str(c).replace(" ", "_") for c in table.columns]
-    table["quality"] = table["quality"].replace(WINE_MERGE)
     return table[[c for c in table.columns if c != "quality"] + ["quality"]]
+
+
+def _load_wine(data_dir: Path) -> pd.DataFrame:
+    table = _read_wine(data_dir)
+    table["quality"] = table["quality"].replace(WINE_MERGE)
+    return table
 
 
 def _load_wine_score(data_dir: Path) -> pd.DataFrame:
     """Wine Quality with its grade as a number 3..9 (nothing merged): a regression target."""
-    folder = Path(data_dir) / "wine_quality"
-    parts = [pd.read_csv(folder / f"winequality-{color}.csv", sep=";").assign(color=color)
-             for color in ("red", "white")]
-    table = pd.concat(parts, ignore_index=True)
-    table.columns = [str(c).replace(" ", "_") for c in table.columns]
-    return table[[c for c in table.columns if c != "quality"] + ["quality"]].astype(
-        {"quality": float})
+    return _read_wine(data_dir).astype({"quality": float})
 
 
 def _load_bike(data_dir: Path) -> pd.DataFrame:

@@ -316,8 +316,7 @@ class DVRL:
         if data.task == "classification":
             return _distance_from_label(predicted, data.train.y)
         scale = np.maximum(np.abs(data.train.y), 1e-3 * (np.std(data.train.y) + 1e-12))
-        relative = np.abs(data.train.y - predicted) / scale
-        return np.minimum(relative, 100.0).astype(np.float32)[:, None]
+        return _error_marginal(np.abs(data.train.y - predicted) / scale)
 
     def _pooled(self, data: PreparedData) -> bool:
         """Whether the marginal comes from the pooled prior."""
@@ -332,8 +331,7 @@ class DVRL:
         if data.task == "classification":
             marginal = _distance_from_label(prior.train_probabilities, data.train.y)
         else:
-            errors = np.abs(standardised_errors(data, prior))
-            marginal = np.minimum(errors, 100.0).astype(np.float32)[:, None]
+            marginal = _error_marginal(np.abs(standardised_errors(data, prior)))
         return marginal, replace(prior, train_probabilities=np.zeros((0, max(data.n_classes, 1))))
 
     # the run -----------------------------------------------------------------------------------
@@ -658,6 +656,13 @@ class DVRL:
         from .controls import marginal_control
 
         return marginal_control(data, marginal)
+
+
+def _error_marginal(errors: np.ndarray) -> np.ndarray:
+    """A regression target's marginal [n, 1] from each row's error (relative, or in units of
+    the pool's spread), capped at 100: one absurd target does not stretch the estimator's
+    input."""
+    return np.minimum(errors, 100.0).astype(np.float32)[:, None]
 
 
 class _Beside:

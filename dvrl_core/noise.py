@@ -64,14 +64,20 @@ def inject_target_noise(
     return noisy, corrupted
 
 
+def inject_noise(
+    y: np.ndarray, fraction: float, n_classes: int, random_state: int | np.random.Generator = 0
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`inject_label_noise` on encoded classes, or :func:`inject_target_noise` where
+    ``n_classes`` is 0 (a regression target, as ``PreparedData.n_classes`` says)."""
+    if n_classes == 0:
+        return inject_target_noise(y, fraction, random_state)
+    return inject_label_noise(y, fraction, n_classes, random_state)
+
+
 def with_label_noise(
     data: PreparedData, fraction: float, random_state: int = 0
 ) -> tuple[PreparedData, np.ndarray]:
     """``data`` with ``fraction`` of its training labels flipped (regression: targets moved,
     :func:`inject_target_noise`), and the changed rows."""
-    if data.task == "classification":
-        noisy, corrupted = inject_label_noise(data.train.y, fraction, data.n_classes,
-                                              random_state)
-    else:
-        noisy, corrupted = inject_target_noise(data.train.y, fraction, random_state)
+    noisy, corrupted = inject_noise(data.train.y, fraction, data.n_classes, random_state)
     return data.with_train_labels(noisy), corrupted

@@ -178,15 +178,10 @@ def _fit_predict_targets(kind: str, x: np.ndarray, y: np.ndarray, targets: Seque
 
         scale = standardiser(x)
         model = Ridge(alpha=1.0).fit(scale(x), y, sample_weight=weights)
-        predict_1d = lambda part: model.predict(scale(part))  # noqa: E731
+        predict = lambda part: model.predict(scale(part))  # noqa: E731
     else:
-        predict_1d = _lightgbm(kind, x, y, None, seed, weights,
-                               threads or lightgbm_threads(x.size))
-
-    def predict(part: np.ndarray) -> np.ndarray:  # one column, as predict_in_chunks expects
-        return np.asarray(predict_1d(part)).reshape(-1, 1)
-
-    return [predict_in_chunks(predict, t).astype(np.float32) if len(t)
+        predict = _lightgbm(kind, x, y, None, seed, weights, threads or lightgbm_threads(x.size))
+    return [predict_in_chunks(predict, t).reshape(-1, 1).astype(np.float32) if len(t)
             else np.zeros((0, 1), dtype=np.float32) for t in targets]
 
 

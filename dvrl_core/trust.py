@@ -152,13 +152,11 @@ def plant(check: Split, n_classes: int, random_state: int) -> Planted:
     """The check rows with ``PLANTED_FLIPS`` of their labels moved to another class
     (``n_classes`` 0, a regression target: their targets moved to the other half of those
     rows' targets, :func:`dvrl_core.noise.inject_target_noise`)."""
-    from .noise import inject_label_noise, inject_target_noise
+    from .noise import inject_noise
 
-    if n_classes == 0:
-        noisy, flipped = inject_target_noise(check.y, PLANTED_FLIPS, random_state)
-        return Planted(Split(check.x, noisy, check.ids), flipped, "moved targets")
-    noisy, flipped = inject_label_noise(check.y, PLANTED_FLIPS, n_classes, random_state)
-    return Planted(Split(check.x, noisy, check.ids), flipped)
+    noisy, flipped = inject_noise(check.y, PLANTED_FLIPS, n_classes, random_state)
+    return Planted(Split(check.x, noisy, check.ids), flipped,
+                   "moved targets" if n_classes == 0 else "flips")
 
 
 def with_planted(data: PreparedData, planted: Planted) -> PreparedData:
