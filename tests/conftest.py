@@ -1,13 +1,25 @@
 """Shared fixtures: the real PostgreSQL (database ``test``) through the real migrations, the real
-Redis, and real worker processes."""
+Redis, and real worker processes.
+
+The suite runs in pytest-xdist worker processes (``-n`` in pyproject.toml): most tests wait on
+other processes (workers, servers, a browser), so two at once finish sooner. Each xdist worker
+has its own database (``test``, ``test_1``, ...), its own Redis database (15, 14, ...) and its
+own CPU (its affinity, which the processes it starts inherit: each sizes its threads to one CPU,
+so two tests never spin their thread pools against each other). A test marked ``alone`` (it
+stops or restarts Redis or PostgreSQL, which every worker shares) runs while no other test runs:
+:func:`_machine_share`.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import io
 import os
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,9 +27,14 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+XDIST_WORKER = os.environ.get("PYTEST_XDIST_WORKER", "")  # "gw0", "gw1", ...; "" without xdist
+WORKER_INDEX = int(XDIST_WORKER[2:]) if XDIST_WORKER.startswith("gw") else 0
+ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 PG_URL = os.environ.get("DVRL_TEST_DATABASE_URL",
-                        "postgresql+psycopg://postgres@127.0.0.1:5432/test")
-REDIS_URL = os.environ.get("DVRL_TEST_BROKER_URL", "redis://127.0.0.1:6379/15")
+                        "postgresql+psycopg://postgres@127.0.0.1:5432/"
+                        + ("test" if WORKER_INDEX == 0 else f"test_{WORKER_INDEX}"))
+REDIS_URL = os.environ.get("DVRL_TEST_BROKER_URL",
+                           f"redis://127.0.0.1:6379/{15 - WORKER_INDEX % 15}")
 TEST_WEBHOOK_KEY = "test-webhook-key-" + "0" * 32
 
 
@@ -39,13 +56,58 @@ def _configure(database_url: str | None, broker_url: str | None) -> None:
     dispose_engines()
 
 
+def pytest_configure(config) -> None:
+    """In an xdist worker: this process, and every process it starts, on one CPU of those it may
+    use (set before torch or any BLAS loads here, so their pools start at one thread)."""
+    if XDIST_WORKER and hasattr(os, "sched_setaffinity"):
+        cpus = sorted(os.sched_getaffinity(0))
+        os.sched_setaffinity(0, {cpus[WORKER_INDEX % len(cpus)]})
+
+
+@contextlib.contextmanager
+def _locked(path: Path, operation: int) -> Iterator[None]:
+    with open(path, "a") as handle:
+        fcntl.flock(handle, operation)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+@pytest.fixture(autouse=True)
+def _machine_share(request) -> Iterator[None]:
+    """Under xdist, every test holds the run's lock shared, and a test marked ``alone`` holds it
+    alone. A gate taken before the lock keeps new tests from starting while an ``alone`` test
+    waits for the running ones to end (no starving it)."""
+    if not XDIST_WORKER:
+        yield
+        return
+    folder = Path(tempfile.gettempdir()) / f"dvrl-tests-{os.environ['PYTEST_XDIST_TESTRUNUID']}"
+    folder.mkdir(exist_ok=True)
+    gate, lock = folder / "gate", folder / "lock"
+    if request.node.get_closest_marker("alone"):
+        with _locked(gate, fcntl.LOCK_EX), _locked(lock, fcntl.LOCK_EX):
+            yield
+        return
+    with _locked(gate, fcntl.LOCK_EX):
+        pass
+    with _locked(lock, fcntl.LOCK_SH):
+        yield
+
+
 @pytest.fixture(scope="session")
 def postgres() -> Iterator[str]:
-    """A clean schema in the ``test`` database, migrated to head."""
-    from sqlalchemy import create_engine, text
+    """A clean schema in this worker's database (created when missing), migrated to head."""
+    import psycopg
+    from sqlalchemy import create_engine, make_url, text
 
     from service.migrate import upgrade
 
+    name = make_url(PG_URL).database
+    with psycopg.connect(ADMIN_URL, autocommit=True) as admin:
+        if admin.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone() \
+                is None:
+            admin.execute(f'CREATE DATABASE "{name}"')
     engine = create_engine(PG_URL)
     with engine.begin() as connection:
         connection.execute(text("DROP SCHEMA public CASCADE"))

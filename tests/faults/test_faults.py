@@ -124,6 +124,7 @@ def _restart_redis() -> None:
 
 
 @pytest.mark.skipif(shutil.which("redis-server") is None, reason="needs redis-server here")
+@pytest.mark.alone  # stops a service every xdist worker shares
 def test_a_job_submitted_while_the_broker_is_down_is_accepted_and_runs_later(
         client, tables, workers):
     train, valid = tables
@@ -162,6 +163,7 @@ def test_a_job_that_kills_every_worker_ends_failed_after_max_attempts(client, ta
 
 
 @pytest.mark.skipif(shutil.which("redis-server") is None, reason="needs redis-server here")
+@pytest.mark.alone  # stops a service every xdist worker shares
 def test_jobs_survive_a_redis_restart(client, tables, workers):
     workers.start()
     running = _job(client, tables, iterations=300)
@@ -180,6 +182,7 @@ def _pg_cluster() -> list[str] | None:
 
 
 @pytest.mark.skipif(_pg_cluster() is None, reason="needs a local PostgreSQL cluster to restart")
+@pytest.mark.alone  # stops a service every xdist worker shares
 def test_a_job_survives_a_postgres_restart(client, tables, workers):
     workers.start()
     job_id = _job(client, tables, iterations=400)
