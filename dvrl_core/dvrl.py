@@ -7,7 +7,7 @@ updates h with REINFORCE on reward = score - baseline, plus the exploration pena
 mean probability within [0.1, 0.9]. The values are h on every training row.
 
 What this implementation adds to the paper, and why (measured on the Adult protocol; see
-README.md for the figures):
+docs/benchmarks.md for the figures):
 
 * ``rollouts`` selections per iteration, one predictor each, trained as one batched computation.
   Each rollout's advantage is its reward minus the mean reward of the other rollouts (leave-one-out
@@ -67,7 +67,7 @@ README.md for the figures):
   iterations. Either way the prior is what the run returns; the loop's remaining iterations
   could not change that (the first case) or, measured, did not (the second: in 20 suite runs
   with the planted AUROC traced every 50 iterations, the averaged values were under the
-  give-up line at every check from iteration 50 and never came near the bar; README.md).
+  give-up line at every check from iteration 50 and never came near the bar; docs/benchmarks.md).
   ``tolerance=0`` runs every iteration regardless.
 
 * Big tables. Past 200,000 training rows each batch is drawn without permuting every row

@@ -10,7 +10,7 @@ rows at a time: one matrix product per block, and no more memory than a block's 
 A model of another shape than the linear and the tree models: pooled with them
 (:mod:`dvrl_core.prior`, weighted by its likelihood on the validation rows) it added a little on
 the quality suite, most on the tables where the pool without it was weakest (figures in
-README.md).
+docs/benchmarks.md).
 """
 
 from __future__ import annotations

@@ -40,7 +40,7 @@ default, bit for bit.
 Then the joint sources are fitted again (``REWEIGHTED_ROUNDS``) with each training row weighted
 by the first pool's probability of its given label, and pooled again: rows the pool doubts weigh
 less in the models that score the other rows (a soft form of confident learning's pruning).
-Figures in README.md.
+Figures in docs/benchmarks.md.
 
 A regression target gets the same sources (a ridge regression for the linear kind, LightGBM's
 regression, the mean of the neighbours' targets), cross-fitted the same way, each predicting

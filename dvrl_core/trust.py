@@ -213,7 +213,7 @@ def _prior_error(prior_auroc: float, planted: Planted) -> float:
 # suite (adult, bank, MAGIC, phoneme, wine, seeds 0-2) and the Adult protocol's seeds 0-4, the
 # planted AUROC of the averaged values every 50 iterations: under this line by 0.020 or more at
 # every check from iteration 50, never within 0.054 of the bar, and rising at most 0.030 after
-# iteration 200 (README.md, session 14)
+# iteration 200 (docs/benchmarks.md, session 14)
 GIVE_UP_STANDARD_ERRORS = 1.0
 
 
