@@ -132,7 +132,8 @@ class JobSpec(StrictModel):
     features: list[str] | None = Field(None, description="feature columns; default all others")
     method: MethodName = Field(
         "dvrl", description="the valuation method: dvrl (default), or a baseline to compare it "
-        "with on the same data: knn_shapley (exact KNN-Shapley, classification only), data_oob "
+        "with on the same data: knn_shapley (exact KNN-Shapley: the neighbours' accuracy, for a "
+        "regression target minus their mean's squared error), data_oob "
         "(out-of-bag accuracy of a bagged tree ensemble) or leave_one_out (logistic or ridge "
         "regression refitted without each row; at most 2,000 training rows). The baselines use "
         "their own defaults and the seed; predictor and dvrl apply to dvrl only")
