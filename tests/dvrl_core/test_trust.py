@@ -29,6 +29,7 @@ from dvrl_core.prior import (
 )
 from dvrl_core.trust import (
     Planted,
+    TrustCheck,
     learned_values_earn_their_place,
     learned_values_out_of_reach,
     plant,
@@ -190,6 +191,32 @@ def test_a_check_tells_informative_values_from_random_ones(linear):
     assert report.scores["truth"] > report.random > report.scores["noise"] - 3 * report.random_std
     assert report.verdict.startswith("confirmed")
     assert report.judge("noise").startswith("not confirmed")
+
+
+def test_values_are_called_worse_than_the_control_only_beyond_the_check_rows_chance(linear):
+    data, corrupted = linear
+    reward, check = split_check_rows(data, 0.4, random_state=0)
+    truth = np.ones(len(data.train))
+    truth[corrupted] = 0.0
+    noise = np.random.default_rng(0).random(len(data.train))
+    report = removal_check(reward, check, {"noise": noise, "control": truth}, ours="noise",
+                           control="control")
+    assert report.verdict.startswith("worse than the simple control")
+    assert report.scores["control"] - report.scores["noise"] > report.control_margin > 0
+    assert set(report.to_dict()) >= {"margin", "control_margin", "verdict", "scores"}
+    assert "losses" not in report.to_dict()
+
+    # the same means, but one check row's loss makes the whole difference: chance, not a call
+    lucky = np.zeros(50)
+    lucky[0] = 50 * 0.3
+    made = TrustCheck("mse", 50, 0.2, -1.0, {"ours": -1.0, "control": -0.7}, -1.2, 0.01, "",
+                      losses={"ours": np.full(50, 1.0), "control": np.full(50, 1.0) - lucky})
+    assert made.judge("ours", "control").startswith("confirmed")  # 0.2 over random, 0.02 asked
+    assert made.control_margin > 0.3
+    steady = TrustCheck("mse", 50, 0.2, -1.0, {"ours": -1.0, "control": -0.7}, -1.2, 0.01, "",
+                        losses={"ours": np.full(50, 1.0),
+                                "control": np.full(50, 0.7) + np.linspace(-0.01, 0.01, 50)})
+    assert steady.judge("ours", "control").startswith("worse than the simple control")
 
 
 def test_planted_rows_never_reach_the_result_and_the_report_says_what_was_returned(linear):
