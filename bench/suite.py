@@ -11,7 +11,9 @@ nothing tuned per table) and with every control of ``dvrl_core.controls`` plus t
 control (for a regression target the controls' linear model is a linear regression and their
 score minus the absolute error). Printed per table: found@20 (flipped rows among the
 lowest-valued 20%) and AUROC, means over seeds; then
-the mean over tables, the worst table, and ours minus the best control per table.
+the mean over tables, the worst table, and ours minus the best control per table; last, how many
+jobs gave each trust verdict, and how many "worse than the simple control" calls were false
+(our values found more corrupted rows than the marginal control).
 
 Cells run in ``--jobs`` processes with the CPUs divided between them (two torch processes with
 default threads on two cores run five times slower each). Finished cells are kept in
@@ -57,7 +59,8 @@ def _cell(method: str, table: str, size: int, seed: int, options: dict[str, Any]
     values = result.values
     seconds = time.perf_counter() - started
     # what DVRL's guard returned and how many iterations its loop ran (other methods: none)
-    returned = result.diagnostics.get("trust", {}).get("returned")
+    trust = result.diagnostics.get("trust", {})
+    returned, verdict = trust.get("returned"), trust.get("verdict")
     used = result.diagnostics.get("convergence", {}).get("iterations_used")
     scores = {"ours": values} | all_controls(data, random_state=seed)
     figures = {name: {"found@20": found_fraction(v, split.corrupted, 0.2),
@@ -65,7 +68,8 @@ def _cell(method: str, table: str, size: int, seed: int, options: dict[str, Any]
                for name, v in scores.items()}
     return {"method": method, "options": options, "table": table, "size": size, "seed": seed,
             "code": CODE, "seconds": round(seconds, 2), "figures": figures,
-            "returned": returned, "iterations_used": used, "task": split.task}
+            "returned": returned, "verdict": verdict, "iterations_used": used,
+            "task": split.task}
 
 
 def _code_version() -> str:
@@ -164,9 +168,30 @@ def report(cells: list[dict[str, Any]]) -> None:
               f"{np.mean(ours_all) - np.mean(best_all):>+10.3f}")
         print(f"worst table against its best control: {worst[1]} ({worst[2]} rows) "
               f"{worst[0]:+.3f}; lowest ours: {min(ours_all):.3f}")
+    _report_verdicts(cells)
     seconds = [c["seconds"] for c in cells]
     print(f"\nour valuation time per cell: median {np.median(seconds):.1f} s, max "
           f"{max(seconds):.1f} s")
+
+
+def _report_verdicts(cells: list[dict[str, Any]]) -> None:
+    """How the jobs' trust verdicts (no ground truth) compare with the truth: how many said
+    each, and how many "worse than the simple control" calls came where our values found more
+    corrupted rows than the marginal control did (a false call)."""
+    judged = [c for c in cells if c.get("verdict")]
+    if not judged:
+        return
+    counts: dict[str, int] = defaultdict(int)
+    false_calls = 0
+    for cell in judged:
+        word = cell["verdict"].split(":")[0]
+        counts[word] += 1
+        found = {n: cell["figures"][n]["found@20"] for n in ("ours", "marginal")}
+        false_calls += word.startswith("worse") and found["ours"] > found["marginal"]
+    print(f"\ntrust verdicts of {len(judged)} cells: "
+          + ", ".join(f"{n} {word}" for word, n in sorted(counts.items()))
+          + f"; 'worse than the simple control' where ours found more than the marginal: "
+            f"{false_calls}")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
