@@ -56,14 +56,25 @@ def discovery_curve(values: np.ndarray, corrupted: np.ndarray, steps: int = 21) 
                          "random": inspected})
 
 
+def _evaluation_predictions(
+    data: PreparedData, train: Split, weight: np.ndarray | None, model: str, held_out: Split,
+    random_state: int, model_params: dict | None = None,
+) -> np.ndarray:
+    """``model`` fitted on ``train`` (rows weighted by ``weight``), its predictions for the
+    ``held_out`` rows (class probabilities, or targets)."""
+    predictor = make_predictor(model, data.task, data.n_classes, random_state=random_state,
+                               **(model_params or {}))
+    predictor.fit(train.x, train.y, sample_weight=weight)
+    return predictor.predict(held_out.x)
+
+
 def _evaluation_score(
     data: PreparedData, train: Split, weight: np.ndarray | None, model: str, metric: str,
     held_out: Split, random_state: int, model_params: dict | None = None,
 ) -> float:
-    predictor = make_predictor(model, data.task, data.n_classes, random_state=random_state,
-                               **(model_params or {}))
-    predictor.fit(train.x, train.y, sample_weight=weight)
-    return score(metric, data.task, predictor.predict(held_out.x), held_out.y)
+    predictions = _evaluation_predictions(data, train, weight, model, held_out, random_state,
+                                          model_params)
+    return score(metric, data.task, predictions, held_out.y)
 
 
 def _subset(split: Split, keep: np.ndarray) -> Split:

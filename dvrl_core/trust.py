@@ -24,9 +24,8 @@ from dataclasses import dataclass, field, fields
 import numpy as np
 
 from .data import PreparedData, Split
-from .evaluation import _subset
+from .evaluation import _evaluation_predictions, _subset
 from .metrics import EPS
-from .predictors import make_predictor
 from .stream import take_rows
 
 # past this many training rows the removal test trains on a seeded sample of them
@@ -135,11 +134,9 @@ def removal_check(
     def losses_without(rows: np.ndarray) -> np.ndarray:
         keep = np.ones(n, dtype=bool)
         keep[rows] = False
-        train = _subset(data.train, keep)
-        predictor = make_predictor(CHECK_MODEL[data.task], data.task, data.n_classes,
-                                   random_state=random_state)
-        predictor.fit(train.x, train.y)
-        return _row_losses(metric, predictor.predict(check.x), check.y)
+        predictions = _evaluation_predictions(data, _subset(data.train, keep), None,
+                                              CHECK_MODEL[data.task], check, random_state)
+        return _row_losses(metric, predictions, check.y)
 
     losses = {name: losses_without(np.argsort(v, kind="stable")[:drop])
               for name, v in values.items()}

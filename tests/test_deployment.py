@@ -27,7 +27,7 @@ import httpx
 import pytest
 import yaml
 
-from tests.conftest import ROOT, free_port, upload, wait_for, wait_until_up
+from tests.conftest import ADMIN_URL, ROOT, free_port, upload, wait_for, wait_until_up
 
 IMAGE_FOLDERS = re.compile(r"(?<![\w./-])/(venv|src|dist|app|home/dvrl)(?=[/\s\"']|$)")
 # build arguments as `docker build --build-arg` would pass them: no machine here reaches
@@ -142,11 +142,10 @@ def fresh_database() -> str:
     import psycopg
 
     name = f"dvrl_deploy_{uuid.uuid4().hex[:8]}"
-    admin = "postgresql://postgres@127.0.0.1:5432/postgres"
-    with psycopg.connect(admin, autocommit=True) as connection:
+    with psycopg.connect(ADMIN_URL, autocommit=True) as connection:
         connection.execute(f"CREATE DATABASE {name}")
     yield f"postgresql://postgres@127.0.0.1:5432/{name}"
-    with psycopg.connect(admin, autocommit=True) as connection:
+    with psycopg.connect(ADMIN_URL, autocommit=True) as connection:
         connection.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 
 
