@@ -169,12 +169,14 @@ EXPERIMENTS = {"mnist_usps": mnist_usps, "email_sms": email_sms, "rossmann": ros
 # running them
 
 
-def run_library(experiment: Experiment, seed: int, iterations: int | None) -> dict[str, Any]:
+def run_library(experiment: Experiment, seed: int, iterations: int | None,
+                shift: str = "auto") -> dict[str, Any]:
     from dvrl_core import DVRL, prepare, training_choices
     from dvrl_core.evaluation import _evaluation_score
 
     data = prepare(experiment.source, experiment.target, experiment.valid, test=experiment.test)
-    options = {} if iterations is None else {"iterations": iterations}
+    options: dict[str, Any] = {"shift": shift} | (
+        {} if iterations is None else {"iterations": iterations})
     started = time.perf_counter()
     result = DVRL(experiment.predictor, random_state=seed, device="cpu", **options).fit(data)
     seconds = time.perf_counter() - started
@@ -187,7 +189,8 @@ def run_library(experiment: Experiment, seed: int, iterations: int | None) -> di
         row["clean_only"] = _evaluation_score(data, clean, None, experiment.model,
                                               experiment.metric, data.test, seed)
     trust = result.diagnostics.get("trust", {})
-    return row | {"seconds": seconds, "returned": trust.get("returned", "dvrl"),
+    shifted = "+shift" if result.diagnostics.get("shift", {}).get("applied") else ""
+    return row | {"seconds": seconds, "returned": trust.get("returned", "dvrl") + shifted,
                   "iterations": result.params["iterations"]}
 
 
@@ -254,7 +257,7 @@ class EmbeddedService:
 
 
 def run_http(service: EmbeddedService, experiment: Experiment, seed: int,
-             iterations: int | None) -> dict[str, Any]:
+             iterations: int | None, shift: str = "auto") -> dict[str, Any]:
     spec: dict[str, Any] = {
         "dataset_id": service.upload(experiment.source, "source"), "target": experiment.target,
         "validation": {"dataset_id": service.upload(experiment.valid, "valid")},
@@ -264,8 +267,7 @@ def run_http(service: EmbeddedService, experiment: Experiment, seed: int,
         "evaluation": {"model": experiment.model, "metric": experiment.metric,
                        "remove_fraction": REMOVE_FRACTION},
     }
-    if iterations is not None:
-        spec["dvrl"] = {"iterations": iterations}
+    spec["dvrl"] = {"shift": shift} | ({} if iterations is None else {"iterations": iterations})
     started = time.perf_counter()
     job = service.run(spec)
     if job["state"] != "SUCCEEDED":
@@ -273,7 +275,8 @@ def run_http(service: EmbeddedService, experiment: Experiment, seed: int,
     summary = job["summary"]
     return summary["training_choices"] | {
         "seconds": time.perf_counter() - started,
-        "returned": summary.get("trust", {}).get("returned", "dvrl"),
+        "returned": summary.get("trust", {}).get("returned", "dvrl") + (
+            "+shift" if summary["diagnostics"].get("shift", {}).get("applied") else ""),
         "iterations": iterations or 2000}
 
 
@@ -307,6 +310,8 @@ def main() -> None:
     parser.add_argument("--iterations", type=int, default=None,
                         help="DVRL iterations (default: the library's, 2,000)")
     parser.add_argument("--via", choices=["library", "http"], default="library")
+    parser.add_argument("--shift", choices=["auto", "off"], default="auto",
+                        help="DVRL's covariate-shift weighting of the prior (dvrl_core.shift)")
     parser.add_argument("--data-dir", type=Path, default=DEFAULT_DATA)
     args = parser.parse_args()
 
@@ -326,9 +331,9 @@ def main() -> None:
             for seed in range(args.seeds):
                 for experiment in EXPERIMENTS[name](seed, args.data_dir):
                     if service is None:
-                        row = run_library(experiment, seed, args.iterations)
+                        row = run_library(experiment, seed, args.iterations, args.shift)
                     else:
-                        row = run_http(service, experiment, seed, args.iterations)
+                        row = run_http(service, experiment, seed, args.iterations, args.shift)
                     grouped.setdefault(experiment.name, []).append(row)
             for experiment_name, rows in grouped.items():
                 _print(experiment_name, rows)

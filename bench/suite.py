@@ -69,6 +69,7 @@ def _cell(method: str, table: str, size: int, seed: int, options: dict[str, Any]
     return {"method": method, "options": options, "table": table, "size": size, "seed": seed,
             "code": CODE, "seconds": round(seconds, 2), "figures": figures,
             "returned": returned, "verdict": verdict, "iterations_used": used,
+            "shift_applied": bool(result.diagnostics.get("shift", {}).get("applied")),
             "task": split.task}
 
 
@@ -192,6 +193,9 @@ def _report_verdicts(cells: list[dict[str, Any]]) -> None:
           + ", ".join(f"{n} {word}" for word, n in sorted(counts.items()))
           + f"; 'worse than the simple control' where ours found more than the marginal: "
             f"{false_calls}")
+    shifted = sum(bool(c.get("shift_applied")) for c in cells)
+    print(f"covariate-shift weights applied (dvrl_core.shift) in {shifted} of {len(cells)} "
+          "cells (the protocol's validation rows are a random draw: 0 expected)")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -86,7 +86,8 @@ def spec_fields(args: argparse.Namespace) -> dict[str, Any]:
         fields["label_noise"] = args.inject_noise
     if args.method == "dvrl":
         fields["dvrl"] = {"iterations": args.iterations} | {
-            name: options[name] for name in ("metric", "rollouts", "tolerance") if name in options}
+            name: options[name] for name in ("metric", "rollouts", "tolerance", "shift")
+            if name in options}
         if "predictor" in options:
             fields["predictor"] = options["predictor"]
     return fields

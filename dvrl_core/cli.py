@@ -84,6 +84,11 @@ def add_value_arguments(value: argparse.ArgumentParser) -> None:
                        "(default 0.001), or once the trust check's guard has decided to return "
                        "the prior; 0 runs every iteration")
     value.add_argument("--rollouts", type=int, help="rollouts per iteration")
+    value.add_argument("--shift", choices=["auto", "off"],
+                       help="auto (default): where the validation rows' features come from "
+                       "another distribution than the training rows', weight the prior's "
+                       "values toward the rows that resemble them (the summary says whether "
+                       "it did); off: never")
     value.add_argument("--seed", type=int, default=0)
     value.add_argument("--ensemble", type=int, default=1, metavar="K",
                        help="run DVRL K times with seeds derived from --seed and report their "
@@ -193,7 +198,7 @@ def dvrl_options(args: argparse.Namespace) -> dict[str, object]:
     from .errors import ConfigError
 
     options = {name: getattr(args, name) for name in ("predictor", "metric", "rollouts",
-                                                      "tolerance")
+                                                      "tolerance", "shift")
                if getattr(args, name) is not None}
     if args.method != "dvrl" and options:
         names = ", ".join(f"--{name}" for name in options)
@@ -275,7 +280,8 @@ def _summary_of(result, data, corrupted, random_state) -> dict[str, Any]:
     if result.diagnostics.get("ensemble"):
         summary["ensemble"] = result.diagnostics["ensemble"]
     # as a job's summary.diagnostics has them
-    shared = {name: result.diagnostics[name] for name in ("predictor_choice", "convergence")
+    shared = {name: result.diagnostics[name]
+              for name in ("predictor_choice", "convergence", "shift")
               if result.diagnostics.get(name)}
     if shared:
         summary["diagnostics"] = shared
@@ -373,6 +379,12 @@ def print_summary(summary: dict[str, Any], table, out: str | None) -> None:
         rows = trust.get("check_rows", 0) + trust.get("planted", {}).get("rows", 0)
         where = f" on {rows} held-out validation rows" if rows else ""
         print(f"trust check{where}: {trust['verdict']}; returned {returned}", file=err)
+    shift = (summary.get("diagnostics") or {}).get("shift")
+    if shift and shift.get("applied"):
+        print(f"covariate shift: a classifier tells the validation rows from the training rows "
+              f"(AUROC {shift['auroc']:.2f}); the prior's values were weighted toward the rows "
+              f"that resemble them (effective share {shift['effective_share']:.2f}; --shift off "
+              "leaves them unweighted)", file=err)
     if summary.get("removal"):
         print(_removal_line(summary["removal"]), file=err)
     noise = summary.get("label_noise")

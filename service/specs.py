@@ -74,6 +74,12 @@ class DVRLParams(StrictModel):
         "pooled", description="what DVRL starts from (classification): a pool of validation- "
         "and training-fitted models weighted on the validation rows, or the official code's "
         "single validation model")
+    shift: Literal["auto", "off"] = Field(
+        "auto", description="auto: where the validation rows' features come from another "
+        "distribution than the training rows' (a cross-fitted classifier tells them apart, "
+        "with enough overlap), the prior's values are weighted toward the rows that resemble "
+        "the validation rows (importance weights; summary.diagnostics.shift says whether); "
+        "off: never")
 
 
 class EvaluationSpec(StrictModel):

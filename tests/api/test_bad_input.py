@@ -117,6 +117,7 @@ BAD_SPECS = {
     "unknown feature": {"features": ["x0", "nope"]},
     "null target": {"target": None},
     "label noise of 1": {"label_noise": 1.0},
+    "unknown shift setting": {"dvrl": {"shift": "sometimes"}},
 }
 
 

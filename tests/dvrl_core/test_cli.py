@@ -3,6 +3,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -170,3 +171,31 @@ def test_a_test_table_adds_the_removal_test_to_the_summary(tmp_path):
     assert lowest and highest, line
     lowest, highest = [float(s) for s in lowest.groups()], [float(s) for s in highest.groups()]
     assert lowest[-1] > highest[-1] + 0.05
+
+
+def test_validation_rows_from_one_site_weight_its_rows_and_the_summary_says_so(tmp_path):
+    """Validation rows from one of the two sites the training rows come from: the summary
+    reports the covariate shift, the rows of that site are valued highest, and --shift off
+    leaves the values unweighted."""
+    rng = np.random.default_rng(2)
+    frames = []
+    for n, share_a in ((900, 0.4), (300, 1.0)):
+        site_a = rng.random(n) < share_a
+        x = rng.standard_normal((n, 2))
+        frames.append(pd.DataFrame({"x0": x[:, 0] + np.where(site_a, 0.0, 1.5), "x1": x[:, 1],
+                                    "site": np.where(site_a, "a", "b"),
+                                    "sales": 5 + 2 * x[:, 1] + 0.3 * rng.standard_normal(n)}))
+    frames[0].to_csv(tmp_path / "train.csv", index=False)
+    frames[1].to_csv(tmp_path / "valid.csv", index=False)
+    site_a = frames[0]["site"].to_numpy() == "a"
+    tops = {}
+    for setting in ("auto", "off"):
+        out = tmp_path / f"values_{setting}.csv"
+        done = run_cli("value", str(tmp_path / "train.csv"), "--target", "sales", "--valid",
+                       str(tmp_path / "valid.csv"), "--shift", setting, "--out", str(out))
+        assert done.returncode == 0, done.stderr
+        assert ("covariate shift: a classifier tells the validation rows from the training "
+                "rows" in done.stderr) == (setting == "auto")
+        values = pd.read_csv(out)["value"].to_numpy()
+        tops[setting] = site_a[np.argsort(-values, kind="stable")[:360]].mean()
+    assert tops["auto"] > 0.85 and tops["off"] < 0.55  # 40% of the rows are site a

@@ -273,3 +273,38 @@ def test_a_regression_job_with_knn_shapley_values_the_moved_targets_low(client):
     summary = client.get(f"/v1/jobs/{job_id}").json()["summary"]
     assert summary["method"] == "knn_shapley" and summary["rows"] == 360
     assert summary["label_noise"]["found_at_20"] > 0.35  # random: 0.2
+
+
+def test_a_job_whose_validation_rows_come_from_one_site_values_that_sites_rows_highest(client):
+    """The spec's dvrl.shift (default auto): validation rows from one of the training rows' two
+    sites; the summary reports the covariate shift and the values rank that site's rows first.
+    With shift off, they do not."""
+    import numpy as np
+    import pandas as pd
+
+    rng = np.random.default_rng(4)
+    frames = []
+    for n, share_a in ((800, 0.4), (300, 1.0)):
+        site_a = rng.random(n) < share_a
+        x = rng.standard_normal((n, 2))
+        frames.append(pd.DataFrame({
+            "store": [f"{'a' if a else 'b'}-{i:04d}" for i, a in enumerate(site_a)],
+            "x0": x[:, 0] + np.where(site_a, 0.0, 1.5), "x1": x[:, 1],
+            "site": np.where(site_a, "a", "b"),
+            "sales": 5 + 2 * x[:, 1] + 0.3 * rng.standard_normal(n)}))
+    spec = {"dataset_id": upload(client, frames[0]), "target": "sales", "id_column": "store",
+            "validation": {"dataset_id": upload(client, frames[1].drop(columns="store"))}}
+    top_share = {}
+    for setting in ("auto", "off"):
+        job_id = client.post("/v1/jobs", json=spec | {"dvrl": {"shift": setting}}).json()["id"]
+        assert run_job(job_id) == "SUCCEEDED"
+        summary = client.get(f"/v1/jobs/{job_id}").json()["summary"]
+        shift = summary["diagnostics"].get("shift")
+        if setting == "auto":
+            assert shift["applied"] and shift["detected"] and 0.6 < shift["auroc"] < 0.99
+        else:
+            assert shift is None
+        items = client.get(f"/v1/jobs/{job_id}/values", params={"page_size": 1000}).json()
+        ranked = sorted(items["items"], key=lambda row: -row["value"])[:320]
+        top_share[setting] = np.mean([row["row"].startswith("a-") for row in ranked])
+    assert top_share["auto"] > 0.85 and top_share["off"] < 0.55  # 40% of the rows are site a

@@ -1,0 +1,97 @@
+"""Covariate shift: where the validation rows resemble only part of the training rows, the values
+favour that part; elsewhere they are the prior's, unchanged."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from dvrl_core import DVRL, ConfigError, prepare
+from dvrl_core.datasets import make_table
+from dvrl_core.shift import MIN_EFFECTIVE_SHARE, covariate_shift, weighted_values
+
+
+def _sites(n: int, share_a: float, rng: np.random.Generator) -> pd.DataFrame:
+    """A regression table from two kinds of site that differ in their features (as Rossmann's
+    store types do) but not in how the target depends on them: the prior, a model of the
+    target given the features, has no reason to prefer either."""
+    site_a = rng.random(n) < share_a
+    x0 = rng.standard_normal(n) + np.where(site_a, 0.0, 1.5)
+    x1, x2 = rng.standard_normal(n), rng.standard_normal(n)
+    target = 10 + 3 * x1 + x2 + 0.3 * rng.standard_normal(n)
+    return pd.DataFrame({"x0": x0, "x1": x1, "x2": x2,
+                         "site": np.where(site_a, "a", "b"), "sales": target})
+
+
+@pytest.fixture(scope="module")
+def mixed_source():
+    """Training rows of both sites (40% a); validation rows of site a alone."""
+    rng = np.random.default_rng(3)
+    train = _sites(1200, 0.4, rng)
+    valid = _sites(400, 1.0, rng)
+    return prepare(train, "sales", valid), train["site"].to_numpy() == "a"
+
+
+def _top_share(values: np.ndarray, site_a: np.ndarray) -> float:
+    """The share of site-a rows among the highest-valued 40%."""
+    top = np.argsort(-values, kind="stable")[: int(0.4 * len(values))]
+    return float(site_a[top].mean())
+
+
+def test_rows_that_resemble_the_validation_rows_are_valued_higher(mixed_source):
+    data, site_a = mixed_source
+    shifted = DVRL(random_state=0, device="cpu").fit(data)
+    plain = DVRL(random_state=0, device="cpu", shift="off").fit(data)
+    report = shifted.diagnostics["shift"]
+    assert report["detected"] and report["applied"]
+    assert 0.6 < report["auroc"] < 0.99
+    assert report["effective_share"] >= MIN_EFFECTIVE_SHARE
+    assert "shift" not in plain.diagnostics
+    # 40% of the rows are site a: the prior alone ranks them near that share, the weighted
+    # values put them first
+    assert _top_share(plain.values, site_a) < 0.55
+    assert _top_share(shifted.values, site_a) > 0.85
+
+
+def test_the_weights_come_from_rows_no_fold_model_saw_and_repeat_with_the_seed(mixed_source):
+    data, site_a = mixed_source
+    first, again = covariate_shift(data, 5), covariate_shift(data, 5)
+    np.testing.assert_array_equal(first.weights, again.weights)
+    assert first.weights.mean() == pytest.approx(1.0)
+    assert first.weights[site_a].mean() > 3 * first.weights[~site_a].mean()
+    values = np.linspace(0.1, 1.0, len(data.train))
+    np.testing.assert_allclose(weighted_values(values, first), values * first.weights)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_no_shift_where_the_validation_rows_are_drawn_like_the_training_rows(seed):
+    table = make_table(1400, n_features=8, random_state=seed)
+    data = prepare(table.iloc[:1000], "label", table.iloc[1000:])
+    shift = covariate_shift(data, seed)
+    assert not shift.detected and not shift.applied
+    assert abs(shift.auroc - 0.5) < 0.1
+    assert weighted_values(np.arange(3.0), shift) is not None
+
+
+def test_values_are_the_priors_where_no_shift_is_found():
+    table = make_table(900, n_features=8, random_state=4)
+    data = prepare(table.iloc[:600], "label", table.iloc[600:])
+    shifted = DVRL(random_state=1, device="cpu").fit(data)
+    plain = DVRL(random_state=1, device="cpu", shift="off").fit(data)
+    assert shifted.diagnostics["shift"]["applied"] is False
+    np.testing.assert_array_equal(shifted.values, plain.values)
+
+
+def test_no_weights_where_no_training_row_resembles_the_validation_rows():
+    rng = np.random.default_rng(7)
+    train, valid = _sites(800, 0.5, rng), _sites(300, 0.5, rng)
+    valid["x0"] += 12.0  # far from every training row: the ratio cannot be estimated
+    shift = covariate_shift(prepare(train, "sales", valid), 0)
+    assert shift.detected and shift.auroc > 0.99
+    assert not shift.applied
+
+
+def test_an_unknown_shift_setting_is_refused():
+    with pytest.raises(ConfigError, match="shift"):
+        DVRL(shift="sometimes")
