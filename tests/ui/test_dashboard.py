@@ -216,6 +216,40 @@ def test_a_job_that_ended_early_says_why(server, api_as, browser_context, splits
         f"The prior was returned; the run ended early: {decided}."
     page.wait_for_selector('[data-figure="histogram"] svg rect.bar')
     assert page.locator('[data-figure="reward"]').count() == 0
+    assert page.locator("#trust-shift").count() == 0  # no shift: nothing said about one
+    page.close()
+
+
+def test_a_job_for_a_shifted_target_says_its_values_were_weighted(server, api_as,
+                                                                  browser_context):
+    """Validation rows from one of the training rows' two sites: the trust card says that the
+    prior's values were weighted for the covariate shift, with the API's AUROC."""
+    import numpy as np
+
+    rng = np.random.default_rng(4)
+    frames = []
+    for n, share_a in ((600, 0.4), (250, 1.0)):
+        site_a = rng.random(n) < share_a
+        x = rng.standard_normal((n, 2))
+        frames.append(pd.DataFrame({"x0": x[:, 0] + np.where(site_a, 0.0, 1.5), "x1": x[:, 1],
+                                    "site": np.where(site_a, "a", "b"),
+                                    "sales": 5 + 2 * x[:, 1] + 0.3 * rng.standard_normal(n)}))
+    api = api_as("alice")
+    job = api.post("/v1/jobs", json={
+        "dataset_id": upload(api, frames[0]), "target": "sales", "seed": 0,
+        "validation": {"dataset_id": upload(api, frames[1], "valid.csv")},
+        "evaluations": []}).json()
+    done = wait_for(api, job["id"])
+    assert done["state"] == "SUCCEEDED", done["error"]
+    shift = done["summary"]["diagnostics"]["shift"]
+    assert shift["applied"]
+    page = browser_context.new_page()
+    sign_in(page, server, api.key)
+    page.goto(f"{server}/ui/jobs/{job['id']}")
+    page.wait_for_selector("#trust-shift", timeout=RESULTS_TIMEOUT_MS)
+    text = page.locator("#trust-shift").inner_text()
+    assert text.startswith("Covariate shift: a classifier tells the validation rows from")
+    assert f"(AUROC {shift['auroc']:.2f})" in text
     page.close()
 
 

@@ -116,7 +116,7 @@ async function renderResults(root, job) {
   const charts = h("div.grid-2");
   fill(root, 
     tiles(s),
-    trustCard(s.trust, (s.diagnostics || {}).convergence, noiseWords(s.task)),
+    trustCard(s.trust, s.diagnostics || {}, noiseWords(s.task)),
     charts,
     lowestCard(id, lowest.items, s),
     h("details.card.spec", h("summary", "Job spec and summary (JSON)"),
@@ -167,8 +167,9 @@ function tiles(s) {
   return h("section.tiles", items);
 }
 
-function trustCard(trust, convergence, words) {
+function trustCard(trust, diagnostics, words) {
   if (!trust) return null;
+  const convergence = diagnostics.convergence;
   const decided = convergence && convergence.decided;
   const verdict = trust.verdict || "";
   const tone = verdict.startsWith("confirmed") ? "good"
@@ -184,6 +185,13 @@ function trustCard(trust, convergence, words) {
             + "standard errors of its AUROC) than the prior they started from, so the prior was "
             + "returned.")
         : trust.returned ? "The learned values were returned." : ""));
+  const shift = diagnostics.shift;
+  if (shift && shift.applied) {
+    card.append(h("p.sub", { id: "trust-shift" },
+      `Covariate shift: a classifier tells the validation rows from the training rows (AUROC `
+      + `${fmt.fixed(shift.auroc, 2)}), so the prior's values were weighted toward the training `
+      + "rows that resemble the validation rows (spec: dvrl.shift)."));
+  }
   if (trust.scores) {
     const candidates = { dvrl: "learned values", prior: "prior", control: "simple control" };
     const rows = [["Keep every row", trust.keep_all, null]];
