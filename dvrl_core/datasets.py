@@ -71,3 +71,28 @@ def make_shifted_domains(
     source = source.iloc[order].reset_index(drop=True)
     foreign_rows = np.sort(np.flatnonzero(order >= n_source - n_foreign))
     return source, draw(n_valid, False), draw(n_test, False), foreign_rows
+
+
+def make_sites(
+    n_train: int = 1000, n_valid: int = 300, *, share: float = 0.4, random_state: int = 0,
+) -> tuple[pd.DataFrame, pd.DataFrame, np.ndarray]:
+    """A covariate shift with a known truth: ``(train, valid, at_site_a)``.
+
+    The training rows come from two sites, a (the fraction ``share``; ``at_site_a`` marks them)
+    and b, which differ in their features (``x0`` is shifted by 1.5 at site b, and the column
+    ``site`` names the site) but not in how the target ``sales`` depends on them (``5 + 2 x1``,
+    with a little noise). The validation rows come from site a alone. A model of the target
+    given the features has no reason to prefer either site's rows; the target resembles site
+    a's (:mod:`dvrl_core.shift`)."""
+    rng = np.random.default_rng(random_state)
+
+    def draw(n: int, fraction: float) -> tuple[pd.DataFrame, np.ndarray]:
+        at_a = rng.random(n) < fraction
+        x = rng.standard_normal((n, 2))
+        return pd.DataFrame({"x0": x[:, 0] + np.where(at_a, 0.0, 1.5), "x1": x[:, 1],
+                             "site": np.where(at_a, "a", "b"),
+                             "sales": 5 + 2 * x[:, 1] + 0.3 * rng.standard_normal(n)}), at_a
+
+    train, at_site_a = draw(n_train, share)
+    valid, _ = draw(n_valid, 1.0)
+    return train, valid, at_site_a

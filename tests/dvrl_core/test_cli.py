@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from dvrl_core.datasets import make_table
+from dvrl_core.datasets import make_sites, make_table
 
 
 def run_cli(*args: str, cwd=None) -> subprocess.CompletedProcess:
@@ -177,17 +177,9 @@ def test_validation_rows_from_one_site_weight_its_rows_and_the_summary_says_so(t
     """Validation rows from one of the two sites the training rows come from: the summary
     reports the covariate shift, the rows of that site are valued highest, and --shift off
     leaves the values unweighted."""
-    rng = np.random.default_rng(2)
-    frames = []
-    for n, share_a in ((900, 0.4), (300, 1.0)):
-        site_a = rng.random(n) < share_a
-        x = rng.standard_normal((n, 2))
-        frames.append(pd.DataFrame({"x0": x[:, 0] + np.where(site_a, 0.0, 1.5), "x1": x[:, 1],
-                                    "site": np.where(site_a, "a", "b"),
-                                    "sales": 5 + 2 * x[:, 1] + 0.3 * rng.standard_normal(n)}))
-    frames[0].to_csv(tmp_path / "train.csv", index=False)
-    frames[1].to_csv(tmp_path / "valid.csv", index=False)
-    site_a = frames[0]["site"].to_numpy() == "a"
+    train, valid, site_a = make_sites(900, 300, random_state=2)
+    train.to_csv(tmp_path / "train.csv", index=False)
+    valid.to_csv(tmp_path / "valid.csv", index=False)
     tops = {}
     for setting in ("auto", "off"):
         out = tmp_path / f"values_{setting}.csv"

@@ -4,33 +4,18 @@ favour that part; elsewhere they are the prior's, unchanged."""
 from __future__ import annotations
 
 import numpy as np
-import pandas as pd
 import pytest
 
 from dvrl_core import DVRL, ConfigError, prepare
-from dvrl_core.datasets import make_table
+from dvrl_core.datasets import make_sites, make_table
 from dvrl_core.shift import MIN_EFFECTIVE_SHARE, covariate_shift, weighted_values
-
-
-def _sites(n: int, share_a: float, rng: np.random.Generator) -> pd.DataFrame:
-    """A regression table from two kinds of site that differ in their features (as Rossmann's
-    store types do) but not in how the target depends on them: the prior, a model of the
-    target given the features, has no reason to prefer either."""
-    site_a = rng.random(n) < share_a
-    x0 = rng.standard_normal(n) + np.where(site_a, 0.0, 1.5)
-    x1, x2 = rng.standard_normal(n), rng.standard_normal(n)
-    target = 10 + 3 * x1 + x2 + 0.3 * rng.standard_normal(n)
-    return pd.DataFrame({"x0": x0, "x1": x1, "x2": x2,
-                         "site": np.where(site_a, "a", "b"), "sales": target})
 
 
 @pytest.fixture(scope="module")
 def mixed_source():
     """Training rows of both sites (40% a); validation rows of site a alone."""
-    rng = np.random.default_rng(3)
-    train = _sites(1200, 0.4, rng)
-    valid = _sites(400, 1.0, rng)
-    return prepare(train, "sales", valid), train["site"].to_numpy() == "a"
+    train, valid, site_a = make_sites(1200, 400, random_state=3)
+    return prepare(train, "sales", valid), site_a
 
 
 def _top_share(values: np.ndarray, site_a: np.ndarray) -> float:
@@ -84,8 +69,7 @@ def test_values_are_the_priors_where_no_shift_is_found():
 
 
 def test_no_weights_where_no_training_row_resembles_the_validation_rows():
-    rng = np.random.default_rng(7)
-    train, valid = _sites(800, 0.5, rng), _sites(300, 0.5, rng)
+    train, valid, _ = make_sites(800, 300, random_state=7)
     valid["x0"] += 12.0  # far from every training row: the ratio cannot be estimated
     shift = covariate_shift(prepare(train, "sales", valid), 0)
     assert shift.detected and shift.auroc > 0.99

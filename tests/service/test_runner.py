@@ -280,20 +280,13 @@ def test_a_job_whose_validation_rows_come_from_one_site_values_that_sites_rows_h
     sites; the summary reports the covariate shift and the values rank that site's rows first.
     With shift off, they do not."""
     import numpy as np
-    import pandas as pd
 
-    rng = np.random.default_rng(4)
-    frames = []
-    for n, share_a in ((800, 0.4), (300, 1.0)):
-        site_a = rng.random(n) < share_a
-        x = rng.standard_normal((n, 2))
-        frames.append(pd.DataFrame({
-            "store": [f"{'a' if a else 'b'}-{i:04d}" for i, a in enumerate(site_a)],
-            "x0": x[:, 0] + np.where(site_a, 0.0, 1.5), "x1": x[:, 1],
-            "site": np.where(site_a, "a", "b"),
-            "sales": 5 + 2 * x[:, 1] + 0.3 * rng.standard_normal(n)}))
-    spec = {"dataset_id": upload(client, frames[0]), "target": "sales", "id_column": "store",
-            "validation": {"dataset_id": upload(client, frames[1].drop(columns="store"))}}
+    from dvrl_core.datasets import make_sites
+
+    train, valid, _ = make_sites(800, 300, random_state=4)
+    train.insert(0, "store", [f"{site}-{i:04d}" for i, site in enumerate(train["site"])])
+    spec = {"dataset_id": upload(client, train), "target": "sales", "id_column": "store",
+            "validation": {"dataset_id": upload(client, valid)}}
     top_share = {}
     for setting in ("auto", "off"):
         job_id = client.post("/v1/jobs", json=spec | {"dvrl": {"shift": setting}}).json()["id"]

@@ -224,20 +224,13 @@ def test_a_job_for_a_shifted_target_says_its_values_were_weighted(server, api_as
                                                                   browser_context):
     """Validation rows from one of the training rows' two sites: the trust card says that the
     prior's values were weighted for the covariate shift, with the API's AUROC."""
-    import numpy as np
+    from dvrl_core.datasets import make_sites
 
-    rng = np.random.default_rng(4)
-    frames = []
-    for n, share_a in ((600, 0.4), (250, 1.0)):
-        site_a = rng.random(n) < share_a
-        x = rng.standard_normal((n, 2))
-        frames.append(pd.DataFrame({"x0": x[:, 0] + np.where(site_a, 0.0, 1.5), "x1": x[:, 1],
-                                    "site": np.where(site_a, "a", "b"),
-                                    "sales": 5 + 2 * x[:, 1] + 0.3 * rng.standard_normal(n)}))
+    train, valid, _ = make_sites(600, 250, random_state=4)
     api = api_as("alice")
     job = api.post("/v1/jobs", json={
-        "dataset_id": upload(api, frames[0]), "target": "sales", "seed": 0,
-        "validation": {"dataset_id": upload(api, frames[1], "valid.csv")},
+        "dataset_id": upload(api, train), "target": "sales", "seed": 0,
+        "validation": {"dataset_id": upload(api, valid, "valid.csv")},
         "evaluations": []}).json()
     done = wait_for(api, job["id"])
     assert done["state"] == "SUCCEEDED", done["error"]
