@@ -80,18 +80,19 @@ def make_sites(
 
     The training rows come from two sites, a (the fraction ``share``; ``at_site_a`` marks them)
     and b, which differ in their features (``x0`` is shifted by 1.5 at site b, and the column
-    ``site`` names the site) but not in how the target ``sales`` depends on them (``5 + 2 x1``,
-    with a little noise). The validation rows come from site a alone. A model of the target
-    given the features has no reason to prefer either site's rows; the target resembles site
-    a's (:mod:`dvrl_core.shift`)."""
+    ``site`` names the site) and in how the target ``sales`` depends on them (``5 + 2 x1 +
+    1.5 x2`` at site a, ``5 + 2 x1 - 1.5 x2`` at site b, with a little noise). The validation
+    rows come from site a alone: a model fitted to both sites serves site a worse than one
+    that weighs site a's rows more (:mod:`dvrl_core.shift`)."""
     rng = np.random.default_rng(random_state)
 
     def draw(n: int, fraction: float) -> tuple[pd.DataFrame, np.ndarray]:
         at_a = rng.random(n) < fraction
-        x = rng.standard_normal((n, 2))
+        x = rng.standard_normal((n, 3))
+        sales = 5 + 2 * x[:, 1] + np.where(at_a, 1.5, -1.5) * x[:, 2]
         return pd.DataFrame({"x0": x[:, 0] + np.where(at_a, 0.0, 1.5), "x1": x[:, 1],
-                             "site": np.where(at_a, "a", "b"),
-                             "sales": 5 + 2 * x[:, 1] + 0.3 * rng.standard_normal(n)}), at_a
+                             "x2": x[:, 2], "site": np.where(at_a, "a", "b"),
+                             "sales": sales + 0.3 * rng.standard_normal(n)}), at_a
 
     train, at_site_a = draw(n_train, share)
     valid, _ = draw(n_valid, 1.0)

@@ -51,7 +51,8 @@ docs/benchmarks.md for the figures):
   cross-fitted domain classifier estimates), so that rows the target seldom shows rank lower:
   the prior knows how likely a row's label is, not how much the row resembles the target.
   Only where the shift is clear (the classifier's AUROC four standard errors above 0.5) and the
-  supports overlap (AUROC under 0.99, the weights' effective size a tenth of the rows or more);
+  supports overlap (AUROC under 0.99, the weights' effective size a tenth of the rows or more),
+  and where LightGBM trained with the weights predicts the validation rows better than without;
   never on the noisy-label protocol's splits, where the validation rows are a random draw of
   the table. The removal check scores the weighted values; ``diagnostics["shift"]`` reports
   the classifier and whether the weights were applied. Learned values are not weighted: the

@@ -1,5 +1,6 @@
-"""Covariate shift: where the validation rows resemble only part of the training rows, the values
-favour that part; elsewhere they are the prior's, unchanged."""
+"""Covariate shift: where the validation rows resemble only part of the training rows and a model
+of the target is better for weighing that part more, the values favour that part; elsewhere they
+are the prior's, unchanged."""
 
 from __future__ import annotations
 
@@ -33,10 +34,10 @@ def test_rows_that_resemble_the_validation_rows_are_valued_higher(mixed_source):
     assert 0.6 < report["auroc"] < 0.99
     assert report["effective_share"] >= MIN_EFFECTIVE_SHARE
     assert "shift" not in plain.diagnostics
-    # 40% of the rows are site a: the prior alone ranks them near that share, the weighted
-    # values put them first
-    assert _top_share(plain.values, site_a) < 0.55
-    assert _top_share(shifted.values, site_a) > 0.85
+    assert report["validation_gain"] > 0  # the weights help a model of the target
+    # 40% of the rows are site a: the weighted values put them first
+    assert _top_share(shifted.values, site_a) > 0.9
+    assert _top_share(shifted.values, site_a) > _top_share(plain.values, site_a) + 0.1
 
 
 def test_the_weights_come_from_rows_no_fold_model_saw_and_repeat_with_the_seed(mixed_source):
@@ -74,6 +75,19 @@ def test_no_weights_where_no_training_row_resembles_the_validation_rows():
     shift = covariate_shift(prepare(train, "sales", valid), 0)
     assert shift.detected and shift.auroc > 0.99
     assert not shift.applied
+
+
+def test_no_weights_where_one_model_of_every_row_already_serves_the_target():
+    """Sites that differ in their features but not in how the target depends on them: the
+    shift is plain to see, but a model of every row predicts site a as well without the
+    weights, which would only throw rows away."""
+    train, valid, _ = make_sites(1200, 400, random_state=1)
+    rng = np.random.default_rng(1)
+    for frame in (train, valid):
+        frame["sales"] = 5 + 2 * frame["x1"] + rng.normal(0, 0.3, len(frame))
+    shift = covariate_shift(prepare(train, "sales", valid), 0)
+    assert shift.detected and shift.effective_share >= MIN_EFFECTIVE_SHARE
+    assert shift.validation_gain < 0 and not shift.applied
 
 
 def test_an_unknown_shift_setting_is_refused():

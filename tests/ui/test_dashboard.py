@@ -226,7 +226,7 @@ def test_a_job_for_a_shifted_target_says_its_values_were_weighted(server, api_as
     prior's values were weighted for the covariate shift, with the API's AUROC."""
     from dvrl_core.datasets import make_sites
 
-    train, valid, _ = make_sites(600, 250, random_state=4)
+    train, valid, _ = make_sites(900, 300, random_state=2)
     api = api_as("alice")
     job = api.post("/v1/jobs", json={
         "dataset_id": upload(api, train), "target": "sales", "seed": 0,
