@@ -112,6 +112,8 @@ def covariate_shift(data: PreparedData, random_state: int = 0, power: float = PO
 
     rng = np.random.default_rng([random_state, 29])
     n_train, n_valid = len(data.train), len(data.valid)
+    if min(n_train, n_valid) < 2 * folds:  # too few rows to cross-fit a classifier on
+        return CovariateShift(0.5, 0.0, False, None, power=power)
     train_rows = np.arange(n_train) if n_train <= SAMPLE_ROWS else np.sort(
         rng.choice(n_train, SAMPLE_ROWS, replace=False))
     valid_rows = np.arange(n_valid) if n_valid <= SAMPLE_ROWS else np.sort(

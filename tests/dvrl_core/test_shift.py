@@ -90,6 +90,12 @@ def test_no_weights_where_one_model_of_every_row_already_serves_the_target():
     assert shift.validation_gain < 0 and not shift.applied
 
 
+def test_too_few_validation_rows_to_tell_leave_the_values_alone():
+    train, valid, _ = make_sites(300, 6, random_state=0)
+    shift = covariate_shift(prepare(train, "sales", valid), 0)
+    assert not shift.detected and not shift.applied
+
+
 def test_an_unknown_shift_setting_is_refused():
     with pytest.raises(ConfigError, match="shift"):
         DVRL(shift="sometimes")
