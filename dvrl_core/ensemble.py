@@ -171,7 +171,9 @@ def _member_report(result: ValuationResult, seed: Any) -> dict[str, Any]:
             "returned": trust.get("returned"),
             "iterations_used": (result.diagnostics.get("convergence") or {}).get(
                 "iterations_used"),
-            "marginal_spearman": result.diagnostics.get("marginal_spearman")}
+            "marginal_spearman": result.diagnostics.get("marginal_spearman"),
+            # whether the member's prior was weighted for a covariate shift (dvrl_core.shift)
+            "shift_applied": bool((result.diagnostics.get("shift") or {}).get("applied"))}
 
 
 def ensemble_trust(trusts: Sequence[dict[str, Any] | None],

@@ -99,3 +99,13 @@ def test_too_few_validation_rows_to_tell_leave_the_values_alone():
 def test_an_unknown_shift_setting_is_refused():
     with pytest.raises(ConfigError, match="shift"):
         DVRL(shift="sometimes")
+
+
+def test_an_ensemble_says_which_members_weighted_their_prior(mixed_source):
+    from dvrl_core.ensemble import fit_ensemble, member_seeds
+
+    data, site_a = mixed_source
+    result = fit_ensemble(data, member_seeds(0, 2), lambda s: DVRL(random_state=s, device="cpu"))
+    members = result.diagnostics["ensemble"]["per_member"]
+    assert [m["shift_applied"] for m in members] == [True, True]
+    assert _top_share(result.values, site_a) > 0.9
