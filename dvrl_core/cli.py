@@ -381,10 +381,12 @@ def print_summary(summary: dict[str, Any], table, out: str | None) -> None:
         print(f"trust check{where}: {trust['verdict']}; returned {returned}", file=err)
     shift = (summary.get("diagnostics") or {}).get("shift")
     if shift and shift.get("applied"):
+        members = f" in {shift['members_applied']} of {shift['members']} members" \
+            if "members" in shift else ""
         print(f"covariate shift: a classifier tells the validation rows from the training rows "
               f"(AUROC {shift['auroc']:.2f}); the prior's values were weighted toward the rows "
-              f"that resemble them (effective share {shift['effective_share']:.2f}; --shift off "
-              "leaves them unweighted)", file=err)
+              f"that resemble them{members} (effective share {shift['effective_share']:.2f}; "
+              "--shift off leaves them unweighted)", file=err)
     if summary.get("removal"):
         print(_removal_line(summary["removal"]), file=err)
     noise = summary.get("label_noise")

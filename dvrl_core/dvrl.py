@@ -54,9 +54,11 @@ docs/benchmarks.md for the figures):
   supports overlap (AUROC under 0.99, the weights' effective size a tenth of the rows or more),
   and where LightGBM trained with the weights predicts the validation rows better than without;
   never on the noisy-label protocol's splits, where the validation rows are a random draw of
-  the table. The removal check scores the weighted values; ``diagnostics["shift"]`` reports
-  the classifier and whether the weights were applied. Learned values are not weighted: the
-  reward already measures them on the target.
+  the table. The trust check decides, on its own rows (``diagnostics["trust"]["shift"]``),
+  and its removal check scores the values so weighted; the returned prior is weighted (the
+  weights estimated again on every row) where the check decided to, and
+  ``diagnostics["shift"]`` reports the classifier and whether the weights were applied.
+  Learned values are not weighted: the reward already measures them on the target.
 * The values are the selection probabilities averaged over the iterations
   (``average_fraction`` of the run, from its end), not the last iterate's: the REINFORCE
   gradient is noisy, and the average is a far steadier estimate.
@@ -276,7 +278,7 @@ class DVRL:
             "learning_rate": self.learning_rate, "threshold": self.threshold,
             "rollouts": self.rollouts, "baseline": self.baseline, "window": self.window,
             "normalize_advantage": self.normalize_advantage, "prior": self.prior,
-            "check_fraction": self.check_fraction, "guard": self.guard,
+            "check_fraction": self.check_fraction, "guard": self.guard, "shift": self.shift,
             "tolerance": self.tolerance, "check_every": self.check_every,
             "min_iterations": self.min_iterations,
             "device": self.device,
@@ -547,8 +549,9 @@ class DVRL:
                         marginal_all, self.prior_ = returned_prior.result()
                     else:
                         marginal_all = self.marginal(all_rows)
-                    values, shift = self._shifted(
-                        all_rows, self.marginal_control(all_rows, marginal_all), check_seed)
+                    values = self.marginal_control(all_rows, marginal_all)
+                    values, shift = self._weighed_as_checked(all_rows, values, trust,
+                                                             check_seed)
                 elif returned_prior is not None:  # the learned values are returned
                     returned_prior.stop()
                 data = _without_planted(data, original)
@@ -615,6 +618,8 @@ class DVRL:
             returned = "prior"  # the reward did not make the planted flips clearly easier
             report.judge("prior", control)
         summary = report.to_dict() | {"returned": returned}
+        if shift is not None:  # decided here, on rows the check holds out of nothing else
+            summary["shift"] = shift.to_dict()
         if detection:
             summary["planted"] = {"rows": len(planted.rows) if planted else 0,
                                   "flipped": len(planted.flipped) if planted else 0,
@@ -629,6 +634,23 @@ class DVRL:
         if self.shift == "off":
             return values, None
         shift = covariate_shift(data, seed)
+        return weighted_values(values, shift), shift
+
+    def _weighed_as_checked(self, data: PreparedData, values: np.ndarray,
+                            trust: dict[str, Any], seed: int
+                            ) -> tuple[np.ndarray, CovariateShift | None]:
+        """The returned prior's ``values``, weighted for a covariate shift where the trust
+        check decided to (the removal check scored the values so weighted): the weights
+        estimated again on every row, the decision the check's."""
+        checked = trust.get("shift")
+        if self.shift == "off" or checked is None:
+            return values, None
+        if not checked["applied"]:
+            return values, CovariateShift(
+                checked["auroc"], checked["standard_error"], checked["detected"],
+                checked["effective_share"], checked["validation_gain"], checked["power"])
+        shift = covariate_shift(data, seed, gain=False)
+        shift.validation_gain = checked["validation_gain"]
         return weighted_values(values, shift), shift
 
     # pieces of the loop ------------------------------------------------------------------------

@@ -159,6 +159,9 @@ def combine_results(results: Sequence[ValuationResult],
     trust = ensemble_trust([r.diagnostics.get("trust") for r in results], named)
     if trust is not None:
         diagnostics["trust"] = trust
+    shift = ensemble_shift([r.diagnostics.get("shift") for r in results])
+    if shift is not None:
+        diagnostics["shift"] = shift
     return ValuationResult(values=combined.values, ids=first.ids, labels=first.labels,
                            reward_trace=trace, params=params, versions=first.versions,
                            device=first.device, timings=timings, diagnostics=diagnostics,
@@ -174,6 +177,22 @@ def _member_report(result: ValuationResult, seed: Any) -> dict[str, Any]:
             "marginal_spearman": result.diagnostics.get("marginal_spearman"),
             # whether the member's prior was weighted for a covariate shift (dvrl_core.shift)
             "shift_applied": bool((result.diagnostics.get("shift") or {}).get("applied"))}
+
+
+def ensemble_shift(shifts: Sequence[dict[str, Any] | None]) -> dict[str, Any] | None:
+    """The members' covariate-shift reports (:mod:`dvrl_core.shift`) in one: ``applied`` when
+    any member weighted its prior, how many did, the mean AUROC of their domain classifiers,
+    and the mean effective share of those that weighted (each member decides on its own check
+    rows, so near the bar members can differ: the mean then blends weighted and unweighted
+    values)."""
+    reports = [s for s in shifts if s]
+    if not reports:
+        return None
+    applied = [s for s in reports if s.get("applied")]
+    return {"applied": bool(applied), "members_applied": len(applied), "members": len(shifts),
+            "auroc": float(np.mean([s["auroc"] for s in reports])),
+            "effective_share": float(np.mean([s["effective_share"] for s in applied]))
+            if applied else None}
 
 
 def ensemble_trust(trusts: Sequence[dict[str, Any] | None],
@@ -244,4 +263,5 @@ def fit_ensemble(data: PreparedData, seeds: Sequence[int], make_valuer: Callable
 
 
 __all__ = ["MAX_MEMBERS", "Combined", "average_ranks", "combine", "combine_results",
-           "ensemble_trust", "fit_ensemble", "member_seeds", "spearman_matrix"]
+           "ensemble_shift", "ensemble_trust", "fit_ensemble", "member_seeds",
+           "spearman_matrix"]

@@ -22,7 +22,9 @@ class ValuationResult:
     """Per-row values from :class:`dvrl_core.DVRL` and the run's record.
 
     ``values[i]`` is the estimator's selection probability for training row ``i`` (the row's
-    value: low means the row likely hurts the target task); ``ids[i]`` its id (the id column's
+    value: low means the row likely hurts the target task; where the prior is returned, the
+    prior's, in (0, 1] too, weighted for a covariate shift where one applies:
+    :mod:`dvrl_core.shift`); ``ids[i]`` its id (the id column's
     value, or the 0-based row number); ``labels[i]`` its given label. An ensemble's result
     (:mod:`dvrl_core.ensemble`) holds its members' mean with ``std_errors[i]``, the standard error
     of that mean; a single run's has none.

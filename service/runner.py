@@ -382,7 +382,7 @@ def _conclude(job_id: str, spec: JobSpec, monitor: _Monitor, data: PreparedData,
 
 
 def _weights(method: str, values: np.ndarray) -> tuple[np.ndarray, str]:
-    """Sample weights for the weighted-training check: DVRL's values are probabilities; the
+    """Sample weights for the weighted-training check: DVRL's values lie in (0, 1]; the
     baselines' values can be negative, so they are scaled linearly onto [0, 1]."""
     if method == "dvrl":
         return values, "values"

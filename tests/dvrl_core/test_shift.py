@@ -33,21 +33,45 @@ def test_rows_that_resemble_the_validation_rows_are_valued_higher(mixed_source):
     assert report["detected"] and report["applied"]
     assert 0.6 < report["auroc"] < 0.99
     assert report["effective_share"] >= MIN_EFFECTIVE_SHARE
-    assert "shift" not in plain.diagnostics
+    assert "shift" not in plain.diagnostics and plain.params["shift"] == "off"
+    # decided on the trust check's rows, whose removal check scored the values so weighted
+    assert shifted.diagnostics["trust"]["shift"]["applied"]
+    assert report["validation_gain"] == shifted.diagnostics["trust"]["shift"]["validation_gain"]
+    assert shifted.values.min() > 0 and shifted.values.max() <= 1  # still in (0, 1]
     assert report["validation_gain"] > 0  # the weights help a model of the target
     # 40% of the rows are site a: the weighted values put them first
     assert _top_share(shifted.values, site_a) > 0.9
     assert _top_share(shifted.values, site_a) > _top_share(plain.values, site_a) + 0.1
 
 
-def test_the_weights_come_from_rows_no_fold_model_saw_and_repeat_with_the_seed(mixed_source):
+def test_the_weights_favour_the_validation_site_and_repeat_with_the_seed(mixed_source):
     data, site_a = mixed_source
     first, again = covariate_shift(data, 5), covariate_shift(data, 5)
     np.testing.assert_array_equal(first.weights, again.weights)
     assert first.weights.mean() == pytest.approx(1.0)
     assert first.weights[site_a].mean() > 3 * first.weights[~site_a].mean()
     values = np.linspace(0.1, 1.0, len(data.train))
-    np.testing.assert_allclose(weighted_values(values, first), values * first.weights)
+    product = values * first.weights
+    np.testing.assert_allclose(weighted_values(values, first), product / product.max())
+
+
+def test_a_table_past_the_sample_weighs_every_row():
+    """Past SAMPLE_ROWS training rows the classifier is cross-fitted on a sample; the other
+    rows are scored by the fold models together, and weigh like the sampled ones."""
+    from dvrl_core.shift import SAMPLE_ROWS
+
+    train, valid, site_a = make_sites(SAMPLE_ROWS + 10_000, 2_000, random_state=6)
+    shift = covariate_shift(prepare(train, "sales", valid), 0)
+    assert shift.applied and np.isfinite(shift.weights).all()
+    assert shift.weights[site_a].mean() > 3 * shift.weights[~site_a].mean()
+    # the sampled rows (out of fold) and the rest (the fold models' mean) weigh alike
+    rows = np.sort(np.random.default_rng([0, 29]).choice(len(train), SAMPLE_ROWS,
+                                                         replace=False))
+    outside = np.ones(len(train), dtype=bool)
+    outside[rows] = False
+    for site in (site_a, ~site_a):
+        assert shift.weights[outside & site].mean() == pytest.approx(
+            shift.weights[~outside & site].mean(), rel=0.1)
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
@@ -57,7 +81,8 @@ def test_no_shift_where_the_validation_rows_are_drawn_like_the_training_rows(see
     shift = covariate_shift(data, seed)
     assert not shift.detected and not shift.applied
     assert abs(shift.auroc - 0.5) < 0.1
-    assert weighted_values(np.arange(3.0), shift) is not None
+    values = np.linspace(0.1, 1.0, len(data.train))
+    assert weighted_values(values, shift) is values
 
 
 def test_values_are_the_priors_where_no_shift_is_found():
@@ -108,4 +133,6 @@ def test_an_ensemble_says_which_members_weighted_their_prior(mixed_source):
     result = fit_ensemble(data, member_seeds(0, 2), lambda s: DVRL(random_state=s, device="cpu"))
     members = result.diagnostics["ensemble"]["per_member"]
     assert [m["shift_applied"] for m in members] == [True, True]
+    shift = result.diagnostics["shift"]
+    assert shift["applied"] and (shift["members_applied"], shift["members"]) == (2, 2)
     assert _top_share(result.values, site_a) > 0.9
