@@ -233,6 +233,7 @@ class DVRL:
         self.random_state = random_state
         self.predictor_params = dict(predictor_params or {})
         self.predictor_choice_: PredictorChoice | None = None  # what predictor="auto" chose
+        self.shift_: CovariateShift | None = None  # the trust check's covariate shift
         self._validate()
 
     def _validate(self) -> None:
@@ -374,6 +375,7 @@ class DVRL:
         """
         started = time.perf_counter()
         self.predictor_choice_ = None
+        self.shift_ = None
         device = resolve_device(self.device)
         metric_name = self.metric or DVRL_DEFAULT_METRIC[data.task]
         metric = get_metric(metric_name, data.task)
@@ -550,7 +552,7 @@ class DVRL:
                     else:
                         marginal_all = self.marginal(all_rows)
                     values = self.marginal_control(all_rows, marginal_all)
-                    values, shift = self._weighed_as_checked(all_rows, values, trust,
+                    values, shift = self._weighed_as_checked(all_rows, values, self.shift_,
                                                              check_seed)
                 elif returned_prior is not None:  # the learned values are returned
                     returned_prior.stop()
@@ -624,6 +626,7 @@ class DVRL:
             summary["planted"] = {"rows": len(planted.rows) if planted else 0,
                                   "flipped": len(planted.flipped) if planted else 0,
                                   "auroc": detection}
+        self.shift_ = shift  # the decision the returned prior follows (_weighed_as_checked)
         return removal[returned], summary
 
     def _shifted(self, data: PreparedData, values: np.ndarray,
@@ -636,21 +639,17 @@ class DVRL:
         shift = covariate_shift(data, seed)
         return weighted_values(values, shift), shift
 
-    def _weighed_as_checked(self, data: PreparedData, values: np.ndarray,
-                            trust: dict[str, Any], seed: int
+    @staticmethod
+    def _weighed_as_checked(data: PreparedData, values: np.ndarray,
+                            checked: CovariateShift | None, seed: int
                             ) -> tuple[np.ndarray, CovariateShift | None]:
         """The returned prior's ``values``, weighted for a covariate shift where the trust
-        check decided to (the removal check scored the values so weighted): the weights
-        estimated again on every row, the decision the check's."""
-        checked = trust.get("shift")
-        if self.shift == "off" or checked is None:
-            return values, None
-        if not checked["applied"]:
-            return values, CovariateShift(
-                checked["auroc"], checked["standard_error"], checked["detected"],
-                checked["effective_share"], checked["validation_gain"], checked["power"])
-        shift = covariate_shift(data, seed, gain=False)
-        shift.validation_gain = checked["validation_gain"]
+        check decided to (``checked``; its removal check scored the values so weighted): the
+        weights estimated again on every row, the decision the check's."""
+        if checked is None or not checked.applied:
+            return values, checked
+        shift = replace(covariate_shift(data, seed, gain=False),
+                        validation_gain=checked.validation_gain)
         return weighted_values(values, shift), shift
 
     # pieces of the loop ------------------------------------------------------------------------

@@ -66,9 +66,9 @@ from dataclasses import dataclass, field, fields
 
 import numpy as np
 
-from .data import PreparedData, Split, standardiser
+from .data import PreparedData, standardiser
 from .metrics import roc_auc
-from .stream import predict_in_chunks, take_rows
+from .stream import predict_in_chunks, sample_rows, take_rows, take_split
 from .trust import auroc_standard_error
 
 FOLDS = 5
@@ -119,10 +119,8 @@ def covariate_shift(data: PreparedData, random_state: int = 0, power: float = PO
     n_train, n_valid = len(data.train), len(data.valid)
     if min(n_train, n_valid) < 2 * folds:  # too few rows to cross-fit a classifier on
         return CovariateShift(0.5, 0.0, False, None, power=power)
-    train_rows = np.arange(n_train) if n_train <= SAMPLE_ROWS else np.sort(
-        rng.choice(n_train, SAMPLE_ROWS, replace=False))
-    valid_rows = np.arange(n_valid) if n_valid <= SAMPLE_ROWS else np.sort(
-        rng.choice(n_valid, SAMPLE_ROWS, replace=False))
+    train_rows = sample_rows(n_train, SAMPLE_ROWS, rng)
+    valid_rows = sample_rows(n_valid, SAMPLE_ROWS, rng)
     x = np.vstack([np.asarray(take_rows(data.train.x, train_rows), dtype=np.float32),
                    np.asarray(take_rows(data.valid.x, valid_rows), dtype=np.float32)])
     scale = standardiser(x)
@@ -183,10 +181,8 @@ def validation_gain(data: PreparedData, weights: np.ndarray, random_state: int =
 
     train = data.train
     if len(train) > GAIN_TRAIN_ROWS:
-        rows = np.sort(np.random.default_rng([random_state, 31]).choice(
-            len(train), GAIN_TRAIN_ROWS, replace=False))
-        train, weights = Split(take_rows(train.x, rows), train.y[rows], train.ids[rows]), \
-            weights[rows]
+        rows = sample_rows(len(train), GAIN_TRAIN_ROWS, np.random.default_rng([random_state, 31]))
+        train, weights = take_split(train, rows), weights[rows]
     metric = CHECK_METRIC[data.task]
     losses = [_row_losses(metric, _evaluation_predictions(data, train, weight, GAIN_MODEL,
                                                           data.valid, random_state),

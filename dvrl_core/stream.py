@@ -327,6 +327,19 @@ def predict_in_chunks(predict: Callable[[np.ndarray], np.ndarray], x: np.ndarray
     return out
 
 
+def sample_rows(n: int, most: int, rng: np.random.Generator) -> np.ndarray:
+    """Every row number below ``n``, or (past ``most`` rows) a sorted sample of ``most`` of them
+    drawn with ``rng``: the rows a step of a big table's run works on."""
+    if n <= most:
+        return np.arange(n)
+    return np.sort(rng.choice(n, most, replace=False))
+
+
+def take_split(split: Split, rows: np.ndarray) -> Split:
+    """The ``rows`` (sorted) of ``split``, its matrix gathered by :func:`take_rows`."""
+    return Split(take_rows(split.x, rows), split.y[rows], split.ids[rows])
+
+
 def take_rows(matrix: np.ndarray, rows: np.ndarray) -> np.ndarray:
     """``matrix[rows]`` for sorted ``rows``. From a mapped matrix the rows are gathered a block
     at a time and each block is released after: reading scattered rows of a mapped file maps

@@ -26,7 +26,7 @@ import numpy as np
 from .data import PreparedData, Split
 from .evaluation import _evaluation_predictions, _subset
 from .metrics import EPS
-from .stream import take_rows
+from .stream import sample_rows, take_split
 
 # past this many training rows the removal test trains on a seeded sample of them
 CHECK_TRAIN_ROWS = 200_000
@@ -121,12 +121,10 @@ def removal_check(
     ``values[control]`` as the control to beat."""
     metric = CHECK_METRIC[data.task]
     if len(data.train) > CHECK_TRAIN_ROWS:  # a seeded sample of a big table's rows
-        rows = np.sort(np.random.default_rng([random_state, 13]).choice(
-            len(data.train), CHECK_TRAIN_ROWS, replace=False))
-        train = data.train
-        sample = Split(take_rows(train.x, rows), train.y[rows], train.ids[rows])
-        data = PreparedData(data.task, sample, data.valid, data.test, data.classes,
-                            data.feature_names, data.target)
+        rows = sample_rows(len(data.train), CHECK_TRAIN_ROWS,
+                           np.random.default_rng([random_state, 13]))
+        data = PreparedData(data.task, take_split(data.train, rows), data.valid, data.test,
+                            data.classes, data.feature_names, data.target)
         values = {name: v[rows] for name, v in values.items()}
     n = len(data.train)
     drop = int(round(removed * n))
