@@ -22,7 +22,8 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any, Protocol, TypeVar
 
 import numpy as np
@@ -426,21 +427,38 @@ def _evaluate(spec: JobSpec, data: PreparedData, result, corrupted):
         sampled_data, sampled_values = evaluation_sample(data, result.values, spec.seed)
         model: dict[str, Any] = {"model": spec.evaluation.model,
                                  "metric": spec.evaluation.metric, "random_state": spec.seed}
-        if "removal" in spec.evaluations:
-            frame = removal_curves(sampled_data, sampled_values, **model)
-            curves["removal"] = frame.to_dict(orient="list") | {
-                "metric": frame.attrs["metric"], "model": spec.evaluation.model,
-                "rows": len(sampled_values)}
         weights, described = _weights(spec.method, sampled_values)
-        if "weighted" in spec.evaluations:
-            summary["weighted_training"] = weighted_training(
-                sampled_data, weights, **model) | {"weights": described,
-                                                    "model": spec.evaluation.model}
-        if "training_choices" in spec.evaluations:
-            summary["training_choices"] = training_choices(
-                sampled_data, weights, remove_fraction=spec.evaluation.remove_fraction,
-                **model) | {"weights": described}
+        with _skipped_on_failure("removal", summary):
+            if "removal" in spec.evaluations:
+                frame = removal_curves(sampled_data, sampled_values, **model)
+                curves["removal"] = frame.to_dict(orient="list") | {
+                    "metric": frame.attrs["metric"], "model": spec.evaluation.model,
+                    "rows": len(sampled_values)}
+        with _skipped_on_failure("weighted", summary):
+            if "weighted" in spec.evaluations:
+                summary["weighted_training"] = weighted_training(
+                    sampled_data, weights, **model) | {"weights": described,
+                                                        "model": spec.evaluation.model}
+        with _skipped_on_failure("training_choices", summary):
+            if "training_choices" in spec.evaluations:
+                summary["training_choices"] = training_choices(
+                    sampled_data, weights, remove_fraction=spec.evaluation.remove_fraction,
+                    **model) | {"weights": described}
     return summary, curves
+
+
+@contextmanager
+def _skipped_on_failure(evaluation: str, summary: dict[str, Any]) -> Iterator[None]:
+    """An evaluation that fails on this data is skipped, not the job: the values are what the
+    user came for, and the evaluations only check them. The summary says which was skipped
+    (``evaluation_errors``); the cause is logged, as any failure that is ours."""
+    try:
+        yield
+    except Exception as exc:
+        log.exception("evaluation %s failed; the job keeps its values", evaluation)
+        detail = str(exc) if isinstance(exc, DVRLError) else (
+            "it failed on this data and was skipped; the values are not affected")
+        summary.setdefault("evaluation_errors", {})[evaluation] = detail
 
 
 __all__ = ["LeaseStore", "guarded", "run_job"]

@@ -53,8 +53,10 @@ class _LightGBMTrainer(BatchTrainer):
             "verbose": -1,
         }
         if p.task == "classification":
-            if p.n_classes > 2:
-                params.update(objective="multiclass", num_class=p.n_classes)
+            # as many outputs as classes in these rows: a rare class can be missing from them
+            # (removal curves, a selection), and predict maps the outputs back to every class
+            if len(present) > 2:
+                params.update(objective="multiclass", num_class=len(present))
             model = lgb.LGBMClassifier(**params)
         else:
             model = lgb.LGBMRegressor(**params)

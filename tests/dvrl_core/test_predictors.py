@@ -92,6 +92,24 @@ def test_mlp_regression_and_lightgbm_with_sample_weights():
     assert (probability.argmax(1) == labels).mean() > 0.9
 
 
+@pytest.mark.parametrize("left_out", [0, 2])
+def test_lightgbm_fitted_without_a_class_still_predicts_every_class(left_out):
+    """A removal curve or a selection can drop a rare class's rows: the model fitted on the
+    rest predicts all three classes' columns, the missing one at 0 (a job once failed here)."""
+    x, y = _classification(n=300, classes=3, seed=5)
+    keep = (y != left_out).astype(float)
+    booster = make_predictor("lightgbm", "classification", 3).fit(x, y, keep)
+    probabilities = booster.predict(x)
+    assert probabilities.shape == (300, 3)
+    assert np.allclose(probabilities.sum(1), 1.0, atol=1e-5)
+    assert probabilities[:, left_out].max() == 0.0
+    seen = y != left_out
+    assert (probabilities[seen].argmax(1) == y[seen]).mean() > 0.8
+    # with every class present the model is the multi-class one it always was
+    full = make_predictor("lightgbm", "classification", 3).fit(x, y).predict(x)
+    assert (full.argmax(1) == y).mean() > 0.8 and full.min() > 0
+
+
 def test_registry_rejects_unknown_names_and_wrong_tasks():
     with pytest.raises(ConfigError, match="unknown predictor"):
         make_predictor("svm", "classification", 2)

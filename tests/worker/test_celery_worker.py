@@ -61,3 +61,25 @@ def test_cancel_reaches_the_worker_loop_within_seconds(client, tables, celery_wo
     job = wait_for(client, job_id, timeout=60)  # a loop of 100,000 iterations, stopped
     assert job["state"] == "CANCELLED"
     assert client.get(f"/v1/jobs/{job_id}/values").status_code == 409
+
+
+def test_a_class_with_one_row_gets_its_values_and_removal_curves(client, celery_worker):
+    """Three classes, one of them a single row: the removal curves drop that row's class from
+    some of their models, and the job still succeeds with every row valued (it once failed
+    after training, its values thrown away)."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(200, 3))
+    label = np.where(x[:, 0] > 0, "cat", "dog").astype(object)
+    label[7] = "bird"
+    table = pd.DataFrame(x, columns=["a", "b", "c"]).assign(label=label)
+    spec = {"dataset_id": upload(client, table), "target": "label",
+            "validation": {"fraction": 0.3}, "seed": 0, "dvrl": {"iterations": 50}}
+    job = wait_for(client, client.post("/v1/jobs", json=spec).json()["id"])
+    assert job["state"] == "SUCCEEDED", job["error"]
+    assert "evaluation_errors" not in job["summary"]
+    removal = client.get(f"/v1/jobs/{job['id']}/curves").json()["removal"]
+    assert len(removal["removed"]) > 5 and all(v is not None for v in removal["remove_lowest"])
+    values = client.get(f"/v1/jobs/{job['id']}/values", params={"page_size": 1000}).json()
+    assert len(values["items"]) == job["summary"]["rows"]
