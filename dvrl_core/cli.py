@@ -190,6 +190,12 @@ def check_value_arguments(args: argparse.Namespace) -> None:
         raise ConfigError(f"--ensemble must be between 1 and {MAX_MEMBERS}")
     if args.ensemble > 1 and args.method != "dvrl":
         raise ConfigError(f"--ensemble: an ensemble of DVRL runs; not of --method {args.method}")
+    if args.seed < 0:
+        raise ConfigError("--seed must be 0 or more")
+    if args.out:  # refused before the run, not after it
+        from .io import check_writable
+
+        check_writable(args.out)
 
 
 def dvrl_options(args: argparse.Namespace) -> dict[str, object]:
@@ -210,8 +216,10 @@ def _value(args: argparse.Namespace) -> int:
     from .data import prepare
     from .io import read_table, write_table
     from .noise import with_label_noise
+    from .predictors.base import resolve_device
 
     check_value_arguments(args)
+    resolve_device(args.device)  # an unknown device, or CUDA without a GPU: said before the work
     valid = read_table(args.valid) if args.valid else None
     test = read_table(args.test) if args.test else None
     if _file_size(args.train) > STREAM_BYTES:  # two passes over the file, never all of it

@@ -22,6 +22,7 @@ import pandas as pd
 
 from .errors import (
     ConfigError,
+    DataError,
     EmptyColumnError,
     MissingColumnError,
     MissingTargetError,
@@ -247,6 +248,17 @@ def prepare(
     elif task not in ("classification", "regression"):
         raise ConfigError(f"task must be classification, regression or auto, not {task!r}")
 
+    if id_column is not None:
+        repeated = train[id_column].duplicated(keep=False)
+        if repeated.any():
+            first = train[id_column][repeated].iloc[0]
+            raise DataError(
+                f"the id column {id_column!r} names rows, but {int(repeated.sum())} training rows "
+                f"share a name with another (for instance {first!r}); give a column whose values "
+                "are unique, or none (rows are then numbered)")
+    if len(train) == 0:
+        raise TooFewRowsError(f"the training table has no rows; at least {MIN_TRAIN_ROWS} are "
+                              "needed")
     _check_target_values(train, target, "training")
     # rows are selected by position, never copied as frames: a big table stays in memory once
     train_rows: np.ndarray | None = None
@@ -259,7 +271,8 @@ def prepare(
     assert valid_frame is not None
     _check_other_tables([target, *features], target, valid_frame, test)
     _check_sizes(len(train) if train_rows is None else len(train_rows),
-                 len(valid_frame) if valid_rows is None else len(valid_rows))
+                 len(valid_frame) if valid_rows is None else len(valid_rows),
+                 None if valid_fraction is None else (len(train), float(valid_fraction)))
 
     encoder = TableEncoder(max_categories).fit(train, features, train_rows)
     train_target = _column(train, target, train_rows)
@@ -344,14 +357,26 @@ def _classes(train_target: pd.Series, target: str) -> list:
     return classes
 
 
-def _check_sizes(n_train: int, n_valid: int) -> None:
+def _check_sizes(n_train: int, n_valid: int,
+                 held_out: tuple[int, float] | None = None) -> None:
+    """At least MIN_TRAIN_ROWS training and MIN_VALID_ROWS validation rows; ``held_out`` =
+    (the table's rows, the validation fraction) where the validation rows were held out of it."""
+    split = "" if held_out is None else (
+        f" after holding out {held_out[1]:.0%} of the table's {held_out[0]} rows as validation "
+        f"({n_train} left to value, {n_valid} held out)")
     if n_train < MIN_TRAIN_ROWS:
+        more = "; hold out a smaller fraction" if held_out and held_out[0] >= MIN_TRAIN_ROWS \
+            + MIN_VALID_ROWS else ""
         raise TooFewRowsError(
-            f"the training table has {n_train} rows; at least {MIN_TRAIN_ROWS} are needed"
+            f"the training table has {n_train} rows{split}; at least {MIN_TRAIN_ROWS} are "
+            f"needed{more}"
         )
     if n_valid < MIN_VALID_ROWS:
+        more = "; hold out a larger fraction" if held_out and held_out[0] >= MIN_TRAIN_ROWS \
+            + MIN_VALID_ROWS else ""
         raise TooFewRowsError(
-            f"the validation data has {n_valid} rows; at least {MIN_VALID_ROWS} are needed"
+            f"the validation data has {n_valid} rows{split}; at least {MIN_VALID_ROWS} are "
+            f"needed{more}"
         )
 
 

@@ -7,9 +7,10 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pandas as pd
+import pyarrow as pa
 import pyarrow.csv as pacsv
 
-from .errors import UnreadableTableError
+from .errors import ConfigError, UnreadableTableError
 
 TABLE_SUFFIXES = (".csv", ".parquet", ".pq")
 
@@ -18,6 +19,8 @@ TABLE_SUFFIXES = (".csv", ".parquet", ".pq")
 def reading(path: Path) -> Iterator[None]:
     """Whatever goes wrong while parsing ``path`` as a table (pyarrow's own errors, OSError,
     UnicodeDecodeError...) leaves as :class:`UnreadableTableError` naming the file."""
+    if path.is_dir():
+        raise UnreadableTableError(f"{path}: a directory, not a table file")
     if not path.is_file():
         raise UnreadableTableError(f"{path}: no such file")
     try:
@@ -51,11 +54,30 @@ def read_table(path: str | Path) -> pd.DataFrame:
             # pyarrow's reader is several times faster than pandas' own on big files; the Arrow
             # buffers are released column by column while converting (peak memory ~1x, not 2x)
             table = pacsv.read_csv(path, convert_options=CSV_CONVERT)
+            binary = [f.name for f in table.schema if pa.types.is_binary(f.type)]
+            if binary:  # pyarrow keeps bytes that are not UTF-8 as binary: refuse them by name
+                raise UnreadableTableError(
+                    f"{path}: not UTF-8 text (columns {binary[:5]}); save it as UTF-8")
             frame = table.to_pandas(self_destruct=True, split_blocks=True)
             del table
     if frame.shape[1] == 0:
         raise UnreadableTableError(f"{path}: the table has no columns")
+    repeated = sorted(set(frame.columns[frame.columns.duplicated()].astype(str)))
+    if repeated:
+        raise UnreadableTableError(f"{path}: duplicate column names: {repeated[:10]}")
     return frame
+
+
+def check_writable(path: str | Path) -> None:
+    """Refuse, before any work, an output path that :func:`write_table` could not write: a
+    suffix other than ``.csv``, ``.parquet`` or ``.pq``, or a folder that does not exist."""
+    path = Path(path)
+    if path.suffix.lower() not in TABLE_SUFFIXES:
+        raise ConfigError(f"{path}: write .csv, .parquet or .pq, not {path.suffix or 'no suffix'}")
+    if path.is_dir():
+        raise ConfigError(f"{path}: a directory; name the file to write")
+    if not path.parent.is_dir():
+        raise ConfigError(f"{path}: the folder {path.parent} does not exist")
 
 
 def write_table(frame: pd.DataFrame, path: str | Path) -> None:

@@ -151,12 +151,18 @@ def create_job(session: Session, spec: JobSpec, owner: str, settings: Settings,
 def _check_columns(spec: JobSpec, tables: dict[str, Any]) -> None:
     """The columns a spec names exist in its datasets (422 at once, not a failed job later)."""
     errors = []
+    training = [c["name"] for c in tables["dataset_id"].columns]
+    # the validation and test tables need the target and every feature the training rows use
+    features = spec.features or [c for c in training if c not in (spec.target, spec.id_column)]
     for where, dataset in tables.items():
         columns = [c["name"] for c in dataset.columns]
         named = [("target", spec.target)]
         if where == "dataset_id":
             named += [("id_column", spec.id_column)] if spec.id_column else []
             named += [(f"features.{i}", f) for i, f in enumerate(spec.features or [])]
+        else:
+            missing = [f for f in features if f not in columns and f in training]
+            named += [(f"{where}.dataset_id", f) for f in missing[:5]]
         for field, column in named:
             if column not in columns:
                 hint = f"; it has {columns[:20]}" if len(columns) <= 20 else \

@@ -66,6 +66,9 @@ def _copy_postgres(session: Session, frame: pd.DataFrame) -> None:
 def require_succeeded(session: Session, job_id: str, owner: str) -> Job:
     job = get_job(session, job_id, owner)
     if job.state != "SUCCEEDED":
+        if job.state in ("FAILED", "CANCELLED"):  # it will never have any
+            raise ResultsNotReady(f"job {job_id!r} {job.state} and has no results"
+                                  + ("; its error says why" if job.state == "FAILED" else ""))
         raise ResultsNotReady(f"job {job_id!r} is {job.state}; results exist once it SUCCEEDED")
     return job
 

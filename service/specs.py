@@ -135,7 +135,9 @@ class JobSpec(StrictModel):
     test: TestSpec | None = None
     task: Literal["auto", "classification", "regression"] = "auto"
     id_column: str | None = Field(None, description="column that names rows in the results")
-    features: list[str] | None = Field(None, description="feature columns; default all others")
+    features: list[str] | None = Field(
+        None, min_length=1, description="feature columns, each named once, not the target; "
+        "default all others")
     method: MethodName = Field(
         "dvrl", description="the valuation method: dvrl (default), or a baseline to compare it "
         "with on the same data: knn_shapley (exact KNN-Shapley: the neighbours' accuracy, for a "
@@ -185,6 +187,21 @@ class JobSpec(StrictModel):
         if self.ensemble > 1 and self.method != "dvrl":
             raise ValueError(f"ensemble: an ensemble runs DVRL with different seeds; method "
                              f"{self.method} is not DVRL (leave ensemble at 1)")
+        return self
+
+    @model_validator(mode="after")
+    def _features_named_once(self) -> JobSpec:
+        if self.features is not None:
+            repeated = sorted({f for i, f in enumerate(self.features)
+                               if f in self.features[:i]})
+            if repeated:
+                raise ValueError(f"features: each column once; named more than once: "
+                                 f"{repeated[:10]}")
+            if self.target in self.features:
+                raise ValueError(f"features: the target {self.target!r} cannot be a feature")
+            if self.id_column is not None and self.id_column in self.features:
+                raise ValueError(f"features: the id_column {self.id_column!r} names rows; it "
+                                 "cannot be a feature")
         return self
 
     @model_validator(mode="after")

@@ -118,6 +118,10 @@ BAD_SPECS = {
     "null target": {"target": None},
     "label noise of 1": {"label_noise": 1.0},
     "unknown shift setting": {"dvrl": {"shift": "sometimes"}},
+    # a feature named 200,000 times once kept a worker busy for minutes
+    "a feature named twice": {"features": ["x0", "x1", "x0"]},
+    "no features": {"features": []},
+    "the target as a feature": {"features": ["x0", "label"]},
 }
 
 
@@ -129,6 +133,20 @@ def test_bad_specs_are_422_with_the_fields(client, case):
     problem = response.json()
     assert problem["errors"], problem
     assert client.get("/v1/jobs").json()["items"] == []
+
+
+def test_a_validation_table_without_a_feature_is_422_naming_it(client):
+    """Caught when the job is posted, not by a failed job later: the validation table lacks a
+    column the training rows are valued on."""
+    spec = _spec(client, _table(), _table(seed=1).drop(columns=["x2"]))
+    response = client.post("/v1/jobs", json=spec)
+    assert response.status_code == 422, response.text
+    problem = response.json()
+    assert problem["errors"][0]["field"] == "validation.dataset_id"
+    assert "no column 'x2' in the dataset of validation.dataset_id" in problem["detail"]
+    # with features that leave it out, the same tables make a job
+    spec["features"] = ["x0", "x1"]
+    assert client.post("/v1/jobs", json=spec).status_code == 202
 
 
 def _failed_or_succeeded(client, spec) -> dict:
@@ -159,6 +177,18 @@ def test_targets_that_cannot_be_learned_fail_with_a_reason(client, case):
     assert job["error"]["status"] == 422 and job["error"]["detail"], job["error"]
     if case == "some empty labels":
         assert "empty in 2 training rows" in job["error"]["detail"], job["error"]
+    values = client.get(f"/v1/jobs/{job['id']}/values")
+    assert values.status_code == 409
+    assert "FAILED and has no results; its error says why" in values.json()["detail"]
+
+
+def test_a_body_that_is_not_json_is_said_to_be_so(client):
+    response = client.post("/v1/jobs", content=b'{"target": "label", not json',
+                           headers={"content-type": "application/json"})
+    assert response.status_code == 422
+    assert response.headers["content-type"].startswith("application/problem+json")
+    assert response.json()["detail"].startswith("the body is not valid JSON")
+    assert response.json()["errors"][0]["field"] == "body"
 
 
 def test_extreme_values_and_many_categories_end_cleanly(client):

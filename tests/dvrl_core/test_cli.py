@@ -69,6 +69,11 @@ def test_values_to_standard_output(tables):
         (["--target", "label", "--predictor", "svm"], "unknown predictor"),
         (["--target", "label", "--iterations", "0"], "iterations"),
         (["--target", "label", "--inject-noise", "1.5"], "between 0 and 1"),
+        (["--target", "label", "--device", "tpu"], "device must be auto, cpu or cuda"),
+        (["--target", "label", "--seed", "-1"], "--seed must be 0 or more"),
+        # refused before the run, which would otherwise be lost
+        (["--target", "label", "--out", "/nonexistent/dir/v.csv"], "does not exist"),
+        (["--target", "label", "--out", "values.xlsx"], "write .csv, .parquet or .pq"),
     ],
 )
 def test_errors_print_one_line_and_exit_2(tables, args, message):
@@ -103,6 +108,34 @@ def test_missing_file_and_missing_validation(tables):
     assert done.returncode == 2 and "no such file" in done.stderr
     done = run_cli("value", str(tables / "train.csv"), "--target", "label")
     assert done.returncode == 2 and "--valid" in done.stderr
+
+
+def test_tables_that_cannot_be_valued_are_named_without_a_traceback(tmp_path):
+    """A header without rows, a column name twice, text that is not UTF-8, a folder given as
+    the table, and a validation fraction that leaves too few rows: one line each, exit 2."""
+    good = make_table(80, n_features=2, random_state=0)
+    (tmp_path / "header.csv").write_text("x0,x1,label\n")
+    good.to_csv(tmp_path / "twice.csv", index=False, header=["x0", "x0", "label"])
+    latin = good.assign(label=np.where(good["label"] == good["label"].iloc[0], "caf\u00e9",
+                                       "th\u00e9"))
+    (tmp_path / "latin1.csv").write_bytes(latin.to_csv(index=False).encode("latin-1"))
+    cases = [("header.csv", "0.3", "the training table has no rows"),
+             ("twice.csv", "0.3", "duplicate column names: ['x0']"),
+             ("latin1.csv", "0.3", "not UTF-8 text (columns ['label'])"),
+             (".", "0.3", "a directory, not a table file")]
+    for name, fraction, message in cases:
+        done = run_cli("value", str(tmp_path / name), "--target", "label", "--valid-fraction",
+                       fraction)
+        assert done.returncode == 2, (name, done.stderr)
+        assert "Traceback" not in done.stderr
+        lines = done.stderr.strip().splitlines()
+        assert len(lines) == 1 and message in lines[0], (name, lines)
+    good.to_csv(tmp_path / "good.csv", index=False)
+    done = run_cli("value", str(tmp_path / "good.csv"), "--target", "label", "--valid-fraction",
+                   "0.99")
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert "after holding out 99% of the table's 80 rows" in done.stderr
+    assert "hold out a smaller fraction" in done.stderr
 
 
 def test_demo_values_a_generated_table(tmp_path):

@@ -6,6 +6,7 @@ import pytest
 
 from dvrl_core import (
     ConfigError,
+    DataError,
     EmptyColumnError,
     MissingColumnError,
     MissingTargetError,
@@ -83,6 +84,10 @@ def test_id_column_names_rows(table):
     data = prepare(table, "label", table, id_column="key")
     assert list(data.train.ids[:2]) == ["r0", "r1"]
     assert not any(n.startswith("key") for n in data.feature_names)
+    # names that repeat could not be joined back to the rows: refused, with an example
+    table["key"] = [f"r{i % 7}" for i in range(len(table))]
+    with pytest.raises(DataError, match="'key' names rows, but .* share a name.*'r0'"):
+        prepare(table, "label", table, id_column="key")
 
 
 def test_task_inference():

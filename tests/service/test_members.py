@@ -172,14 +172,15 @@ def test_a_queued_ensemble_cancelled_ends_at_once_with_its_members(client, table
 
 
 def test_a_member_that_fails_fails_the_job_and_stops_the_others(client, tables):
-    train, valid = tables
+    train, _ = tables
+    repeated = train.assign(customer=[f"c{i % 50}" for i in range(len(train))])
     spec = _spec(client, tables, ensemble=2) | {
-        "validation": {"dataset_id": upload(client, valid.drop(columns="x1"))}}
+        "dataset_id": upload(client, repeated), "id_column": "customer"}
     job_id = client.post("/v1/jobs", json=spec).json()["id"]
     first, second = [m.id for m in _members(job_id)]
     assert run_member(first) == "FAILED"
     job = client.get(f"/v1/jobs/{job_id}").json()
-    assert job["state"] == "FAILED" and job["error"]["type"] == "/problems/missing-column"
+    assert job["state"] == "FAILED" and job["error"]["type"] == "/problems/bad-data"
     assert job["error"]["detail"].startswith("ensemble member 1 of 2 (seed ")
     assert [m.state for m in _members(job_id)] == ["FAILED", "CANCELLED"]
     assert run_member(second) is None

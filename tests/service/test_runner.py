@@ -61,14 +61,17 @@ def test_a_job_stops_when_its_values_converge_and_says_after_how_many_iterations
 
 
 def test_data_that_cannot_be_valued_ends_failed_with_a_reason(client, tables):
+    """What the stored column names cannot tell when the job is posted (a missing column can:
+    422 then), the run finds: here an id column whose names repeat."""
     train, valid = tables
-    spec = {"dataset_id": upload(client, train), "target": "label",
-            "validation": {"dataset_id": upload(client, valid.drop(columns="x1"))}}
+    train = train.assign(customer=[f"c{i % 50}" for i in range(len(train))])
+    spec = {"dataset_id": upload(client, train), "target": "label", "id_column": "customer",
+            "validation": {"dataset_id": upload(client, valid)}}
     job_id = client.post("/v1/jobs", json=spec).json()["id"]
     assert run_job(job_id) == "FAILED"
     job = client.get(f"/v1/jobs/{job_id}").json()
-    assert job["error"]["type"] == "/problems/missing-column"
-    assert "validation" in job["error"]["detail"] and "x1" in job["error"]["detail"]
+    assert job["error"]["type"] == "/problems/bad-data"
+    assert "'customer' names rows" in job["error"]["detail"] and "'c0'" in job["error"]["detail"]
     assert "Traceback" not in str(job)
     assert client.get(f"/v1/jobs/{job_id}/values").status_code == 409
 
