@@ -190,6 +190,14 @@ def training_choices(
     ``top_valued_fraction`` and ``top_valued_validation_weight_ratio``): the values used to
     choose which source rows to add to the target's own rows.
 
+    ``recommended`` names the one of the four ways of training with the values (``weighted``,
+    ``without_lowest``, ``weighted_plus_validation``, ``top_valued_plus_validation``) that
+    scores best on the validation rows, and ``recommended_score`` is its test score: the choice
+    a user can make without test labels. The two that never train on the validation rows are
+    scored on all of them, the two that do by their cross-validated score
+    (``validation_score_<name>``). The best of the four test scores, chosen after looking at
+    them, would flatter the values.
+
     Scored on the test split, which must be there: the validation rows cannot score a model
     trained on them.
     """
@@ -210,21 +218,31 @@ def training_choices(
         return _evaluation_score(data, train, weight, model, metric, test, random_state,
                                  model_params)
 
+    def on_both(train: Split, weight: np.ndarray | None) -> tuple[float, float]:
+        """Test score and validation score of one model, which never saw the validation rows."""
+        predictor = make_predictor(model, data.task, data.n_classes, random_state=random_state,
+                                   **(model_params or {}))
+        predictor.fit(train.x, train.y, sample_weight=weight)
+        return tuple(score(metric, data.task, predictor.predict(split.x), split.y)
+                     for split in (test, data.valid))  # type: ignore[return-value]
+
     keep = np.ones(len(weights), dtype=bool)
     keep[np.argsort(weights, kind="stable")[: int(round(remove_fraction * len(weights)))]] = False
     both = _combined(data.train, data.valid)
-    ratio, with_valid, _ = _validation_weighting(data, weights, model, metric, random_state,
-                                                 model_params)
+    ratio, with_valid, with_valid_cv = _validation_weighting(data, weights, model, metric,
+                                                             random_state, model_params)
     uniform = _validation_weighting(data, np.ones(len(weights)), model, metric, random_state,
                                     model_params)
     uniform_ratio, uniform_with_valid, _ = uniform
-    fraction, top_ratio, top_train, top_with_valid = _top_valued_with_validation(
+    fraction, top_ratio, top_train, top_with_valid, top_cv = _top_valued_with_validation(
         data, weights, model, metric, random_state, model_params, uniform)
-    return {
+    weighted, weighted_on_valid = on_both(data.train, weights)
+    without_lowest, without_lowest_on_valid = on_both(_subset(data.train, keep), None)
+    table: dict[str, float | str] = {
         "metric": metric, "model": model, "remove_fraction": remove_fraction,
         "uniform": evaluate(data.train, None),
-        "weighted": evaluate(data.train, weights),
-        "without_lowest": evaluate(_subset(data.train, keep), None),
+        "weighted": weighted,
+        "without_lowest": without_lowest,
         "validation_only": evaluate(data.valid, None),
         "uniform_plus_validation": evaluate(both, None),
         "weighted_plus_validation": evaluate(both, with_valid),
@@ -235,6 +253,16 @@ def training_choices(
         "top_valued_fraction": fraction,
         "top_valued_validation_weight_ratio": top_ratio,
     }
+    # which of the four ways of training with the values to use, decided on the validation rows
+    # alone (a user has no test labels to choose by): the two that never see the validation rows
+    # are scored on all of them, the two that train on them by their cross-validated score
+    on_valid = {"top_valued_plus_validation": top_cv, "weighted_plus_validation": with_valid_cv,
+                "weighted": weighted_on_valid, "without_lowest": without_lowest_on_valid}
+    finite = {name: value for name, value in on_valid.items() if np.isfinite(value)}
+    if finite:  # the first in this order wins a tie
+        pick = (max if higher_is_better(metric) else min)(finite, key=finite.__getitem__)
+        table |= {"recommended": pick, "recommended_score": table[pick]}
+    return table | {f"validation_score_{name}": value for name, value in on_valid.items()}
 
 
 VALIDATION_WEIGHT_RATIOS = (0.1, 0.3, 1.0, 3.0, 10.0)
@@ -282,17 +310,17 @@ TOP_VALUED_FRACTIONS = (1.0, 0.5, 0.25, 0.1)  # all rows first: a tie keeps them
 def _top_valued_with_validation(
     data: PreparedData, values: np.ndarray, model: str, metric: str, random_state: int,
     model_params: dict | None, every_row: tuple[float, np.ndarray, float],
-) -> tuple[float, float, Split, np.ndarray]:
+) -> tuple[float, float, Split, np.ndarray, float]:
     """The fraction of highest-valued training rows and the validation rows' share that score
     best together in cross-validation on the validation rows: (fraction, share, those training
-    rows, the weights of them then of the validation rows). ``every_row`` is
-    :func:`_validation_weighting`'s answer for all the rows at weight 1 (the fraction 1); a
-    smaller fraction must score strictly better to be chosen. Equal values are ordered at
-    random (seeded), not by their position in the table."""
+    rows, the weights of them then of the validation rows, the cross-validated score).
+    ``every_row`` is :func:`_validation_weighting`'s answer for all the rows at weight 1 (the
+    fraction 1); a smaller fraction must score strictly better to be chosen. Equal values are
+    ordered at random (seeded), not by their position in the table."""
     tie_break = np.random.default_rng([random_state, 3]).random(len(values))
     order = np.lexsort((tie_break, -values))  # highest value first
     ratio, weights, best_score = every_row
-    best = (1.0, ratio, data.train, weights)
+    best: tuple[float, float, Split, np.ndarray] = (1.0, ratio, data.train, weights)
     higher = higher_is_better(metric)
     for fraction in TOP_VALUED_FRACTIONS[1:]:
         keep = np.zeros(len(values), dtype=bool)
@@ -306,4 +334,4 @@ def _top_valued_with_validation(
         if not np.isfinite(best_score) or (cv_score > best_score if higher
                                            else cv_score < best_score):
             best, best_score = (fraction, ratio, train, weights), cv_score
-    return best
+    return (*best, best_score)

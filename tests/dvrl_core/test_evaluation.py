@@ -95,6 +95,28 @@ def test_the_top_valued_source_rows_added_to_the_validation_rows_beat_either_alo
     assert table["top_valued_plus_validation"] > table["validation_only"] + 0.03
     assert table["top_valued_plus_validation"] > table["tuned_uniform_plus_validation"] + 0.05
     assert table["top_valued_validation_weight_ratio"] in (0.1, 0.3, 1.0, 3.0, 10.0)
+    # the way to train that the validation rows recommend is one that beats them alone
+    assert table["recommended_score"] == table[table["recommended"]]
+    assert table["recommended_score"] > table["validation_only"] + 0.03
+
+
+def test_the_recommended_way_to_train_is_chosen_on_the_validation_rows_not_the_test():
+    """The recommendation is the best validation score among the four ways with the values, and
+    it does not move when the test rows change (a user has no test labels to choose by)."""
+    source, valid, test, _ = make_shifted_domains(600, 200, 1000, random_state=3)
+    values = np.random.default_rng(1).uniform(0.2, 1.0, len(source))
+    tables = [training_choices(prepare(source, "label", valid, test=part), values,
+                               model="logistic_regression", metric="accuracy")
+              for part in (test.iloc[:500], test.iloc[500:])]
+    ways = ("weighted", "without_lowest", "weighted_plus_validation",
+            "top_valued_plus_validation")
+    for table in tables:
+        on_valid = {way: table[f"validation_score_{way}"] for way in ways}
+        assert table["recommended"] == max(on_valid, key=on_valid.__getitem__)
+        assert table["recommended_score"] == table[table["recommended"]]
+    assert tables[0]["recommended"] == tables[1]["recommended"]
+    assert [tables[0][f"validation_score_{way}"] for way in ways] == \
+        [tables[1][f"validation_score_{way}"] for way in ways]
 
 
 def test_training_choices_show_what_each_way_of_training_is_worth():

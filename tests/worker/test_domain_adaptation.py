@@ -43,6 +43,10 @@ def test_a_domain_adaptation_job_values_the_source_and_reports_the_training_choi
     assert np.isin(contradicting, lowest).mean() > 0.9
     assert np.isin(lowest, foreign).mean() > 0.55  # random: 0.4
     assert choices["weighted"] > choices["uniform"] + 0.05
+    # the way to train with the values that the validation rows recommend beats uniform too
+    assert choices["recommended"] in {"weighted", "without_lowest", "weighted_plus_validation",
+                                      "top_valued_plus_validation"}
+    assert choices["recommended_score"] > choices["uniform"] + 0.05
     assert choices["without_lowest"] > choices["uniform"] + 0.05
 
 
