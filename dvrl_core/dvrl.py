@@ -117,7 +117,13 @@ from .optim import Adam
 from .predictors import DEFAULT_PREDICTOR, PREDICTORS, Predictor, make_predictor, resolve_device
 from .predictors.base import as_tensor
 from .predictors.choice import PredictorChoice, choose_predictor
-from .prior import PooledPrior, pooled_prior, side_by_side, standardised_errors
+from .prior import (
+    PooledPrior,
+    PriorStopped,
+    pooled_prior,
+    side_by_side,
+    standardised_errors,
+)
 from .result import ValuationResult
 from .seeding import child_seeds, library_versions
 from .shift import CovariateShift, covariate_shift, weighted_values
@@ -141,6 +147,10 @@ from .trust import (
 STRONG_L2_PER_ROW = 0.1
 CONVERGENCE_TOLERANCE = 1e-3
 DVRL_DEFAULT_METRIC = {"classification": "log_loss", "regression": "mse"}
+# while the prior is fitted, should_stop is asked from a thread this long after it starts, then
+# this often (a stop ends the prior at its next fit)
+STOP_POLL_GRACE_S = 5.0
+STOP_POLL_EVERY_S = 0.25
 BESIDE_THREAD = "dvrl-prior-beside-loop"  # the thread fitting the returned prior during the loop
 
 Baseline = Literal["auto", "fixed", "moving_average", "leave_one_out"]
@@ -313,13 +323,15 @@ class DVRL:
         return make_predictor(name, data.task, data.n_classes, device=device, random_state=seed,
                               **params)
 
-    def marginal(self, data: PreparedData, predictor: Predictor | None = None) -> np.ndarray:
+    def marginal(self, data: PreparedData, predictor: Predictor | None = None,
+                 stop: threading.Event | None = None) -> np.ndarray:
         """The estimator's marginal input for every training row: |onehot(y) - f(x)| with f the
         pooled prior (``prior="pooled"``, no ``marginal_predictor`` given; regression:
         |y - f(x)| in units of the pool's spread) or a model trained on the validation rows
-        only (regression: the official |y - f_valid(x)| / |y|)."""
+        only (regression: the official |y - f_valid(x)| / |y|). Once ``stop`` is set, the
+        pooled prior starts no other fit and :class:`dvrl_core.prior.PriorStopped` is raised."""
         if predictor is None and self._pooled(data):
-            marginal, self.prior_ = self._pooled_marginal(data)
+            marginal, self.prior_ = self._pooled_marginal(data, stop=stop)
             return marginal
         if predictor is None:
             device = resolve_device(self.device)
@@ -368,10 +380,12 @@ class DVRL:
         """Value every training row of ``data``.
 
         ``on_progress`` is called after every iteration; ``should_stop`` is asked before every
-        iteration and, when it answers True, the run raises :class:`RunStopped` carrying a
-        checkpoint. ``on_checkpoint(state, iteration)`` receives the full state every
-        ``checkpoint_every`` iterations; ``resume_from`` continues from such a state and gives the
-        same values as an uninterrupted run.
+        iteration (and, from a thread, every quarter second from the prior's fifth second on,
+        :class:`_StopPoller`) and, when it answers True, the run raises :class:`RunStopped`
+        carrying a checkpoint (empty when it stopped during the prior: nothing to resume).
+        ``on_checkpoint(state, iteration)`` receives the full state every ``checkpoint_every``
+        iterations; ``resume_from`` continues from such a state and gives the same values as an
+        uninterrupted run.
         """
         started = time.perf_counter()
         self.predictor_choice_ = None
@@ -397,7 +411,14 @@ class DVRL:
                                     all_rows.feature_names, all_rows.target)
 
         predictor = self._make_predictor(data, device, predictor_seed)
-        marginal = as_tensor(self.marginal(data), device)
+        # the prior can take minutes on a big table: a stop asked meanwhile ends it at its next
+        # fit (there is nothing to resume yet: the checkpoint is empty)
+        with _StopPoller(should_stop) as poller:
+            try:
+                marginal = as_tensor(self.marginal(data, stop=poller.event), device)
+            except PriorStopped:
+                poller.reraise()
+                raise RunStopped(0, self.iterations, b"") from None
         control = self.marginal_control(data, marginal.cpu().numpy())
         watch = _Watch(planted, original, control) if self.guard and self.tolerance and \
             planted is not None and held_out is not None else None
@@ -720,6 +741,52 @@ def _error_marginal(errors: np.ndarray) -> np.ndarray:
     return np.minimum(errors, 100.0).astype(np.float32)[:, None]
 
 
+class _StopPoller:
+    """Asks ``should_stop`` from a thread while the main thread is busy with work that cannot
+    ask it itself (the prior's fits): first after :data:`STOP_POLL_GRACE_S`, then every
+    :data:`STOP_POLL_EVERY_S`; sets :attr:`event` when it says stop, or when it raises (the error
+    is kept for :meth:`reraise`). Without ``should_stop``, nothing runs and :attr:`event` is
+    None. The grace: a small table's prior takes a second or two, and its loop's first
+    iteration asks ``should_stop`` soon enough (with a checkpoint to resume from)."""
+
+    def __init__(self, should_stop: Callable[[], bool] | None) -> None:
+        self.should_stop = should_stop
+        self.event = threading.Event() if should_stop is not None else None
+        self.error: BaseException | None = None
+        self._done = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def __enter__(self) -> _StopPoller:
+        if self.should_stop is not None:
+            self._thread = threading.Thread(target=self._poll, name="dvrl-stop-poller",
+                                            daemon=True)
+            self._thread.start()
+        return self
+
+    def _poll(self) -> None:
+        assert self.should_stop is not None and self.event is not None
+        wait = STOP_POLL_GRACE_S
+        while not self._done.wait(wait):
+            wait = STOP_POLL_EVERY_S
+            try:
+                if self.should_stop():
+                    self.event.set()
+                    return
+            except BaseException as exc:  # e.g. the service's lost lease: the run's to raise
+                self.error = exc
+                self.event.set()
+                return
+
+    def reraise(self) -> None:
+        if self.error is not None:
+            raise self.error
+
+    def __exit__(self, *exc: object) -> None:
+        self._done.set()
+        if self._thread is not None:
+            self._thread.join()
+
+
 class _Beside:
     """A call run on a thread of its own while the caller goes on; :meth:`result` waits for
     it. The call is given an event that :meth:`stop` sets, when its answer is no longer wanted
@@ -900,5 +967,9 @@ def _dump_state(state: dict[str, Any]) -> bytes:
 
 
 def _load_state(blob: bytes) -> dict[str, Any]:
+    if not blob:
+        raise ConfigError("the checkpoint is empty: the run stopped before its first iteration "
+                          "(while its prior was fitted), so there is nothing to resume; start "
+                          "the run again")
     # weights_only: a checkpoint holds tensors and numbers; never unpickle arbitrary objects
     return torch.load(io.BytesIO(blob), map_location="cpu", weights_only=True)

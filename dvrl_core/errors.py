@@ -74,7 +74,8 @@ class RunStopped(DVRLError):
     """The run was stopped by its stop check before finishing.
 
     ``checkpoint`` holds the full training state as bytes: pass it to
-    :meth:`dvrl_core.DVRL.fit` as ``resume_from`` to continue where the run stopped.
+    :meth:`dvrl_core.DVRL.fit` as ``resume_from`` to continue where the run stopped. It is
+    empty when the run stopped before its first iteration (while its prior was fitted).
     """
 
     code = "stopped"

@@ -144,6 +144,34 @@ def test_the_run_gives_up_when_its_values_are_far_below_the_guards_bar():
     assert resumed.diagnostics["convergence"] == convergence
 
 
+def test_a_stop_asked_while_the_prior_is_fitted_ends_the_run_there(noisy_data, monkeypatch):
+    """A big table's prior takes minutes: a stop (a cancelled job) ends it at its next fit,
+    not once the loop starts. Nothing is resumable yet, and resuming says so."""
+    import dvrl_core.dvrl as dvrl_module
+
+    monkeypatch.setattr(dvrl_module, "STOP_POLL_GRACE_S", 0.0)
+    monkeypatch.setattr(dvrl_module, "STOP_POLL_EVERY_S", 0.001)
+    data, _ = noisy_data
+    asked = []
+
+    def stop() -> bool:
+        asked.append(threading.current_thread().name)
+        return True
+
+    with pytest.raises(RunStopped) as stopped:
+        small().fit(data, should_stop=stop)
+    assert stopped.value.iteration == 0 and stopped.value.checkpoint == b""
+    assert asked == ["dvrl-stop-poller"]  # the loop never asked: it never began
+    with pytest.raises(ConfigError, match="nothing to resume"):
+        small().fit(data, resume_from=stopped.value.checkpoint)
+    # an error in the stop check (the service's lost lease) is the run's to raise
+    def lost() -> bool:
+        raise TimeoutError("lease lost")
+
+    with pytest.raises(TimeoutError, match="lease lost"):
+        small().fit(data, should_stop=lost)
+
+
 def test_checkpoint_of_another_run_is_refused(noisy_data):
     data, _ = noisy_data
     with pytest.raises(RunStopped) as stopped:
