@@ -233,6 +233,11 @@ def _value(args: argparse.Namespace) -> int:
                        valid_fraction=args.valid_fraction, test=test,
                        id_column=args.id_column, task=args.task, random_state=args.seed)
     del valid, test  # the encoded arrays are all that is needed from here on
+    if data.test is not None:  # the removal test's AUC: said before the run, not after it
+        from .evaluation import scoring_rows
+        from .metrics import DEFAULT_METRIC
+
+        scoring_rows(data, DEFAULT_METRIC[data.task])
     corrupted = None
     if args.inject_noise is not None:
         data, corrupted = with_label_noise(data, args.inject_noise, args.seed)

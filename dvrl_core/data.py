@@ -270,9 +270,18 @@ def prepare(
         valid_frame = train
     assert valid_frame is not None
     _check_other_tables([target, *features], target, valid_frame, test)
+    hint = None
+    if valid_rows is not None and task == "classification" and len(valid_rows) < MIN_VALID_ROWS:
+        # a hold-out stratified by class takes nothing from classes of one row: a number read
+        # as classes makes every value a class
+        kinds = train[target].nunique()
+        if kinds > len(train) / 2:
+            hint = (f" (the hold-out is stratified by class, and the target {target!r} has "
+                    f"{kinds} distinct values in {len(train)} rows, most of them once: if it is "
+                    "a number to predict, the task is regression)")
     _check_sizes(len(train) if train_rows is None else len(train_rows),
                  len(valid_frame) if valid_rows is None else len(valid_rows),
-                 None if valid_fraction is None else (len(train), float(valid_fraction)))
+                 None if valid_fraction is None else (len(train), float(valid_fraction)), hint)
 
     encoder = TableEncoder(max_categories).fit(train, features, train_rows)
     train_target = _column(train, target, train_rows)
@@ -357,10 +366,11 @@ def _classes(train_target: pd.Series, target: str) -> list:
     return classes
 
 
-def _check_sizes(n_train: int, n_valid: int,
-                 held_out: tuple[int, float] | None = None) -> None:
+def _check_sizes(n_train: int, n_valid: int, held_out: tuple[int, float] | None = None,
+                 hint: str | None = None) -> None:
     """At least MIN_TRAIN_ROWS training and MIN_VALID_ROWS validation rows; ``held_out`` =
-    (the table's rows, the validation fraction) where the validation rows were held out of it."""
+    (the table's rows, the validation fraction) where the validation rows were held out of it;
+    ``hint`` replaces the advice on the fraction where too few are held out."""
     split = "" if held_out is None else (
         f" after holding out {held_out[1]:.0%} of the table's {held_out[0]} rows as validation "
         f"({n_train} left to value, {n_valid} held out)")
@@ -372,8 +382,8 @@ def _check_sizes(n_train: int, n_valid: int,
             f"needed{more}"
         )
     if n_valid < MIN_VALID_ROWS:
-        more = "; hold out a larger fraction" if held_out and held_out[0] >= MIN_TRAIN_ROWS \
-            + MIN_VALID_ROWS else ""
+        more = hint or ("; hold out a larger fraction" if held_out and held_out[0] >=
+                        MIN_TRAIN_ROWS + MIN_VALID_ROWS else "")
         raise TooFewRowsError(
             f"the validation data has {n_valid} rows{split}; at least {MIN_VALID_ROWS} are "
             f"needed{more}"

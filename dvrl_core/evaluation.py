@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from .data import PreparedData, Split
-from .errors import ConfigError
+from .errors import ConfigError, DataError
 from .metrics import DEFAULT_METRIC, higher_is_better, roc_auc, score
 from .predictors import make_predictor
 
@@ -81,8 +81,16 @@ def _subset(split: Split, keep: np.ndarray) -> Split:
     return Split(split.x[keep], split.y[keep], split.ids[keep])
 
 
-def _held_out(data: PreparedData) -> Split:
-    return data.test if data.test is not None else data.valid
+def scoring_rows(data: PreparedData, metric: str | None = None) -> Split:
+    """The rows that score the evaluations: the test split, else the validation split. With
+    ``metric``: a DataError where it cannot score them (the AUC of rows of one class)."""
+    held_out = data.test if data.test is not None else data.valid
+    if metric == "auc" and len(np.unique(held_out.y)) < 2:
+        which = "test" if data.test is not None else "validation"
+        raise DataError(f"the {which} rows hold one class only, and the AUC that scores this "
+                        "evaluation needs two: give rows of both classes, or the metric "
+                        "accuracy or log_loss")
+    return held_out
 
 
 # removal curves retrain their model about 80 times: past this many training rows they run on a
@@ -120,7 +128,7 @@ def removal_curves(
     metric = metric or DEFAULT_METRIC[data.task]
     if fractions is None:
         fractions = np.round(np.arange(0.0, 0.501, 0.05), 2)
-    held_out = _held_out(data)
+    held_out = scoring_rows(data, metric)
     order = np.argsort(values, kind="stable")
     rng = np.random.default_rng(random_state)
     permutations = [rng.permutation(len(values)) for _ in range(random_repeats)]
@@ -151,7 +159,7 @@ def weighted_training(
 ) -> dict[str, float | str]:
     """Test score of the evaluation model trained without and with the values as sample weights."""
     metric = metric or DEFAULT_METRIC[data.task]
-    held_out = _held_out(data)
+    held_out = scoring_rows(data, metric)
     weights = np.asarray(values, dtype=np.float64)
     plain = _evaluation_score(data, data.train, None, model, metric, held_out, random_state,
                               model_params)
@@ -212,7 +220,7 @@ def training_choices(
     if not 0 < remove_fraction < 1:
         raise ConfigError("remove_fraction must be between 0 and 1")
     metric = metric or DEFAULT_METRIC[data.task]
-    test = data.test
+    test = scoring_rows(data, metric)  # the test split (checked above)
 
     def evaluate(train: Split, weight: np.ndarray | None) -> float:
         return _evaluation_score(data, train, weight, model, metric, test, random_state,

@@ -454,10 +454,14 @@ def _skipped_on_failure(evaluation: str, summary: dict[str, Any]) -> Iterator[No
     (``evaluation_errors``); the cause is logged, as any failure that is ours."""
     try:
         yield
-    except Exception as exc:
+    except RunStopped:
+        raise
+    except DVRLError as exc:  # the data's: said in the summary
+        log.info("evaluation %s skipped: %s", evaluation, exc)
+        summary.setdefault("evaluation_errors", {})[evaluation] = str(exc)
+    except Exception:  # ours: logged with its traceback, kept out of the summary
         log.exception("evaluation %s failed; the job keeps its values", evaluation)
-        detail = str(exc) if isinstance(exc, DVRLError) else (
-            "it failed on this data and was skipped; the values are not affected")
+        detail = "it failed on this data and was skipped; the values are not affected"
         summary.setdefault("evaluation_errors", {})[evaluation] = detail
 
 

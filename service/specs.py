@@ -4,7 +4,14 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from .webhook_events import EventName
 from .webhook_targets import MAX_URL_LENGTH, check_syntax
@@ -23,8 +30,20 @@ EvaluationModelName = Literal["bernoulli_naive_bayes", "lightgbm", "linear_regre
                               "logistic_regression", "mlp", "naive_bayes"]
 
 
+NUMBERS = (int, float, int | None, float | None)
+
+
 class StrictModel(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_true_for_a_number(cls, value: object, info: ValidationInfo) -> object:
+        """JSON's true and false are not numbers (pydantic would read true as 1 iteration)."""
+        if isinstance(value, bool) and info.field_name is not None and \
+                cls.model_fields[info.field_name].annotation in NUMBERS:
+            raise ValueError("a number is needed, not true or false")
+        return value
 
 
 class ValidationSpec(StrictModel):

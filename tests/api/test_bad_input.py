@@ -121,6 +121,8 @@ BAD_SPECS = {
     # a feature named 200,000 times once kept a worker busy for minutes
     "a feature named twice": {"features": ["x0", "x1", "x0"]},
     "no features": {"features": []},
+    "true for a number": {"dvrl": {"iterations": True}},
+    "false for a seed": {"seed": False},
     "the target as a feature": {"features": ["x0", "label"]},
 }
 

@@ -131,6 +131,12 @@ def test_tables_that_cannot_be_valued_are_named_without_a_traceback(tmp_path):
         lines = done.stderr.strip().splitlines()
         assert len(lines) == 1 and message in lines[0], (name, lines)
     good.to_csv(tmp_path / "good.csv", index=False)
+    # a test table the removal test's AUC cannot score: said before the run, not after it
+    good[good["label"] == good["label"].iloc[0]].to_csv(tmp_path / "one.csv", index=False)
+    done = run_cli("value", str(tmp_path / "good.csv"), "--target", "label", "--valid-fraction",
+                   "0.3", "--test", str(tmp_path / "one.csv"))
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert done.stderr.startswith("error: the test rows hold one class only")
     done = run_cli("value", str(tmp_path / "good.csv"), "--target", "label", "--valid-fraction",
                    "0.99")
     assert done.returncode == 2 and "Traceback" not in done.stderr

@@ -90,6 +90,20 @@ def test_id_column_names_rows(table):
         prepare(table, "label", table, id_column="key")
 
 
+def test_a_hold_out_that_leaves_too_few_rows_says_which_way_to_move():
+    rng = np.random.default_rng(0)
+    table = pd.DataFrame({"a": rng.normal(size=200), "r": rng.normal(size=200),
+                          "label": np.where(rng.random(200) > 0.5, "x", "y")})
+    with pytest.raises(TooFewRowsError, match="holding out 99% of the table's 200 rows.*"
+                       "hold out a smaller fraction"):
+        prepare(table, "label", valid_fraction=0.99)
+    with pytest.raises(TooFewRowsError, match="holding out 1% .*hold out a larger fraction"):
+        prepare(table, "label", valid_fraction=0.01)
+    # a number taken for classes: every value is a class of one row, and none can be held out
+    with pytest.raises(TooFewRowsError, match="200 distinct values in 200 rows.*regression"):
+        prepare(table, "r", valid_fraction=0.3, task="classification")
+
+
 def test_task_inference():
     assert infer_task(pd.Series(["a", "b"])) == "classification"
     assert infer_task(pd.Series([0, 1, 1, 0])) == "classification"

@@ -5,6 +5,7 @@ import pytest
 
 from dvrl_core import (
     ConfigError,
+    DataError,
     detection_auroc,
     discovery_curve,
     found_fraction,
@@ -117,6 +118,21 @@ def test_the_recommended_way_to_train_is_chosen_on_the_validation_rows_not_the_t
     assert tables[0]["recommended"] == tables[1]["recommended"]
     assert [tables[0][f"validation_score_{way}"] for way in ways] == \
         [tables[1][f"validation_score_{way}"] for way in ways]
+
+
+def test_evaluations_refuse_rows_their_metric_cannot_score():
+    """The AUC of test rows of one class is undefined: said, not returned as NaN."""
+    source, valid, test, _ = make_shifted_domains(300, 100, 200, random_state=4)
+    one_class = test[test["label"] == test["label"].iloc[0]]
+    data = prepare(source, "label", valid, test=one_class)
+    values = np.ones(len(source))
+    for evaluate in (removal_curves, weighted_training):
+        with pytest.raises(DataError, match="the test rows hold one class only"):
+            evaluate(data, values)
+    with pytest.raises(DataError, match="one class only"):
+        training_choices(data, values)
+    # accuracy can score them
+    assert weighted_training(data, values, metric="accuracy")["weighted"] >= 0
 
 
 def test_training_choices_show_what_each_way_of_training_is_worth():

@@ -304,3 +304,20 @@ def test_a_job_whose_validation_rows_come_from_one_site_values_that_sites_rows_h
         ranked = sorted(items["items"], key=lambda row: -row["value"])[:320]
         top_share[setting] = np.mean([row["row"].startswith("a-") for row in ranked])
     assert top_share["auto"] > 0.9 and top_share["auto"] > top_share["off"] + 0.05
+
+
+def test_an_evaluation_that_cannot_score_its_rows_is_skipped_and_the_values_kept(client, tables):
+    """A test table of one class: the removal curves' AUC cannot score it. The job succeeds
+    with its values, and the summary says which evaluation was skipped and why."""
+    _, valid = tables
+    one_class = valid[valid["label"] == valid["label"].iloc[0]]
+    job_id = _create(client, tables, test={"dataset_id": upload(client, one_class)},
+                     evaluations=["removal", "weighted"])
+    assert run_job(job_id) == "SUCCEEDED"
+    job = client.get(f"/v1/jobs/{job_id}").json()
+    skipped = job["summary"]["evaluation_errors"]
+    assert set(skipped) == {"removal", "weighted"}
+    assert "the test rows hold one class only" in skipped["removal"]
+    assert client.get(f"/v1/jobs/{job_id}/curves").json()["removal"] is None
+    values = client.get(f"/v1/jobs/{job_id}/values", params={"page_size": 1000}).json()
+    assert len(values["items"]) == job["summary"]["rows"] == 360
