@@ -249,13 +249,7 @@ def prepare(
         raise ConfigError(f"task must be classification, regression or auto, not {task!r}")
 
     if id_column is not None:
-        repeated = train[id_column].duplicated(keep=False)
-        if repeated.any():
-            first = train[id_column][repeated].iloc[0]
-            raise DataError(
-                f"the id column {id_column!r} names rows, but {int(repeated.sum())} training rows "
-                f"share a name with another (for instance {first!r}); give a column whose values "
-                "are unique, or none (rows are then numbered)")
+        check_unique_ids(train[id_column], id_column)
     if len(train) == 0:
         raise TooFewRowsError(f"the training table has no rows; at least {MIN_TRAIN_ROWS} are "
                               "needed")
@@ -364,6 +358,17 @@ def _classes(train_target: pd.Series, target: str) -> list:
             "table; valuation needs at least two"
         )
     return classes
+
+
+def check_unique_ids(ids: pd.Series, id_column: str) -> None:
+    """The id column's values name the rows in the results: each must be unique."""
+    repeated = ids.duplicated(keep=False)
+    if repeated.any():
+        first = ids[repeated].iloc[0]
+        raise DataError(
+            f"the id column {id_column!r} names rows, but {int(repeated.sum())} training rows "
+            f"share a name with another (for instance {first!r}); give a column whose values "
+            "are unique, or none (rows are then numbered)")
 
 
 def _check_sizes(n_train: int, n_valid: int, held_out: tuple[int, float] | None = None,

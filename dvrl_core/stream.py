@@ -41,6 +41,7 @@ from .data import (
     _feature_columns,
     _hold_out,
     _numeric_target,
+    check_unique_ids,
     infer_task,
 )
 from .errors import (
@@ -145,6 +146,9 @@ def prepare_file(
     if valid_fraction is not None and not 0.0 < valid_fraction < 1.0:
         raise ConfigError(f"the validation fraction must be between 0 and 1, not {valid_fraction}")
     columns = _first_columns(train)
+    repeated = sorted({c for i, c in enumerate(columns) if c in columns[:i]})
+    if repeated:
+        raise UnreadableTableError(f"{train}: duplicate column names: {repeated[:10]}")
     features = _feature_columns(pd.DataFrame(columns=columns), target, id_column,
                                 feature_columns)
     kept = [target, *features] + ([id_column] if id_column else [])
@@ -206,6 +210,8 @@ def prepare_file(
                                "least two")
     all_ids = _concatenate(ids) if id_column else np.arange(n)
     del train_target, ids
+    if id_column:
+        check_unique_ids(pd.Series(all_ids), id_column)
 
     # pass 2: encode into the mapped matrix (training rows) and the validation matrix
     x_train = _mapped_matrix((len(train_rows), len(encoder.feature_names)), scratch)

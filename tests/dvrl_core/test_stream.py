@@ -15,6 +15,7 @@ import torch
 from dvrl_core import DVRL, cli, dvrl, prepare, prior, read_table, stream, trust
 from dvrl_core.datasets import make_table
 from dvrl_core.errors import (
+    DataError,
     MissingColumnError,
     MissingTargetError,
     SingleClassError,
@@ -113,6 +114,14 @@ def test_bad_big_tables_get_the_in_memory_path_s_errors(tmp_path, small_blocks):
     path.write_bytes(b"\x00\xff\xfe broken")
     with pytest.raises(UnreadableTableError):
         stream.prepare_file(path, "label", valid_fraction=0.2)
+    # a column named twice, and ids that repeat (in different blocks)
+    columns = list(table.columns)
+    table.to_csv(path, index=False, header=[columns[0], *columns[:-1]][: len(columns)])
+    with pytest.raises(UnreadableTableError, match="duplicate column names"):
+        stream.prepare_file(path, "label", valid_fraction=0.2)
+    table.assign(key=np.arange(len(table)) % 300).to_csv(path, index=False)
+    with pytest.raises(DataError, match="'key' names rows"):
+        stream.prepare_file(path, "label", valid_fraction=0.2, id_column="key")
 
 
 def test_the_command_line_streams_big_files_to_the_same_values(tmp_path, monkeypatch):
