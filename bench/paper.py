@@ -277,6 +277,9 @@ def run_http(service: EmbeddedService, experiment: Experiment, seed: int,
     if job["state"] != "SUCCEEDED":
         raise RuntimeError(f"{experiment.name}: job {job['state']}: {job.get('error')}")
     summary = job["summary"]
+    if "training_choices" not in summary:
+        raise RuntimeError(f"{experiment.name}: training_choices was skipped: "
+                           f"{summary.get('evaluation_errors')}")
     return summary["training_choices"] | {
         "seconds": time.perf_counter() - started,
         "returned": summary.get("trust", {}).get("returned", "dvrl") + (
@@ -294,10 +297,10 @@ def _print(name: str, rows: list[dict[str, Any]]) -> None:
 
     # ours: the way of training with the values that training_choices recommends, chosen on the
     # validation rows in each seed (not the best of the four test scores)
-    ours = float(np.mean([r["recommended_score"] for r in rows]))
-    picks = ",".join(sorted({SHORT[r["recommended"]] for r in rows}))
+    ours = float(np.mean([r.get("recommended_score", np.nan) for r in rows]))
+    picks = ",".join(sorted({SHORT.get(r.get("recommended", ""), "none") for r in rows}))
     user = better(mean["validation_only"], mean["uniform_plus_validation"])
-    margin = [(r["recommended_score"] - r["tuned_uniform_plus_validation"])
+    margin = [(r.get("recommended_score", np.nan) - r["tuned_uniform_plus_validation"])
               * (1 if higher_is_better(metric) else -1) for r in rows]
     spread = (f" +-{np.std(margin, ddof=1) / np.sqrt(len(margin)):.3f}" if len(margin) > 1
               else "")

@@ -237,7 +237,8 @@ def _value(args: argparse.Namespace) -> int:
         from .evaluation import scoring_rows
         from .metrics import DEFAULT_METRIC
 
-        scoring_rows(data, DEFAULT_METRIC[data.task])
+        scoring_rows(data, DEFAULT_METRIC[data.task],
+                     remedy="give a --test table with rows of both classes")
     corrupted = None
     if args.inject_noise is not None:
         data, corrupted = with_label_noise(data, args.inject_noise, args.seed)

@@ -362,9 +362,10 @@ def _classes(train_target: pd.Series, target: str) -> list:
 
 def check_unique_ids(ids: pd.Series, id_column: str) -> None:
     """The id column's values name the rows in the results: each must be unique."""
-    repeated = ids.duplicated(keep=False)
+    repeated = ids.duplicated(keep=False) & ids.notna()  # a missing id names no row
     if repeated.any():
         first = ids[repeated].iloc[0]
+        first = first.item() if isinstance(first, np.generic) else first
         raise DataError(
             f"the id column {id_column!r} names rows, but {int(repeated.sum())} training rows "
             f"share a name with another (for instance {first!r}); give a column whose values "

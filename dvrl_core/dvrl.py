@@ -419,6 +419,7 @@ class DVRL:
             except PriorStopped:
                 poller.reraise()
                 raise RunStopped(0, self.iterations, b"") from None
+        poller.reraise()  # the stop check failed while the last fits ran: the run's to raise
         control = self.marginal_control(data, marginal.cpu().numpy())
         watch = _Watch(planted, original, control) if self.guard and self.tolerance and \
             planted is not None and held_out is not None else None
@@ -747,7 +748,8 @@ class _StopPoller:
     :data:`STOP_POLL_EVERY_S`; sets :attr:`event` when it says stop, or when it raises (the error
     is kept for :meth:`reraise`). Without ``should_stop``, nothing runs and :attr:`event` is
     None. The grace: a small table's prior takes a second or two, and its loop's first
-    iteration asks ``should_stop`` soon enough (with a checkpoint to resume from)."""
+    iteration asks ``should_stop`` soon enough (with a checkpoint to resume from). So
+    ``should_stop`` may be called from this thread: it must be safe to call from any thread."""
 
     def __init__(self, should_stop: Callable[[], bool] | None) -> None:
         self.should_stop = should_stop

@@ -81,15 +81,17 @@ def _subset(split: Split, keep: np.ndarray) -> Split:
     return Split(split.x[keep], split.y[keep], split.ids[keep])
 
 
-def scoring_rows(data: PreparedData, metric: str | None = None) -> Split:
+def scoring_rows(data: PreparedData, metric: str | None = None,
+                 remedy: str = "give rows of both classes, or the metric accuracy or "
+                 "log_loss") -> Split:
     """The rows that score the evaluations: the test split, else the validation split. With
-    ``metric``: a DataError where it cannot score them (the AUC of rows of one class)."""
+    ``metric``: a DataError where it cannot score them (the AUC of rows of one class), ending
+    with ``remedy``."""
     held_out = data.test if data.test is not None else data.valid
     if metric == "auc" and len(np.unique(held_out.y)) < 2:
         which = "test" if data.test is not None else "validation"
         raise DataError(f"the {which} rows hold one class only, and the AUC that scores this "
-                        "evaluation needs two: give rows of both classes, or the metric "
-                        "accuracy or log_loss")
+                        f"evaluation needs two: {remedy}")
     return held_out
 
 
@@ -203,8 +205,9 @@ def training_choices(
     scores best on the validation rows, and ``recommended_score`` is its test score: the choice
     a user can make without test labels. The two that never train on the validation rows are
     scored on all of them, the two that do by their cross-validated score
-    (``validation_score_<name>``). The best of the four test scores, chosen after looking at
-    them, would flatter the values.
+    (``validation_score_<name>``). Both kinds are optimistic (values learned with the validation
+    rows; the best setting of a tuning grid), so the choice is a heuristic, but it does not
+    look at the test rows; the best of the four test scores would flatter the values.
 
     Scored on the test split, which must be there: the validation rows cannot score a model
     trained on them.
@@ -263,7 +266,9 @@ def training_choices(
     }
     # which of the four ways of training with the values to use, decided on the validation rows
     # alone (a user has no test labels to choose by): the two that never see the validation rows
-    # are scored on all of them, the two that train on them by their cross-validated score
+    # are scored on all of them, the two that train on them by their cross-validated score.
+    # Neither score is unbiased: values learned with the validation rows flatter the first two
+    # there, and the best of a tuning grid flatters the last two
     on_valid = {"top_valued_plus_validation": top_cv, "weighted_plus_validation": with_valid_cv,
                 "weighted": weighted_on_valid, "without_lowest": without_lowest_on_valid}
     finite = {name: value for name, value in on_valid.items() if np.isfinite(value)}

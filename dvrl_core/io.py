@@ -68,12 +68,20 @@ def read_table(path: str | Path) -> pd.DataFrame:
     return frame
 
 
+# formats an output path can name that write_table does not write (it would write CSV there)
+OTHER_FORMATS = (".xlsx", ".xls", ".json", ".jsonl", ".tsv", ".feather", ".arrow", ".orc",
+                 ".h5", ".hdf5", ".pkl", ".pickle", ".avro")
+
+
 def check_writable(path: str | Path) -> None:
-    """Refuse, before any work, an output path that :func:`write_table` could not write: a
-    suffix other than ``.csv``, ``.parquet`` or ``.pq``, or a folder that does not exist."""
+    """Refuse, before any work, an output path that :func:`write_table` could not write as
+    asked: a suffix that names another format (it writes CSV, or Parquet for ``.parquet`` and
+    ``.pq``; ``values.csv.gz`` is compressed CSV), a directory, or a folder that does not
+    exist."""
     path = Path(path)
-    if path.suffix.lower() not in TABLE_SUFFIXES:
-        raise ConfigError(f"{path}: write .csv, .parquet or .pq, not {path.suffix or 'no suffix'}")
+    if path.suffix.lower() in OTHER_FORMATS:
+        raise ConfigError(f"{path}: {path.suffix} is not written here; name a .csv file (.csv.gz "
+                          "compressed) or a .parquet file")
     if path.is_dir():
         raise ConfigError(f"{path}: a directory; name the file to write")
     if not path.parent.is_dir():

@@ -73,7 +73,7 @@ def test_values_to_standard_output(tables):
         (["--target", "label", "--seed", "-1"], "--seed must be 0 or more"),
         # refused before the run, which would otherwise be lost
         (["--target", "label", "--out", "/nonexistent/dir/v.csv"], "does not exist"),
-        (["--target", "label", "--out", "values.xlsx"], "write .csv, .parquet or .pq"),
+        (["--target", "label", "--out", "values.xlsx"], ".xlsx is not written here"),
     ],
 )
 def test_errors_print_one_line_and_exit_2(tables, args, message):
@@ -137,6 +137,7 @@ def test_tables_that_cannot_be_valued_are_named_without_a_traceback(tmp_path):
                    "0.3", "--test", str(tmp_path / "one.csv"))
     assert done.returncode == 2 and "Traceback" not in done.stderr
     assert done.stderr.startswith("error: the test rows hold one class only")
+    assert "give a --test table with rows of both classes" in done.stderr
     done = run_cli("value", str(tmp_path / "good.csv"), "--target", "label", "--valid-fraction",
                    "0.99")
     assert done.returncode == 2 and "Traceback" not in done.stderr

@@ -88,6 +88,12 @@ def test_id_column_names_rows(table):
     table["key"] = [f"r{i % 7}" for i in range(len(table))]
     with pytest.raises(DataError, match="'key' names rows, but .* share a name.*'r0'"):
         prepare(table, "label", table, id_column="key")
+    table["key"] = np.arange(len(table)) % 5
+    with pytest.raises(DataError, match=r"for instance 0\)"):
+        prepare(table, "label", table, id_column="key")
+    # missing names name no row: they are not a repeat
+    table["key"] = np.where(np.arange(len(table)) < 3, np.nan, np.arange(len(table)))
+    assert len(prepare(table, "label", table, id_column="key").train.ids) == len(table)
 
 
 def test_a_hold_out_that_leaves_too_few_rows_says_which_way_to_move():
@@ -102,6 +108,20 @@ def test_a_hold_out_that_leaves_too_few_rows_says_which_way_to_move():
     # a number taken for classes: every value is a class of one row, and none can be held out
     with pytest.raises(TooFewRowsError, match="200 distinct values in 200 rows.*regression"):
         prepare(table, "r", valid_fraction=0.3, task="classification")
+
+
+def test_output_paths_are_checked_before_the_work(tmp_path):
+    from dvrl_core.io import check_writable
+
+    for fine in (tmp_path / "v.csv", tmp_path / "v.csv.gz", tmp_path / "v.parquet",
+                 tmp_path / "values", "/dev/stdout"):
+        check_writable(fine)  # CSV, compressed CSV, Parquet, no suffix (CSV), a device
+    for path, words in ((tmp_path / "v.xlsx", ".xlsx is not written here"),
+                        (tmp_path / "v.tsv", ".tsv is not written here"),
+                        (tmp_path, "a directory"),
+                        (tmp_path / "nowhere" / "v.csv", "does not exist")):
+        with pytest.raises(ConfigError, match=words):
+            check_writable(path)
 
 
 def test_task_inference():
