@@ -44,6 +44,11 @@ class Summary:
     schema: pa.Schema
 
 
+# the first bytes of compressed files, which an upload names as the CSV inside
+COMPRESSED = ((b"\x1f\x8b", "gzip"), (b"PK\x03\x04", "zip"), (b"BZh", "bzip2"),
+              (b"\xfd7zXZ", "xz"), (b"\x28\xb5\x2f\xfd", "zstd"))
+
+
 def is_parquet(head: bytes, filename: str) -> bool:
     return head[:4] == PARQUET_MAGIC or filename.lower().endswith((".parquet", ".pq"))
 
@@ -203,6 +208,10 @@ def convert(source: BinaryIO, filename: str, target: BinaryIO,
     limits = limits or Limits()
     head = source.read(4)
     source.seek(0)
+    packed = next((name for magic, name in COMPRESSED if head.startswith(magic)), None)
+    if packed is not None:  # its bytes would otherwise be parsed as text
+        raise TableError(f"the file is {packed}-compressed; upload the CSV uncompressed, or as "
+                         "Parquet (which compresses)")
     options = _ipc_options(compression)
     try:
         if is_parquet(head, filename):

@@ -3,6 +3,7 @@ be judged by training, a FAILED job that says why) and never a 500, a traceback 
 
 from __future__ import annotations
 
+import gzip
 import io
 
 import numpy as np
@@ -48,6 +49,7 @@ BAD_UPLOADS = {
     "corrupt parquet": (b"PAR1" + b"\x00garbage" * 100 + b"PAR1", "cannot read"),
     "compressed-size bomb": (_bomb(), "rows"),
     "binary junk": (bytes(range(256)) * 40, "cannot read"),
+    "gzip-compressed CSV": (gzip.compress(b"a,label\n1,0\n2,1\n" * 50), "gzip-compressed"),
 }
 
 
