@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, File, Response, UploadFile
+from fastapi import APIRouter, File, Request, Response, UploadFile
 from fastapi.concurrency import run_in_threadpool
 
 from service import datasets
 from service.db import retrying
-from service.errors import UploadTooLarge
+from service.errors import BadUpload, UploadTooLarge
 from service.models import Dataset
 
 from ..deps import (
@@ -37,10 +37,15 @@ def to_public(dataset: Dataset) -> DatasetPublic:
 @router.post("", status_code=201, response_model=DatasetPublic, operation_id="create_dataset",
              summary="Upload a table (CSV or Parquet)")
 async def create_dataset(
-    response: Response, session: SessionDep, settings: SettingsDep, owner: OwnerDep,
+    request: Request, response: Response, session: SessionDep, settings: SettingsDep,
+    owner: OwnerDep,
     file: Annotated[UploadFile, File(description="the table: CSV with a header row, or Parquet")],
     idempotency_key: IdempotencyKey = None,
 ) -> DatasetPublic:
+    files = (await request.form()).getlist("file")  # parsed once: Starlette keeps the form
+    if len(files) > 1:  # all but one would be dropped unseen
+        raise BadUpload(f"one table per upload: this request holds {len(files)} parts named "
+                        "'file'; upload each in its own request")
     if file.size is not None and file.size > settings.max_upload_bytes:
         raise UploadTooLarge(f"the upload is {file.size} bytes; at most "
                              f"{settings.max_upload_bytes} are accepted")

@@ -70,6 +70,15 @@ def test_bad_uploads_are_clear_4xx_problems(client, case, monkeypatch):
     assert client.get("/v1/datasets").json()["items"] == []  # nothing stored
 
 
+def test_two_tables_in_one_upload_are_refused_not_one_dropped(client):
+    response = client.post("/v1/datasets", files=[("file", ("a.csv", b"x,label\n1,0\n")),
+                                                  ("file", ("b.csv", b"x,label\n2,1\n"))])
+    assert response.status_code == 422
+    assert response.headers["content-type"] == "application/problem+json"
+    assert "one table per upload" in response.json()["detail"]
+    assert client.get("/v1/datasets").json()["items"] == []
+
+
 def test_awkward_but_valid_uploads_are_accepted(client):
     cases = {
         "semicolons": (b"a;b;label\n1;2;x\n3;4;y\n", {"a", "b", "label"}),
