@@ -62,19 +62,31 @@ def _evaluation_predictions(
 ) -> np.ndarray:
     """``model`` fitted on ``train`` (rows weighted by ``weight``), its predictions for the
     ``held_out`` rows (class probabilities, or targets)."""
+    return _fitted(data, train, weight, model, random_state, model_params).predict(held_out.x)
+
+
+def _fitted(data: PreparedData, train: Split, weight: np.ndarray | None, model: str,
+            random_state: int, model_params: dict | None):
     predictor = make_predictor(model, data.task, data.n_classes, random_state=random_state,
                                **(model_params or {}))
-    predictor.fit(train.x, train.y, sample_weight=weight)
-    return predictor.predict(held_out.x)
+    return predictor.fit(train.x, train.y, sample_weight=weight)
 
 
 def _evaluation_score(
     data: PreparedData, train: Split, weight: np.ndarray | None, model: str, metric: str,
     held_out: Split, random_state: int, model_params: dict | None = None,
 ) -> float:
-    predictions = _evaluation_predictions(data, train, weight, model, held_out, random_state,
-                                          model_params)
-    return score(metric, data.task, predictions, held_out.y)
+    return _evaluation_scores(data, train, weight, model, metric, [held_out], random_state,
+                              model_params)[0]
+
+
+def _evaluation_scores(
+    data: PreparedData, train: Split, weight: np.ndarray | None, model: str, metric: str,
+    held_out: list[Split], random_state: int, model_params: dict | None = None,
+) -> list[float]:
+    """One model fitted as :func:`_evaluation_predictions` fits it, scored on each split."""
+    fitted = _fitted(data, train, weight, model, random_state, model_params)
+    return [score(metric, data.task, fitted.predict(split.x), split.y) for split in held_out]
 
 
 def _subset(split: Split, keep: np.ndarray) -> Split:
@@ -229,13 +241,10 @@ def training_choices(
         return _evaluation_score(data, train, weight, model, metric, test, random_state,
                                  model_params)
 
-    def on_both(train: Split, weight: np.ndarray | None) -> tuple[float, float]:
+    def on_both(train: Split, weight: np.ndarray | None) -> list[float]:
         """Test score and validation score of one model, which never saw the validation rows."""
-        predictor = make_predictor(model, data.task, data.n_classes, random_state=random_state,
-                                   **(model_params or {}))
-        predictor.fit(train.x, train.y, sample_weight=weight)
-        return tuple(score(metric, data.task, predictor.predict(split.x), split.y)
-                     for split in (test, data.valid))  # type: ignore[return-value]
+        return _evaluation_scores(data, train, weight, model, metric, [test, data.valid],
+                                  random_state, model_params)
 
     keep = np.ones(len(weights), dtype=bool)
     keep[np.argsort(weights, kind="stable")[: int(round(remove_fraction * len(weights)))]] = False

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections import Counter
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -29,6 +30,12 @@ def reading(path: Path) -> Iterator[None]:
         raise
     except Exception as exc:
         raise UnreadableTableError(f"{path}: cannot read as a table ({exc})") from exc
+
+
+def repeated_names(names: Iterable[object]) -> list[str]:
+    """The names that occur more than once, sorted: a table's columns, a list of features."""
+    counts = Counter(str(name) for name in names)
+    return sorted(name for name, count in counts.items() if count > 1)
 
 
 def is_parquet(path: Path) -> bool:
@@ -62,7 +69,7 @@ def read_table(path: str | Path) -> pd.DataFrame:
             del table
     if frame.shape[1] == 0:
         raise UnreadableTableError(f"{path}: the table has no columns")
-    repeated = sorted(set(frame.columns[frame.columns.duplicated()].astype(str)))
+    repeated = repeated_names(frame.columns)
     if repeated:
         raise UnreadableTableError(f"{path}: duplicate column names: {repeated[:10]}")
     return frame

@@ -50,7 +50,7 @@ from .errors import (
     TooFewRowsError,
     UnreadableTableError,
 )
-from .io import CSV_CONVERT, is_parquet, read_table, reading
+from .io import CSV_CONVERT, is_parquet, read_table, reading, repeated_names
 
 SAMPLE_ROWS = 100_000  # rows the encoder is fitted on
 # CSV bytes parsed per batch, one batch read ahead: bigger blocks or more read-ahead made
@@ -146,7 +146,7 @@ def prepare_file(
     if valid_fraction is not None and not 0.0 < valid_fraction < 1.0:
         raise ConfigError(f"the validation fraction must be between 0 and 1, not {valid_fraction}")
     columns = _first_columns(train)
-    repeated = sorted({c for i, c in enumerate(columns) if c in columns[:i]})
+    repeated = repeated_names(columns)
     if repeated:
         raise UnreadableTableError(f"{train}: duplicate column names: {repeated[:10]}")
     features = _feature_columns(pd.DataFrame(columns=columns), target, id_column,

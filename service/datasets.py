@@ -17,6 +17,8 @@ from sqlalchemy import insert, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from dvrl_core.io import repeated_names
+
 from . import idempotency, tabular
 from .errors import BadUpload, Conflict, NotFound, UploadTooLarge
 from .models import Dataset, DatasetPart, Job
@@ -47,8 +49,7 @@ def _check_schema(schema: pa.Schema, settings: Settings) -> None:
     empty = [i for i, n in enumerate(names) if not str(n).strip()]
     if empty:
         raise BadUpload(f"columns at positions {empty[:10]} have no name")
-    seen: set[str] = set()
-    duplicates = sorted({n for n in names if n in seen or seen.add(n)})  # type: ignore[func-returns-value]
+    duplicates = repeated_names(names)
     if duplicates:
         raise BadUpload(f"duplicate column names: {duplicates[:10]}")
     if len(names) > settings.max_columns:

@@ -13,6 +13,8 @@ from pydantic import (
     model_validator,
 )
 
+from dvrl_core.io import repeated_names
+
 from .webhook_events import EventName
 from .webhook_targets import MAX_URL_LENGTH, check_syntax
 
@@ -211,8 +213,7 @@ class JobSpec(StrictModel):
     @model_validator(mode="after")
     def _features_named_once(self) -> JobSpec:
         if self.features is not None:
-            repeated = sorted({f for i, f in enumerate(self.features)
-                               if f in self.features[:i]})
+            repeated = repeated_names(self.features)
             if repeated:
                 raise ValueError(f"features: each column once; named more than once: "
                                  f"{repeated[:10]}")
