@@ -66,6 +66,9 @@ def decode_token(token: str | None, kind: str, size: int = 1) -> list[str] | Non
     for anything this service did not issue for ``kind``."""
     if token is None:
         return None
+    if not token:  # "?page_token=": the last page's null, sent as an empty string
+        raise InvalidPageToken("the page token is empty: leave page_token out for the first "
+                               "page; a null next_page_token means there are no more pages")
     try:
         padded = token + "=" * (-len(token) % 4)
         parts = base64.b64decode(padded.encode(), altchars=b"-_", validate=True).decode()

@@ -116,7 +116,7 @@ from .metrics import get_metric
 from .optim import Adam
 from .predictors import DEFAULT_PREDICTOR, PREDICTORS, Predictor, make_predictor, resolve_device
 from .predictors.base import as_tensor
-from .predictors.choice import PredictorChoice, choose_predictor
+from .predictors.choice import ChoiceStopped, PredictorChoice, choose_predictor
 from .prior import (
     PooledPrior,
     PriorStopped,
@@ -297,7 +297,8 @@ class DVRL:
         }
 
     # set-up ----------------------------------------------------------------------------------
-    def _make_predictor(self, data: PreparedData, device: torch.device, seed: int) -> Predictor:
+    def _make_predictor(self, data: PreparedData, device: torch.device, seed: int,
+                        stop: threading.Event | None = None) -> Predictor:
         if isinstance(self.predictor, Predictor):
             return self.predictor
         name = self.predictor or DEFAULT_PREDICTOR[data.task]
@@ -305,7 +306,7 @@ class DVRL:
             candidates = [n for n, cls in PREDICTORS.items() if data.task in cls.tasks]
             self.predictor_choice_ = choose_predictor(
                 candidates, lambda n: self._build_predictor(n, data, device, seed), data.task,
-                data.train.x, data.train.y, data.valid.x, data.valid.y)
+                data.train.x, data.train.y, data.valid.x, data.valid.y, stop=stop)
             name = self.predictor_choice_.name
         return self._build_predictor(name, data, device, seed)
 
@@ -410,13 +411,14 @@ class DVRL:
                                     all_rows.valid, all_rows.test, all_rows.classes,
                                     all_rows.feature_names, all_rows.target)
 
-        predictor = self._make_predictor(data, device, predictor_seed)
-        # the prior can take minutes on a big table: a stop asked meanwhile ends it at its next
-        # fit (there is nothing to resume yet: the checkpoint is empty)
+        # predictor="auto"'s candidates and the prior can take minutes on a big table: a stop
+        # asked meanwhile ends them at their next fit (there is nothing to resume yet: the
+        # checkpoint is empty)
         with _StopPoller(should_stop) as poller:
             try:
+                predictor = self._make_predictor(data, device, predictor_seed, poller.event)
                 marginal = as_tensor(self.marginal(data, stop=poller.event), device)
-            except PriorStopped:
+            except (ChoiceStopped, PriorStopped):
                 poller.reraise()
                 raise RunStopped(0, self.iterations, b"") from None
         poller.reraise()  # the stop check failed while the last fits ran: the run's to raise

@@ -13,7 +13,7 @@ import pyarrow.csv as pacsv
 
 from .errors import ConfigError, UnreadableTableError
 
-TABLE_SUFFIXES = (".csv", ".parquet", ".pq")
+PARQUET_SUFFIXES = (".parquet", ".pq")  # anything else is read and written as CSV
 
 
 @contextmanager
@@ -40,7 +40,7 @@ def repeated_names(names: Iterable[object]) -> list[str]:
 
 def is_parquet(path: Path) -> bool:
     """The format by suffix: Parquet for ``.parquet``/``.pq``, CSV for anything else."""
-    return path.suffix.lower() in (".parquet", ".pq")
+    return path.suffix.lower() in PARQUET_SUFFIXES
 
 
 # an empty field is missing in text columns too (an empty label is not a class named "")
@@ -98,7 +98,7 @@ def check_writable(path: str | Path) -> None:
 def write_table(frame: pd.DataFrame, path: str | Path) -> None:
     """Write a DataFrame as Parquet (``.parquet``/``.pq``) or CSV (anything else)."""
     path = Path(path)
-    if path.suffix.lower() in (".parquet", ".pq"):
+    if is_parquet(path):
         frame.to_parquet(path, index=False)
     else:
         frame.to_csv(path, index=False)

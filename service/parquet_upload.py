@@ -224,6 +224,8 @@ class ParquetUpload:
         decoder = _Decoder(self.schema, budget, BATCH_BYTES)
         run: list[int] = []  # consecutive row groups small enough to read all columns at once
         for index, chunks in enumerate(self.layout.chunks):
+            if not self.layout.rows[index]:  # walk skipped its pages: none is read
+                continue
             groups = _column_groups(chunks)
             if len(groups) == 1:
                 run.append(index)

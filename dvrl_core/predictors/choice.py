@@ -13,6 +13,7 @@ tens of times slower per iteration.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -23,6 +24,11 @@ from ..metrics import get_metric
 from .base import Predictor, as_tensor
 
 CHOICE_METRIC = {"classification": "log_loss", "regression": "mse"}
+
+
+class ChoiceStopped(Exception):
+    """The choice was told to stop (:func:`choose_predictor`'s ``stop``) before every candidate
+    was tried."""
 
 
 @dataclass(frozen=True)
@@ -38,14 +44,18 @@ class PredictorChoice:
 def choose_predictor(
     candidates: list[str], build: Callable[[str], Predictor], task: str,
     x_train: np.ndarray, y_train: np.ndarray, x_valid: np.ndarray, y_valid: np.ndarray,
+    stop: threading.Event | None = None,
 ) -> PredictorChoice:
     """Train ``build(name)`` for every candidate on the training rows; the best validation score
-    wins (ties: the earlier candidate)."""
+    wins (ties: the earlier candidate). Once ``stop`` is set, no other candidate is trained and
+    :class:`ChoiceStopped` is raised (on a big table each takes up to minutes)."""
     metric_name = CHOICE_METRIC[task]
     metric = get_metric(metric_name, task)
     target = as_tensor(np.asarray(y_valid))
     scores: dict[str, float] = {}
     for name in candidates:
+        if stop is not None and stop.is_set():
+            raise ChoiceStopped(f"stopped before {name} was tried")
         predictor = build(name).fit(x_train, y_train)
         predicted = torch.as_tensor(predictor.predict(x_valid), dtype=torch.float32)
         score = float(metric(predicted.unsqueeze(0), target)[0])

@@ -21,6 +21,9 @@ def _parquet(frame: pd.DataFrame) -> bytes:
 
 
 GOOD_PARQUET = _parquet(pd.DataFrame({"x": np.arange(1000.0), "label": [0, 1] * 500}))
+# a filter that matched nothing, exported: one row group of no rows, its page offsets left at 0
+EMPTY_PARQUET = _parquet(pd.DataFrame({"x": pd.Series([], dtype=float),
+                                       "label": pd.Series([], dtype=int)}))
 
 
 def _bomb() -> bytes:
@@ -39,6 +42,7 @@ def _bomb() -> bytes:
 BAD_UPLOADS = {
     "empty": (b"", "empty"),
     "header only": (b"a,b,label\n", "no rows"),
+    "parquet of no rows": (EMPTY_PARQUET, "no rows"),
     "ragged rows": (b"a,b\n1,2\n3,4,5\n", "columns"),
     "non-UTF-8 bytes": (b"name,label\n" + "caf\u00e9".encode("latin-1") + b",1\n", "UTF-8"),
     "duplicate column names": (b"a,a,label\n1,2,3\n", "duplicate"),
@@ -68,6 +72,20 @@ def test_bad_uploads_are_clear_4xx_problems(client, case, monkeypatch):
     assert words.lower() in problem["detail"].lower(), (case, problem)
     assert "Traceback" not in response.text
     assert client.get("/v1/datasets").json()["items"] == []  # nothing stored
+
+
+def test_empty_row_groups_among_full_ones_are_skipped(client):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pa.table({"x": np.arange(100.0), "label": np.arange(100) % 2})
+    buffer = io.BytesIO()
+    with pq.ParquetWriter(buffer, table.schema) as writer:
+        for part in (table.slice(0, 0), table, table.slice(0, 0)):
+            writer.write_table(part)
+    response = client.post("/v1/datasets", files={"file": ("t.parquet", buffer.getvalue())})
+    assert response.status_code == 201, response.text
+    assert response.json()["rows"] == 100
 
 
 def test_two_tables_in_one_upload_are_refused_not_one_dropped(client):

@@ -22,6 +22,13 @@ def test_a_malformed_token_is_refused_on_every_list(client, tables, token):
         _refused(client.get(path, params={"page_token": token}))
 
 
+def test_an_empty_token_says_to_leave_it_out(client, tables):
+    for path in ("/v1/datasets", "/v1/jobs"):
+        response = client.get(path, params={"page_token": ""})
+        _refused(response)
+        assert "leave page_token out" in response.json()["detail"]
+
+
 def test_a_stale_token_is_refused_not_answered_with_the_first_page(client, tables):
     train, _ = tables
     ids = [upload(client, train.head(20), f"t{i}.csv") for i in range(3)]

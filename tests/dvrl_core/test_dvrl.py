@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import threading
+import time
 
 import numpy as np
 import pandas as pd
@@ -170,6 +171,39 @@ def test_a_stop_asked_while_the_prior_is_fitted_ends_the_run_there(noisy_data, m
 
     with pytest.raises(TimeoutError, match="lease lost"):
         small().fit(data, should_stop=lost)
+
+
+def test_a_stop_asked_while_auto_tries_its_predictors_ends_the_run_there(noisy_data,
+                                                                           monkeypatch):
+    """predictor="auto" trains every candidate on all rows first (minutes on a big table): a
+    cancel then trains no further candidate."""
+    import dvrl_core.dvrl as dvrl_module
+
+    monkeypatch.setattr(dvrl_module, "STOP_POLL_GRACE_S", 0.0)
+    monkeypatch.setattr(dvrl_module, "STOP_POLL_EVERY_S", 0.001)
+    data, _ = noisy_data
+    asked, built = threading.Event(), []
+    build = dvrl_module.DVRL._build_predictor
+
+    def recorded(self, name, *args):
+        built.append(name)
+        if len(built) == 1:  # the first candidate is still training when the stop is asked
+            assert asked.wait(10)
+            time.sleep(0.05)
+        return build(self, name, *args)
+
+    def stop() -> bool:  # asked while the first candidate trains
+        if built:
+            asked.set()
+        return bool(built)
+
+    monkeypatch.setattr(dvrl_module.DVRL, "_build_predictor", recorded)
+    run = small(predictor="auto")
+    with pytest.raises(RunStopped) as stopped:
+        run.fit(data, should_stop=stop)
+    assert stopped.value.iteration == 0 and stopped.value.checkpoint == b""
+    assert len(built) == 1  # five candidates: the other four never trained
+    assert run.predictor_choice_ is None
 
 
 def test_checkpoint_of_another_run_is_refused(noisy_data):
