@@ -16,6 +16,7 @@ from dvrl_core import (
     weighted_training,
 )
 from dvrl_core.datasets import make_shifted_domains, make_table
+from dvrl_core.evaluation import VALIDATION_WEIGHT_RATIOS
 
 
 def test_noise_injection_moves_exactly_the_fraction_to_other_classes():
@@ -95,10 +96,24 @@ def test_the_top_valued_source_rows_added_to_the_validation_rows_beat_either_alo
     assert table["top_valued_fraction"] <= 0.25
     assert table["top_valued_plus_validation"] > table["validation_only"] + 0.03
     assert table["top_valued_plus_validation"] > table["tuned_uniform_plus_validation"] + 0.05
-    assert table["top_valued_validation_weight_ratio"] in (0.1, 0.3, 1.0, 3.0, 10.0)
+    assert table["top_valued_validation_weight_ratio"] in VALIDATION_WEIGHT_RATIOS
     # the way to train that the validation rows recommend is one that beats them alone
     assert table["recommended_score"] == table[table["recommended"]]
     assert table["recommended_score"] > table["validation_only"] + 0.03
+
+
+def test_the_validation_rows_share_is_tuned_past_ten_times_where_the_source_misleads():
+    """Every source row follows another rule: the cross-validation gives the validation rows
+    more than 10 times the source's weight (where a shorter grid stopped), and the tuned mix
+    does as well as the validation rows alone, a fair bar for what the values add."""
+    source, valid, test, _ = make_shifted_domains(800, 200, 1000, foreign=1.0, n_features=20,
+                                                  random_state=0)
+    data = prepare(source, "label", valid, test=test)
+    table = training_choices(data, np.ones(len(source)), model="logistic_regression",
+                             metric="accuracy")
+    assert table["uniform_validation_weight_ratio"] > 10
+    assert table["tuned_uniform_plus_validation"] >= table["validation_only"]
+    assert table["uniform_plus_validation"] < table["validation_only"] - 0.2
 
 
 def test_the_recommended_way_to_train_is_chosen_on_the_validation_rows_not_the_test():
