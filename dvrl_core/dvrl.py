@@ -102,7 +102,8 @@ from __future__ import annotations
 import io
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from typing import Any, Literal
 
@@ -432,17 +433,24 @@ class DVRL:
         y_train = y if data.task == "classification" else y.float()
         x_valid = as_tensor(data.valid.x, device)
         y_valid = as_tensor(data.valid.y, device)
-        trainer = predictor.trainer(x, y_train)
         n = len(y)
-        # the official fixed baseline: the predictor trained on all rows (on big tables, on one
-        # seeded batch: every iteration's predictor trains on a batch too)
-        baseline_rows = None
-        if n > self.batch_size:
-            baseline_generator = torch.Generator(device=device).manual_seed(sampling_seed)
-            baseline_rows = torch.randperm(n, generator=baseline_generator,
-                                           device=device)[: self.batch_size]
-        fitted = trainer.fit(torch.ones(1, min(n, self.batch_size), device=device), baseline_rows)
-        fixed_baseline = float(metric(trainer.predict(fitted, x_valid), y_valid)[0])
+        batch = min(self.batch_size, n)
+        small = device.type == "cpu" and _small_loop(predictor, batch, x.shape[1],
+                                                     data.n_classes, self.rollouts)
+        # the trainer's set-up (a full-data fit every rollout's fit starts from) and the fixed
+        # baseline on the loop's own thread count: on two threads their last bits can differ,
+        # and the whole run with them
+        with _torch_threads(1 if small else None):
+            trainer = predictor.trainer(x, y_train)
+            # the official fixed baseline: the predictor trained on all rows (on big tables, on
+            # one seeded batch: every iteration's predictor trains on a batch too)
+            baseline_rows = None
+            if n > self.batch_size:
+                baseline_generator = torch.Generator(device=device).manual_seed(sampling_seed)
+                baseline_rows = torch.randperm(n, generator=baseline_generator,
+                                               device=device)[: self.batch_size]
+            fitted = trainer.fit(torch.ones(1, batch, device=device), baseline_rows)
+            fixed_baseline = float(metric(trainer.predict(fitted, x_valid), y_valid)[0])
 
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(estimator_seed)
@@ -486,12 +494,10 @@ class DVRL:
 
         setup_s = time.perf_counter() - started
         loop_started = time.perf_counter()
-        batch = min(self.batch_size, n)
         done = start_iteration
         threads = torch.get_num_threads()
         loop_threads = 0 if device.type != "cpu" else threads
-        if device.type == "cpu" and _small_loop(predictor, batch, x.shape[1], data.n_classes,
-                                                self.rollouts):
+        if small:
             torch.set_num_threads(loop_threads := 1)
         # the prior the guard returns, fitted on every row beside the loop on the threads it
         # leaves idle (where the prior's models run one thread each, so it keeps to them); it
@@ -916,6 +922,18 @@ def _distance_from_label(probabilities: np.ndarray, y: np.ndarray) -> np.ndarray
 SMALL_LOOP_WORK = 20_000_000
 LIGHT_PREDICTORS = ("logistic_regression", "linear_regression", "naive_bayes",
                     "bernoulli_naive_bayes")
+
+
+@contextmanager
+def _torch_threads(count: int | None) -> Iterator[None]:
+    """torch's operations on ``count`` threads inside (None: as they are), restored after."""
+    before = torch.get_num_threads()
+    if count is not None:
+        torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def _small_loop(predictor: Predictor, batch: int, features: int, n_classes: int,
