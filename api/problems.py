@@ -24,6 +24,14 @@ log = logging.getLogger(__name__)
 MEDIA_TYPE = "application/problem+json"
 
 
+# Starlette's whole word on a multipart body its parser refused (python-multipart's error is
+# not passed on): a malformed body, or a part's headers over the parser's 4,224 bytes
+MULTIPART_UNPARSED = "Invalid multipart data."
+MULTIPART_ADVICE = ("the multipart/form-data body could not be parsed: a part is malformed, or "
+                    "its headers are over 4 KB (a very long file name does it); send the table "
+                    "as one part named 'file' with a short file name")
+
+
 def problem(status: int, slug: str, title: str, detail: str, request: Request | None = None,
             errors: list[dict[str, Any]] | None = None,
             headers: dict[str, str] | None = None) -> JSONResponse:
@@ -74,6 +82,9 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if exc.status_code == 400 and exc.detail == MULTIPART_UNPARSED:
+            return problem(400, "invalid-multipart", "Unreadable multipart body",
+                           MULTIPART_ADVICE, request)
         slug, title = {404: ("not-found", "Not found"),
                        405: ("method-not-allowed", "Method not allowed"),
                        413: ("upload-too-large", "Request too large")}.get(

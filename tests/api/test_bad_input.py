@@ -74,6 +74,16 @@ def test_bad_uploads_are_clear_4xx_problems(client, case, monkeypatch):
     assert client.get("/v1/datasets").json()["items"] == []  # nothing stored
 
 
+def test_an_unparsable_multipart_body_says_what_to_send(client):
+    name = "a" * 5_000 + ".csv"  # the part's headers over python-multipart's 4 KB
+    response = client.post("/v1/datasets", files={"file": (name, b"x,label\n1,0\n")})
+    assert response.status_code == 400, response.text
+    assert response.headers["content-type"] == "application/problem+json"
+    assert response.json()["type"] == "/problems/invalid-multipart"
+    assert "a very long file name" in response.json()["detail"]
+    assert client.get("/v1/datasets").json()["items"] == []
+
+
 def test_empty_row_groups_among_full_ones_are_skipped(client):
     import pyarrow as pa
     import pyarrow.parquet as pq
