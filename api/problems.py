@@ -52,8 +52,8 @@ def _field(location: tuple | list) -> str:
 def install(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
-        if any(e.get("type") == "json_invalid" for e in exc.errors()):
-            where = next(e for e in exc.errors() if e.get("type") == "json_invalid")
+        where = next((e for e in exc.errors() if e.get("type") == "json_invalid"), None)
+        if where is not None:
             message = f"the body is not valid JSON ({where.get('ctx', {}).get('error', 'invalid')})"
             return problem(422, "validation-error", "Invalid request", message, request,
                            [{"field": "body", "message": message}])

@@ -380,16 +380,16 @@ def _check_sizes(n_train: int, n_valid: int, held_out: tuple[int, float] | None 
     split = "" if held_out is None else (
         f" after holding out {held_out[1]:.0%} of the table's {held_out[0]} rows as validation "
         f"({n_train} left to value, {n_valid} held out)")
+    # a fraction of the table could leave enough rows on both sides
+    movable = held_out is not None and held_out[0] >= MIN_TRAIN_ROWS + MIN_VALID_ROWS
     if n_train < MIN_TRAIN_ROWS:
-        more = "; hold out a smaller fraction" if held_out and held_out[0] >= MIN_TRAIN_ROWS \
-            + MIN_VALID_ROWS else ""
+        more = "; hold out a smaller fraction" if movable else ""
         raise TooFewRowsError(
             f"the training table has {n_train} rows{split}; at least {MIN_TRAIN_ROWS} are "
             f"needed{more}"
         )
     if n_valid < MIN_VALID_ROWS:
-        more = hint or ("; hold out a larger fraction" if held_out and held_out[0] >=
-                        MIN_TRAIN_ROWS + MIN_VALID_ROWS else "")
+        more = hint or ("; hold out a larger fraction" if movable else "")
         raise TooFewRowsError(
             f"the validation data has {n_valid} rows{split}; at least {MIN_VALID_ROWS} are "
             f"needed{more}"

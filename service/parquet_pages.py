@@ -210,10 +210,10 @@ def walk(source: BinaryIO, metadata: pq.FileMetaData) -> list[list[Chunk]]:
     count = 0
     for index in range(metadata.num_row_groups):
         group = metadata.row_group(index)
-        chunks.append([])
         if group.num_rows <= 0:  # no rows: nothing to read (writers leave its offsets at 0)
-            chunks[-1] = [Chunk(0, 0, 0, 0)] * group.num_columns
+            chunks.append([Chunk(0, 0, 0, 0)] * group.num_columns)
             continue
+        chunks.append([])
         for column in range(group.num_columns):
             chunk = _walk_chunk(pages, *_chunk_range(group.column(column)), MAX_PAGES - count)
             count += chunk.pages

@@ -27,6 +27,8 @@ import pyarrow.csv as pacsv
 import pyarrow.ipc as ipc
 import pyarrow.parquet as pq
 
+from dvrl_core.io import PARQUET_SUFFIXES
+
 from .parquet_upload import PARQUET_MAGIC, open_parquet
 from .table_limits import Budget, LimitExceeded, Limits, TableError
 
@@ -50,7 +52,7 @@ COMPRESSED = ((b"\x1f\x8b", "gzip"), (b"PK\x03\x04", "zip"), (b"BZh", "bzip2"),
 
 
 def is_parquet(head: bytes, filename: str) -> bool:
-    return head[:4] == PARQUET_MAGIC or filename.lower().endswith((".parquet", ".pq"))
+    return head[:4] == PARQUET_MAGIC or filename.lower().endswith(PARQUET_SUFFIXES)
 
 
 def csv_slices(source: BinaryIO, slice_bytes: int | None = None) -> Iterator[bytes]:
