@@ -67,8 +67,19 @@ def _evaluation_predictions(
 
 def _fitted(data: PreparedData, train: Split, weight: np.ndarray | None, model: str,
             random_state: int, model_params: dict | None):
+    """``model`` fitted on ``train``, its rows weighted by ``weight`` as relative weights:
+    rescaled to mean 1, so that only their ratios count. A model's regularisation (logistic
+    regression's L2 penalty, Naive Bayes' smoothing) does not grow with the rows' total weight,
+    so weights of mean 0.5 would fit a model twice as strongly regularised as uniform training
+    does, and weights of mean 100 one barely regularised: the comparison between ways of
+    training would measure the scale, not the values."""
     predictor = make_predictor(model, data.task, data.n_classes, random_state=random_state,
                                **(model_params or {}))
+    if weight is not None:
+        weight = np.asarray(weight, dtype=np.float64)
+        mean = float(weight.mean()) if len(weight) else 0.0
+        if np.isfinite(mean) and mean > 0:
+            weight = weight / mean
     return predictor.fit(train.x, train.y, sample_weight=weight)
 
 
@@ -171,7 +182,8 @@ def weighted_training(
     data: PreparedData, values: np.ndarray, *, model: str = "lightgbm", metric: str | None = None,
     random_state: int = 0, model_params: dict | None = None,
 ) -> dict[str, float | str]:
-    """Test score of the evaluation model trained without and with the values as sample weights."""
+    """Test score of the evaluation model trained without and with the values as sample weights
+    (relative weights: their scale does not matter, only their ratios)."""
     metric = metric or DEFAULT_METRIC[data.task]
     held_out = scoring_rows(data, metric)
     weights = np.asarray(values, dtype=np.float64)
@@ -220,6 +232,10 @@ def training_choices(
     (``validation_score_<name>``). Both kinds are optimistic (values learned with the validation
     rows; the best setting of a tuning grid), so the choice is a heuristic, but it does not
     look at the test rows; the best of the four test scores would flatter the values.
+
+    Weights are relative: every way rescales its rows' weights to mean 1 before fitting, so
+    multiplying the values by a constant changes nothing, and the model is as regularised
+    whichever way it is trained.
 
     Scored on the test split, which must be there: the validation rows cannot score a model
     trained on them.
