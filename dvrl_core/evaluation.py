@@ -69,17 +69,16 @@ def _fitted(data: PreparedData, train: Split, weight: np.ndarray | None, model: 
             random_state: int, model_params: dict | None):
     """``model`` fitted on ``train``, its rows weighted by ``weight`` as relative weights:
     rescaled to mean 1, so that only their ratios count. A model's regularisation (logistic
-    regression's L2 penalty, Naive Bayes' smoothing) does not grow with the rows' total weight,
-    so weights of mean 0.5 would fit a model twice as strongly regularised as uniform training
-    does, and weights of mean 100 one barely regularised: the comparison between ways of
-    training would measure the scale, not the values."""
+    regression's L2 penalty, Naive Bayes' smoothing) does not grow with the rows' total weight:
+    unscaled, weights of mean 0.5 would fit a model twice as strongly regularised as uniform
+    training does, and the comparison between ways of training would measure the scale."""
     predictor = make_predictor(model, data.task, data.n_classes, random_state=random_state,
                                **(model_params or {}))
     if weight is not None:
         weight = np.asarray(weight, dtype=np.float64)
-        mean = float(weight.mean()) if len(weight) else 0.0
-        if np.isfinite(mean) and mean > 0:
-            weight = weight / mean
+        total = weight.sum()
+        if np.isfinite(total) and total > 0:
+            weight = weight * (len(weight) / total)
     return predictor.fit(train.x, train.y, sample_weight=weight)
 
 
