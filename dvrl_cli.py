@@ -129,6 +129,7 @@ def _serve(host: str, port: int) -> int:
     import uvicorn
 
     from api.app import LOOPBACK, auth_required, create_app
+    from api.http_protocol import ProblemHTTPProtocol
     from service import keys
     from service.db import session_scope
     from service.settings import get_settings
@@ -153,7 +154,7 @@ def _serve(host: str, port: int) -> int:
     auth = "API keys required" if require_keys else "no API key needed on 127.0.0.1"
     print(f"dvrl: serving on http://{host}:{port} ({mode}; {auth}); dashboard at /ui, API docs "
           "at /docs", file=sys.stderr)
-    uvicorn.run(create_app(listen_host=host), host=host, port=port,
+    uvicorn.run(create_app(listen_host=host), host=host, port=port, http=ProblemHTTPProtocol,
                 log_level="warning")
     return 0
 

@@ -39,13 +39,14 @@ def _start_server(port: int):
     import uvicorn
 
     from api.app import create_app
+    from api.http_protocol import ProblemHTTPProtocol
     from service.migrate import upgrade
     from service.settings import get_settings
 
     upgrade(get_settings().sqlalchemy_url)
     app = create_app(listen_host="127.0.0.1")
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port,
-                                           log_level="warning"))
+                                           http=ProblemHTTPProtocol, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     for _ in range(200):

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import io
+import json
 import os
+import socket
 import subprocess
 import sys
 
@@ -44,6 +46,44 @@ def test_serve_with_no_configuration_values_a_table_end_to_end(tmp_path, tables)
         server.terminate()
         server.wait(timeout=20)
         log.close()
+
+
+def test_bytes_that_are_not_http_get_a_problem_document_and_lose_nothing(tmp_path, tables):
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DVRL_")}
+    env |= {"DVRL_DATA_DIR": str(tmp_path / "data")}
+    server = subprocess.Popen([sys.executable, "-m", "dvrl_cli", "serve", "--port", str(port)],
+                              cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)
+    try:
+        base = f"http://127.0.0.1:{port}"
+        wait_until_up(base, server)
+        with httpx.Client(base_url=base, timeout=30) as client:
+            dataset = upload(client, tables[0], "train.csv")
+            for garbage in (b"GET /v1/datasets HTTP/1.1\r\nHost: x\r\nno colon here\r\n\r\n",
+                            b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03 TLS, not HTTP\r\n\r\n",
+                            b"POST /v1/datasets HTTP/1.1\r\nHost: x\r\n"
+                            b"Transfer-Encoding: chunked\r\n\r\nzz\r\n"):
+                status, headers, body = _raw_exchange(port, garbage)
+                assert (status, headers["content-type"]) == (400, "application/problem+json")
+                assert json.loads(body)["type"] == "/problems/malformed-request"
+            assert client.get(f"/v1/datasets/{dataset}").json()["rows"] == len(tables[0])
+    finally:
+        server.terminate()
+        server.wait(timeout=20)
+
+
+def _raw_exchange(port: int, request: bytes) -> tuple[int, dict[str, str], bytes]:
+    """Send bytes that are not HTTP over a socket; the status, headers and body answered."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(request)
+        answer = b""
+        while chunk := sock.recv(65536):  # the server closes the connection after its answer
+            answer += chunk
+    head, _, body = answer.partition(b"\r\n\r\n")
+    status_line, *lines = head.decode("latin-1").split("\r\n")
+    headers = dict(line.lower().split(": ", 1) for line in lines)
+    return int(status_line.split()[1]), headers, body
 
 
 def test_serving_beyond_loopback_needs_keys(tmp_path):
