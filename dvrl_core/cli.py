@@ -73,8 +73,8 @@ def add_value_arguments(value: argparse.ArgumentParser) -> None:
                        help="valuation method (default: dvrl); the others are baselines")
     value.add_argument("--predictor", help="predictor trained inside DVRL: "
                        "logistic_regression (default; linear_regression for regression), "
-                       "naive_bayes, lightgbm, mlp, or auto (the one that fits the validation "
-                       "rows best)")
+                       "naive_bayes, bernoulli_naive_bayes, lightgbm, mlp, or auto (the one "
+                       "that fits the validation rows best)")
     value.add_argument("--metric", help="reward metric (auc, accuracy, log_loss; mae, mse, rmspe)")
     value.add_argument("--iterations", type=int, default=2000,
                        help="the most DVRL iterations (default 2000); the run stops earlier once "

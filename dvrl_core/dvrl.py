@@ -92,9 +92,10 @@ docs/benchmarks.md for the figures):
   in a new mapped file, and the passes over every row release its pages as they go, so memory
   stays near the matrix plus a few vectors of one number per row.
 
-With ``rollouts=1, prior_skip=False, average_fraction=0`` and the AUC metric the loop is the
-official one (fixed baseline: the predictor trained on all rows) or the paper's (moving-average
-baseline over ``window`` iterations).
+With ``rollouts=1, prior="validation", prior_skip=False, average_fraction=0, metric="auc",
+check_fraction=0, guard=False, shift="off", tolerance=0`` and a logistic regression of C = 1
+(``predictor_params={"alpha": 1.0}``) the loop is the official one (fixed baseline: the predictor
+trained on all rows) or the paper's (moving-average baseline over ``window`` iterations).
 """
 
 from __future__ import annotations
@@ -176,7 +177,7 @@ class DVRL:
     :class:`Predictor` instance; ``None`` picks logistic regression (classification) or linear
     regression. ``inner_iterations`` and
     ``predictor_batch_size`` are the epochs and mini-batch size of the torch MLP predictor.
-    ``metric`` defaults to AUC (classification) or MSE (regression).
+    ``metric`` (the reward's) defaults to log-loss (classification) or MSE (regression).
     ``tolerance`` (``None`` or 0: run every iteration), ``check_every`` and ``min_iterations``
     set when the run stops early because its values have converged (module docstring).
     """
