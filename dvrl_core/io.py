@@ -1,4 +1,10 @@
-"""Reading and writing tables (CSV and Parquet) as pandas DataFrames."""
+"""Reading and writing tables (CSV and Parquet) as pandas DataFrames.
+
+A CSV file's delimiter is read from its header line (:func:`sniff_delimiter`): a comma, else the
+semicolon, tab or pipe that spreadsheet exports in many locales use, as the service's upload
+reads it. Text must be UTF-8 (a UTF-8 byte-order mark is fine); a UTF-16 or UTF-32 file, as a
+spreadsheet's "Unicode text" export writes it, is refused by name.
+"""
 
 from __future__ import annotations
 
@@ -28,6 +34,8 @@ def reading(path: Path) -> Iterator[None]:
         yield
     except UnreadableTableError:
         raise
+    except UnicodeDecodeError as exc:  # pyarrow decodes column names as UTF-8
+        raise UnreadableTableError(f"{path}: not UTF-8 text ({exc}); save it as UTF-8") from exc
     except Exception as exc:
         raise UnreadableTableError(f"{path}: cannot read as a table ({exc})") from exc
 
@@ -45,12 +53,51 @@ def is_parquet(path: Path) -> bool:
 
 # an empty field is missing in text columns too (an empty label is not a class named "")
 CSV_CONVERT = pacsv.ConvertOptions(strings_can_be_null=True)
+DELIMITERS = (",", ";", "\t", "|")
+# byte-order marks of text that is not UTF-8, longest first (UTF-32's starts as UTF-16's does)
+OTHER_ENCODINGS = ((b"\xff\xfe\x00\x00", "UTF-32"), (b"\x00\x00\xfe\xff", "UTF-32"),
+                   (b"\xff\xfe", "UTF-16"), (b"\xfe\xff", "UTF-16"))
+HEAD_BYTES = 1 << 16  # what a CSV file's delimiter and encoding are told from
+
+
+def sniff_delimiter(head: bytes) -> str:
+    """The delimiter of a CSV file from its header line: a comma, unless the header has none
+    and has semicolons, tabs or pipes (spreadsheet exports in many locales use ';')."""
+    line = head.split(b"\n", 1)[0]
+    counts = {d: line.count(d.encode()) for d in DELIMITERS}
+    if counts[","]:
+        return ","
+    best = max(counts, key=lambda d: counts[d])
+    return best if counts[best] else ","
+
+
+def encoding_problem(head: bytes) -> str | None:
+    """Why text that starts with ``head`` is not UTF-8, where its byte-order mark says; None
+    otherwise (bytes that are not UTF-8 further on are found while parsing)."""
+    for mark, name in OTHER_ENCODINGS:
+        if head.startswith(mark):
+            return (f"the file is {name} text, not UTF-8; save it as UTF-8 (a spreadsheet's "
+                    "'CSV UTF-8' export)")
+    return None
+
+
+def csv_parse_options(path: Path) -> pacsv.ParseOptions:
+    """How to parse the CSV file at ``path``: its delimiter, read from its header. Raises
+    :class:`UnreadableTableError` for text in another encoding than UTF-8 that its first bytes
+    name."""
+    with open(path, "rb") as file:
+        head = file.read(HEAD_BYTES)
+    problem = encoding_problem(head)
+    if problem is not None:
+        raise UnreadableTableError(f"{path}: {problem}")
+    return pacsv.ParseOptions(delimiter=sniff_delimiter(head))
 
 
 def read_table(path: str | Path) -> pd.DataFrame:
     """Read a CSV or Parquet file into a DataFrame.
 
-    The format is taken from the suffix (``.parquet``/``.pq`` or anything else as CSV). Raises
+    The format is taken from the suffix (``.parquet``/``.pq`` or anything else as CSV, its
+    delimiter read from its header: module docstring). Raises
     :class:`UnreadableTableError` with the reason when the file cannot be parsed as a table.
     """
     path = Path(path)
@@ -60,7 +107,8 @@ def read_table(path: str | Path) -> pd.DataFrame:
         else:
             # pyarrow's reader is several times faster than pandas' own on big files; the Arrow
             # buffers are released column by column while converting (peak memory ~1x, not 2x)
-            table = pacsv.read_csv(path, convert_options=CSV_CONVERT)
+            table = pacsv.read_csv(path, parse_options=csv_parse_options(path),
+                                   convert_options=CSV_CONVERT)
             binary = [f.name for f in table.schema if pa.types.is_binary(f.type)]
             if binary:  # pyarrow keeps bytes that are not UTF-8 as binary: refuse them by name
                 raise UnreadableTableError(

@@ -50,7 +50,7 @@ from .errors import (
     TooFewRowsError,
     UnreadableTableError,
 )
-from .io import CSV_CONVERT, is_parquet, read_table, reading, repeated_names
+from .io import CSV_CONVERT, csv_parse_options, is_parquet, read_table, reading, repeated_names
 
 SAMPLE_ROWS = 100_000  # rows the encoder is fitted on
 # CSV bytes parsed per batch, one batch read ahead: bigger blocks or more read-ahead made
@@ -88,8 +88,9 @@ def _csv_frames(path: Path, columns: Sequence[str] | None,
     import pyarrow.dataset as ds
 
     # types from the first megabyte, as pyarrow's read_csv (the in-memory path) infers them
+    parse_options = csv_parse_options(path)
     with pacsv.open_csv(path, read_options=pacsv.ReadOptions(block_size=1 << 20),
-                        convert_options=CSV_CONVERT) as probe:
+                        parse_options=parse_options, convert_options=CSV_CONVERT) as probe:
         schema = probe.schema
     read_options = pacsv.ReadOptions(block_size=BLOCK_BYTES)
     types = {}
@@ -100,7 +101,8 @@ def _csv_frames(path: Path, columns: Sequence[str] | None,
             types[field.name] = pa.string()
     # the dataset scanner parses blocks on every thread, in order (pyarrow's open_csv: one)
     table = ds.dataset(path, format=ds.CsvFileFormat(
-        read_options=read_options, convert_options=pacsv.ConvertOptions(
+        parse_options=parse_options, read_options=read_options,
+        convert_options=pacsv.ConvertOptions(
             column_types=types, strings_can_be_null=CSV_CONVERT.strings_can_be_null)))
     for batch in table.to_batches(columns=list(columns) if columns else None,
                                   batch_readahead=1, fragment_readahead=1,
@@ -117,7 +119,8 @@ def _first_columns(path: Path) -> list[str]:
             return [str(name) for name in pq.read_schema(path).names]
         import pyarrow.csv as pacsv
 
-        with pacsv.open_csv(path, read_options=pacsv.ReadOptions(block_size=1 << 20)) as probe:
+        with pacsv.open_csv(path, read_options=pacsv.ReadOptions(block_size=1 << 20),
+                            parse_options=csv_parse_options(path)) as probe:
             return [str(name) for name in probe.schema.names]
 
 

@@ -27,13 +27,13 @@ import pyarrow.csv as pacsv
 import pyarrow.ipc as ipc
 import pyarrow.parquet as pq
 
-from dvrl_core.io import PARQUET_SUFFIXES
+from dvrl_core.io import PARQUET_SUFFIXES, encoding_problem, sniff_delimiter
 
 from .parquet_upload import PARQUET_MAGIC, open_parquet
 from .table_limits import Budget, LimitExceeded, Limits, TableError
 
 __all__ = ["LimitExceeded", "Limits", "Summary", "TableError", "convert", "csv_slices",
-           "header_columns", "is_parquet", "read", "sniff_delimiter"]
+           "header_columns", "is_parquet", "read"]
 
 SLICE_BYTES = 4 << 20
 MAX_ROW_BYTES = 64 << 20  # one CSV line
@@ -103,20 +103,6 @@ def _widened(old: pa.DataType, new: pa.DataType) -> pa.DataType:
         return pa.int64() if pa.types.is_integer(old) and pa.types.is_integer(new) \
             else pa.float64()
     return pa.string()
-
-
-DELIMITERS = (",", ";", "\t", "|")
-
-
-def sniff_delimiter(head: bytes) -> str:
-    """The delimiter of a CSV file from its header line: a comma, unless the header has none
-    and has semicolons, tabs or pipes (spreadsheet exports in many locales use ';')."""
-    line = head.split(b"\n", 1)[0]
-    counts = {d: line.count(d.encode()) for d in DELIMITERS}
-    if counts[","]:
-        return ","
-    best = max(counts, key=lambda d: counts[d])
-    return best if counts[best] else ","
 
 
 def _parse(piece: bytes, names: list[str] | None,
@@ -214,12 +200,17 @@ def convert(source: BinaryIO, filename: str, target: BinaryIO,
     if packed is not None:  # its bytes would otherwise be parsed as text
         raise TableError(f"the file is {packed}-compressed; upload the CSV uncompressed, or as "
                          "Parquet (which compresses)")
+    other_encoding = encoding_problem(head)
+    if other_encoding is not None:
+        raise TableError(other_encoding)
     options = _ipc_options(compression)
     try:
         if is_parquet(head, filename):
             parquet = open_parquet(source, limits)
             return _write(target, parquet.schema, parquet.tables(), check, options)
         return _convert_csv(source, target, check, options, limits)
+    except UnicodeDecodeError as exc:  # pyarrow decodes column names as UTF-8
+        raise TableError(f"the file is not UTF-8 text ({exc}); save it as UTF-8") from exc
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError, OSError) as exc:
         message = str(exc).splitlines()[0][:300]
         if "invalid UTF8" in message:

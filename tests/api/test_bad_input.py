@@ -45,6 +45,8 @@ BAD_UPLOADS = {
     "parquet of no rows": (EMPTY_PARQUET, "no rows"),
     "ragged rows": (b"a,b\n1,2\n3,4,5\n", "columns"),
     "non-UTF-8 bytes": (b"name,label\n" + "caf\u00e9".encode("latin-1") + b",1\n", "UTF-8"),
+    "a header not in UTF-8": ("gr\u00f6\u00dfe,label\n1,0\n2,1\n".encode("latin-1"), "UTF-8"),
+    "UTF-16 text": ("a\tlabel\n1\t0\n2\t1\n".encode("utf-16"), "UTF-16 text"),
     "duplicate column names": (b"a,a,label\n1,2,3\n", "duplicate"),
     "empty column name": (b"a,,label\n1,2,3\n", "no name"),
     "10k+1 columns": (",".join(f"c{i}" for i in range(10_001)).encode() + b"\n" +

@@ -119,7 +119,12 @@ def test_tables_that_cannot_be_valued_are_named_without_a_traceback(tmp_path):
     latin = good.assign(label=np.where(good["label"] == good["label"].iloc[0], "caf\u00e9",
                                        "th\u00e9"))
     (tmp_path / "latin1.csv").write_bytes(latin.to_csv(index=False).encode("latin-1"))
+    (tmp_path / "latin1_header.csv").write_bytes(
+        good.to_csv(index=False, header=["gr\u00f6\u00dfe", "x1", "label"]).encode("latin-1"))
+    (tmp_path / "utf16.csv").write_bytes(good.to_csv(index=False, sep="\t").encode("utf-16"))
     cases = [("header.csv", "0.3", "the training table has no rows"),
+             ("latin1_header.csv", "0.3", "not UTF-8 text"),
+             ("utf16.csv", "0.3", "the file is UTF-16 text, not UTF-8; save it as UTF-8"),
              ("twice.csv", "0.3", "duplicate column names: ['x0']"),
              ("latin1.csv", "0.3", "not UTF-8 text (columns ['label'])"),
              (".", "0.3", "a directory, not a table file")]

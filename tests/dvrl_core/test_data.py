@@ -195,6 +195,15 @@ def test_read_table_csv_parquet_and_garbage(tmp_path, table):
         read_table(tmp_path / "missing.csv")
 
 
+@pytest.mark.parametrize("sep", [";", "\t", "|"])
+def test_a_csv_with_another_delimiter_reads_as_the_comma_one(tmp_path, table, sep):
+    """Spreadsheet exports in many locales separate by ';' (or tabs): the header tells."""
+    table.to_csv(tmp_path / "comma.csv", index=False)
+    table.to_csv(tmp_path / "other.csv", index=False, sep=sep)
+    pd.testing.assert_frame_equal(read_table(tmp_path / "other.csv"),
+                                  read_table(tmp_path / "comma.csv"))
+
+
 def test_an_empty_label_in_a_csv_is_missing_not_a_class(tmp_path):
     table = make_table(60, n_features=3, random_state=2)
     table.loc[[4, 9], "label"] = None

@@ -55,12 +55,13 @@ def _assert_same(a, b):
         np.testing.assert_array_equal(left.ids, right.ids)
 
 
-@pytest.mark.parametrize("suffix", [".csv", ".parquet"])
-def test_streamed_encoding_equals_the_in_memory_one(tmp_path, small_blocks, suffix):
+@pytest.mark.parametrize(("suffix", "sep"), [(".csv", ","), (".csv", ";"), (".parquet", None)])
+def test_streamed_encoding_equals_the_in_memory_one(tmp_path, small_blocks, suffix, sep):
     table = _mixed_table()
     path = tmp_path / f"train{suffix}"
-    table.to_csv(path, index=False) if suffix == ".csv" else table.to_parquet(path)
+    table.to_csv(path, index=False, sep=sep) if sep else table.to_parquet(path)
     whole = read_table(path)
+    pd.testing.assert_frame_equal(whole[["label", "key"]], table[["label", "key"]])
     held_out = prepare(whole, "label", valid_fraction=0.2, random_state=3)
     streamed = stream.prepare_file(path, "label", valid_fraction=0.2, random_state=3,
                                    scratch=tmp_path)
