@@ -283,12 +283,13 @@ def _summary_of(result, data, corrupted, random_state) -> dict[str, Any]:
     :func:`print_summary` also prints for ``dvrl remote value``)."""
     from .controls import marginal_control
     from .evaluation import detection_auroc, found_fraction
+    from .overlap import overlap_report
 
     summary: dict[str, Any] = {
         "method": result.params.get("method", "dvrl"), "device": result.device,
         "timings": result.timings, "predictor": result.params.get("predictor"),
         "metric": result.params.get("metric"), "task": data.task,
-    }
+    } | overlap_report(data)
     if result.diagnostics.get("trust"):
         summary["trust"] = result.diagnostics["trust"]
     if result.diagnostics.get("ensemble"):
@@ -413,6 +414,8 @@ def print_summary(summary: dict[str, Any], table, out: str | None) -> None:
         print(f"detection AUROC {noise['auroc']:.3f} (the official marginal alone: found@20% "
               f"{control['found_at_20']:.2f}, AUROC {control['auroc']:.3f}; random: found@20% "
               "0.20)", file=err)
+    for warning in summary.get("warnings", []):
+        print(f"warning: {warning}", file=err)
     if out:
         print(f"values written to {out}", file=err)
 

@@ -73,3 +73,21 @@ def test_a_regression_job_with_label_noise_reports_the_moved_targets_it_found(cl
     assert summary["trust"]["planted"]["flipped"] > 0
     flagged = client.get(f"/v1/jobs/{job_id}/corrupted", params={"page_size": 1000}).json()
     assert len(flagged["items"]) == 80
+
+
+def test_a_job_validated_on_its_own_training_table_says_so(client, tables):
+    """The same dataset as training and validation table: the job runs, and its summary warns
+    that the validation rows are copies of training rows (a clean job's has no warning)."""
+    train, valid = tables
+    train_id = upload(client, train)
+    runs = {}
+    for name, valid_id in (("itself", train_id), ("apart", upload(client, valid))):
+        spec = {"dataset_id": train_id, "target": "label", "validation": {"dataset_id": valid_id},
+                "dvrl": {"iterations": 20, "rollouts": 4}, "evaluations": []}
+        job_id = client.post("/v1/jobs", json=spec).json()["id"]
+        assert run_job(job_id) == "SUCCEEDED"
+        runs[name] = client.get(f"/v1/jobs/{job_id}").json()["summary"]
+    assert runs["itself"]["validation_copies"] == len(train)
+    assert runs["itself"]["warnings"][0].startswith(
+        f"{len(train)} of the {len(train)} validation rows (100%) repeat a training row")
+    assert (runs["apart"]["validation_copies"], runs["apart"]["warnings"]) == (0, [])

@@ -38,6 +38,7 @@ def test_value_writes_one_row_per_training_row_in_input_order(tables):
     assert values["noise_injected"].sum() == 70
     assert "lowest-valued rows" in done.stderr and "found among the lowest" in done.stderr
     assert "official marginal alone" in done.stderr and "trust check" in done.stderr
+    assert "warning" not in done.stderr  # the validation rows are apart from the training rows
 
 
 def test_parquet_output_row_numbers_and_same_seed_same_file(tables):
@@ -236,3 +237,12 @@ def test_validation_rows_from_one_site_weight_its_rows_and_the_summary_says_so(t
         values = pd.read_csv(out)["value"].to_numpy()
         tops[setting] = site_a[np.argsort(-values, kind="stable")[:360]].mean()
     assert tops["auto"] > 0.9 and tops["auto"] > tops["off"] + 0.1  # 40% are site a
+
+
+def test_the_training_table_as_its_own_validation_table_is_warned_about(tables):
+    done = run_cli("value", str(tables / "train.csv"), "--target", "label", "--valid",
+                   str(tables / "train.csv"), "--iterations", "5", "--out",
+                   str(tables / "self.csv"))
+    assert done.returncode == 0, done.stderr
+    assert ("warning: 350 of the 350 validation rows (100%) repeat a training row exactly"
+            in done.stderr)

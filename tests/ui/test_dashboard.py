@@ -217,6 +217,28 @@ def test_a_job_that_ended_early_says_why(server, api_as, browser_context, splits
     page.wait_for_selector('[data-figure="histogram"] svg rect.bar')
     assert page.locator('[data-figure="reward"]').count() == 0
     assert page.locator("#trust-shift").count() == 0  # no shift: nothing said about one
+    assert page.locator("#warnings").count() == 0  # validation rows apart: no warning
+    page.close()
+
+
+def test_a_job_validated_on_its_own_training_table_is_warned_about(server, api_as,
+                                                                   browser_context, splits):
+    """The training table given as its own validation table: the warning card leads the
+    results, in the API's words."""
+    api = api_as("alice")
+    train_id = upload(api, splits["train.csv"], "train.csv")
+    job = api.post("/v1/jobs", json={
+        "dataset_id": train_id, "target": "label", "validation": {"dataset_id": train_id},
+        "seed": 0, "dvrl": {"iterations": 20}, "evaluations": []}).json()
+    done = wait_for(api, job["id"])
+    assert done["state"] == "SUCCEEDED", done["error"]
+    warnings = done["summary"]["warnings"]
+    assert len(warnings) == 1 and warnings[0].startswith("400 of the 400 validation rows")
+    page = browser_context.new_page()
+    sign_in(page, server, api.key)
+    page.goto(f"{server}/ui/jobs/{job['id']}")
+    page.wait_for_selector("#warnings", timeout=RESULTS_TIMEOUT_MS)
+    assert page.locator("#warnings p.warning").all_inner_texts() == warnings
     page.close()
 
 

@@ -116,6 +116,7 @@ async function renderResults(root, job) {
   const charts = h("div.grid-2");
   fill(root, 
     tiles(s),
+    warningsCard(s.warnings),
     trustCard(s.trust, s.diagnostics || {}, noiseWords(s.task)),
     charts,
     lowestCard(id, lowest.items, s),
@@ -129,6 +130,14 @@ async function renderResults(root, job) {
   if (s.weighted_training) charts.append(weightedChart(s.weighted_training));
   const reward = curves.reward_trace || {};
   if (reward.iteration && reward.iteration.length > 1) charts.append(rewardChart(reward));
+}
+
+// what the job found wrong with the data as given (summary.warnings: validation rows that
+// repeat training rows), above everything the values say
+function warningsCard(warnings) {
+  if (!warnings || !warnings.length) return null;
+  return h("section.card.warnings", { id: "warnings" }, h("h2", "Warning"),
+    ...warnings.map((text) => h("p.warning", text)));
 }
 
 // what the self-check and the trust check plant, in words: a classification job flips labels,
