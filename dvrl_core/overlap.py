@@ -22,6 +22,7 @@ from collections.abc import Iterator
 import numpy as np
 
 from .data import PreparedData
+from .stream import release_rows
 
 WARN_SHARE = 0.25  # of the validation rows, above the suite's natural repeats (at most 11%)
 HASH_ROWS = 65_536  # rows hashed at a time (a memory-mapped table is read a block at a time)
@@ -30,10 +31,13 @@ HASH_ROWS = 65_536  # rows hashed at a time (a memory-mapped table is read a blo
 def _row_hashes(x: np.ndarray, y: np.ndarray, keys: np.ndarray) -> Iterator[np.ndarray]:
     """A 64-bit hash of every row's encoded features and target, a block of rows at a time:
     the bits of each number times a random odd key per column, summed modulo 2^64. Integer
-    arithmetic, so equal rows hash equally whatever block they are in."""
+    arithmetic, so equal rows hash equally whatever block they are in. A mapped matrix's
+    pages leave resident memory once hashed."""
     for start in range(0, len(x), HASH_ROWS):
-        features = np.asarray(x[start:start + HASH_ROWS], dtype=np.float64) + 0.0  # -0.0 is 0.0
-        target = np.asarray(y[start:start + HASH_ROWS], dtype=np.float64) + 0.0
+        stop = min(start + HASH_ROWS, len(x))
+        features = np.asarray(x[start:stop], dtype=np.float64) + 0.0  # -0.0 is 0.0
+        target = np.asarray(y[start:stop], dtype=np.float64) + 0.0
+        release_rows(x, start, stop)
         hashed = (features.view(np.uint64) * keys[:-1]).sum(axis=1, dtype=np.uint64)
         yield hashed + target.view(np.uint64) * keys[-1]
 
