@@ -105,6 +105,7 @@ def create_job(session: Session, spec: JobSpec, owner: str, settings: Settings,
         earlier = idempotency.find(session, owner, "create_job", idempotency_key, request)
         if earlier is not None:
             return get_job(session, earlier, owner), False
+    check_method_options(spec)
     check_limits(spec, settings)
     references: list[tuple[tuple[str, ...], str]] = [(("dataset_id",), spec.dataset_id)]
     if spec.validation.dataset_id:
@@ -172,6 +173,27 @@ def _check_columns(spec: JobSpec, tables: dict[str, Any]) -> None:
                                f"dataset of {dataset_field}{hint}"})
     if errors:
         raise UnknownColumns(errors)
+
+
+def check_method_options(spec: JobSpec) -> None:
+    """A baseline ``method`` refuses the options it would not use (``predictor``, ``dvrl``), as
+    ``dvrl value --method`` does. Checked when a job is created, on the fields the request gave:
+    not in the spec's schema, which also reads back stored specs, every field filled in."""
+    if spec.method == "dvrl":
+        return
+    given = [name for name in ("predictor", "dvrl") if name in spec.model_fields_set]
+    if given:
+        raise OptionsOfAnotherMethod([
+            {"field": name, "message": f"an option of method dvrl, not of {spec.method}, which "
+             f"uses its own defaults and the seed (leave {name} out)"} for name in given])
+
+
+class OptionsOfAnotherMethod(ServiceError):
+    slug, status, title = "validation-error", 422, "Invalid request"
+
+    def __init__(self, errors: list[dict[str, str]]) -> None:
+        super().__init__(f"{len(errors)} field(s) are invalid")
+        self.errors = errors
 
 
 class UnknownColumns(ServiceError):

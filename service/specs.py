@@ -165,7 +165,7 @@ class JobSpec(StrictModel):
         "regression target minus their mean's squared error), data_oob "
         "(out-of-bag accuracy of a bagged tree ensemble) or leave_one_out (logistic or ridge "
         "regression refitted without each row; at most 2,000 training rows). The baselines use "
-        "their own defaults and the seed; predictor and dvrl apply to dvrl only")
+        "their own defaults and the seed; predictor and dvrl are refused with them")
     predictor: PredictorName | None = Field(
         None, description="the model DVRL trains on selected rows; default: logistic_regression "
         "(linear_regression for regression); naive_bayes is Gaussian Naive Bayes, "

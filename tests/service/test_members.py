@@ -250,8 +250,17 @@ def test_bad_ensembles_are_refused_with_a_problem(client, tables):
         assert response.status_code == 422, response.text
         assert response.headers["content-type"] == "application/problem+json"
         assert response.json()["errors"][0]["field"] == field
-    response = client.post("/v1/jobs", json=spec | {"ensemble": 3, "method": "knn_shapley"})
+    baseline = {key: value for key, value in spec.items() if key != "dvrl"}
+    response = client.post("/v1/jobs", json=baseline | {"ensemble": 3, "method": "knn_shapley"})
     assert response.status_code == 422 and "not DVRL" in response.text
+    for options in ({"dvrl": {"iterations": 5}}, {"predictor": "lightgbm"}):
+        response = client.post("/v1/jobs", json=baseline | {"method": "data_oob"} | options)
+        assert response.status_code == 422, response.text  # as dvrl value --method refuses them
+        problem = response.json()
+        assert problem["type"] == "/problems/validation-error"
+        assert problem["errors"][0]["field"] == next(iter(options))
+        assert problem["errors"][0]["message"].startswith("an option of method dvrl, not of "
+                                                          "data_oob")
     response = client.post("/v1/jobs", json=spec | {"ensemble": 21})  # 20 jobs in flight
     assert response.status_code == 422 and response.json()["errors"][0]["field"] == "ensemble"
     assert client.get("/v1/jobs").json()["items"] == []
