@@ -10,6 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from uvicorn.server import ServerState
 
 MALFORMED = {
     "type": "/problems/malformed-request",
@@ -26,12 +30,12 @@ class _ProblemAnswer:
     and close the connection after it): the same status and connection handling, a JSON body."""
 
     transport: asyncio.Transport
-    server_state: object
+    server_state: ServerState
 
     def send_400_response(self, msg: str) -> None:
         body = json.dumps(MALFORMED).encode()
         head = [b"HTTP/1.1 400 Bad Request\r\n"]
-        for name, value in getattr(self.server_state, "default_headers", []):
+        for name, value in self.server_state.default_headers:  # date, server
             head += [name, b": ", value, b"\r\n"]
         head += [b"content-type: application/problem+json\r\n",
                  b"content-length: " + str(len(body)).encode() + b"\r\n",

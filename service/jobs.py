@@ -55,14 +55,20 @@ class UnknownDataset(Exception):
         self.dataset_id = dataset_id
 
 
-class SpecOverLimit(ServiceError):
-    """A spec within the API's static bounds but over this deployment's configured limits."""
+class SpecRefused(ServiceError):
+    """A spec its schema accepted, refused when the job is created; ``errors`` name the fields."""
 
-    slug, status, title = "limit-exceeded", 422, "Over a configured limit"
+    slug, status, title = "validation-error", 422, "Invalid request"
 
     def __init__(self, errors: list[dict[str, str]]) -> None:
         super().__init__("; ".join(f"{e['field']}: {e['message']}" for e in errors))
         self.errors = errors
+
+
+class SpecOverLimit(SpecRefused):
+    """A spec within the API's static bounds but over this deployment's configured limits."""
+
+    slug, title = "limit-exceeded", "Over a configured limit"
 
 
 def now() -> datetime:
@@ -183,17 +189,9 @@ def check_method_options(spec: JobSpec) -> None:
         return
     given = [name for name in ("predictor", "dvrl") if name in spec.model_fields_set]
     if given:
-        raise OptionsOfAnotherMethod([
+        raise SpecRefused([
             {"field": name, "message": f"an option of method dvrl, not of {spec.method}, which "
              f"uses its own defaults and the seed (leave {name} out)"} for name in given])
-
-
-class OptionsOfAnotherMethod(ServiceError):
-    slug, status, title = "validation-error", 422, "Invalid request"
-
-    def __init__(self, errors: list[dict[str, str]]) -> None:
-        super().__init__(f"{len(errors)} field(s) are invalid")
-        self.errors = errors
 
 
 class UnknownColumns(ServiceError):
