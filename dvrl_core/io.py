@@ -1,8 +1,16 @@
 """Reading and writing tables (CSV and Parquet) as pandas DataFrames.
 
-A CSV file's delimiter is read from its header line (:func:`sniff_delimiter`): a comma, else the
-semicolon, tab or pipe that spreadsheet exports in many locales use, as the service's upload
-reads it. Text must be UTF-8 (a UTF-8 byte-order mark is fine); a UTF-16 or UTF-32 file, as a
+How a CSV file is written is read from its first bytes (:func:`sniff_dialect`), as the
+service's upload reads it:
+
+- the delimiter from its header line: a comma, else the semicolon, tab or pipe that spreadsheet
+  exports in many locales use;
+- the decimal point of a file not separated by commas: a comma where more columns of its first
+  rows read as fractional numbers with it than with a dot ("1,5" in a ';' export from a
+  European locale; with a dot those columns would be read as text, and so as categories);
+- column names lose the spaces around them (``a, b, label`` names ``label``, not ``" label"``).
+
+Text must be UTF-8 (a UTF-8 byte-order mark is fine); a UTF-16 or UTF-32 file, as a
 spreadsheet's "Unicode text" export writes it, is refused by name.
 """
 
@@ -11,6 +19,8 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
+from io import BytesIO
 from pathlib import Path
 
 import pandas as pd
@@ -51,8 +61,6 @@ def is_parquet(path: Path) -> bool:
     return path.suffix.lower() in PARQUET_SUFFIXES
 
 
-# an empty field is missing in text columns too (an empty label is not a class named "")
-CSV_CONVERT = pacsv.ConvertOptions(strings_can_be_null=True)
 DELIMITERS = (",", ";", "\t", "|")
 # byte-order marks of text that is not UTF-8, longest first (UTF-32's starts as UTF-16's does)
 OTHER_ENCODINGS = ((b"\xff\xfe\x00\x00", "UTF-32"), (b"\x00\x00\xfe\xff", "UTF-32"),
@@ -81,8 +89,51 @@ def encoding_problem(head: bytes) -> str | None:
     return None
 
 
-def csv_parse_options(path: Path) -> pacsv.ParseOptions:
-    """How to parse the CSV file at ``path``: its delimiter, read from its header. Raises
+@dataclass(frozen=True)
+class CsvDialect:
+    """How a CSV file is written: the character between fields and the decimal point."""
+
+    delimiter: str = ","
+    decimal_point: str = "."
+
+    def parse_options(self) -> pacsv.ParseOptions:
+        # a quoted field may hold a newline (a free-text column exported by a spreadsheet)
+        return pacsv.ParseOptions(delimiter=self.delimiter, newlines_in_values=True)
+
+    def convert_options(self, column_types: dict | None = None) -> pacsv.ConvertOptions:
+        # an empty field is missing in text columns too (an empty label is not a class "")
+        return pacsv.ConvertOptions(column_types=column_types or {}, strings_can_be_null=True,
+                                    decimal_point=self.decimal_point)
+
+
+def sniff_decimal_point(head: bytes, delimiter: str) -> str:
+    """"," where more columns of the whole rows in ``head`` read as fractional numbers with a
+    decimal comma than with a dot (never for a comma-separated file); "." otherwise."""
+    if delimiter == ",":
+        return "."
+    rows = head[:head.rfind(b"\n") + 1]
+    if b"," not in rows:
+        return "."
+
+    def fractional(point: str) -> int:
+        table = pacsv.read_csv(BytesIO(rows), parse_options=CsvDialect(delimiter).parse_options(),
+                               convert_options=CsvDialect(delimiter, point).convert_options())
+        return sum(pa.types.is_floating(field.type) for field in table.schema)
+
+    try:
+        return "," if fractional(",") > fractional(".") else "."
+    except (pa.ArrowInvalid, UnicodeDecodeError):  # a cut quote, bad bytes: read as before
+        return "."
+
+
+def sniff_dialect(head: bytes) -> CsvDialect:
+    """The dialect of a CSV file that starts with ``head`` (module docstring)."""
+    delimiter = sniff_delimiter(head)
+    return CsvDialect(delimiter, sniff_decimal_point(head, delimiter))
+
+
+def csv_dialect(path: Path) -> CsvDialect:
+    """The dialect of the CSV file at ``path``, from its first bytes. Raises
     :class:`UnreadableTableError` for text in another encoding than UTF-8 that its first bytes
     name."""
     with open(path, "rb") as file:
@@ -90,7 +141,12 @@ def csv_parse_options(path: Path) -> pacsv.ParseOptions:
     problem = encoding_problem(head)
     if problem is not None:
         raise UnreadableTableError(f"{path}: {problem}")
-    return pacsv.ParseOptions(delimiter=sniff_delimiter(head))
+    return sniff_dialect(head)
+
+
+def clean_names(names: Iterable[str]) -> list[str]:
+    """A CSV header's column names without the spaces around them (``a, b, label``)."""
+    return [name.strip() or name for name in names]
 
 
 def read_table(path: str | Path) -> pd.DataFrame:
@@ -107,8 +163,10 @@ def read_table(path: str | Path) -> pd.DataFrame:
         else:
             # pyarrow's reader is several times faster than pandas' own on big files; the Arrow
             # buffers are released column by column while converting (peak memory ~1x, not 2x)
-            table = pacsv.read_csv(path, parse_options=csv_parse_options(path),
-                                   convert_options=CSV_CONVERT)
+            dialect = csv_dialect(path)
+            table = pacsv.read_csv(path, parse_options=dialect.parse_options(),
+                                   convert_options=dialect.convert_options())
+            table = table.rename_columns(clean_names(table.column_names))
             binary = [f.name for f in table.schema if pa.types.is_binary(f.type)]
             if binary:  # pyarrow keeps bytes that are not UTF-8 as binary: refuse them by name
                 raise UnreadableTableError(

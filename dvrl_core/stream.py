@@ -50,7 +50,7 @@ from .errors import (
     TooFewRowsError,
     UnreadableTableError,
 )
-from .io import CSV_CONVERT, csv_parse_options, is_parquet, read_table, reading, repeated_names
+from .io import clean_names, csv_dialect, is_parquet, read_table, reading, repeated_names
 
 SAMPLE_ROWS = 100_000  # rows the encoder is fitted on
 # CSV bytes parsed per batch, one batch read ahead: bigger blocks or more read-ahead made
@@ -87,23 +87,25 @@ def _csv_frames(path: Path, columns: Sequence[str] | None,
     import pyarrow.csv as pacsv
     import pyarrow.dataset as ds
 
-    # types from the first megabyte, as pyarrow's read_csv (the in-memory path) infers them
-    parse_options = csv_parse_options(path)
+    # types from the first megabyte, as pyarrow's read_csv (the in-memory path) infers them;
+    # the header is read under its names without surrounding spaces (dvrl_core.io)
+    dialect = csv_dialect(path)
     with pacsv.open_csv(path, read_options=pacsv.ReadOptions(block_size=1 << 20),
-                        parse_options=parse_options, convert_options=CSV_CONVERT) as probe:
+                        parse_options=dialect.parse_options(),
+                        convert_options=dialect.convert_options()) as probe:
         schema = probe.schema
-    read_options = pacsv.ReadOptions(block_size=BLOCK_BYTES)
+    names = clean_names(schema.names)
+    read_options = pacsv.ReadOptions(block_size=BLOCK_BYTES, column_names=names, skip_rows=1)
     types = {}
-    for field in schema:
-        if pa.types.is_integer(field.type) and field.name not in keep_types:
-            types[field.name] = pa.float64()
+    for name, field in zip(names, schema, strict=True):
+        if pa.types.is_integer(field.type) and name not in keep_types:
+            types[name] = pa.float64()
         elif pa.types.is_null(field.type):
-            types[field.name] = pa.string()
+            types[name] = pa.string()
     # the dataset scanner parses blocks on every thread, in order (pyarrow's open_csv: one)
     table = ds.dataset(path, format=ds.CsvFileFormat(
-        parse_options=parse_options, read_options=read_options,
-        convert_options=pacsv.ConvertOptions(
-            column_types=types, strings_can_be_null=CSV_CONVERT.strings_can_be_null)))
+        parse_options=dialect.parse_options(), read_options=read_options,
+        convert_options=dialect.convert_options(types)))
     for batch in table.to_batches(columns=list(columns) if columns else None,
                                   batch_readahead=1, fragment_readahead=1,
                                   use_threads=True):
@@ -120,8 +122,8 @@ def _first_columns(path: Path) -> list[str]:
         import pyarrow.csv as pacsv
 
         with pacsv.open_csv(path, read_options=pacsv.ReadOptions(block_size=1 << 20),
-                            parse_options=csv_parse_options(path)) as probe:
-            return [str(name) for name in probe.schema.names]
+                            parse_options=csv_dialect(path).parse_options()) as probe:
+            return clean_names(probe.schema.names)
 
 
 def prepare_file(

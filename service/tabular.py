@@ -1,6 +1,8 @@
 """Uploaded files to an Arrow IPC stream, a slice at a time, in bounded memory.
 
-CSV (comma-separated, or ';', tab or '|' when the header shows that) is cut into slices of
+CSV (comma-separated, or ';', tab or '|' when the header shows that, with a decimal comma where
+its first rows show one, column names without surrounding spaces: ``dvrl_core.io``, as
+``dvrl value`` reads files) is cut into slices of
 ``SLICE_BYTES`` at row boundaries (never inside a quoted field) and each slice is parsed by
 pyarrow's multi-threaded reader with the column types fixed by the slices before it. When a
 later slice holds a wider value (``2.5`` after integers, text after numbers, a value in a column
@@ -27,7 +29,14 @@ import pyarrow.csv as pacsv
 import pyarrow.ipc as ipc
 import pyarrow.parquet as pq
 
-from dvrl_core.io import PARQUET_SUFFIXES, encoding_problem, sniff_delimiter
+from dvrl_core.io import (
+    PARQUET_SUFFIXES,
+    CsvDialect,
+    clean_names,
+    encoding_problem,
+    sniff_decimal_point,
+    sniff_delimiter,
+)
 
 from .parquet_upload import PARQUET_MAGIC, open_parquet
 from .table_limits import Budget, LimitExceeded, Limits, TableError
@@ -106,14 +115,11 @@ def _widened(old: pa.DataType, new: pa.DataType) -> pa.DataType:
 
 
 def _parse(piece: bytes, names: list[str] | None,
-           types: dict[str, pa.DataType] | None, delimiter: str = ",") -> pa.Table:
+           types: dict[str, pa.DataType] | None, dialect: CsvDialect) -> pa.Table:
     read = pacsv.ReadOptions(column_names=names) if names else pacsv.ReadOptions()
-    # an empty field is a missing value in text columns too, as in number columns (an empty
-    # label must be reported missing, not become a class named "")
-    convert = pacsv.ConvertOptions(column_types=types or {}, strings_can_be_null=True)
-    parse = pacsv.ParseOptions(delimiter=delimiter, newlines_in_values=True)
-    return pacsv.read_csv(io.BytesIO(piece), read_options=read, parse_options=parse,
-                          convert_options=convert)
+    return pacsv.read_csv(io.BytesIO(piece), read_options=read,
+                          parse_options=dialect.parse_options(),
+                          convert_options=dialect.convert_options(types))
 
 
 def header_columns(head: bytes, delimiter: str) -> tuple[int, bool]:
@@ -142,7 +148,7 @@ def _refuse_wide_header(head: bytes, delimiter: str, limits: Limits) -> None:
         raise LimitExceeded(f"{more}{count} columns; at most {limits.columns} are accepted")
 
 
-def _csv_tables(source: BinaryIO, types: dict[str, pa.DataType], delimiter: str,
+def _csv_tables(source: BinaryIO, types: dict[str, pa.DataType], dialect: CsvDialect,
                 limits: Limits) -> Iterator[pa.Table]:
     """Tables parsed slice by slice with ``types`` (from the first slice where missing); raises
     _Widen when a later slice holds a value wider than its column's type."""
@@ -150,13 +156,13 @@ def _csv_tables(source: BinaryIO, types: dict[str, pa.DataType], delimiter: str,
     budget = Budget(limits.decoded_bytes)
     for piece in csv_slices(source):
         if names is None:
-            _refuse_wide_header(piece, delimiter, limits)
-            table = _parse(piece, None, types, delimiter)
+            _refuse_wide_header(piece, dialect.delimiter, limits)
+            table = _parse(piece, None, types, dialect)
             names = table.column_names
             types.update({f.name: f.type for f in table.schema if f.name not in types})
         else:
             try:
-                table = _parse(piece, names, types, delimiter)
+                table = _parse(piece, names, types, dialect)
             except pa.ArrowInvalid as exc:
                 if "conversion error" not in str(exc):
                     raise
@@ -169,12 +175,12 @@ class _Widen(Exception):
     pass
 
 
-def _settled_types(source: BinaryIO, delimiter: str) -> dict[str, pa.DataType]:
+def _settled_types(source: BinaryIO, dialect: CsvDialect) -> dict[str, pa.DataType]:
     """Each column's type over the whole file: the widest of the types its slices suggest."""
     names: list[str] | None = None
     types: dict[str, pa.DataType] = {}
     for piece in csv_slices(source):
-        schema = _parse(piece, names, None, delimiter).schema
+        schema = _parse(piece, names, None, dialect).schema
         if names is None:
             names = schema.names
             types = {f.name: f.type for f in schema}
@@ -230,30 +236,35 @@ def _convert_csv(source: BinaryIO, target: BinaryIO, check: Callable[[pa.Schema,
     source.seek(0)
     delimiter = sniff_delimiter(head)
     _refuse_wide_header(head, delimiter, limits)  # before a line of any length is gathered
+    dialect = CsvDialect(delimiter, sniff_decimal_point(head, delimiter))
     try:
-        return _write_csv(source, target, {}, delimiter, check, options, limits)
+        return _write_csv(source, target, {}, dialect, check, options, limits)
     except _Widen:
         # a later slice holds a wider value than the first ones: settle every column's
         # type over the whole file, then write again
         source.seek(0)
-        types = _settled_types(source, delimiter)
+        types = _settled_types(source, dialect)
         source.seek(0)
         target.seek(0)
         target.truncate()
         try:
-            return _write_csv(source, target, types, delimiter, check, options, limits)
+            return _write_csv(source, target, types, dialect, check, options, limits)
         except _Widen as exc:
             raise TableError("column types differ between parts of the file") from exc
 
 
 def _write_csv(source: BinaryIO, target: BinaryIO, types: dict[str, pa.DataType],
-               delimiter: str, check: Callable[[pa.Schema, int], None],
+               dialect: CsvDialect, check: Callable[[pa.Schema, int], None],
                options: ipc.IpcWriteOptions, limits: Limits) -> Summary:
-    tables = _csv_tables(source, types, delimiter, limits)
+    tables = _csv_tables(source, types, dialect, limits)
     first = next(tables, None)
     if first is None:
         raise TableError("the file is empty")
     _require_text(first.schema)
+    names = clean_names(first.column_names)  # stored without the spaces around them
+    if names != first.column_names:
+        first = first.rename_columns(names)
+        tables = (table.rename_columns(names) for table in tables)
     return _write(target, first.schema, _chain(first, tables), check, options)
 
 

@@ -117,11 +117,16 @@ def test_awkward_but_valid_uploads_are_accepted(client):
         "mixed types": (b"a,label\n1,x\ntwo,y\n3.5,x\n", {"a", "label"}),
         "NaN and inf": (b"a,label\nnan,x\ninf,y\n-inf,x\n1e308,y\n", {"a", "label"}),
         "formula cells": (b"a,label\n=1+2,x\n@SUM(A1),y\n", {"a", "label"}),
+        "spaces around names": (b"a , b, label\n1, 2, x\n", {"a", "b", "label"}),
+        "decimal commas": (b"a;b;label\n1,5;2;x\n-3,25;4;y\n", {"a", "b", "label"}),
     }
     for case, (body, columns) in cases.items():
         response = client.post("/v1/datasets", files={"file": (f"{case}.csv", body)})
         assert response.status_code == 201, (case, response.text)
         assert {c["name"] for c in response.json()["columns"]} == columns, case
+    response = client.post("/v1/datasets", files={"file": ("d.csv", cases["decimal commas"][0])})
+    types = {c["name"]: c["type"] for c in response.json()["columns"]}
+    assert types == {"a": "number", "b": "integer", "label": "string"}  # numbers, not text
 
 
 def test_path_like_file_names_are_reduced_to_a_name(client):

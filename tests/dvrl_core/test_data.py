@@ -204,6 +204,32 @@ def test_a_csv_with_another_delimiter_reads_as_the_comma_one(tmp_path, table, se
                                   read_table(tmp_path / "comma.csv"))
 
 
+def test_a_decimal_comma_reads_as_a_number_where_the_file_uses_one(tmp_path):
+    """A ';' export from a European locale writes 1,5 for one and a half: read as the number
+    (as text it would be a category). A ';' file with decimal dots still reads as before, and a
+    text column with commas in it stays text."""
+    names = ["Smith, J", "Doe, A", "Roe, B"]
+    (tmp_path / "comma.csv").write_text(
+        "x;n;name;label\n1,5;3;Smith, J;a\n-0,25;4;Doe, A;b\n2;5;Roe, B;a\n", encoding="utf-8")
+    (tmp_path / "dot.csv").write_text(
+        "x;n;name;label\n1.5;3;Smith, J;a\n-0.25;4;Doe, A;b\n2;5;Roe, B;a\n", encoding="utf-8")
+    for name in ("comma.csv", "dot.csv"):
+        frame = read_table(tmp_path / name)
+        assert frame["x"].tolist() == [1.5, -0.25, 2.0], name
+        assert frame["n"].tolist() == [3, 4, 5] and frame["name"].tolist() == names, name
+
+
+def test_column_names_lose_the_spaces_around_them(tmp_path):
+    """``x, y, label`` (a space after each comma) names the target ``label``."""
+    (tmp_path / "t.csv").write_text(" x , y, label\n1, 2.5, a\n3, 4.5, b\n", encoding="utf-8")
+    frame = read_table(tmp_path / "t.csv")
+    assert list(frame.columns) == ["x", "y", "label"]
+    assert frame["y"].tolist() == [2.5, 4.5]
+    (tmp_path / "twice.csv").write_text("x, x ,label\n1,2,a\n", encoding="utf-8")
+    with pytest.raises(UnreadableTableError, match="duplicate column names: \\['x'\\]"):
+        read_table(tmp_path / "twice.csv")
+
+
 def test_an_empty_label_in_a_csv_is_missing_not_a_class(tmp_path):
     table = make_table(60, n_features=3, random_state=2)
     table.loc[[4, 9], "label"] = None

@@ -55,13 +55,26 @@ def _assert_same(a, b):
         np.testing.assert_array_equal(left.ids, right.ids)
 
 
-@pytest.mark.parametrize(("suffix", "sep"), [(".csv", ","), (".csv", ";"), (".parquet", None)])
-def test_streamed_encoding_equals_the_in_memory_one(tmp_path, small_blocks, suffix, sep):
+@pytest.mark.parametrize(("suffix", "sep", "decimal", "pad"), [
+    (".csv", ",", ".", ""), (".csv", ";", ".", ""), (".parquet", None, None, ""),
+    (".csv", ";", ",", ""),  # a European spreadsheet's export: "1,5" is one and a half
+    (".csv", ",", ".", " "),  # a header written "x0, x1, label"
+])
+def test_streamed_encoding_equals_the_in_memory_one(tmp_path, small_blocks, suffix, sep,
+                                                    decimal, pad):
     table = _mixed_table()
     path = tmp_path / f"train{suffix}"
-    table.to_csv(path, index=False, sep=sep) if sep else table.to_parquet(path)
+    if sep:
+        table.rename(columns=lambda name: f"{pad}{name}{pad}").to_csv(
+            path, index=False, sep=sep, decimal=decimal)
+    else:
+        table.to_parquet(path)
     whole = read_table(path)
     pd.testing.assert_frame_equal(whole[["label", "key"]], table[["label", "key"]])
+    if sep:  # numbers read as numbers under the names the user gave, as from the plainest CSV
+        table.to_csv(tmp_path / "plain.csv", index=False)
+        pd.testing.assert_frame_equal(whole, read_table(tmp_path / "plain.csv"))
+        os.remove(tmp_path / "plain.csv")
     held_out = prepare(whole, "label", valid_fraction=0.2, random_state=3)
     streamed = stream.prepare_file(path, "label", valid_fraction=0.2, random_state=3,
                                    scratch=tmp_path)
