@@ -122,7 +122,7 @@ def sniff_decimal_point(head: bytes, delimiter: str) -> str:
 
     try:
         return "," if fractional(",") > fractional(".") else "."
-    except (pa.ArrowInvalid, UnicodeDecodeError):  # a cut quote, bad bytes: read as before
+    except (pa.ArrowException, UnicodeDecodeError):  # a cut quote, bad bytes: read as before
         return "."
 
 
