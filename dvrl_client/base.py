@@ -23,14 +23,12 @@ class ClientBase:
 
     def __init__(self, base_url: str, api_key: str | None = None, *, timeout: float = 60.0,
                  retry: Retry | None = None) -> None:
-        if not base_url.startswith(("http://", "https://")):
-            raise ValueError(f"base_url {base_url!r} needs a scheme, e.g. http://{base_url}")
-        self.base_url = base_url.rstrip("/")
+        self.base_url = checked_url(base_url)
         self.retry = retry or Retry()
         self._ops = Operations(self.retry)
         headers = {"User-Agent": f"dvrl-client/{VERSION}"}
         if api_key:
-            headers["Authorization"] = f"Bearer {api_key}"
+            headers["Authorization"] = f"Bearer {checked_key(api_key)}"
         self._http_options: dict[str, Any] = {
             "base_url": self.base_url, "headers": headers,
             "timeout": httpx.Timeout(timeout, connect=min(timeout, 10.0)),
@@ -38,6 +36,32 @@ class ClientBase:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.base_url!r})"
+
+
+def checked_url(base_url: str) -> str:
+    """``base_url`` without a trailing slash; ValueError unless it is an http(s) URL with a
+    host."""
+    if "://" not in base_url:
+        raise ValueError(f"base_url {base_url!r} needs a scheme, e.g. http://{base_url}")
+    try:
+        url = httpx.URL(base_url)
+    except httpx.InvalidURL as exc:
+        raise ValueError(f"base_url {base_url!r} is not a URL: {exc}") from exc
+    if url.scheme not in ("http", "https"):
+        raise ValueError(f"base_url {base_url!r}: the service speaks http or https, not "
+                         f"{url.scheme}")
+    if not url.host:
+        raise ValueError(f"base_url {base_url!r} names no host")
+    return base_url.rstrip("/")
+
+
+def checked_key(api_key: str) -> str:
+    """``api_key``, or ValueError when an HTTP header cannot carry it (a line break, a
+    non-ASCII character: a key is printable ASCII, as `dvrl keys create` prints it)."""
+    if not all(33 <= ord(char) < 127 for char in api_key):
+        raise ValueError("the API key holds characters a key never has (spaces, line breaks "
+                         "or non-ASCII); copy it again as `dvrl keys create` printed it")
+    return api_key
 
 
 def spec_of(spec: dict[str, Any] | None, fields: dict[str, Any]) -> dict[str, Any]:

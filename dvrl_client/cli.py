@@ -85,9 +85,9 @@ def spec_fields(args: argparse.Namespace) -> dict[str, Any]:
     if args.inject_noise is not None:
         fields["label_noise"] = args.inject_noise
     if args.method == "dvrl":
-        fields["dvrl"] = {"iterations": args.iterations} | {
-            name: options[name] for name in ("metric", "rollouts", "tolerance", "shift")
-            if name in options}
+        fields["dvrl"] = {name: options[name] for name in ("metric", "iterations", "rollouts",
+                                                           "tolerance", "shift")
+                          if name in options}
         if "predictor" in options:
             fields["predictor"] = options["predictor"]
     return fields
@@ -115,7 +115,11 @@ def _value(args: argparse.Namespace) -> int:
             print(f"job {job.id} on {args.server}", file=sys.stderr)
 
     valid = args.valid if args.valid is not None else args.valid_fraction
-    with Client(args.server, os.environ.get("DVRL_API_KEY") or None) as client:
+    try:
+        client = Client(args.server, os.environ.get("DVRL_API_KEY") or None)
+    except ValueError as exc:  # a URL that is not http(s), a key no header can carry
+        raise ConfigError(f"--server / DVRL_API_KEY: {exc}") from exc
+    with client:
         try:
             table = client.value(args.train, target=args.target, valid=valid, test=args.test,
                                  progress=progress, on_submit=announce, **fields)

@@ -15,6 +15,7 @@ the offending ``errors`` of a 422). The hierarchy::
     │   └── ServerError             5xx
     │       └── ServiceUnavailable  503: the database is away or busy (``retry_after``)
     ├── ServiceUnreachable          no answer at all (refused, reset, timed out), after retries
+    ├── UnexpectedAnswer            an answer no DVRL service gives (a wrong URL, another server)
     ├── JobError                    a job that ended without values (``job_id``, ``job``)
     │   ├── JobFailed               FAILED: ``type``, ``title``, ``status``, ``detail`` say why
     │   └── JobCancelled            CANCELLED
@@ -98,6 +99,11 @@ class ServiceUnreachable(ClientError):
     """The service did not answer (connection refused or reset, a timeout), after retries."""
 
 
+class UnexpectedAnswer(ClientError):
+    """A success the service never gives to that request (``200 ok`` from another server on
+    that port, say): the URL is most likely not the service's."""
+
+
 class JobError(ClientError):
     """A job that ended without values; ``job`` is its last state as the service gave it."""
 
@@ -162,9 +168,10 @@ def problem_error(response: httpx.Response) -> ProblemError:
             body = response.json()
         except ValueError:
             body = None
-    if not isinstance(body, dict):
+    if not isinstance(body, dict):  # a proxy's page, another server: its text, on one line
+        text = " ".join(response.text[:300].split())
         body = {"type": "about:blank", "title": response.reason_phrase or "Error",
-                "detail": response.text[:500].strip()}
+                "detail": f"{text} (no problem document: is the URL the DVRL service's?)"}
     status = response.status_code
     extra = {key: value for key, value in body.items() if key not in _STANDARD}
     kind = _BY_STATUS.get(status) or (ServerError if status >= 500 else ProblemError)
@@ -175,6 +182,7 @@ def problem_error(response: httpx.Response) -> ProblemError:
 __all__ = [
     "ClientError", "Conflict", "InvalidRequest", "JobCancelled", "JobError", "JobFailed",
     "NotFound", "PayloadTooLarge", "ProblemError", "ServerError", "ServiceUnavailable",
-    "ServiceUnreachable", "TooManyRequests", "Unauthorized", "WaitTimeout", "problem_error",
+    "ServiceUnreachable", "TooManyRequests", "Unauthorized", "UnexpectedAnswer", "WaitTimeout",
+    "problem_error",
     "retry_after",
 ]

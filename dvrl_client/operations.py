@@ -16,7 +16,14 @@ from urllib.parse import quote
 import httpx
 
 from .calls import Call, Operation, Sleep
-from .errors import JobCancelled, JobFailed, NotFound, WaitTimeout, problem_error
+from .errors import (
+    JobCancelled,
+    JobFailed,
+    NotFound,
+    UnexpectedAnswer,
+    WaitTimeout,
+    problem_error,
+)
 from .progress import ProgressOption, ProgressReporter
 from .resources import Dataset, JobView, Progress
 from .retry import Retry, send
@@ -30,9 +37,16 @@ FIRST_POLL_S = 0.25  # a job's first seconds (queued, loading) pass quickly: loo
 
 
 def expect(response: httpx.Response, *statuses: int) -> httpx.Response:
-    if response.status_code not in statuses:
-        raise problem_error(response)
-    return response
+    if response.status_code in statuses:
+        return response
+    if response.status_code < 400:  # a success, but not the service's
+        kind = response.headers.get("content-type", "no content type")
+        raise UnexpectedAnswer(
+            f"{response.request.method} {response.request.url} answered "
+            f"{response.status_code} {response.reason_phrase} ({kind}: "
+            f"{response.text[:80].strip()!r}), not as a DVRL service does: is the URL the "
+            "service's?")
+    raise problem_error(response)
 
 
 def _job_path(job_id: str, suffix: str = "") -> str:

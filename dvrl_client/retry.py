@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import random
+import ssl
 import time
 from dataclasses import dataclass
 
@@ -62,6 +63,10 @@ def send(call: Call, retry: Retry) -> Operation[httpx.Response]:
         try:
             response = yield call
         except RETRIED_TRANSPORT_ERRORS as exc:
+            if _tls_failed(exc):  # no retry will change what the server speaks
+                raise ServiceUnreachable(
+                    f"{call.method} {_url(exc, call)}: the TLS handshake failed ({exc}); is the "
+                    "service served over https? (one on plain HTTP needs http://)") from exc
             answer_lost = True
             delay = retry.backoff(attempt - 1)
             failure: Exception = ServiceUnreachable(
@@ -85,6 +90,17 @@ def send(call: Call, retry: Retry) -> Operation[httpx.Response]:
             raise failure
         log.warning("%s %s: %s; retrying in %.1fs", call.method, call.path, why, delay)
         yield Sleep(delay)
+
+
+def _tls_failed(exc: BaseException) -> bool:
+    """Whether ``exc`` came from a TLS handshake that failed (an https URL for a plain HTTP
+    server, an untrusted certificate): ssl's errors among its causes."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, ssl.SSLError):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 def _url(exc: httpx.TransportError, call: Call) -> str:

@@ -27,8 +27,10 @@ def as_upload(table: Any, name: str | None = None) -> Upload:
     Parquet, without its index: ``reset_index()`` first to keep it)."""
     if isinstance(table, str | os.PathLike):
         path = Path(table)
-        if not path.is_file():
-            raise FileNotFoundError(f"{path}: no such file")
+        if not path.is_file():  # as dvrl_core.io says it for `dvrl value`
+            raise FileNotFoundError(f"{path}: a directory, not a table file" if path.is_dir()
+                                    else f"{path}: not a table file (a device, a pipe...)"
+                                    if path.exists() else f"{path}: no such file")
         return Upload(name=name or path.name, path=path)
     pandas = sys.modules.get("pandas")  # a DataFrame exists only once pandas is imported
     if pandas is not None and isinstance(table, pandas.DataFrame):

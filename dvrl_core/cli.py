@@ -44,6 +44,7 @@ from .errors import DVRLError
 from .methods import METHODS
 
 EXIT_ERROR = 2
+MAX_SEED = 2**31 - 1  # as a job's spec takes it: `dvrl remote value` passes the same seed
 # training tables bigger than this are read in two streaming passes (dvrl_core.stream) into a
 # memory-mapped matrix rather than whole into memory
 STREAM_BYTES = 256 << 20
@@ -76,9 +77,9 @@ def add_value_arguments(value: argparse.ArgumentParser) -> None:
                        "naive_bayes, bernoulli_naive_bayes, lightgbm, mlp, or auto (the one "
                        "that fits the validation rows best)")
     value.add_argument("--metric", help="reward metric (auc, accuracy, log_loss; mae, mse, rmspe)")
-    value.add_argument("--iterations", type=int, default=2000,
-                       help="the most DVRL iterations (default 2000); the run stops earlier once "
-                       "its values have converged (--tolerance)")
+    value.add_argument("--iterations", type=int,
+                       help="the most DVRL iterations (default 2000, DVRL's); the run stops "
+                       "earlier once its values have converged (--tolerance)")
     value.add_argument("--tolerance", type=float, help="stop once the values' ranking changes "
                        "by less than this (1 - Spearman) between checks 50 iterations apart "
                        "(default 0.001), or once the trust check's guard has decided to return "
@@ -89,7 +90,7 @@ def add_value_arguments(value: argparse.ArgumentParser) -> None:
                        "another distribution than the training rows', weight the prior's "
                        "values toward the rows that resemble them (the summary says whether "
                        "it did); off: never")
-    value.add_argument("--seed", type=int, default=0)
+    value.add_argument("--seed", type=int, default=0, help=f"0 to {MAX_SEED} (default 0)")
     value.add_argument("--ensemble", type=int, default=1, metavar="K",
                        help="run DVRL K times with seeds derived from --seed and report their "
                        f"mean, per-row standard error and rank stability (1 to {MAX_MEMBERS}; "
@@ -182,20 +183,37 @@ def check_value_arguments(args: argparse.Namespace) -> None:
 
     if args.valid is None and args.valid_fraction is None:
         raise ConfigError("give --valid TABLE or --valid-fraction F")
-    if args.iterations < 1:
+    if args.iterations is not None and args.iterations < 1:
         raise ConfigError("--iterations must be at least 1")
+    for name in ("predictor", "metric", "out"):
+        if getattr(args, name, None) is not None and not getattr(args, name).strip():
+            raise ConfigError(f"--{name} is empty; name one or leave it out")
     if getattr(args, "tolerance", None) is not None and not 0 <= args.tolerance < 1:
         raise ConfigError("--tolerance must be in [0, 1): 0 runs every iteration")
     if not 1 <= args.ensemble <= MAX_MEMBERS:
         raise ConfigError(f"--ensemble must be between 1 and {MAX_MEMBERS}")
     if args.ensemble > 1 and args.method != "dvrl":
         raise ConfigError(f"--ensemble: an ensemble of DVRL runs; not of --method {args.method}")
-    if args.seed < 0:
-        raise ConfigError("--seed must be 0 or more")
+    if not 0 <= args.seed <= MAX_SEED:
+        raise ConfigError(f"--seed must be between 0 and {MAX_SEED}")
     if args.out:  # refused before the run, not after it
         from .io import check_writable
 
         check_writable(args.out)
+        for name in ("train", "valid", "test"):
+            if _same_file(args.out, getattr(args, name, None)):
+                raise ConfigError(f"--out {args.out} is the {name} table: writing the values "
+                                  "there would overwrite it; name another file")
+
+
+def _same_file(a: str, b: str | None) -> bool:
+    """Whether paths ``a`` and ``b`` name one file (``b`` None or a fraction: no)."""
+    if not isinstance(b, str):
+        return False
+    try:
+        return os.path.samefile(a, b)
+    except OSError:  # one of them does not exist (yet)
+        return os.path.abspath(a) == os.path.abspath(b)
 
 
 def dvrl_options(args: argparse.Namespace) -> dict[str, object]:
@@ -203,8 +221,8 @@ def dvrl_options(args: argparse.Namespace) -> dict[str, object]:
     method was asked for (they would otherwise be ignored)."""
     from .errors import ConfigError
 
-    options = {name: getattr(args, name) for name in ("predictor", "metric", "rollouts",
-                                                      "tolerance", "shift")
+    options = {name: getattr(args, name) for name in ("predictor", "metric", "iterations",
+                                                      "rollouts", "tolerance", "shift")
                if getattr(args, name) is not None}
     if args.method != "dvrl" and options:
         names = ", ".join(f"--{name}" for name in options)
@@ -274,7 +292,7 @@ def _make_valuer(args: argparse.Namespace, seed: int):
     options = dvrl_options(args)
     params = {"random_state": seed, "device": args.device}
     if args.method == "dvrl":
-        return make_method("dvrl", iterations=args.iterations, **params, **options)
+        return make_method("dvrl", **params, **options)
     return make_method(args.method, **params)
 
 

@@ -39,7 +39,8 @@ def reading(path: Path) -> Iterator[None]:
     if path.is_dir():
         raise UnreadableTableError(f"{path}: a directory, not a table file")
     if not path.is_file():
-        raise UnreadableTableError(f"{path}: no such file")
+        raise UnreadableTableError(f"{path}: not a table file (a device, a pipe...)"
+                                   if path.exists() else f"{path}: no such file")
     try:
         yield
     except UnreadableTableError:

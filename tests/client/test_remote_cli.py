@@ -6,6 +6,10 @@ import os
 import signal
 import subprocess
 import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import numpy as np
 import pandas as pd
@@ -76,13 +80,55 @@ def test_remote_value_errors_are_one_line_and_exit_2(server, key, table_files, t
         (["--valid-fraction", "0.3"], env | {"DVRL_API_KEY": "dvrl_wrong"}, "401 Unauthorized"),
         (["--valid", str(tmp_path / "missing.csv")], env, "missing.csv: no such file"),
         (["--valid-fraction", "0.3", "--predictor", "svm"], env, "predictor"),
+        (["--valid-fraction", "0.3", "--out", train], env, "is the train table"),
+        (["--valid-fraction", "0.3"], env | {"DVRL_SERVER": "ftp://host"},
+         "the service speaks http or https, not ftp"),
+        (["--valid-fraction", "0.3"], env | {"DVRL_API_KEY": key + "\nx"},
+         "the API key holds characters a key never has"),
+        # https to a plain-HTTP port: said at once (one line, so not retried for a minute)
+        (["--valid-fraction", "0.3"], env | {"DVRL_SERVER": server.url.replace("http:", "https:")},
+         "the TLS handshake failed"),
     ]
-    for args, case_env, message in cases:
-        done = remote(train, "--target", "label", *args, env=case_env, folder=tmp_path)
-        lines = done.stderr.strip().splitlines()
-        assert done.returncode == 2, (args, done.stderr)
-        assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], \
-            (args, done.stderr)
+    with _another_server() as other:  # something else that answers 200 on that port
+        cases.append((["--valid-fraction", "0.3"], env | {"DVRL_SERVER": other},
+                      "not as a DVRL service does: is the URL the service's?"))
+        for args, case_env, message in cases:
+            done = remote(train, "--target", "label", *args, env=case_env, folder=tmp_path)
+            lines = done.stderr.strip().splitlines()
+            assert done.returncode == 2, (args, done.stderr)
+            assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], \
+                (args, done.stderr)
+    done = remote(str(tmp_path), "--target", "label", "--valid-fraction", "0.3", env=env,
+                  folder=tmp_path)
+    assert done.stderr.strip() == f"error: {tmp_path}: a directory, not a table file"
+
+
+@contextmanager
+def _another_server() -> Iterator[str]:
+    """A server that is not DVRL's: 200 and 'ok' to every request."""
+
+    class Handler(BaseHTTPRequestHandler):
+        def _ok(self) -> None:
+            self.rfile.read(int(self.headers.get("content-length") or 0))
+            self.send_response(200)
+            self.send_header("content-type", "text/plain")
+            self.send_header("content-length", "2")
+            self.end_headers()
+            self.wfile.write(b"ok")
+
+        do_GET = do_POST = _ok
+
+        def log_message(self, *args) -> None:
+            pass
+
+    other = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=other.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{other.server_address[1]}"
+    finally:
+        other.shutdown()
+        other.server_close()
 
 
 def test_interrupting_remote_value_cancels_its_job(server, key, table_files, tmp_path):

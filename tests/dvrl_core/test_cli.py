@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import os
+import shutil
 import subprocess
 import sys
 
@@ -71,7 +73,10 @@ def test_values_to_standard_output(tables):
         (["--target", "label", "--iterations", "0"], "iterations"),
         (["--target", "label", "--inject-noise", "1.5"], "between 0 and 1"),
         (["--target", "label", "--device", "tpu"], "device must be auto, cpu or cuda"),
-        (["--target", "label", "--seed", "-1"], "--seed must be 0 or more"),
+        (["--target", "label", "--seed", "-1"], "--seed must be between 0 and 2147483647"),
+        (["--target", "label", "--seed", str(2**31)], "--seed must be between 0 and"),
+        (["--target", "label", "--predictor", ""], "--predictor is empty"),
+        (["--target", "label", "--out", ""], "--out is empty"),  # it wrote to stdout
         # refused before the run, which would otherwise be lost
         (["--target", "label", "--out", "/nonexistent/dir/v.csv"], "does not exist"),
         (["--target", "label", "--out", "values.xlsx"], ".xlsx is not written here"),
@@ -177,6 +182,31 @@ def test_dvrl_options_are_refused_with_a_baseline(tables):
                    "--valid-fraction", "0.3", "--method", "knn_shapley", "--rollouts", "4")
     assert done.returncode == 2
     assert done.stderr.strip() == "error: --rollouts: options of --method dvrl, not of knn_shapley"
+    done = run_cli("value", str(tables / "train.csv"), "--target", "label",
+                   "--valid-fraction", "0.3", "--method", "data_oob", "--iterations", "20")
+    assert done.stderr.strip() == "error: --iterations: options of --method dvrl, not of data_oob"
+
+
+def test_values_are_never_written_over_an_input_table(tables, tmp_path):
+    """--out naming the training or the validation table (by another path, too) is refused
+    before the run: the table is still there, unchanged."""
+    shutil.copy(tables / "train.csv", tmp_path / "train.csv")
+    shutil.copy(tables / "train.csv", tmp_path / "valid.csv")
+    before = (tmp_path / "train.csv").read_bytes()
+    for out, which in ((tmp_path / "train.csv", "train"), (tmp_path / "sub/../valid.csv", "valid")):
+        (tmp_path / "sub").mkdir(exist_ok=True)
+        done = run_cli("value", str(tmp_path / "train.csv"), "--target", "label", "--valid",
+                       str(tmp_path / "valid.csv"), "--iterations", "5", "--out", str(out))
+        assert done.returncode == 2
+        assert f"is the {which} table" in done.stderr and "Traceback" not in done.stderr
+    assert (tmp_path / "train.csv").read_bytes() == before
+    assert (tmp_path / "valid.csv").read_bytes() == before
+
+
+def test_a_path_that_is_not_a_file_is_named_for_what_it_is(tables):
+    done = run_cli("value", os.devnull, "--target", "label", "--valid-fraction", "0.3")
+    assert done.returncode == 2
+    assert done.stderr.strip() == f"error: {os.devnull}: not a table file (a device, a pipe...)"
 
 
 def test_a_reader_that_stops_early_gets_no_traceback(tmp_path):
