@@ -37,6 +37,7 @@ from .errors import (
     ServiceUnreachable,
     TooManyRequests,
     Unauthorized,
+    UnexpectedAnswer,
     WaitTimeout,
 )
 from .resources import Column, Dataset, Progress
@@ -50,5 +51,6 @@ __all__ = [
     "AsyncClient", "AsyncJob", "Client", "ClientError", "Column", "Conflict", "Dataset",
     "InvalidRequest", "Job", "JobCancelled", "JobError", "JobFailed", "NotFound",
     "PayloadTooLarge", "ProblemError", "Progress", "Retry", "ServerError", "ServiceUnavailable",
-    "ServiceUnreachable", "TooManyRequests", "Unauthorized", "WaitTimeout", "__version__",
+    "ServiceUnreachable", "TooManyRequests", "Unauthorized", "UnexpectedAnswer", "WaitTimeout",
+    "__version__",
 ]

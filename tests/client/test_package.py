@@ -42,9 +42,14 @@ def test_the_public_names():
         "InvalidRequest", "Job", "JobCancelled", "JobError", "JobFailed", "NotFound",
         "PayloadTooLarge", "ProblemError", "Progress", "Retry", "ServerError",
         "ServiceUnavailable", "ServiceUnreachable", "TooManyRequests", "Unauthorized",
-        "WaitTimeout", "__version__"])
+        "UnexpectedAnswer", "WaitTimeout", "__version__"])
 
 
 def test_a_url_without_a_scheme_is_refused_at_once():
     with pytest.raises(ValueError, match="http://127.0.0.1:8000"):
         dvrl_client.Client("127.0.0.1:8000")
+    for url, why in (("ftp://host", "http or https, not ftp"), ("http://", "names no host")):
+        with pytest.raises(ValueError, match=why):
+            dvrl_client.Client(url)
+    with pytest.raises(ValueError, match="characters a key never has"):
+        dvrl_client.Client("http://127.0.0.1:8000", "dvrl_k\u00e9y")
