@@ -17,11 +17,24 @@
 from __future__ import annotations
 
 import argparse
+import os
 import socket
 import sys
 from collections.abc import Sequence
 
 LIBRARY_COMMANDS = ("value",)
+EXIT_ERROR = 2
+
+
+def _port(text: str, lowest: int = 1) -> int:
+    """A TCP port number, for argparse (``lowest`` 0: any free port)."""
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from None
+    if not lowest <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"a port is {lowest} to 65535, not {port}")
+    return port
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -41,7 +54,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     commands.add_parser("remote", help="value a table on a server (dvrl remote value --help)")
     serve = commands.add_parser("serve", help="run the HTTP API")
     serve.add_argument("--host", default="127.0.0.1")
-    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--port", type=_port, default=8000, help="1 to 65535 (default 8000)")
     worker = commands.add_parser("worker", help="run a Celery worker")
     worker.add_argument("--queues", help="comma-separated queues (default: the CPU queue; "
                         "--gpu: the GPU queue and the CPU queue)")
@@ -63,7 +76,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     revoke = key_commands.add_parser("revoke", help="revoke a key by its id")
     revoke.add_argument("key_id")
     demo = commands.add_parser("demo", help="value a real table through the embedded service")
-    demo.add_argument("--port", type=int, default=0, help="default: a free port")
+    demo.add_argument("--port", type=lambda text: _port(text, lowest=0), default=0,
+                      help="default (0): a free port")
     demo.add_argument("--iterations", type=int, default=400)
     args = parser.parse_args(argv)
     if args.command in ("serve", "demo"):  # the embedded worker runs jobs in this process
@@ -72,17 +86,57 @@ def main(argv: Sequence[str] | None = None) -> int:
     from dvrl_core.runtime import tune_allocator
 
     tune_allocator()
-    if args.command == "serve":
-        return _serve(args.host, args.port)
-    if args.command == "worker":
-        return _worker(args)
-    if args.command == "migrate":
-        return _migrate()
-    if args.command == "keys":
-        return _keys(args)
-    from service.demo import run_demo
+    try:
+        if args.command == "serve":
+            return _serve(args.host, args.port)
+        if args.command == "worker":
+            return _worker(args)
+        if args.command == "migrate":
+            return _migrate()
+        if args.command == "keys":
+            return _keys(args)
+        from service.demo import run_demo
 
-    return run_demo(args.port, args.iterations)
+        return run_demo(args.port, args.iterations)
+    except BrokenPipeError:  # `dvrl keys list | head`: the reader left early, not an error
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+    except Exception as exc:
+        problem = _setup_problem(exc)
+        if problem is None:
+            raise
+        print(f"error: {problem}", file=sys.stderr)
+        return EXIT_ERROR
+
+
+def _setup_problem(exc: Exception) -> str | None:
+    """One line for an error of the machine's setup a user can fix (a database that does not
+    answer, a URL that is not one, a data folder that cannot be made); None for a bug."""
+    from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError
+
+    if isinstance(exc, OperationalError | ArgumentError | NoSuchModuleError):
+        first = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
+        return f"the database at {_database_name()} cannot be used: {first}"
+    if isinstance(exc, OSError) and exc.filename is not None:
+        return (f"{exc.filename}: {exc.strerror or exc} (DVRL_DATA_DIR names the folder of the "
+                "embedded database)")
+    return None
+
+
+def _database_name() -> str:
+    """Where this command's database is, its password hidden."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    from service.settings import get_settings
+
+    settings = get_settings()
+    if not settings.database_url:
+        return f"SQLite {(settings.data_dir / 'dvrl.sqlite3').resolve()}"
+    try:
+        return make_url(settings.database_url).render_as_string(hide_password=True)
+    except ArgumentError:
+        return repr(settings.database_url)
 
 
 def _migrate() -> int:
@@ -97,7 +151,14 @@ def _keys(args: argparse.Namespace) -> int:
     from service import keys
     from service.db import session_scope
     from service.errors import NotFound
+    from service.settings import get_settings
 
+    settings = get_settings()
+    if args.keys_command != "create" and not settings.database_url \
+            and not (settings.data_dir / "dvrl.sqlite3").exists():
+        print(f"error: no database at {_database_name()}: set DVRL_DATA_DIR to the data folder "
+              "of the service whose keys these are (or DVRL_DATABASE_URL)", file=sys.stderr)
+        return EXIT_ERROR
     _migrate()
     with session_scope() as session:
         if args.keys_command == "create":
@@ -107,8 +168,9 @@ def _keys(args: argparse.Namespace) -> int:
                 print(f"error: {exc}", file=sys.stderr)
                 return 2
             print(token)
-            print(f"key {key.id} for owner {key.owner!r}: shown only now, stored as a hash; "
-                  "send it as 'Authorization: Bearer <key>'", file=sys.stderr)
+            print(f"key {key.id} for owner {key.owner!r}: shown only now, stored as a hash in "
+                  f"{_database_name()}; send it as 'Authorization: Bearer <key>'",
+                  file=sys.stderr)
         elif args.keys_command == "list":
             print(f"{'id':<14}{'owner':<24}{'created':<22}{'revoked':<22}name")
             for key in keys.list_keys(session):
@@ -117,11 +179,13 @@ def _keys(args: argparse.Namespace) -> int:
                       f"{revoked:<22}{key.name}")
         else:
             try:
+                already = keys.revoked_at(session, args.key_id)
                 key = keys.revoke_key(session, args.key_id)
             except NotFound as exc:
                 print(f"error: {exc}", file=sys.stderr)
                 return 2
-            print(f"key {key.id} of {key.owner!r} revoked", file=sys.stderr)
+            when = f" already, at {already:%Y-%m-%d %H:%M:%S} UTC" if already else ""
+            print(f"key {key.id} of {key.owner!r} revoked{when}", file=sys.stderr)
     return 0
 
 
@@ -152,11 +216,33 @@ def _serve(host: str, port: int) -> int:
     mode = "embedded (SQLite at " + str(settings.data_dir) + ", in-process worker)" \
         if settings.embedded else "PostgreSQL + Celery"
     auth = "API keys required" if require_keys else "no API key needed on 127.0.0.1"
-    print(f"dvrl: serving on http://{host}:{port} ({mode}; {auth}); dashboard at /ui, API docs "
+    try:  # bound before it is announced: a port in use is said, not "serving on" it
+        listening = _listen(host, port)
+    except OSError as exc:
+        print(f"error: cannot listen on {host}:{port}: {exc.strerror or exc}", file=sys.stderr)
+        return EXIT_ERROR
+    shown = f"[{host}]" if ":" in host else host  # an IPv6 address, as a URL writes it
+    print(f"dvrl: serving on http://{shown}:{port} ({mode}; {auth}); dashboard at /ui, API docs "
           "at /docs", file=sys.stderr)
-    uvicorn.run(create_app(listen_host=host), host=host, port=port, http=ProblemHTTPProtocol,
-                log_level="warning")
+    config = uvicorn.Config(create_app(listen_host=host), http=ProblemHTTPProtocol,
+                            log_level="warning")
+    uvicorn.Server(config).run(sockets=[listening])
     return 0
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    """A socket bound to ``host``:``port`` (a name, an IPv4 or an IPv6 address), as uvicorn
+    binds its own."""
+    family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+    listening = socket.socket(family, kind, proto)
+    listening.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        listening.bind(address)
+    except OSError:
+        listening.close()
+        raise
+    listening.set_inheritable(True)
+    return listening
 
 
 def _thread_env() -> None:

@@ -12,6 +12,7 @@ import re
 import secrets
 import threading
 import time
+from datetime import datetime
 
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
@@ -21,6 +22,7 @@ from .models import ApiKey, utcnow
 
 LOCAL_OWNER = "local"  # the owner of everything when keys are not required
 OWNER_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$")
+MAX_NAME = 128  # a key's note: one line, as `dvrl keys list` prints it
 
 
 def _digest(token: str) -> str:
@@ -37,7 +39,9 @@ def create_key(session: Session, owner: str, name: str = "") -> tuple[ApiKey, st
                          "while keys were not required; choose another name")
     key_id = secrets.token_hex(6)
     token = f"dvrl_{key_id}_{secrets.token_urlsafe(32)}"
-    key = ApiKey(id=key_id, owner=owner, name=name[:128], hash=_digest(token))
+    if len(name) > MAX_NAME or not name.isprintable():
+        raise ValueError(f"a key's name is one line of at most {MAX_NAME} printable characters")
+    key = ApiKey(id=key_id, owner=owner, name=name, hash=_digest(token))
     session.add(key)
     session.commit()
     return key, token
@@ -45,6 +49,14 @@ def create_key(session: Session, owner: str, name: str = "") -> tuple[ApiKey, st
 
 def list_keys(session: Session) -> list[ApiKey]:
     return list(session.scalars(select(ApiKey).order_by(ApiKey.created_at)))
+
+
+def revoked_at(session: Session, key_id: str) -> datetime | None:
+    """When the key was revoked; None while it is not. Raises NotFound for no such key."""
+    key = session.get(ApiKey, key_id)
+    if key is None:
+        raise NotFound(f"no key {key_id!r}")
+    return key.revoked_at
 
 
 def revoke_key(session: Session, key_id: str) -> ApiKey:

@@ -86,6 +86,22 @@ def _raw_exchange(port: int, request: bytes) -> tuple[int, dict[str, str], bytes
     return int(status_line.split()[1]), headers, body
 
 
+def test_serve_says_when_it_cannot_listen_rather_than_serving_on_it(tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DVRL_")}
+    env |= {"DVRL_DATA_DIR": str(tmp_path / "data")}
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = subprocess.run([sys.executable, "-m", "dvrl_cli", "serve", "--port", str(port)],
+                              cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2 and "serving on" not in done.stderr
+    assert f"error: cannot listen on 127.0.0.1:{port}: Address already in use" in done.stderr
+    done = subprocess.run([sys.executable, "-m", "dvrl_cli", "serve", "--port", "99999"],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2 and "a port is 1 to 65535, not 99999" in done.stderr
+
+
 def test_serving_beyond_loopback_needs_keys(tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith("DVRL_")}
     env |= {"DVRL_DATA_DIR": str(tmp_path / "data")}

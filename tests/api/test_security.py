@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
@@ -83,6 +84,37 @@ def test_keys_cli_creates_lists_and_revokes(client, service_env):
         assert refused.returncode == 2 and "reserved" in refused.stderr
     bad = dvrl("create", "--owner", "no spaces allowed")
     assert bad.returncode == 2 and "owner" in bad.stderr
+    again = dvrl("revoke", key_id)  # revoking twice says so, and changes nothing
+    assert again.returncode == 0 and "revoked already, at" in again.stderr
+    for name in ("two\nlines", "\x1b[31mred", "x" * 129):  # `keys list` prints one line each
+        refused = dvrl("create", "--owner", "carol", "--name", name)
+        assert refused.returncode == 2 and "one line of at most 128" in refused.stderr
+
+
+def test_keys_cli_errors_are_one_line(tmp_path):
+    """A database that does not answer, a URL that is not one, a data folder that is a file
+    or has no database: one error line naming it (the password hidden), exit 2."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DVRL_")}
+    (tmp_path / "file").write_text("x")
+    cases = [
+        ({"DVRL_DATABASE_URL": "postgresql://me:secret@127.0.0.1:1/x"}, ["list"],
+         "the database at postgresql+psycopg://me:***@127.0.0.1:1/x cannot be used"),
+        ({"DVRL_DATABASE_URL": "garbage"}, ["create", "--owner", "x"],
+         "the database at 'garbage' cannot be used"),
+        ({"DVRL_DATA_DIR": str(tmp_path / "file")}, ["create", "--owner", "x"],
+         f"{tmp_path / 'file'}: File exists"),
+        ({"DVRL_DATA_DIR": str(tmp_path / "none")}, ["list"],  # not made: a typo lists nothing
+         f"no database at SQLite {tmp_path / 'none' / 'dvrl.sqlite3'}"),
+    ]
+    for case_env, args, message in cases:
+        done = subprocess.run([sys.executable, "-m", "dvrl_cli", "keys", *args], cwd=ROOT,
+                              env=env | case_env, capture_output=True, text=True, timeout=60)
+        lines = done.stderr.strip().splitlines()
+        assert done.returncode == 2, done.stderr
+        assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], \
+            done.stderr
+        assert "secret" not in done.stderr
+    assert not (tmp_path / "none").exists()
 
 
 def test_idempotent_job_creation(client, tables):
