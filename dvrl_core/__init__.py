@@ -18,7 +18,8 @@ from typing import TYPE_CHECKING, Any
 _EXPORTS = {
     "PreparedData": "data", "Split": "data", "TableEncoder": "data", "infer_task": "data",
     "prepare": "data", "DVRL": "dvrl", "Progress": "dvrl", "ConfigError": "errors",
-    "DataError": "errors", "DVRLError": "errors", "EmptyColumnError": "errors",
+    "ConstantTargetError": "errors", "DataError": "errors", "DVRLError": "errors",
+    "EmptyColumnError": "errors",
     "MissingColumnError": "errors", "MissingTargetError": "errors", "RunStopped": "errors",
     "SingleClassError": "errors", "TargetTypeError": "errors", "TooFewRowsError": "errors",
     "UnreadableTableError": "errors", "UnseenClassError": "errors",
@@ -49,6 +50,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from .dvrl import DVRL, Progress
     from .errors import (
         ConfigError,
+        ConstantTargetError,
         DataError,
         DVRLError,
         EmptyColumnError,
@@ -76,7 +78,8 @@ if TYPE_CHECKING:  # pragma: no cover
     from .stream import prepare_file
 
 __all__ = [
-    "DVRL", "PREDICTORS", "ConfigError", "DVRLError", "DataError", "EmptyColumnError",
+    "DVRL", "PREDICTORS", "ConfigError", "ConstantTargetError", "DVRLError", "DataError",
+    "EmptyColumnError",
     "MissingColumnError", "MissingTargetError", "PreparedData", "Predictor", "Progress",
     "RunStopped", "SingleClassError", "Split", "TableEncoder", "TargetTypeError",
     "TooFewRowsError", "UnreadableTableError", "UnseenClassError", "ValuationResult",

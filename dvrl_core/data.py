@@ -22,6 +22,7 @@ import pandas as pd
 
 from .errors import (
     ConfigError,
+    ConstantTargetError,
     DataError,
     EmptyColumnError,
     MissingColumnError,
@@ -353,8 +354,9 @@ def _classes(train_target: pd.Series, target: str) -> list:
     """The training labels' classes in a stable order; at least two, or SingleClassError."""
     classes = sorted(pd.unique(train_target).tolist(), key=lambda v: (str(type(v)), v))
     if len(classes) < 2:
+        kind = "value" if isinstance(classes[0], int | float | np.number) else "class"
         raise SingleClassError(
-            f"the target {target!r} has one class only ({classes[0]!r}) in the training "
+            f"the target {target!r} has one {kind} only ({classes[0]!r}) in the training "
             "table; valuation needs at least two"
         )
     return classes
@@ -439,6 +441,10 @@ def _numeric_target(values: pd.Series, target: str, what: str) -> np.ndarray:
     array = np.array(numbers.to_numpy(dtype=np.float64))  # a writable copy
     if not np.all(np.isfinite(array)):
         raise TargetTypeError(f"the {what} target {target!r} holds infinite values")
+    if what == "training" and len(array) and np.ptp(array) == 0:
+        raise ConstantTargetError(
+            f"the target {target!r} is {array[0]:g} in every training row: with nothing to "
+            "predict, no row helps more than another")
     return array
 
 

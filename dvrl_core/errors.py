@@ -11,6 +11,7 @@ problem) and a message a user can act on. The hierarchy::
     │   ├── TooFewRowsError           not enough training or validation rows
     │   ├── MissingTargetError        target cells are empty
     │   ├── SingleClassError          classification target with one class only
+    │   ├── ConstantTargetError       regression target with one value in every training row
     │   ├── UnseenClassError          validation/test labels the training table lacks
     │   └── TargetTypeError           a regression target that is not numeric
     ├── ConfigError                   a parameter is out of range or unknown
@@ -54,6 +55,13 @@ class MissingTargetError(DataError):
 
 class SingleClassError(DataError):
     code = "single-class"
+
+
+class ConstantTargetError(DataError):
+    """A regression target with one value in every training row: no row helps predict it
+    better than another."""
+
+    code = "constant-target"
 
 
 class UnseenClassError(DataError):

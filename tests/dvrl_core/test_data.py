@@ -6,6 +6,7 @@ import pytest
 
 from dvrl_core import (
     ConfigError,
+    ConstantTargetError,
     DataError,
     EmptyColumnError,
     MissingColumnError,
@@ -17,6 +18,7 @@ from dvrl_core import (
     UnseenClassError,
     infer_task,
     prepare,
+    prepare_file,
     read_table,
 )
 from dvrl_core.datasets import make_table
@@ -162,6 +164,20 @@ def test_validation_classes_the_training_table_lacks(table):
 def test_single_class_validation(table):
     with pytest.raises(SingleClassError, match="validation"):
         prepare(table, "label", table.assign(label="class_0"))
+
+
+def test_a_target_with_one_value_is_refused_by_name(tmp_path):
+    """Every training row's target 1.0: as regression there is nothing to predict (values
+    would be noise, with 'corrupted' rows among them); as inferred, one value, not 'class'."""
+    table = make_table(60, n_features=3, random_state=0).assign(label=1.0)
+    with pytest.raises(ConstantTargetError, match="'label' is 1 in every training row"):
+        prepare(table, "label", table, task="regression")
+    with pytest.raises(SingleClassError, match="one value only \\(1.0\\)"):
+        prepare(table, "label", table)
+    table.to_csv(tmp_path / "t.csv", index=False)  # and so does the streamed path
+    with pytest.raises(ConstantTargetError):
+        prepare_file(tmp_path / "t.csv", "label", valid_fraction=0.3, task="regression",
+                     scratch=tmp_path)
 
 
 def test_non_numeric_regression_target(table):
