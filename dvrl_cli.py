@@ -194,7 +194,7 @@ def _serve(host: str, port: int) -> int:
 
     from api.app import LOOPBACK, auth_required, create_app
     from api.http_protocol import ProblemHTTPProtocol
-    from service import keys
+    from service import keys, webhook_secrets
     from service.db import session_scope
     from service.settings import get_settings
 
@@ -204,6 +204,11 @@ def _serve(host: str, port: int) -> int:
     require_keys = auth_required(settings, host)
     with session_scope() as session:
         active = keys.active_keys(session)
+    try:  # a webhook key file that was emptied is said now, not at the first webhook
+        webhook_secrets.service_key(settings)
+    except webhook_secrets.WebhooksNotConfigured as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
     if not loopback and (not require_keys or (settings.embedded and active == 0)):
         why = "DVRL_AUTH=off" if not require_keys else "no API key exists"
         print(f"error: refusing to serve on {host} ({why}): anyone who can reach it could "

@@ -32,6 +32,7 @@ from .settings import Settings
 
 PREFIX = "whsec_"
 KEY_FILE = "webhook.key"
+MIN_KEY_CHARACTERS = 32  # as DVRL_WEBHOOK_KEY (service.settings)
 
 
 class WebhooksNotConfigured(ServiceError):
@@ -67,13 +68,26 @@ def service_key(settings: Settings) -> bytes | None:
 def _key_file(data_dir: Path) -> bytes:
     path = data_dir / KEY_FILE
     data_dir.mkdir(parents=True, exist_ok=True)
-    try:  # created readable by this user only; a concurrent creator wins and is read back
-        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        return path.read_bytes().strip()
-    with os.fdopen(descriptor, "w") as file:
-        file.write(secrets.token_urlsafe(32))
-    return path.read_bytes().strip()
+    if not path.exists():
+        # written whole under another name, then linked into place: a concurrent creator's
+        # link fails and it reads the winner's key, never a file that is still empty
+        made = data_dir / f".{KEY_FILE}.{secrets.token_hex(8)}"
+        descriptor = os.open(made, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(descriptor, "w") as file:  # readable by this user only
+            file.write(secrets.token_urlsafe(32))
+        try:
+            os.link(made, path)
+        except FileExistsError:
+            pass
+        finally:
+            made.unlink()
+    key = path.read_bytes().strip()
+    if len(key) < MIN_KEY_CHARACTERS:  # an emptied or hand-written file: a guessable key
+        raise WebhooksNotConfigured(
+            f"{path} holds a key of {len(key)} characters, under the {MIN_KEY_CHARACTERS} a "
+            "service key needs: delete it (a new one is made; owners then create new webhook "
+            "secrets) or set DVRL_WEBHOOK_KEY")
+    return key
 
 
 def _key_check(key: bytes) -> str:
@@ -110,7 +124,10 @@ def secret_for(session: Session, owner: str, settings: Settings) -> str:
     row = session.get(WebhookSecret, owner)
     if row is None:
         raise SecretUnusable("the owner has no webhook secret (POST /v1/webhook-secret)")
-    key = service_key(settings)
+    try:
+        key = service_key(settings)
+    except WebhooksNotConfigured as exc:  # the embedded key file is unusable
+        raise SecretUnusable(str(exc)) from exc
     if key is None:
         raise SecretUnusable("this worker has no DVRL_WEBHOOK_KEY")
     if not hmac.compare_digest(row.key_check, _key_check(key)):

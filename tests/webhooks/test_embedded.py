@@ -48,3 +48,25 @@ def test_the_embedded_service_posts_a_signed_event_when_a_job_ends(tmp_path, tab
         server.terminate()
         server.wait(timeout=20)
         log.close()
+
+
+def test_an_emptied_service_key_file_stops_serve_with_what_to_do(tmp_path):
+    """An empty webhook.key would sign every event with a key derived from the database
+    alone: `dvrl serve` refuses to start and says what to do; a fresh folder gets a new key."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DVRL_")}
+    env |= {"DVRL_DATA_DIR": str(tmp_path / "data")}
+    (tmp_path / "data").mkdir()
+    key = tmp_path / "data" / "webhook.key"
+    key.write_text("short\n")
+    done = subprocess.run([sys.executable, "-m", "dvrl_cli", "serve", "--port",
+                           str(free_port())], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == 2 and "serving on" not in done.stderr
+    assert f"error: {key} holds a key of 5 characters, under the 32" in done.stderr
+    assert "Traceback" not in done.stderr
+
+    from service.webhook_secrets import _key_file  # made whole on first use, 0600
+
+    made = _key_file((tmp_path / "fresh").resolve())
+    assert len(made) >= 32 and os.listdir(tmp_path / "fresh") == ["webhook.key"]
+    assert stat.S_IMODE((tmp_path / "fresh" / "webhook.key").stat().st_mode) == 0o600
