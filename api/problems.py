@@ -7,6 +7,7 @@ fields in ``errors``.
 from __future__ import annotations
 
 import logging
+import re
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -49,6 +50,22 @@ def _field(location: tuple | list) -> str:
     return ".".join(parts) or "body"
 
 
+# a check across fields (a model validator) names the field it is about first: "ensemble: ..."
+NAMED = re.compile(r"^([a-z_]+(?:\.[a-z_]+)*): ")
+
+
+def _error(error: dict) -> dict[str, str]:
+    """One field error of a validation problem: where, and pydantic's message without its
+    "Value error, " prefix."""
+    field, message = _field(error.get("loc", ())), str(error.get("msg", "invalid"))
+    if error.get("type") == "value_error" and "error" in (error.get("ctx") or {}):
+        message = str(error["ctx"]["error"])
+        named = NAMED.match(message)
+        if field == "body" and named:
+            field = named.group(1)
+    return {"field": field, "message": message}
+
+
 def install(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -57,8 +74,7 @@ def install(app: FastAPI) -> None:
             message = f"the body is not valid JSON ({where.get('ctx', {}).get('error', 'invalid')})"
             return problem(422, "validation-error", "Invalid request", message, request,
                            [{"field": "body", "message": message}])
-        errors = [{"field": _field(e.get("loc", ())), "message": e.get("msg", "invalid")}
-                  for e in exc.errors()]
+        errors = [_error(e) for e in exc.errors()]
         return problem(422, "validation-error", "Invalid request",
                        f"{len(errors)} field(s) are invalid", request, errors)
 

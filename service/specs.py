@@ -227,7 +227,7 @@ class JobSpec(StrictModel):
     @model_validator(mode="after")
     def _choices_need_a_test(self) -> JobSpec:
         if "training_choices" in self.evaluations and self.test is None:
-            raise ValueError("the training_choices evaluation needs a test dataset: the "
+            raise ValueError("test: the training_choices evaluation needs a test dataset: the "
                              "validation rows train some of its models, so they cannot score "
                              "them")
         return self

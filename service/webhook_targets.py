@@ -62,9 +62,11 @@ def check_syntax(url: str) -> str:
     if parts.username is not None or parts.password is not None:
         raise ValueError("no user name or password in the URL (requests are signed instead)")
     try:
-        parts.port  # noqa: B018 - raises for a port out of range
+        port = parts.port
     except ValueError as exc:
-        raise ValueError("a port between 0 and 65535") from exc
+        raise ValueError("a port between 1 and 65535") from exc
+    if port == 0:  # nothing listens on port 0: every delivery would fail
+        raise ValueError("a port between 1 and 65535")
     try:
         httpx.URL(url)
     except httpx.InvalidURL as exc:
@@ -131,8 +133,9 @@ def refusal(host: str, address: Address, settings: Settings) -> str | None:
     networks, names = _allowances(settings.webhook_allowed_hosts)
     if host.lower().rstrip(".") in names or any(address in n for n in networks):
         return None
-    return (f"{host} resolves to {address}, a {kind} address: webhooks go to public addresses "
-            "only, unless DVRL_WEBHOOK_ALLOWED_HOSTS names the host or its network")
+    article = "an" if kind[0] in "aeiou" else "a"
+    return (f"{host} resolves to {address}, {article} {kind} address: webhooks go to public "
+            "addresses only, unless DVRL_WEBHOOK_ALLOWED_HOSTS names the host or its network")
 
 
 def resolve(url: str, settings: Settings) -> Target:

@@ -253,6 +253,8 @@ def test_bad_ensembles_are_refused_with_a_problem(client, tables):
     baseline = {key: value for key, value in spec.items() if key != "dvrl"}
     response = client.post("/v1/jobs", json=baseline | {"ensemble": 3, "method": "knn_shapley"})
     assert response.status_code == 422 and "not DVRL" in response.text
+    (error,) = response.json()["errors"]  # the field it is about, pydantic's prefix dropped
+    assert error["field"] == "ensemble" and error["message"].startswith("ensemble: an ensemble")
     for options in ({"dvrl": {"iterations": 5}}, {"predictor": "lightgbm"}):
         response = client.post("/v1/jobs", json=baseline | {"method": "data_oob"} | options)
         assert response.status_code == 422, response.text  # as dvrl value --method refuses them

@@ -51,6 +51,11 @@ def test_resolve_refuses_private_targets(url):
     assert refused.value.errors[0]["field"] == "notify.url"
 
 
+def test_the_refusal_reads_as_english():
+    assert "an unspecified address" in refusal("x", ipaddress.ip_address("0.0.0.0"), _settings())
+    assert "a private address" in refusal("x", ipaddress.ip_address("10.0.0.1"), _settings())
+
+
 def test_a_host_that_does_not_resolve_is_refused():
     with pytest.raises(TargetRefused, match="does not resolve"):
         resolve("https://no-such-host.invalid/hook", _settings())
@@ -58,6 +63,7 @@ def test_a_host_that_does_not_resolve_is_refused():
 
 @pytest.mark.parametrize("url", ["ftp://example.com/", "http://", "example.com/hook",
                                  "http://user:pw@example.com/", "http://example.com:99999/",
+                                 "http://example.com:0/hook",
                                  "http://exa mple.com/", "javascript:alert(1)",
                                  "https://example.com/" + "a" * 2100])
 def test_urls_of_the_wrong_shape_are_refused_by_their_spelling(url):
