@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Any, Literal
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import AfterValidator, BaseModel, Field
 
 from service.specs import JobSpec
+
+
+def _in_utc(moment: datetime) -> datetime:
+    # SQLite gives back the stored UTC times without their zone: every time in an answer is
+    # written with its zone (...Z), as PostgreSQL's are
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+Moment = Annotated[datetime, AfterValidator(_in_utc)]
 
 
 class ColumnPublic(BaseModel):
@@ -23,7 +32,7 @@ class DatasetPublic(BaseModel):
     columns: list[ColumnPublic]
     sha256: str
     size_bytes: int
-    created_at: datetime
+    created_at: Moment
 
 
 class DatasetsPublic(BaseModel):
@@ -40,7 +49,7 @@ class ProgressPublic(BaseModel):
     reward: float | None = Field(None, description="mean reward of recent iterations")
     elapsed_s: float | None = None
     eta_s: float | None = None
-    heartbeat: datetime | None = None
+    heartbeat: Moment | None = None
     members: dict[str, int] | None = Field(
         None, description="an ensemble's members by state (queued, running, succeeded, failed, "
         "cancelled); iteration and total then count the iterations of all members")
@@ -61,9 +70,9 @@ class JobPublic(BaseModel):
     error: ProblemPublic | None = None
     summary: dict[str, Any] | None = Field(
         None, description="when SUCCEEDED: rows, flagged, timings, discovery figures, ...")
-    created_at: datetime
-    started_at: datetime | None = None
-    finished_at: datetime | None = None
+    created_at: Moment
+    started_at: Moment | None = None
+    finished_at: Moment | None = None
     links: dict[str, str]
 
 
@@ -100,17 +109,17 @@ class CurvesPublic(BaseModel):
 class WebhookSecretCreated(BaseModel):
     secret: str = Field(description="sign-verification secret for every webhook of this owner; "
                         "shown only in this answer (the service keeps no copy of it)")
-    created_at: datetime
+    created_at: Moment
 
 
 class WebhookSecretPublic(BaseModel):
-    created_at: datetime = Field(description="when the current secret was made (it is never "
+    created_at: Moment = Field(description="when the current secret was made (it is never "
                                  "shown again; POST makes a new one)")
 
 
 class WebhookAttemptPublic(BaseModel):
     number: int = Field(description="1 for the first attempt")
-    started_at: datetime
+    started_at: Moment
     duration_ms: int | None = Field(None, description="none while the attempt is in flight")
     status_code: int | None = Field(None, description="the receiver's HTTP status; none when "
                                     "no answer came")
@@ -125,9 +134,9 @@ class WebhookDeliveryPublic(BaseModel):
     state: Literal["PENDING", "DELIVERED", "FAILED"] = Field(
         description="PENDING: to be attempted (again) at next_attempt_at; DELIVERED: a 2xx "
         "answer; FAILED: retries ran out")
-    created_at: datetime
-    next_attempt_at: datetime | None = None
-    give_up_at: datetime = Field(description="no attempt is started after this")
+    created_at: Moment
+    next_attempt_at: Moment | None = None
+    give_up_at: Moment = Field(description="no attempt is started after this")
     attempts: list[WebhookAttemptPublic]
 
 

@@ -37,6 +37,10 @@ def test_serve_with_no_configuration_values_a_table_end_to_end(tmp_path, tables)
                 timeout=240)
             assert job["state"] == "SUCCEEDED", job["error"]
             assert job["summary"]["threads"] == 1  # the in-process worker keeps its budget
+            # times in UTC with their zone, as on PostgreSQL (SQLite keeps none)
+            for moment in (job["created_at"], job["started_at"], job["finished_at"],
+                           client.get(f"/v1/datasets/{ids[0]}").json()["created_at"]):
+                assert moment.endswith("Z"), moment
             table = pd.read_csv(io.StringIO(client.get(f"/v1/jobs/{job['id']}/values",
                                                        params={"format": "csv"}).text))
             assert len(table) == 360
