@@ -299,15 +299,15 @@ def _make_valuer(args: argparse.Namespace, seed: int):
 def _summary_of(result, data, corrupted, random_state) -> dict[str, Any]:
     """The run's figures, in the shape of a service job's ``summary`` (which
     :func:`print_summary` also prints for ``dvrl remote value``)."""
+    from .checks import summary_checks
     from .controls import marginal_control
     from .evaluation import detection_auroc, found_fraction
-    from .overlap import overlap_report
 
     summary: dict[str, Any] = {
         "method": result.params.get("method", "dvrl"), "device": result.device,
         "timings": result.timings, "predictor": result.params.get("predictor"),
         "metric": result.params.get("metric"), "task": data.task,
-    } | overlap_report(data)
+    } | summary_checks(data)
     if result.diagnostics.get("trust"):
         summary["trust"] = result.diagnostics["trust"]
     if result.diagnostics.get("ensemble"):

@@ -65,11 +65,3 @@ def overlap_warning(copies: int, validation_rows: int) -> str | None:
             "that those rows are right, and the trust check's held-out rows are not held out. "
             "Give validation rows that are not in the training table (natural duplicates, such "
             "as a message sent twice, are the exception)")
-
-
-def overlap_report(data: PreparedData) -> dict[str, object]:
-    """A job summary's part: ``validation_copies`` (always) and ``warnings`` (the warning
-    above, where there is one; else empty)."""
-    copies = copied_validation_rows(data)
-    warning = overlap_warning(copies, len(data.valid))
-    return {"validation_copies": copies, "warnings": [warning] if warning else []}

@@ -41,12 +41,12 @@ from dvrl_core import (
     training_choices,
     weighted_training,
 )
+from dvrl_core.checks import summary_checks
 from dvrl_core.controls import marginal_control
 from dvrl_core.ensemble import combine_results
 from dvrl_core.evaluation import evaluation_sample
 from dvrl_core.methods import make_method
 from dvrl_core.noise import with_label_noise
-from dvrl_core.overlap import overlap_report
 from dvrl_core.predictors.base import resolve_device
 from dvrl_core.threads import threads_in_use
 
@@ -407,7 +407,7 @@ def _evaluate(spec: JobSpec, data: PreparedData, result, corrupted):
         "diagnostics": {k: v for k, v in result.diagnostics.items()
                         if k not in ("trust", "ensemble")},
         "versions": result.versions,
-    } | overlap_report(data)
+    } | summary_checks(data)
     if "ensemble" in result.diagnostics:  # members, seeds, rank stability, standard errors
         summary["ensemble"] = result.diagnostics["ensemble"]
     if "trust" in result.diagnostics:  # held-out checks of the values, and what was returned

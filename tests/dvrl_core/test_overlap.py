@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from dvrl_core import overlap, prepare
+from dvrl_core import checks, overlap, prepare
 from dvrl_core.datasets import make_table
 
 
@@ -32,8 +32,8 @@ def test_copies_of_training_rows_are_counted_and_a_changed_label_is_no_copy(monk
 
 def test_a_job_warns_when_a_quarter_of_its_validation_rows_are_copies():
     few, many = _with_copies(10), _with_copies(60)
-    assert overlap.overlap_report(few) == {"validation_copies": 10, "warnings": []}
-    report = overlap.overlap_report(many)
+    assert checks.summary_checks(few) == {"validation_copies": 10, "warnings": []}
+    report = checks.summary_checks(many)
     assert report["validation_copies"] == 60
     assert report["warnings"][0].startswith("60 of the 100 validation rows (60%) repeat a "
                                             "training row exactly")
