@@ -369,7 +369,8 @@ def check_unique_ids(ids: pd.Series, id_column: str) -> None:
         first = ids[repeated].iloc[0]
         first = first.item() if isinstance(first, np.generic) else first
         raise DataError(
-            f"the id column {id_column!r} names rows, but {int(repeated.sum())} training rows "
+            f"the id column {id_column!r} names rows, but {int(repeated.sum())} rows of the "
+            "training table "
             f"share a name with another (for instance {first!r}); give a column whose values "
             "are unique, or none (rows are then numbered)")
 
