@@ -17,6 +17,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import socket
 import sys
@@ -24,6 +25,7 @@ from collections.abc import Sequence
 
 LIBRARY_COMMANDS = ("value",)
 EXIT_ERROR = 2
+DATABASE_FILE = "dvrl.sqlite3"  # the embedded database, in DVRL_DATA_DIR (service.settings)
 
 
 def _port(text: str, lowest: int = 1) -> int:
@@ -86,6 +88,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     from dvrl_core.runtime import tune_allocator
 
     tune_allocator()
+    problem = _setup_problem(args)
+    if problem is not None:
+        print(f"error: {problem}", file=sys.stderr)
+        return EXIT_ERROR
     try:
         if args.command == "serve":
             return _serve(args.host, args.port)
@@ -101,42 +107,56 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:  # `dvrl keys list | head`: the reader left early, not an error
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
-    except Exception as exc:
-        problem = _setup_problem(exc)
-        if problem is None:
-            raise
-        print(f"error: {problem}", file=sys.stderr)
-        return EXIT_ERROR
 
 
-def _setup_problem(exc: Exception) -> str | None:
-    """One line for an error of the machine's setup a user can fix (a database that does not
-    answer, a URL that is not one, a data folder that cannot be made); None for a bug."""
-    from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError
+def _setup_problem(args: argparse.Namespace) -> str | None:
+    """What in the machine's setup stops the command, in a line a user can act on: a database
+    URL that is not one, a data folder that cannot be made, a database that does not answer,
+    keys asked of a data folder with no database; None when the command can start. (The
+    worker says itself what it needs.)"""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError, DBAPIError
 
-    if isinstance(exc, OperationalError | ArgumentError | NoSuchModuleError):
-        first = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
-        return f"the database at {_database_name()} cannot be used: {first}"
-    if isinstance(exc, OSError) and exc.filename is not None:
+    from service.db import engine_for
+    from service.settings import get_settings
+
+    settings = get_settings()
+    if args.command == "worker" and (settings.embedded or not settings.database_url):
+        return None
+    if settings.database_url:
+        try:
+            make_url(settings.database_url)
+        except (ArgumentError, ValueError):
+            return ("DVRL_DATABASE_URL is not a database URL (not shown: it may hold a "
+                    "password); e.g. postgresql://postgres@127.0.0.1:5432/postgres")
+    elif args.command == "keys" and args.keys_command != "create" \
+            and not (settings.data_dir / DATABASE_FILE).exists():
+        return (f"no database at {_database_name()}: set DVRL_DATA_DIR to the data folder of "
+                "the service whose keys these are (or DVRL_DATABASE_URL)")
+    try:
+        url = settings.sqlalchemy_url  # the embedded default makes its folder here
+    except OSError as exc:
         return (f"{exc.filename}: {exc.strerror or exc} (DVRL_DATA_DIR names the folder of the "
                 "embedded database)")
+    try:
+        with engine_for(url).connect():
+            pass
+    except DBAPIError as exc:
+        first = str(exc.orig or exc).strip().splitlines()[0]
+        return f"the database at {_database_name()} cannot be used: {first}"
     return None
 
 
 def _database_name() -> str:
     """Where this command's database is, its password hidden."""
     from sqlalchemy.engine import make_url
-    from sqlalchemy.exc import ArgumentError
 
     from service.settings import get_settings
 
     settings = get_settings()
     if not settings.database_url:
-        return f"SQLite {(settings.data_dir / 'dvrl.sqlite3').resolve()}"
-    try:
-        return make_url(settings.database_url).render_as_string(hide_password=True)
-    except ArgumentError:
-        return repr(settings.database_url)
+        return f"SQLite {(settings.data_dir / DATABASE_FILE).resolve()}"
+    return make_url(settings.database_url).render_as_string(hide_password=True)
 
 
 def _migrate() -> int:
@@ -151,14 +171,7 @@ def _keys(args: argparse.Namespace) -> int:
     from service import keys
     from service.db import session_scope
     from service.errors import NotFound
-    from service.settings import get_settings
 
-    settings = get_settings()
-    if args.keys_command != "create" and not settings.database_url \
-            and not (settings.data_dir / "dvrl.sqlite3").exists():
-        print(f"error: no database at {_database_name()}: set DVRL_DATA_DIR to the data folder "
-              "of the service whose keys these are (or DVRL_DATABASE_URL)", file=sys.stderr)
-        return EXIT_ERROR
     _migrate()
     with session_scope() as session:
         if args.keys_command == "create":
@@ -231,23 +244,31 @@ def _serve(host: str, port: int) -> int:
           "at /docs", file=sys.stderr)
     config = uvicorn.Config(create_app(listen_host=host), http=ProblemHTTPProtocol,
                             log_level="warning")
-    uvicorn.Server(config).run(sockets=[listening])
+    with contextlib.suppress(KeyboardInterrupt):  # uvicorn shut down cleanly, then passed it on
+        uvicorn.Server(config).run(sockets=listening)
     return 0
 
 
-def _listen(host: str, port: int) -> socket.socket:
-    """A socket bound to ``host``:``port`` (a name, an IPv4 or an IPv6 address), as uvicorn
-    binds its own."""
-    family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
-    listening = socket.socket(family, kind, proto)
-    listening.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+def _listen(host: str, port: int) -> list[socket.socket]:
+    """Sockets bound to every address of ``host`` (as asyncio's create_server binds them for
+    uvicorn: "" or a name may have several; an IPv6 socket takes IPv6 only)."""
+    found = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM,
+                               flags=socket.AI_PASSIVE)
+    bound: list[socket.socket] = []
     try:
-        listening.bind(address)
+        for family, kind, proto, _, address in dict.fromkeys(found):
+            listening = socket.socket(family, kind, proto)
+            bound.append(listening)
+            listening.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:
+                listening.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            listening.bind(address)
+            listening.set_inheritable(True)
     except OSError:
-        listening.close()
+        for listening in bound:
+            listening.close()
         raise
-    listening.set_inheritable(True)
-    return listening
+    return bound
 
 
 def _thread_env() -> None:

@@ -52,6 +52,11 @@ def checked_url(base_url: str) -> str:
                          f"{url.scheme}")
     if not url.host:
         raise ValueError(f"base_url {base_url!r} names no host")
+    if url.port is not None and not 1 <= url.port <= 65535:
+        raise ValueError(f"base_url {base_url!r}: a port is 1 to 65535")
+    if url.query or url.fragment:
+        raise ValueError(f"base_url {base_url!r}: the service's address, without ?query or "
+                         "#fragment")
     return base_url.rstrip("/")
 
 

@@ -39,13 +39,15 @@ FIRST_POLL_S = 0.25  # a job's first seconds (queued, loading) pass quickly: loo
 def expect(response: httpx.Response, *statuses: int) -> httpx.Response:
     if response.status_code in statuses:
         return response
-    if response.status_code < 400:  # a success, but not the service's
+    if response.status_code < 400:  # a success or a redirect, but not the service's
         kind = response.headers.get("content-type", "no content type")
+        where = response.headers.get("location")
+        moved = f"; it points to {where}: use that address" if where else ""
         raise UnexpectedAnswer(
             f"{response.request.method} {response.request.url} answered "
             f"{response.status_code} {response.reason_phrase} ({kind}: "
             f"{response.text[:80].strip()!r}), not as a DVRL service does: is the URL the "
-            "service's?")
+            f"service's?{moved}")
     raise problem_error(response)
 
 

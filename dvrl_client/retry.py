@@ -63,7 +63,9 @@ def send(call: Call, retry: Retry) -> Operation[httpx.Response]:
         try:
             response = yield call
         except RETRIED_TRANSPORT_ERRORS as exc:
-            if _tls_failed(exc):  # no retry will change what the server speaks
+            if isinstance(exc, httpx.ConnectError) and _tls_failed(exc):
+                # a handshake that failed: no retry changes what the server speaks (a TLS
+                # error later, on a connection that worked, is retried as any lost answer)
                 raise ServiceUnreachable(
                     f"{call.method} {_url(exc, call)}: the TLS handshake failed ({exc}); is the "
                     "service served over https? (one on plain HTTP needs http://)") from exc

@@ -66,7 +66,7 @@ DELIMITERS = (",", ";", "\t", "|")
 # byte-order marks of text that is not UTF-8, longest first (UTF-32's starts as UTF-16's does)
 OTHER_ENCODINGS = ((b"\xff\xfe\x00\x00", "UTF-32"), (b"\x00\x00\xfe\xff", "UTF-32"),
                    (b"\xff\xfe", "UTF-16"), (b"\xfe\xff", "UTF-16"))
-HEAD_BYTES = 1 << 16  # what a CSV file's delimiter and encoding are told from
+HEAD_BYTES = 1 << 16  # what a CSV file's delimiter, decimal point and encoding are told from
 
 
 def sniff_delimiter(head: bytes) -> str:
@@ -107,12 +107,25 @@ class CsvDialect:
                                     decimal_point=self.decimal_point)
 
 
+def row_boundary(buffer: bytes) -> int:
+    """Offset just after the last newline outside quotes in ``buffer``, 0 if there is none (a
+    quoted field may hold newlines; RFC 4180 escapes a quote by doubling it)."""
+    cut = buffer.rfind(b"\n") + 1
+    quotes = buffer.count(b'"', 0, cut)
+    while cut and quotes % 2:
+        earlier = buffer.rfind(b"\n", 0, cut - 1) + 1
+        quotes -= buffer.count(b'"', earlier, cut)
+        cut = earlier
+    return cut
+
+
 def sniff_decimal_point(head: bytes, delimiter: str) -> str:
-    """"," where more columns of the whole rows in ``head`` read as fractional numbers with a
-    decimal comma than with a dot (never for a comma-separated file); "." otherwise."""
+    """"," where more columns of the whole rows in ``head`` (the first :data:`HEAD_BYTES` of a
+    file, or all of a shorter one) read as fractional numbers with a decimal comma than with a
+    dot (never for a comma-separated file); "." otherwise."""
     if delimiter == ",":
         return "."
-    rows = head[:head.rfind(b"\n") + 1]
+    rows = head if len(head) < HEAD_BYTES else head[:row_boundary(head)]
     if b"," not in rows:
         return "."
 

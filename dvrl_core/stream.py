@@ -88,28 +88,31 @@ def _csv_frames(path: Path, columns: Sequence[str] | None,
     import pyarrow.dataset as ds
 
     # types from the first megabyte, as pyarrow's read_csv (the in-memory path) infers them;
-    # the header is read under its names without surrounding spaces (dvrl_core.io)
+    # the header's names are given back without surrounding spaces (dvrl_core.io)
     dialect = csv_dialect(path)
     with pacsv.open_csv(path, read_options=pacsv.ReadOptions(block_size=1 << 20),
                         parse_options=dialect.parse_options(),
                         convert_options=dialect.convert_options()) as probe:
         schema = probe.schema
     names = clean_names(schema.names)
-    read_options = pacsv.ReadOptions(block_size=BLOCK_BYTES, column_names=names, skip_rows=1)
+    raw = dict(zip(names, schema.names, strict=True))  # repeats were refused before
     types = {}
     for name, field in zip(names, schema, strict=True):
         if pa.types.is_integer(field.type) and name not in keep_types:
-            types[name] = pa.float64()
+            types[field.name] = pa.float64()
         elif pa.types.is_null(field.type):
-            types[name] = pa.string()
+            types[field.name] = pa.string()
     # the dataset scanner parses blocks on every thread, in order (pyarrow's open_csv: one)
     table = ds.dataset(path, format=ds.CsvFileFormat(
-        parse_options=dialect.parse_options(), read_options=read_options,
+        parse_options=dialect.parse_options(),
+        read_options=pacsv.ReadOptions(block_size=BLOCK_BYTES),
         convert_options=dialect.convert_options(types)))
-    for batch in table.to_batches(columns=list(columns) if columns else None,
+    for batch in table.to_batches(columns=[raw[name] for name in columns] if columns else None,
                                   batch_readahead=1, fragment_readahead=1,
                                   use_threads=True):
-        yield batch.to_pandas()
+        frame = batch.to_pandas()
+        frame.columns = clean_names(frame.columns)
+        yield frame
 
 
 def _first_columns(path: Path) -> list[str]:

@@ -30,10 +30,12 @@ import pyarrow.ipc as ipc
 import pyarrow.parquet as pq
 
 from dvrl_core.io import (
+    HEAD_BYTES,
     PARQUET_SUFFIXES,
     CsvDialect,
     clean_names,
     encoding_problem,
+    row_boundary,
     sniff_decimal_point,
     sniff_delimiter,
 )
@@ -78,7 +80,7 @@ def csv_slices(source: BinaryIO, slice_bytes: int | None = None) -> Iterator[byt
                 yield rest
             return
         buffer = rest + data if rest else data
-        cut = _row_boundary(buffer)
+        cut = row_boundary(buffer)
         if cut == 0:
             if len(buffer) > MAX_ROW_BYTES:
                 raise TableError(f"a row longer than {MAX_ROW_BYTES >> 20} MiB, or a quote "
@@ -87,17 +89,6 @@ def csv_slices(source: BinaryIO, slice_bytes: int | None = None) -> Iterator[byt
             continue
         rest = buffer[cut:]
         yield buffer[:cut] if cut < len(buffer) else buffer
-
-
-def _row_boundary(buffer: bytes) -> int:
-    """Offset just after the last newline outside quotes, 0 if there is none."""
-    cut = buffer.rfind(b"\n") + 1
-    quotes = buffer.count(b'"', 0, cut)
-    while cut and quotes % 2:
-        earlier = buffer.rfind(b"\n", 0, cut - 1) + 1
-        quotes -= buffer.count(b'"', earlier, cut)
-        cut = earlier
-    return cut
 
 
 def _widened(old: pa.DataType, new: pa.DataType) -> pa.DataType:
@@ -232,7 +223,7 @@ def _ipc_options(compression: str | None) -> ipc.IpcWriteOptions:
 
 def _convert_csv(source: BinaryIO, target: BinaryIO, check: Callable[[pa.Schema, int], None],
                  options: ipc.IpcWriteOptions, limits: Limits) -> Summary:
-    head = source.read(1 << 16)
+    head = source.read(HEAD_BYTES)
     source.seek(0)
     delimiter = sniff_delimiter(head)
     _refuse_wide_header(head, delimiter, limits)  # before a line of any length is gathered

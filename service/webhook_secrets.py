@@ -79,8 +79,11 @@ def _key_file(data_dir: Path) -> bytes:
             os.link(made, path)
         except FileExistsError:
             pass
+        except OSError:  # a file system without hard links (vfat, some network mounts)
+            if not path.exists():
+                os.replace(made, path)
         finally:
-            made.unlink()
+            made.unlink(missing_ok=True)
     key = path.read_bytes().strip()
     if len(key) < MIN_KEY_CHARACTERS:  # an emptied or hand-written file: a guessable key
         raise WebhooksNotConfigured(

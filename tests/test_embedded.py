@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -104,6 +105,22 @@ def test_serve_says_when_it_cannot_listen_rather_than_serving_on_it(tmp_path):
     done = subprocess.run([sys.executable, "-m", "dvrl_cli", "serve", "--port", "99999"],
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
     assert done.returncode == 2 and "a port is 1 to 65535, not 99999" in done.stderr
+
+
+def test_ctrl_c_stops_serve_cleanly(tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DVRL_")}
+    env |= {"DVRL_DATA_DIR": str(tmp_path / "data")}
+    port = free_port()
+    server = subprocess.Popen([sys.executable, "-m", "dvrl_cli", "serve", "--port", str(port)],
+                              cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True)
+    try:
+        wait_until_up(f"http://127.0.0.1:{port}", server)
+        server.send_signal(signal.SIGINT)
+        output, _ = server.communicate(timeout=30)
+    finally:
+        server.kill()
+    assert server.returncode == 0 and "Traceback" not in output, output
 
 
 def test_serving_beyond_loopback_needs_keys(tmp_path):

@@ -99,8 +99,10 @@ def test_keys_cli_errors_are_one_line(tmp_path):
     cases = [
         ({"DVRL_DATABASE_URL": "postgresql://me:secret@127.0.0.1:1/x"}, ["list"],
          "the database at postgresql+psycopg://me:***@127.0.0.1:1/x cannot be used"),
-        ({"DVRL_DATABASE_URL": "garbage"}, ["create", "--owner", "x"],
-         "the database at 'garbage' cannot be used"),
+        ({"DVRL_DATABASE_URL": "me:secret@host/db"}, ["create", "--owner", "x"],
+         "DVRL_DATABASE_URL is not a database URL (not shown: it may hold a password)"),
+        ({"DVRL_DATABASE_URL": "postgresql://me:secret@host:port/db"}, ["list"],
+         "DVRL_DATABASE_URL is not a database URL"),
         ({"DVRL_DATA_DIR": str(tmp_path / "file")}, ["create", "--owner", "x"],
          f"{tmp_path / 'file'}: File exists"),
         ({"DVRL_DATA_DIR": str(tmp_path / "none")}, ["list"],  # not made: a typo lists nothing

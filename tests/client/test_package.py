@@ -48,7 +48,9 @@ def test_the_public_names():
 def test_a_url_without_a_scheme_is_refused_at_once():
     with pytest.raises(ValueError, match="http://127.0.0.1:8000"):
         dvrl_client.Client("127.0.0.1:8000")
-    for url, why in (("ftp://host", "http or https, not ftp"), ("http://", "names no host")):
+    for url, why in (("ftp://host", "http or https, not ftp"), ("http://", "names no host"),
+                     ("http://127.0.0.1:99999", "a port is 1 to 65535"),
+                     ("http://host?x=1", "without \\?query")):
         with pytest.raises(ValueError, match=why):
             dvrl_client.Client(url)
     with pytest.raises(ValueError, match="characters a key never has"):

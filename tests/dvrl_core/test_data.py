@@ -233,6 +233,12 @@ def test_a_decimal_comma_reads_as_a_number_where_the_file_uses_one(tmp_path):
         frame = read_table(tmp_path / name)
         assert frame["x"].tolist() == [1.5, -0.25, 2.0], name
         assert frame["n"].tolist() == [3, 4, 5] and frame["name"].tolist() == names, name
+    # told from whole rows: past the first 64 KiB a quoted note on two lines is not cut in half
+    rows = "".join(f'{i},5;"line one\nline two";{i % 2}\n' for i in range(5000))
+    (tmp_path / "notes.csv").write_text("x;note;label\n" + rows, encoding="utf-8")
+    assert read_table(tmp_path / "notes.csv")["x"].iloc[:2].tolist() == [0.5, 1.5]
+    (tmp_path / "short.csv").write_text("x;label\n1,5;a", encoding="utf-8")  # no last newline
+    assert read_table(tmp_path / "short.csv")["x"].tolist() == [1.5]
 
 
 def test_column_names_lose_the_spaces_around_them(tmp_path):

@@ -59,6 +59,7 @@ def _assert_same(a, b):
     (".csv", ",", ".", ""), (".csv", ";", ".", ""), (".parquet", None, None, ""),
     (".csv", ";", ",", ""),  # a European spreadsheet's export: "1,5" is one and a half
     (".csv", ",", ".", " "),  # a header written "x0, x1, label"
+    (".csv", ",", ".", "\n"),  # names on two lines, quoted: the header is one CSV row
 ])
 def test_streamed_encoding_equals_the_in_memory_one(tmp_path, small_blocks, suffix, sep,
                                                     decimal, pad):
