@@ -85,9 +85,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command in ("serve", "demo"):  # the embedded worker runs jobs in this process
         _thread_env()
 
-    from dvrl_core.runtime import tune_allocator
+    from dvrl_core.runtime import quiet_known_warnings, tune_allocator
 
     tune_allocator()
+    quiet_known_warnings()
     problem = _setup_problem(args)
     if problem is not None:
         print(f"error: {problem}", file=sys.stderr)

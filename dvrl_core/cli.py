@@ -124,10 +124,11 @@ def _build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _build_parser().parse_args(argv)
-    from .runtime import tune_allocator
+    from .runtime import quiet_known_warnings, tune_allocator
     from .threads import apply_thread_budget
 
     tune_allocator()
+    quiet_known_warnings()
     try:
         apply_thread_budget(getattr(args, "threads", None))
         if args.command == "demo":

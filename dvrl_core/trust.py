@@ -172,6 +172,8 @@ def split_check_rows(data: PreparedData, fraction: float, random_state: int,
         if len(rows) - take < 1:
             return data, None
         check_rows.append(rng.permutation(rows)[:take])
+    if sum(len(rows) for rows in check_rows) < minimum:  # many classes of a row or two each
+        return data, None
     held = np.zeros(n, dtype=bool)
     held[np.concatenate(check_rows)] = True
     reward = PreparedData(data.task, data.train, _subset(data.valid, ~held), data.test,

@@ -223,9 +223,14 @@ class _LogisticTrainer(BatchTrainer):
         direction: torch.Tensor | None = None
         grad_prev = pre_prev = torch.zeros(0)
         logits = self._logits(x, theta)
+        # a rollout whose gradient is within tolerance stops moving: steps past convergence,
+        # along curvature that float32 rounds to nothing, can be long enough to overflow
+        # (150 classes, 2 rows selected: the parameters went to 3e8, then NaN)
+        settled = torch.zeros(weights.shape[2], dtype=torch.bool, device=x.device)
         for iteration in range(max_iter):
             prob = self._activate(logits)
             grad = self._gradient(x, target, weights, theta, prob)
+            settled |= grad.abs().amax((0, 1)) < self.tol
             pre = self._step(grad)
             if direction is None:
                 direction = -pre
@@ -239,12 +244,13 @@ class _LogisticTrainer(BatchTrainer):
             # 1e-30: the smallest that float32 keeps (a zero direction then takes a zero step)
             curvature = self._curvature_along(weights, prob, direction, change).clamp_min(1e-30)
             length = -slope / curvature  # [R]
+            length = torch.where(settled | ~torch.isfinite(length), 0.0, length)
             theta = theta + length * direction
             logits = logits.add_(change.mul_(length))  # change is spent
             grad_prev, pre_prev = grad, pre
             # a convergence check costs a GPU a sync: there, every few steps
             due = iteration % 4 == 3 or x.device.type == "cpu"
-            if due and float(grad.abs().max()) < self.tol:
+            if due and bool(settled.all()):
                 break
         return theta
 

@@ -174,3 +174,18 @@ def test_bernoulli_naive_bayes_matches_scikit_learn_on_word_presence():
 def test_naive_bayes_is_classification_only():
     with pytest.raises(ConfigError, match="does not do regression"):
         make_predictor("naive_bayes", "regression")
+
+
+def test_batched_logistic_fits_of_two_rows_among_150_classes_stay_finite():
+    """Rollouts that select two rows of a 150-class table converge at once; the batch's other
+    rollouts go on. Those settled fits took further steps along curvature float32 rounds to
+    nothing, until their parameters overflowed (a DVRL run failed on it)."""
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(150, 2, generator=generator)
+    y = torch.arange(150)
+    trainer = make_predictor("logistic_regression", "classification", 150,
+                             alpha=15.0, max_iter=30).trainer(x, y)
+    for _ in range(25):
+        weights = torch.bernoulli(torch.full((32, 150), 0.0067), generator=generator)
+        predictions = trainer.predict(trainer.fit(weights), x)
+        assert torch.isfinite(predictions).all()

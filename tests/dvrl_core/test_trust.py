@@ -403,3 +403,20 @@ def test_folds_drawn_twice_make_the_prior_steadier_across_seeds(monkeypatch, lin
     monkeypatch.setattr(prior_module, "REPEATS", 1)
     once = agreement()
     assert twice > once
+
+
+@pytest.mark.filterwarnings("ignore:The number of unique classes is greater than 50%")
+def test_a_table_of_many_classes_with_a_row_or_two_each_is_valued_without_a_check():
+    """150 classes, two rows each: no class can spare a row for the check, so none is held
+    (it held out zero rows and the check's model failed on them); the run still values
+    every row, with finite values, and says the check was not made."""
+    rng = np.random.default_rng(0)
+    table = pd.DataFrame({"a": rng.normal(size=300), "b": rng.normal(size=300),
+                          "label": [f"class_{i % 150}" for i in range(300)]})
+    data = prepare(table, "label", table)
+    assert split_check_rows(data, DVRL().check_fraction, random_state=0)[1] is None
+    held = prepare(table, "label", valid_fraction=0.5, random_state=0)
+    for prepared in (data, held):
+        result = DVRL(iterations=20, random_state=0).fit(prepared)
+        assert np.isfinite(result.values).all() and len(result.values) == len(prepared.train)
+        assert result.diagnostics["trust"]["verdict"].startswith("not checked")
