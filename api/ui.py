@@ -65,16 +65,32 @@ def install(app: FastAPI) -> None:
 
     @app.get("/docs", include_in_schema=False)
     def docs() -> HTMLResponse:
-        return get_swagger_ui_html(
+        page = get_swagger_ui_html(
             openapi_url=openapi_url, title=f"{app.title} - API docs",
             oauth2_redirect_url=oauth2_redirect, swagger_js_url=f"{SWAGGER}/swagger-ui-bundle.js",
             swagger_css_url=f"{SWAGGER}/swagger-ui.css", swagger_favicon_url=FAVICON,
             # no call to the public validator service
             swagger_ui_parameters={"validatorUrl": None, "persistAuthorization": False})
+        # its "Authorize" box takes a key: no other site may frame it (clickjacking)
+        page.headers.update(DOCS_HEADERS)
+        return page
 
     @app.get(oauth2_redirect, include_in_schema=False)
     def docs_oauth2_redirect() -> HTMLResponse:
         return get_swagger_ui_oauth2_redirect_html()
 
     app.include_router(router)
-    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    app.mount("/static", _Assets(directory=STATIC), name="static")
+
+
+DOCS_HEADERS = {"Content-Security-Policy": "frame-ancestors 'none'", "X-Frame-Options": "DENY",
+                "X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer"}
+
+
+class _Assets(StaticFiles):
+    """The dashboard's and Swagger UI's files, never sniffed as another type."""
+
+    def file_response(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        response = super().file_response(*args, **kwargs)
+        response.headers["X-Content-Type-Options"] = "nosniff"
+        return response

@@ -114,7 +114,7 @@ def create_job(session: Session, spec: JobSpec, owner: str, settings: Settings,
     check_method_options(spec)
     check_limits(spec, settings)
     references: list[tuple[tuple[str, ...], str]] = [(("dataset_id",), spec.dataset_id)]
-    if spec.validation.dataset_id:
+    if spec.validation.dataset_id is not None:  # "" names no dataset: refused as unknown
         references.append((("validation", "dataset_id"), spec.validation.dataset_id))
     if spec.test:
         references.append((("test", "dataset_id"), spec.test.dataset_id))

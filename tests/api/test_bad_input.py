@@ -170,6 +170,8 @@ BAD_SPECS = {
     "true for a number": {"dvrl": {"iterations": True}},
     "false for a seed": {"seed": False},
     "the target as a feature": {"features": ["x0", "label"]},
+    # a form's "a validation table" with none picked: was a job that failed later
+    "an empty validation dataset id": {"validation": {"dataset_id": ""}},
 }
 
 

@@ -278,13 +278,18 @@ def test_a_regression_job_speaks_of_moved_targets(server, api_as, browser_contex
     job = api.post("/v1/jobs", json={
         "dataset_id": upload(api, table.iloc[:400]), "target": "label",
         "validation": {"dataset_id": upload(api, table.iloc[400:], "valid.csv")},
-        "label_noise": 0.2, "seed": 0, "evaluations": []}).json()
+        "label_noise": 0.2, "seed": 0, "evaluations": ["weighted"]}).json()
     done = wait_for(api, job["id"])
     assert done["state"] == "SUCCEEDED", done["error"]
     page = browser_context.new_page()
     sign_in(page, server, api.key)
     page.goto(f"{server}/ui/jobs/{job['id']}")
     page.wait_for_selector('[data-figure="discovery"] path.line', timeout=RESULTS_TIMEOUT_MS)
+    # the evaluation's MSE as the API gives it: an error, lower is better (it read "-MSE")
+    weighted = done["summary"]["weighted_training"]
+    caption = page.locator('[data-figure="weighted"]').inner_text()
+    assert "Test MSE (lower is better)" in caption and "−MSE" not in caption
+    assert f"{weighted['unweighted']:.4f} → {weighted['weighted']:.4f}" in caption
     assert page.locator('[data-metric="found_at_20"] .tile-label').inner_text() == \
         "Moved targets in lowest 20%"
     assert "planted moved targets AUROC" in page.locator("#trust").inner_text()
@@ -299,6 +304,33 @@ def test_a_regression_job_speaks_of_moved_targets(server, api_as, browser_contex
     row = page.locator(f'#jobs-table tr[data-job-id="{job["id"]}"]')
     row.wait_for()
     assert "of moved targets in lowest 20%" in row.inner_text()
+    page.close()
+
+
+def test_names_from_the_data_cannot_reorder_the_page(server, api_as, browser_context,
+                                                    splits):
+    """A file name with a right-to-left override is isolated (<bdi>) wherever it is shown, so
+    it cannot reverse the job's facts after it; a job address that is not valid
+    percent-encoding says there is no such job rather than leaving the page blank."""
+    api = api_as("alice")
+    name = "\u0645\u0644\u0641\u202evsc.exe.csv"
+    train_id = upload(api, splits["train.csv"], name)
+    job = api.post("/v1/jobs", json={
+        "dataset_id": train_id, "target": "label",
+        "validation": {"dataset_id": upload(api, splits["valid.csv"], "valid.csv")},
+        "seed": 0, "dvrl": {"iterations": 20}, "evaluations": []}).json()
+    page = browser_context.new_page()
+    sign_in(page, server, api.key)
+    page.goto(f"{server}/ui/jobs/{job['id']}")
+    page.locator(".lead bdi.name", has_text="vsc.exe").wait_for()
+    assert page.locator(".lead bdi.name").inner_text() == name
+    assert page.locator(".lead bdi.name").get_attribute("title") == name
+    page.goto(f"{server}/ui")
+    row = page.locator(f'#jobs-table tr[data-job-id="{job["id"]}"]')
+    row.locator("bdi.name", has_text="vsc.exe").wait_for()
+    assert row.locator("bdi.name").inner_text() == name
+    page.goto(f"{server}/ui/jobs/%E0%A4%A")
+    page.locator("#main", has_text=re.compile("not found", re.IGNORECASE)).wait_for()
     page.close()
 
 
@@ -346,4 +378,9 @@ def test_docs_render_swagger_ui_from_the_server_alone(server, browser_context, a
     assert any(url.endswith("/swagger-ui-bundle.js") for url in requests.urls)
     assert requests.external() == []
     assert httpx.get(f"{server}/redoc").status_code == 404  # not served, rather than from a CDN
+    docs = httpx.get(f"{server}/docs")  # its key box cannot be framed by another site
+    assert docs.headers["x-frame-options"] == "DENY"
+    assert docs.headers["content-security-policy"] == "frame-ancestors 'none'"
+    asset = httpx.get(f"{server}/static/vendor/swagger-ui/swagger-ui-bundle.js")
+    assert asset.status_code == 200 and asset.headers["x-content-type-options"] == "nosniff"
     page.close()

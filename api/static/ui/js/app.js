@@ -13,9 +13,19 @@ let cleanup = () => {};
 
 function route(path) {
   const job = path.match(/^\/ui\/jobs\/([^/]+)\/?$/);
-  if (job) return [jobPage, { id: decodeURIComponent(job[1]) }, "jobs"];
+  if (job) return [jobPage, { id: decoded(job[1]) }, "jobs"];
   if (/^\/ui\/new\/?$/.test(path)) return [newPage, {}, "new"];
   return [jobsPage, {}, "jobs"];
+}
+
+/** A path segment decoded; as written when it is not valid percent-encoding (the job page then
+ * says there is no such job, rather than staying blank). */
+function decoded(segment) {
+  try {
+    return decodeURIComponent(segment);
+  } catch {
+    return segment;
+  }
 }
 
 function render() {

@@ -71,15 +71,21 @@ export const fmt = {
   shortId: (id) => id.slice(0, 8),
 };
 
-// scores as the service reports them: AUC and accuracy as they are, errors negated (higher is
-// better everywhere)
+// the trust check's scores: AUC and accuracy as they are, errors negated (higher is better
+// everywhere)
 const METRICS = { auc: "AUC", accuracy: "accuracy", log_loss: "−log-loss", mse: "−MSE",
   mae: "−MAE", rmspe: "−RMSPE" };
+// the evaluations' scores (removal curves, weighted training): each in its own orientation
+const SCORES = { auc: "AUC", accuracy: "accuracy", log_loss: "log-loss", mse: "MSE", mae: "MAE",
+  rmspe: "RMSPE" };
+const HIGHER_IS_BETTER = new Set(["auc", "accuracy"]);
 const MODELS = { lightgbm: "LightGBM", logistic_regression: "logistic regression",
   linear_regression: "linear regression", mlp: "MLP" };
 
 export const names = {
   metric: (m) => METRICS[m] || m,
+  score: (m) => SCORES[m] || m,
+  better: (m) => (HIGHER_IS_BETTER.has(m) ? "higher is better" : "lower is better"),
   model: (m) => MODELS[m] || m,
 };
 

@@ -70,9 +70,11 @@ export function mount(main, { id }) {
         } }, "Cancel job"));
     }
     const title = h("h1", "Job ", h("span.mono", fmt.shortId(job.id)), " ", stateBadge(job.state));
-    const data = h("span", "…");
-    datasetName(job.spec.dataset_id).then((name) => { data.textContent = name; });
-    fill(head, h("div", title, h("p.lead", data, " → ", h("code", job.spec.target), " · ",
+    // <bdi>: a name in a right-to-left script, or with direction marks, stays in its place
+    // and cannot reorder the facts after it
+    const data = h("bdi.name", "…");
+    datasetName(job.spec.dataset_id).then((name) => { data.textContent = name; data.title = name; });
+    fill(head, h("div", title, h("p.lead", data, " → ", h("bdi", h("code", job.spec.target)), " · ",
       job.spec.method, " · seed ", String(job.spec.seed), " · created ", fmt.when(job.created_at))),
     actions);
   }
@@ -269,9 +271,9 @@ function removalChart(r) {
   const pts = (key) => r.removed.map((x, i) => [x, r[key][i]]);
   const std = r.random_std || r.removed.map(() => 0);
   return figure("removal", "Removal curves",
-    `Test ${names.metric(r.metric)} of a ${names.model(r.model || "lightgbm")} model retrained `
-    + "without a share of the training rows" +
-    (r.rows ? ` (${fmt.count(r.rows)} rows).` : "."),
+    `Test ${names.score(r.metric)} (${names.better(r.metric)}) of a `
+    + `${names.model(r.model || "lightgbm")} model retrained without a share of the training rows`
+    + (r.rows ? ` (${fmt.count(r.rows)} rows).` : "."),
     lineChart({ series: [
       { name: "remove lowest-valued", points: pts("remove_lowest"), color: COLORS.ours },
       { name: "remove highest-valued", points: pts("remove_highest"), color: COLORS.high },
@@ -279,7 +281,7 @@ function removalChart(r) {
     ], bands: [{ name: "random ± 1 sd", color: COLORS.random,
       upper: r.removed.map((x, i) => [x, r.random[i] + std[i]]),
       lower: r.removed.map((x, i) => [x, r.random[i] - std[i]]) }],
-    xLabel: "share of training rows removed", yLabel: `test ${names.metric(r.metric)}`,
+    xLabel: "share of training rows removed", yLabel: `test ${names.score(r.metric)}`,
     xFormat: fmt.percent,
     label: "removal curves" }));
 }
@@ -287,13 +289,14 @@ function removalChart(r) {
 function weightedChart(w) {
   const delta = w.weighted - w.unweighted;
   return figure("weighted", "Weighted training",
-    `Test ${names.metric(w.metric)} of a LightGBM model trained on every row, without and with `
-    + `${w.weights || "values"} as sample weights: ` +
-    `${delta >= 0 ? "+" : ""}${fmt.fixed(delta, 4)}.`,
+    `Test ${names.score(w.metric)} (${names.better(w.metric)}) of a LightGBM model trained on `
+    + `every row, without and with ${w.weights || "values"} as sample weights: `
+    + `${fmt.fixed(w.unweighted, 4)} → ${fmt.fixed(w.weighted, 4)} `
+    + `(${delta >= 0 ? "+" : ""}${fmt.fixed(delta, 4)}).`,
     bars({ items: [
       { name: "unweighted", value: w.unweighted, color: COLORS.random },
       { name: "weighted by value", value: w.weighted, color: COLORS.ours },
-    ], xLabel: `test ${names.metric(w.metric)}`, label: "weighted training", valueFormat: (v) => fmt.fixed(v, 4) }));
+    ], xLabel: `test ${names.score(w.metric)}`, label: "weighted training", valueFormat: (v) => fmt.fixed(v, 4) }));
 }
 
 function rewardChart(t) {
@@ -331,8 +334,9 @@ function lowestCard(id, items, s) {
       h("thead", h("tr", h("th.num", "rank"), h("th", "row"), h("th.num", "value"), h("th", "label"),
         noise ? h("th", "self-check") : null)),
       h("tbody", items.map((item) => h("tr", { dataset: { row: item.row } },
-        h("td.num", String(item.rank)), h("td.mono", item.row), h("td.num", fmt.fixed(item.value, 4)),
-        h("td", h("span.label-pill", item.label)),
+        h("td.num", String(item.rank)), h("td.mono", { title: item.row }, h("bdi", item.row)),
+        h("td.num", fmt.fixed(item.value, 4)),
+        h("td", h("bdi.label-pill", { title: item.label }, item.label)),
         noise ? h("td", item.noise_injected ? h("span.flip", noiseWords(s.task).one)
           : h("span.sub", "clean"))
           : null)))));

@@ -56,8 +56,9 @@ export function mount(main) {
       status.classList.remove("error");
     } catch (error) {
       if (stopped || error.status === 401) return;
-      status.textContent = error.title;
+      status.textContent = error.detail ? `${error.title}: ${error.detail}` : error.title;
       status.classList.add("error");
+      if (error.status >= 400 && error.status < 500) return;  // asking again will not help
     }
     if (!stopped) timer = setTimeout(refresh, busy ? POLL_MS.active : POLL_MS.idle);
   }
@@ -79,15 +80,16 @@ export function mount(main) {
 
 function row(job) {
   const spec = job.spec;
-  const data = h("span.muted", "…");
+  const data = h("bdi.muted.name", "…");  // a name in another script stays in its place
   datasetName(spec.dataset_id).then((name) => {
     data.textContent = name;
+    data.title = name;
     data.classList.remove("muted");
   });
   return h("tr", { dataset: { jobId: job.id } },
     h("td", h("a.mono", { href: `/ui/jobs/${job.id}`, "data-nav": true }, fmt.shortId(job.id)),
       h("div.sub", [spec.method, spec.predictor].filter(Boolean).join(" · "))),
-    h("td", data, h("div.sub", "target ", h("code", spec.target))),
+    h("td.data-cell", data, h("div.sub", "target ", h("bdi", h("code", spec.target)))),
     h("td", stateBadge(job.state)),
     h("td.progress-cell", progressBar(job), h("div.sub", progressText(job))),
     h("td", resultText(job)),

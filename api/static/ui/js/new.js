@@ -91,7 +91,8 @@ export function mount(main, _params, navigate) {
       return;
     }
     fill(datasetRows, datasets.length ? datasets.map((d) => h("tr",
-      h("td", d.filename), h("td.num", fmt.count(d.rows)), h("td.num", String(d.n_columns)),
+      h("td.name-cell", h("bdi.name", { title: d.filename }, d.filename)),
+      h("td.num", fmt.count(d.rows)), h("td.num", String(d.n_columns)),
       h("td.sub", fmt.ago(d.created_at)))) : h("tr", h("td.empty", { colSpan: 4 },
       "No tables yet.")));
     const options = (blank) => [blank ? h("option", { value: "" }, blank) : null,
@@ -132,7 +133,7 @@ export function mount(main, _params, navigate) {
     try {
       const dataset = await api.upload(file.files[0]);
       uploadStatus.replaceChildren(h("div.ok", { dataset: { datasetId: dataset.id } },
-        h("strong", dataset.filename), ` uploaded: ${fmt.count(dataset.rows)} rows, `
+        h("strong", h("bdi.name", { title: dataset.filename }, dataset.filename)), ` uploaded: ${fmt.count(dataset.rows)} rows, `
         + `${dataset.n_columns} columns.`));
       file.value = "";
       await loadDatasets(datasets.length ? training.value : dataset.id);
