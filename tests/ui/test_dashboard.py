@@ -307,6 +307,30 @@ def test_a_regression_job_speaks_of_moved_targets(server, api_as, browser_contex
     page.close()
 
 
+def test_an_ensemble_job_shows_how_alike_its_runs_rank(server, api_as, browser_context, splits):
+    """The header says it is an ensemble; a card gives the API's rank stability and the spread
+    of the per-row standard errors (the page showed none of it)."""
+    api = api_as("alice")
+    job = api.post("/v1/jobs", json={
+        "dataset_id": upload(api, splits["train.csv"], "train.csv"), "target": "label",
+        "validation": {"dataset_id": upload(api, splits["valid.csv"], "valid.csv")},
+        "seed": 0, "ensemble": 2, "dvrl": {"iterations": 20}, "evaluations": []}).json()
+    done = wait_for(api, job["id"])
+    assert done["state"] == "SUCCEEDED", done["error"]
+    ensemble = done["summary"]["ensemble"]
+    page = browser_context.new_page()
+    sign_in(page, server, api.key)
+    page.goto(f"{server}/ui/jobs/{job['id']}")
+    page.wait_for_selector("#ensemble", timeout=RESULTS_TIMEOUT_MS)
+    text = page.locator("#ensemble").inner_text()
+    assert "The values are the mean of 2 runs with different seeds" in text
+    assert f"mean Spearman correlation of {ensemble['rank_stability']['mean_spearman']:.3f}" \
+        in text
+    assert f"median {ensemble['std_error']['median']:.4f}" in text
+    assert "ensemble of 2 runs" in page.locator(".lead").inner_text()
+    page.close()
+
+
 def test_names_from_the_data_cannot_reorder_the_page(server, api_as, browser_context,
                                                     splits):
     """A file name with a right-to-left override is isolated (<bdi>) wherever it is shown, so

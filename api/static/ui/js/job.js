@@ -75,7 +75,8 @@ export function mount(main, { id }) {
     const data = h("bdi.name", "…");
     datasetName(job.spec.dataset_id).then((name) => { data.textContent = name; data.title = name; });
     fill(head, h("div", title, h("p.lead", data, " → ", h("bdi", h("code", job.spec.target)), " · ",
-      job.spec.method, " · seed ", String(job.spec.seed), " · created ", fmt.when(job.created_at))),
+      job.spec.method, (job.spec.ensemble || 1) > 1 ? ` · ensemble of ${job.spec.ensemble} runs`
+        : "", " · seed ", String(job.spec.seed), " · created ", fmt.when(job.created_at))),
     actions);
   }
 
@@ -120,6 +121,7 @@ async function renderResults(root, job) {
     tiles(s),
     warningsCard(s.warnings),
     trustCard(s.trust, s.diagnostics || {}, noiseWords(s.task)),
+    ensembleCard(s.ensemble),
     charts,
     lowestCard(id, lowest.items, s),
     h("details.card.spec", h("summary", "Job spec and summary (JSON)"),
@@ -140,6 +142,21 @@ function warningsCard(warnings) {
   if (!warnings || !warnings.length) return null;
   return h("section.card.warnings", { id: "warnings" }, h("h2", "Warning"),
     ...warnings.map((text) => h("p.warning", text)));
+}
+
+// an ensemble's agreement (summary.ensemble): how alike its runs rank the rows, and how far
+// the mean value is from each row's runs
+function ensembleCard(ensemble) {
+  if (!ensemble || !ensemble.members) return null;
+  const stability = ensemble.rank_stability || {};
+  const errors = ensemble.std_error || {};
+  return h("section.card.ensemble", { id: "ensemble" }, h("h2", "Ensemble"),
+    h("p", `The values are the mean of ${ensemble.members} runs with different seeds. `,
+      `Their rankings agree with a mean Spearman correlation of `,
+      h("strong", fmt.fixed(stability.mean_spearman, 3)),
+      ` (lowest pair ${fmt.fixed(stability.min_spearman, 3)}; 1 means they rank the rows alike). `,
+      `Each row's standard error: median ${fmt.fixed(errors.median, 4)}, `,
+      `largest ${fmt.fixed(errors.max, 4)} (in the values download as std_error).`));
 }
 
 // what the self-check and the trust check plant, in words: a classification job flips labels,
