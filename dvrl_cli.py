@@ -25,7 +25,6 @@ from collections.abc import Sequence
 
 LIBRARY_COMMANDS = ("value",)
 EXIT_ERROR = 2
-DATABASE_FILE = "dvrl.sqlite3"  # the embedded database, in DVRL_DATA_DIR (service.settings)
 
 
 def _port(text: str, lowest: int = 1) -> int:
@@ -131,7 +130,7 @@ def _setup_problem(args: argparse.Namespace) -> str | None:
             return ("DVRL_DATABASE_URL is not a database URL (not shown: it may hold a "
                     "password); e.g. postgresql://postgres@127.0.0.1:5432/postgres")
     elif args.command == "keys" and args.keys_command != "create" \
-            and not (settings.data_dir / DATABASE_FILE).exists():
+            and not settings.database_file.exists():
         return (f"no database at {_database_name()}: set DVRL_DATA_DIR to the data folder of "
                 "the service whose keys these are (or DVRL_DATABASE_URL)")
     try:
@@ -156,7 +155,7 @@ def _database_name() -> str:
 
     settings = get_settings()
     if not settings.database_url:
-        return f"SQLite {(settings.data_dir / DATABASE_FILE).resolve()}"
+        return f"SQLite {settings.database_file.resolve()}"
     return make_url(settings.database_url).render_as_string(hide_password=True)
 
 
@@ -180,7 +179,7 @@ def _keys(args: argparse.Namespace) -> int:
                 key, token = keys.create_key(session, args.owner, args.name)
             except ValueError as exc:
                 print(f"error: {exc}", file=sys.stderr)
-                return 2
+                return EXIT_ERROR
             print(token)
             print(f"key {key.id} for owner {key.owner!r}: shown only now, stored as a hash in "
                   f"{_database_name()}; send it as 'Authorization: Bearer <key>'",
@@ -197,7 +196,7 @@ def _keys(args: argparse.Namespace) -> int:
                 key = keys.revoke_key(session, args.key_id)
             except NotFound as exc:
                 print(f"error: {exc}", file=sys.stderr)
-                return 2
+                return EXIT_ERROR
             when = f" already, at {already:%Y-%m-%d %H:%M:%S} UTC" if already else ""
             print(f"key {key.id} of {key.owner!r} revoked{when}", file=sys.stderr)
     return 0
@@ -228,7 +227,7 @@ def _serve(host: str, port: int) -> int:
         print(f"error: refusing to serve on {host} ({why}): anyone who can reach it could "
               "read and run everything. Create a key with 'dvrl keys create --owner NAME' "
               "(and leave DVRL_AUTH at auto), or serve on 127.0.0.1", file=sys.stderr)
-        return 2
+        return EXIT_ERROR
     if require_keys and active == 0:
         print("dvrl: no API key exists yet; every request will be refused until one is "
               "created with 'dvrl keys create --owner NAME'", file=sys.stderr)
@@ -290,7 +289,7 @@ def _worker(args: argparse.Namespace) -> int:
     if settings.embedded or not settings.database_url:
         print("error: dvrl worker needs DVRL_DATABASE_URL (PostgreSQL) and DVRL_BROKER_URL "
               "(Redis); without them `dvrl serve` runs jobs in-process", file=sys.stderr)
-        return 2
+        return EXIT_ERROR
     queues = args.queues or (f"{settings.gpu_queue},{settings.cpu_queue}" if args.gpu
                              else settings.cpu_queue)
     slots = settings.worker_concurrency if args.concurrency is None else args.concurrency
@@ -298,7 +297,7 @@ def _worker(args: argparse.Namespace) -> int:
         threads = split_budget(slots, settings.worker_threads)
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return EXIT_ERROR
     if slots > 1:  # fresh processes, one job each: nothing forked after torch or OpenMP start
         return run_slots(slots, threads, queues, args.loglevel)
     if not follow_supervisor():

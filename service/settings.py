@@ -110,7 +110,12 @@ class Settings(BaseSettings):
         if self.database_url:
             return self.database_url
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        return f"sqlite:///{(self.data_dir / 'dvrl.sqlite3').resolve()}"
+        return f"sqlite:///{self.database_file.resolve()}"
+
+    @property
+    def database_file(self) -> Path:
+        """The embedded database's file (whether or not it exists yet)."""
+        return self.data_dir / "dvrl.sqlite3"
 
 
 @lru_cache
