@@ -98,8 +98,13 @@ class ValuesPublic(BaseModel):
     next_page_token: str | None = None
 
 
+class RewardTrace(BaseModel):
+    iteration: list[int] = Field(description="the iterations sampled, from 1")
+    reward: list[float] = Field(description="the reward at each of them")
+
+
 class CurvesPublic(BaseModel):
-    reward_trace: dict[str, list[float]]
+    reward_trace: RewardTrace
     removal: dict[str, Any] | None = Field(
         None, description="removed, remove_lowest, remove_highest, random, random_std; metric")
     discovery: dict[str, list[float]] | None = Field(

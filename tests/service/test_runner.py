@@ -43,6 +43,8 @@ def test_a_job_runs_to_succeeded_with_values_summary_and_curves(client, tables):
     curves = client.get(f"/v1/jobs/{job_id}/curves").json()
     assert len(curves["removal"]["removed"]) == 11 and curves["discovery"]["found"][-1] == 1.0
     assert len(curves["reward_trace"]["reward"]) == 60
+    iterations = curves["reward_trace"]["iteration"]  # whole numbers, as the job counts them
+    assert iterations[0] == 1 and all(type(i) is int for i in iterations)
     with session_scope() as session:
         assert session.scalar(select(func.count()).select_from(JobValue)) == 360
 
