@@ -192,8 +192,7 @@ def _keys(args: argparse.Namespace) -> int:
                       f"{revoked:<22}{key.name}")
         else:
             try:
-                already = keys.revoked_at(session, args.key_id)
-                key = keys.revoke_key(session, args.key_id)
+                key, already = keys.revoke_key(session, args.key_id)
             except NotFound as exc:
                 print(f"error: {exc}", file=sys.stderr)
                 return EXIT_ERROR

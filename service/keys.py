@@ -51,24 +51,19 @@ def list_keys(session: Session) -> list[ApiKey]:
     return list(session.scalars(select(ApiKey).order_by(ApiKey.created_at)))
 
 
-def revoked_at(session: Session, key_id: str) -> datetime | None:
-    """When the key was revoked; None while it is not. Raises NotFound for no such key."""
+def revoke_key(session: Session, key_id: str) -> tuple[ApiKey, datetime | None]:
+    """Revoke a key (NotFound for no such key); returns it and, where it was revoked already,
+    when (revoking again changes nothing)."""
     key = session.get(ApiKey, key_id)
     if key is None:
         raise NotFound(f"no key {key_id!r}")
-    return key.revoked_at
-
-
-def revoke_key(session: Session, key_id: str) -> ApiKey:
-    key = session.get(ApiKey, key_id)
-    if key is None:
-        raise NotFound(f"no key {key_id!r}")
-    if key.revoked_at is None:
+    already = key.revoked_at
+    if already is None:
         session.execute(update(ApiKey).where(ApiKey.id == key_id).values(revoked_at=utcnow()))
         session.commit()
         session.refresh(key)
     _cache.clear()
-    return key
+    return key, already
 
 
 def active_keys(session: Session) -> int:

@@ -14,6 +14,8 @@ from typing import Literal
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+MIN_WEBHOOK_KEY = 32  # characters of DVRL_WEBHOOK_KEY, or of the embedded key file
+
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="DVRL_", extra="ignore")
@@ -68,10 +70,10 @@ class Settings(BaseSettings):
                                    "(e.g. https://dvrl.example.com); makes the links in "
                                    "webhook events absolute")
     webhook_key: str | None = Field(
-        None, min_length=32, description="the service's key from which each owner's webhook "
-        "secret is derived (the database keeps a random salt per owner, never the secret); "
-        "the same on the API and every worker. Embedded mode makes one in DATA_DIR when unset; "
-        "with PostgreSQL + Celery, webhooks are off until it is set")
+        None, min_length=MIN_WEBHOOK_KEY, description="the service's key from which each "
+        "owner's webhook secret is derived (the database keeps a random salt per owner, never "
+        "the secret); the same on the API and every worker. Embedded mode makes one in "
+        "DATA_DIR when unset; with PostgreSQL + Celery, webhooks are off until it is set")
     webhook_allowed_hosts: str = Field(
         "", description="comma-separated host names or networks (CIDR) that webhooks may "
         "reach although they are private, loopback, link-local or otherwise not global")

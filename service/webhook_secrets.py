@@ -28,11 +28,10 @@ from sqlalchemy.orm import Session
 
 from .errors import ServiceError
 from .models import WebhookSecret, utcnow
-from .settings import Settings
+from .settings import MIN_WEBHOOK_KEY, Settings
 
 PREFIX = "whsec_"
 KEY_FILE = "webhook.key"
-MIN_KEY_CHARACTERS = 32  # as DVRL_WEBHOOK_KEY (service.settings)
 
 
 class WebhooksNotConfigured(ServiceError):
@@ -85,9 +84,9 @@ def _key_file(data_dir: Path) -> bytes:
         finally:
             made.unlink(missing_ok=True)
     key = path.read_bytes().strip()
-    if len(key) < MIN_KEY_CHARACTERS:  # an emptied or hand-written file: a guessable key
+    if len(key) < MIN_WEBHOOK_KEY:  # an emptied or hand-written file: a guessable key
         raise WebhooksNotConfigured(
-            f"{path} holds a key of {len(key)} characters, under the {MIN_KEY_CHARACTERS} a "
+            f"{path} holds a key of {len(key)} characters, under the {MIN_WEBHOOK_KEY} a "
             "service key needs: delete it (a new one is made; owners then create new webhook "
             "secrets) or set DVRL_WEBHOOK_KEY")
     return key
