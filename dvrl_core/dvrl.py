@@ -133,7 +133,6 @@ from .stream import predict_in_chunks, release_rows
 from .threads import thread_budget
 from .trust import (
     GIVE_UP_STANDARD_ERRORS,
-    MIN_CHECK_ROWS,
     Planted,
     guard_within_reach,
     learned_values_earn_their_place,
@@ -143,6 +142,7 @@ from .trust import (
     removal_check,
     split_check_rows,
     split_halves,
+    why_unchecked,
     with_planted,
 )
 
@@ -571,9 +571,8 @@ class DVRL:
             trust: dict[str, Any] | None = None
             shift: CovariateShift | None = None
             if self.check_fraction > 0 and held_out is None:
-                trust = {"returned": "dvrl", "verdict": "not checked: too few validation rows to "
-                         f"hold {MIN_CHECK_ROWS} out (give at least "
-                         f"{int(np.ceil(MIN_CHECK_ROWS / self.check_fraction))})"}
+                trust = {"returned": "dvrl",
+                         "verdict": why_unchecked(all_rows, self.check_fraction)}
             if held_out is not None:
                 values, trust = self._check(data, original, planted, held_out,
                                             values if done > 0 else None, control, check_seed)

@@ -181,6 +181,24 @@ def split_check_rows(data: PreparedData, fraction: float, random_state: int,
     return reward, _subset(data.valid, held)
 
 
+def why_unchecked(data: PreparedData, fraction: float, minimum: int = MIN_CHECK_ROWS) -> str:
+    """The trust verdict, in words, of a run whose validation rows could not spare the check
+    rows (``split_check_rows`` returned None)."""
+    n = len(data.valid)
+    if n * fraction < minimum:
+        return (f"not checked: too few validation rows to hold {minimum} out (give at least "
+                f"{int(np.ceil(minimum / fraction))})")
+    _, counts = np.unique(data.valid.y, return_counts=True) if data.task == "classification" \
+        else (None, np.array([n]))
+    takes = np.round(fraction * counts).astype(int)
+    if (counts - takes < 1).any():
+        return (f"not checked: a class has too few validation rows to hold "
+                f"{fraction:.0%} of them out and keep one for the reward")
+    return (f"not checked: the validation rows' {len(counts)} classes have few rows each, so "
+            f"holding {fraction:.0%} of each class out gives {int(takes.sum())} rows, fewer "
+            f"than {minimum} (give more validation rows per class)")
+
+
 PLANTED_FLIPS = 0.5
 
 

@@ -40,11 +40,13 @@ class StrictModel(BaseModel):
 
     @field_validator("*", mode="before")
     @classmethod
-    def _no_true_for_a_number(cls, value: object, info: ValidationInfo) -> object:
-        """JSON's true and false are not numbers (pydantic would read true as 1 iteration)."""
-        if isinstance(value, bool) and info.field_name is not None and \
+    def _numbers_are_numbers(cls, value: object, info: ValidationInfo) -> object:
+        """JSON's true and false, and strings, are not numbers (pydantic would read true as 1
+        iteration, and "2" as 2 runs: a client that sends strings has a bug worth seeing)."""
+        if isinstance(value, bool | str) and info.field_name is not None and \
                 cls.model_fields[info.field_name].annotation in NUMBERS:
-            raise ValueError("a number is needed, not true or false")
+            what = "true or false" if isinstance(value, bool) else f"a string ({value!r})"
+            raise ValueError(f"a number is needed, not {what}")
         return value
 
 

@@ -40,7 +40,8 @@ def _iso(stamp: datetime | None) -> str | None:
         return None
     if stamp.tzinfo is None:  # SQLite returns naive UTC
         stamp = stamp.replace(tzinfo=UTC)
-    return stamp.isoformat()
+    # written as the API writes its times (api.schemas.Moment): UTC, ...Z
+    return stamp.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
 def links(job_id: str, state: str, settings: Settings) -> dict[str, str]:

@@ -169,6 +169,9 @@ BAD_SPECS = {
     "no features": {"features": []},
     "true for a number": {"dvrl": {"iterations": True}},
     "false for a seed": {"seed": False},
+    # pydantic reads "2" as 2: a client sending strings has a bug it should see
+    "a string for a number": {"ensemble": "2"},
+    "a string for a nested number": {"dvrl": {"learning_rate": "0.01"}},
     "the target as a feature": {"features": ["x0", "label"]},
     # a form's "a validation table" with none picked: was a job that failed later
     "an empty validation dataset id": {"validation": {"dataset_id": ""}},

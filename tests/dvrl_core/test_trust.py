@@ -416,7 +416,11 @@ def test_a_table_of_many_classes_with_a_row_or_two_each_is_valued_without_a_chec
     data = prepare(table, "label", table)
     assert split_check_rows(data, DVRL().check_fraction, random_state=0)[1] is None
     held = prepare(table, "label", valid_fraction=0.5, random_state=0)
+    verdicts = []
     for prepared in (data, held):
         result = DVRL(iterations=20, random_state=0).fit(prepared)
         assert np.isfinite(result.values).all() and len(result.values) == len(prepared.train)
-        assert result.diagnostics["trust"]["verdict"].startswith("not checked")
+        verdicts.append(result.diagnostics["trust"]["verdict"])
+        assert verdicts[-1].startswith("not checked")
+    # the first has 300 validation rows, enough to hold 40 out: the verdict says what was short
+    assert "150 classes have few rows each" in verdicts[0]

@@ -43,6 +43,10 @@ def test_a_finished_job_posts_signed_events_to_the_receiver(client, tables, work
     assert finished["job"]["links"]["values"] == f"/v1/jobs/{job['id']}/values"
     assert "owner" not in str(events) and "alice" not in str(events)
     assert client.get(finished["job"]["links"]["values"]).status_code == 200  # links work
+    shown = client.get(f"/v1/jobs/{job['id']}").json()  # the same times, written the same way
+    assert [finished["job"][k] for k in ("created_at", "started_at", "finished_at")] == \
+        [shown[k] for k in ("created_at", "started_at", "finished_at")]
+    assert finished["job"]["finished_at"].endswith("Z")
     assert {d["id"] for d in items} == {e["id"] for e in events}
     assert all(d["state"] == "DELIVERED" and len(d["attempts"]) == 1
                and d["attempts"][0]["status_code"] == 200 for d in items)
