@@ -6,8 +6,9 @@
     dvrl demo             start the embedded service, value a real table through its HTTP API
     dvrl serve            the API; embedded (SQLite + in-process worker) unless DVRL_DATABASE_URL
                           and DVRL_BROKER_URL are set
-    dvrl worker           a Celery worker (needs DVRL_DATABASE_URL and DVRL_BROKER_URL);
-                          --concurrency N: N job slots, the CPUs divided between them
+    dvrl worker           a Celery worker (needs DVRL_DATABASE_URL and DVRL_BROKER_URL;
+                          migrates the database first, as serve does); --concurrency N: N job
+                          slots, the CPUs divided between them
     dvrl migrate          bring the database schema to the newest migration
     dvrl keys create --owner NAME [--name TEXT]   a new API key (printed once, stored hashed)
     dvrl keys list                                keys: id, owner, name, created, revoked
@@ -38,6 +39,16 @@ def _port(text: str, lowest: int = 1) -> int:
     return port
 
 
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
+def _loglevel(text: str) -> str:
+    """A logging level's name, any case, for argparse."""
+    if text.upper() not in LOG_LEVELS:
+        raise argparse.ArgumentTypeError(f"{text!r} is not one of {', '.join(LOG_LEVELS)}")
+    return text.upper()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] in LIBRARY_COMMANDS:
@@ -60,7 +71,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     worker.add_argument("--queues", help="comma-separated queues (default: the CPU queue; "
                         "--gpu: the GPU queue and the CPU queue)")
     worker.add_argument("--gpu", action="store_true", help="a GPU worker")
-    worker.add_argument("--loglevel", default="INFO")
+    worker.add_argument("--loglevel", type=_loglevel, default="INFO",
+                        help=f"{', '.join(LOG_LEVELS)} (default INFO)")
     worker.add_argument("--concurrency", type=int, help="job slots on this machine: worker "
                         "processes with the CPUs divided between them (default: "
                         "DVRL_WORKER_CONCURRENCY, 1)")
@@ -291,12 +303,21 @@ def _worker(args: argparse.Namespace) -> int:
         return EXIT_ERROR
     queues = args.queues or (f"{settings.gpu_queue},{settings.cpu_queue}" if args.gpu
                              else settings.cpu_queue)
+    known = (settings.cpu_queue, settings.gpu_queue)
+    unknown = [name for name in queues.split(",") if name.strip() not in known]
+    if unknown:  # a worker on no queue of the service's would wait for jobs that never come
+        print(f"error: --queues: {', '.join(map(repr, unknown))} "
+              f"{'is not a queue' if len(unknown) == 1 else 'are not queues'} of the service's; "
+              f"jobs are sent to {known[0]} (CPU) and {known[1]} (GPU)", file=sys.stderr)
+        return EXIT_ERROR
+    queues = ",".join(dict.fromkeys(name.strip() for name in queues.split(",")))
     slots = settings.worker_concurrency if args.concurrency is None else args.concurrency
     try:
         threads = split_budget(slots, settings.worker_threads)
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_ERROR
+    _migrate()  # as `dvrl serve` does: a worker on a new database finds its tables
     if slots > 1:  # fresh processes, one job each: nothing forked after torch or OpenMP start
         return run_slots(slots, threads, queues, args.loglevel)
     if not follow_supervisor():

@@ -19,7 +19,6 @@ import shlex
 import shutil
 import subprocess
 import sys
-import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,7 +26,7 @@ import httpx
 import pytest
 import yaml
 
-from tests.conftest import ADMIN_URL, ROOT, free_port, upload, wait_for, wait_until_up
+from tests.conftest import ROOT, free_port, upload, wait_for, wait_until_up
 
 IMAGE_FOLDERS = re.compile(r"(?<![\w./-])/(venv|src|dist|app|home/dvrl)(?=[/\s\"']|$)")
 # build arguments as `docker build --build-arg` would pass them: no machine here reaches
@@ -135,18 +134,6 @@ def image(tmp_path_factory) -> Replay:
     for instruction, argument in dockerfile_instructions():
         replay.run(instruction, argument)
     return replay
-
-
-@pytest.fixture
-def fresh_database() -> str:
-    import psycopg
-
-    name = f"dvrl_deploy_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(ADMIN_URL, autocommit=True) as connection:
-        connection.execute(f"CREATE DATABASE {name}")
-    yield f"postgresql://postgres@127.0.0.1:5432/{name}"
-    with psycopg.connect(ADMIN_URL, autocommit=True) as connection:
-        connection.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 
 
 def test_the_image_installs_a_wheel_that_runs_without_the_source_tree(image, tmp_path):

@@ -116,3 +116,53 @@ def test_concurrency_below_one_is_refused():
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
     assert done.returncode == 2
     assert done.stderr.strip() == "error: concurrency must be at least 1, not 0"
+
+
+def test_a_queue_no_job_is_sent_to_or_an_unknown_log_level_is_refused():
+    """A worker on a misspelt queue would wait for ever; a misspelt level was a traceback."""
+    env = os.environ | {"DVRL_DATABASE_URL": PG_URL, "DVRL_BROKER_URL": REDIS_URL}
+    for args, message in ((["--queues", "dvlr"], "error: --queues: 'dvlr' is not a queue of "
+                           "the service's; jobs are sent to "),
+                          (["--loglevel", "loud"], "argument --loglevel: 'loud' is not one of "
+                           "DEBUG, INFO, WARNING, ERROR, CRITICAL")):
+        done = subprocess.run([sys.executable, "-m", "dvrl_cli", "worker", *args], cwd=ROOT,
+                              env=env, capture_output=True, text=True, timeout=60)
+        assert done.returncode == 2, done.stderr
+        assert message in done.stderr and "Traceback" not in done.stderr
+
+
+def test_workers_started_at_once_on_a_new_database_make_its_tables_once(fresh_database,
+                                                                       tmp_path):
+    """`dvrl worker` migrates as `dvrl serve` does (it polled tables that did not exist, a
+    traceback every second); two starting together take turns (one failed on a table the other
+    had just made)."""
+    from alembic.script import ScriptDirectory
+    from sqlalchemy import create_engine, text
+
+    from service.migrate import alembic_config
+
+    env = os.environ | {"DVRL_DATABASE_URL": fresh_database, "DVRL_BROKER_URL": REDIS_URL}
+    logs = [tmp_path / f"worker{i}.log" for i in range(2)]
+    workers = []
+    for i, log in enumerate(logs):
+        with log.open("w") as stderr:
+            workers.append(subprocess.Popen(
+                [sys.executable, "-m", "dvrl_cli", "worker", "--hostname", f"fresh{i}@%h"],
+                cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=stderr))
+    try:
+        _wait(lambda: all("ready." in log.read_text() or w.poll() is not None
+                          for log, w in zip(logs, workers, strict=True)), 120, "workers up")
+        time.sleep(2)  # a round of the webhook sender and the sweeper
+        assert [w.poll() for w in workers] == [None, None], [log.read_text() for log in logs]
+    finally:
+        for worker in workers:
+            worker.send_signal(signal.SIGTERM)
+        for worker in workers:
+            worker.wait(timeout=60)
+    assert not any("Traceback" in log.read_text() for log in logs), logs[0].read_text()
+    engine = create_engine(fresh_database)
+    with engine.connect() as connection:
+        version = connection.execute(text("SELECT version_num FROM alembic_version")).scalar()
+    engine.dispose()
+    head = ScriptDirectory.from_config(alembic_config(fresh_database)).get_current_head()
+    assert version == head
