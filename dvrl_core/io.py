@@ -11,7 +11,8 @@ service's upload reads it:
 - column names lose the spaces around them (``a, b, label`` names ``label``, not ``" label"``).
 
 Text must be UTF-8 (a UTF-8 byte-order mark is fine); a UTF-16 or UTF-32 file, as a
-spreadsheet's "Unicode text" export writes it, is refused by name.
+spreadsheet's "Unicode text" export writes it, is refused by name, as are a spreadsheet workbook
+and a JSON file (:func:`other_format`).
 """
 
 from __future__ import annotations
@@ -87,6 +88,24 @@ def encoding_problem(head: bytes) -> str | None:
         if head.startswith(mark):
             return (f"the file is {name} text, not UTF-8; save it as UTF-8 (a spreadsheet's "
                     "'CSV UTF-8' export)")
+    return None
+
+
+# formats a user may well give that are not tables this library reads, by name or first bytes
+WORKBOOK_SUFFIXES = (".xlsx", ".xlsm", ".xls", ".ods", ".numbers")
+JSON_SUFFIXES = (".json", ".jsonl", ".ndjson")
+OLE_MAGIC = b"\xd0\xcf\x11\xe0"  # an old Excel .xls
+
+
+def other_format(head: bytes, filename: str) -> str | None:
+    """What a workbook or a JSON file is, in a sentence that says what to give instead; None
+    for anything else."""
+    name = filename.lower()
+    if name.endswith(WORKBOOK_SUFFIXES) or head.startswith(OLE_MAGIC):
+        return ("the file is a spreadsheet workbook, not a table file; export the sheet as CSV "
+                "(UTF-8) or Parquet")
+    if name.endswith(JSON_SUFFIXES):
+        return "the file is JSON, not a table file; save the table as CSV or Parquet"
     return None
 
 
@@ -172,6 +191,10 @@ def read_table(path: str | Path) -> pd.DataFrame:
     """
     path = Path(path)
     with reading(path):
+        with open(path, "rb") as file:
+            unreadable = other_format(file.read(4), path.name)
+        if unreadable is not None:
+            raise UnreadableTableError(f"{path}: {unreadable}")
         if is_parquet(path):
             frame = pd.read_parquet(path)
         else:

@@ -35,6 +35,7 @@ from dvrl_core.io import (
     CsvDialect,
     clean_names,
     encoding_problem,
+    other_format,
     row_boundary,
     sniff_decimal_point,
     sniff_delimiter,
@@ -193,6 +194,9 @@ def convert(source: BinaryIO, filename: str, target: BinaryIO,
     limits = limits or Limits()
     head = source.read(4)
     source.seek(0)
+    unreadable = other_format(head, filename)
+    if unreadable is not None:
+        raise TableError(unreadable)
     packed = next((name for magic, name in COMPRESSED if head.startswith(magic)), None)
     if packed is not None:  # its bytes would otherwise be parsed as text
         raise TableError(f"the file is {packed}-compressed; upload the CSV uncompressed, or as "

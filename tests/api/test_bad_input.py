@@ -56,6 +56,10 @@ BAD_UPLOADS = {
     "compressed-size bomb": (_bomb(), "rows"),
     "binary junk": (bytes(range(256)) * 40, "cannot read"),
     "gzip-compressed CSV": (gzip.compress(b"a,label\n1,0\n2,1\n" * 50), "gzip-compressed"),
+    # named for what they are, not as a CSV's parse error or "zip-compressed"
+    "an Excel workbook": (b"PK\x03\x04" + bytes(200), "export the sheet as CSV", "t.xlsx"),
+    "an old Excel workbook": (b"\xd0\xcf\x11\xe0" + bytes(200), "spreadsheet workbook"),
+    "a JSON file": (b'[{"a": 1, "label": 0}]', "the file is JSON", "t.json"),
 }
 
 
@@ -65,8 +69,8 @@ def test_bad_uploads_are_clear_4xx_problems(client, case, monkeypatch):
 
     monkeypatch.setenv("DVRL_MAX_ROWS", "1000000")
     get_settings.cache_clear()
-    body, words = BAD_UPLOADS[case]
-    name = "t.parquet" if "parquet" in case or "bomb" in case else "t.csv"
+    body, words, *named = BAD_UPLOADS[case]
+    name = named[0] if named else "t.parquet" if "parquet" in case or "bomb" in case else "t.csv"
     response = client.post("/v1/datasets", files={"file": (name, body)})
     assert 400 <= response.status_code < 500, (case, response.status_code, response.text)
     assert response.headers["content-type"] == "application/problem+json"

@@ -211,6 +211,19 @@ def test_read_table_csv_parquet_and_garbage(tmp_path, table):
         read_table(tmp_path / "missing.csv")
 
 
+def test_a_workbook_or_a_json_file_is_named_for_what_it_is(tmp_path):
+    """Not a CSV parse error about an empty block: what the file is, and what to give instead."""
+    (tmp_path / "sheet.xlsx").write_bytes(b"PK\x03\x04" + bytes(100))
+    (tmp_path / "old.csv").write_bytes(b"\xd0\xcf\x11\xe0" + bytes(100))  # .xls, renamed
+    (tmp_path / "rows.json").write_text('[{"a": 1, "label": 0}]')
+    for name in ("sheet.xlsx", "old.csv"):
+        with pytest.raises(UnreadableTableError, match="spreadsheet workbook.*export the sheet "
+                           "as CSV"):
+            read_table(tmp_path / name)
+    with pytest.raises(UnreadableTableError, match="the file is JSON.*CSV or Parquet"):
+        read_table(tmp_path / "rows.json")
+
+
 @pytest.mark.parametrize("sep", [";", "\t", "|"])
 def test_a_csv_with_another_delimiter_reads_as_the_comma_one(tmp_path, table, sep):
     """Spreadsheet exports in many locales separate by ';' (or tabs): the header tells."""
