@@ -8,7 +8,7 @@
 Step by step: ``client.upload(path or DataFrame) -> Dataset``, ``client.submit(spec) -> Job``,
 ``job.wait()`` (a progress bar; JobFailed / JobCancelled when it ended without values),
 ``job.values()``, ``job.corrupted()``, ``job.curves()``, ``job.cancel()``, ``job.delete()``.
-:class:`AsyncClient` has the same methods, awaited. Connection failures, 429 and 503 are retried
+:class:`AsyncClient` has the same methods, awaited. Connection failures, 429 and 502-504 are retried
 (:class:`Retry`), POSTs with an ``Idempotency-Key`` so that a retry never makes a second job;
 every other problem answer is a typed :class:`ProblemError` (see :mod:`dvrl_client.errors`).
 

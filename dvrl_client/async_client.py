@@ -4,15 +4,14 @@ operations are the blocking client's own (:mod:`.operations`); only the driver a
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import httpx
 
-from .base import ClientBase, Table, spec_of
+from .base import CANCEL_RETRY, ClientBase, Table, cancel_outcome, spec_of
 from .calls import Call, Operation, Sleep, open_request
-from .errors import ClientError, JobError
+from .errors import ClientError, JobError, WaitTimeout
 from .operations import Operations
 from .progress import ProgressOption
 from .resources import Dataset, JobView
@@ -79,6 +78,9 @@ class AsyncClient(ClientBase):
     async def dataset(self, dataset_id: str) -> Dataset:
         return await self._run(self._ops.dataset(dataset_id))
 
+    async def datasets(self) -> list[Dataset]:
+        return await self._run(self._ops.datasets())
+
     async def delete_dataset(self, dataset_id: str) -> None:
         await self._run(self._ops.delete_dataset(dataset_id))
 
@@ -109,14 +111,17 @@ class AsyncClient(ClientBase):
         try:
             return await self._run(self._ops.value(train, target, valid, test, progress,
                                                    note, **spec_fields))
-        except asyncio.CancelledError:
+        except asyncio.CancelledError as cancelled:
             for job in submitted:
-                await self._cancel_quietly(job.id)
+                cancelled.add_note(await self._cancel_for_interrupt(job.id))
             raise
 
-    async def _cancel_quietly(self, job_id: str) -> None:
-        with contextlib.suppress(ClientError):
-            await self._run(Operations(Retry(total_s=0)).cancel(job_id))
+    async def _cancel_for_interrupt(self, job_id: str) -> str:
+        try:
+            await self._run(Operations(CANCEL_RETRY).cancel(job_id))
+        except ClientError as exc:
+            return cancel_outcome(job_id, exc)
+        return cancel_outcome(job_id, None)
 
 
 class AsyncJob(JobView):
@@ -140,6 +145,9 @@ class AsyncJob(JobView):
                 self.id, progress, timeout, poll_interval))
         except JobError as exc:
             self._body = exc.job
+            raise
+        except WaitTimeout as exc:  # as last seen: RUNNING, and how far
+            self._body = exc.job or self._body
             raise
         return self
 

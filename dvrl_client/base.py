@@ -57,7 +57,12 @@ def checked_url(base_url: str) -> str:
     if url.query or url.fragment:
         raise ValueError(f"base_url {base_url!r}: the service's address, without ?query or "
                          "#fragment")
-    return base_url.rstrip("/")
+    root = base_url.rstrip("/")
+    for page in ("/v1", "/docs", "/ui"):  # a page of the service, not its address
+        if root.endswith(page):
+            raise ValueError(f"base_url {base_url!r}: the service's address, without {page} "
+                             f"(the client adds /v1/...): {root[:-len(page)]}")
+    return root
 
 
 def checked_key(api_key: str) -> str:
@@ -67,6 +72,24 @@ def checked_key(api_key: str) -> str:
         raise ValueError("the API key holds characters a key never has (spaces, line breaks "
                          "or non-ASCII); copy it again as `dvrl keys create` printed it")
     return api_key
+
+
+# cancelling a job after Ctrl-C: retried briefly (a server restarting), not for minutes
+CANCEL_RETRY = Retry(total_s=10.0, unreachable_s=10.0)
+
+
+def cancel_outcome(job_id: str, error: Exception | None) -> str:
+    """What became of a job cancelled because its caller was interrupted, in a sentence (added
+    to the interruption as a note; ``dvrl remote value`` prints it): ``error`` is what the
+    cancel raised, or None."""
+    from .errors import Conflict
+
+    if error is None:
+        return f"job {job_id} on the server is cancelled"
+    if isinstance(error, Conflict):  # it ended meanwhile
+        return f"job {job_id} on the server had already ended"
+    return (f"job {job_id} on the server could not be cancelled ({error}): it goes on; cancel "
+            f"it with POST /v1/jobs/{job_id}:cancel once the server answers")
 
 
 def spec_of(spec: dict[str, Any] | None, fields: dict[str, Any]) -> dict[str, Any]:

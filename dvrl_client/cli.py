@@ -25,6 +25,7 @@ from typing import Any
 
 from dvrl_core.cli import (
     EXIT_ERROR,
+    REMOVED_FRACTIONS,
     ProgressPrinter,
     add_value_arguments,
     check_value_arguments,
@@ -47,6 +48,10 @@ def build_parser() -> argparse.ArgumentParser:
     value = commands.add_parser(
         "value", help="value the rows of a training table on a server (as dvrl value)")
     add_value_arguments(value)
+    for action in value._actions:  # kept so that a dvrl value command line reads the same
+        if action.dest == "threads":
+            action.help = ("not on a server: its workers divide their own CPUs "
+                           "(DVRL_WORKER_THREADS, dvrl worker --concurrency); refused")
     value.add_argument("--server", default=os.environ.get("DVRL_SERVER"),
                        help="the server's URL (default: $DVRL_SERVER); the API key, if the "
                        "server needs one, is read from $DVRL_API_KEY")
@@ -60,10 +65,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (DVRLError, ClientError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_ERROR
-    except KeyboardInterrupt:
-        print("error: interrupted (a job it had started on the server is cancelled)",
-              file=sys.stderr)
+    except KeyboardInterrupt as interrupt:  # the notes: what became of the job (Client.value)
+        outcome = "; ".join(getattr(interrupt, "__notes__", ()))
+        print(f"error: interrupted{f' ({outcome})' if outcome else ''}", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `dvrl remote value ... | head`: the reader left early (dvrl value)
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 def spec_fields(args: argparse.Namespace) -> dict[str, Any]:
@@ -84,6 +92,8 @@ def spec_fields(args: argparse.Namespace) -> dict[str, Any]:
         fields["id_column"] = args.id_column
     if args.inject_noise is not None:
         fields["label_noise"] = args.inject_noise
+    if args.test is not None:  # the removal test's line in the summary, as dvrl value prints
+        fields["evaluations"] = ["removal"]
     if args.method == "dvrl":
         fields["dvrl"] = {name: options[name] for name in ("metric", "iterations", "rollouts",
                                                            "tolerance", "shift")
@@ -91,6 +101,20 @@ def spec_fields(args: argparse.Namespace) -> dict[str, Any]:
         if "predictor" in options:
             fields["predictor"] = options["predictor"]
     return fields
+
+
+def removal_summary(curve: Any) -> dict[str, Any]:
+    """A job's removal curve (a DataFrame of ``Job.curves()``) at the fractions whose scores
+    ``dvrl value --test`` prints, as its summary has them."""
+    import numpy as np
+
+    removed = curve["removed"].to_numpy()
+    rows = [int(np.argmin(np.abs(removed - fraction))) for fraction in REMOVED_FRACTIONS]
+    picked = curve.iloc[rows]
+    return {"metric": curve.attrs["metric"], "model": curve.attrs["model"],
+            "rows": curve.attrs["rows"],
+            **{column: picked[column].round(4).tolist()
+               for column in ("removed", "remove_lowest", "remove_highest", "random")}}
 
 
 def _value(args: argparse.Namespace) -> int:
@@ -125,6 +149,11 @@ def _value(args: argparse.Namespace) -> int:
                                  progress=progress, on_submit=announce, **fields)
         finally:
             printer.close()
+        if args.test is not None and not args.quiet:  # the job's removal curve, at dvrl value's
+            removal = client.job(table.attrs["job_id"]).curves().get("removal")  # fractions
+            if removal is not None:
+                table.attrs["summary"] = table.attrs["summary"] | {
+                    "removal": removal_summary(removal)}
     if args.out:
         write_table(table, args.out)
     else:

@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import contextlib
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import httpx
 
-from .base import ClientBase, Table, spec_of
+from .base import CANCEL_RETRY, ClientBase, Table, cancel_outcome, spec_of
 from .calls import Call, Operation, Sleep, open_request
-from .errors import ClientError, JobError
+from .errors import ClientError, JobError, WaitTimeout
 from .operations import Operations
 from .progress import ProgressOption
 from .resources import Dataset, JobView
@@ -77,6 +76,10 @@ class Client(ClientBase):
     def dataset(self, dataset_id: str) -> Dataset:
         return self._run(self._ops.dataset(dataset_id))
 
+    def datasets(self) -> list[Dataset]:
+        """This key's datasets, newest first (``value()`` leaves its uploads here)."""
+        return self._run(self._ops.datasets())
+
     def delete_dataset(self, dataset_id: str) -> None:
         self._run(self._ops.delete_dataset(dataset_id))
 
@@ -106,7 +109,10 @@ class Client(ClientBase):
         ``id_column``, ``method``, ``dvrl={"iterations": 500}``, ``label_noise``, ...); no
         evaluations are run unless ``evaluations`` is given. The frame's ``attrs`` hold the
         ``job_id`` and the job's ``summary``. ``on_submit(job)`` is called once the job is
-        submitted (to show or keep its id). Interrupted (Ctrl-C), the job is cancelled."""
+        submitted (to show or keep its id). The job and the uploaded tables stay on the service
+        (its page, curves and values; ``client.job(job_id).delete()`` and
+        ``client.delete_dataset(...)`` remove them). Interrupted (Ctrl-C), the job is cancelled
+        and the interruption's note says whether that worked."""
         submitted: list[Job] = []
 
         def note(body: dict[str, Any]) -> None:
@@ -117,14 +123,17 @@ class Client(ClientBase):
         try:
             return self._run(self._ops.value(train, target, valid, test, progress,
                                              note, **spec_fields))
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as interrupt:
             for job in submitted:
-                self._cancel_quietly(job.id)
+                interrupt.add_note(self._cancel_for_interrupt(job.id))
             raise
 
-    def _cancel_quietly(self, job_id: str) -> None:
-        with contextlib.suppress(ClientError):
-            self._run(Operations(Retry(total_s=0)).cancel(job_id))
+    def _cancel_for_interrupt(self, job_id: str) -> str:
+        try:
+            self._run(Operations(CANCEL_RETRY).cancel(job_id))
+        except ClientError as exc:
+            return cancel_outcome(job_id, exc)
+        return cancel_outcome(job_id, None)
 
 
 class Job(JobView):
@@ -154,6 +163,9 @@ class Job(JobView):
                                                                   poll_interval))
         except JobError as exc:
             self._body = exc.job
+            raise
+        except WaitTimeout as exc:  # as last seen: RUNNING, and how far
+            self._body = exc.job or self._body
             raise
         return self
 

@@ -21,7 +21,7 @@ the offending ``errors`` of a 422). The hierarchy::
     │   └── JobCancelled            CANCELLED
     └── WaitTimeout                 ``wait(timeout=...)`` ran out before the job ended
 
-429 and 503 are retried (honouring ``Retry-After``) before they are raised: see
+429, 502, 503 and 504 are retried (honouring ``Retry-After``) before they are raised: see
 :class:`dvrl_client.Retry`. Their ``retry_after`` is the wait the service asked for.
 """
 
@@ -131,7 +131,12 @@ class JobCancelled(JobError):
 
 
 class WaitTimeout(ClientError):
-    """``wait(timeout=...)`` returned before the job ended; the job goes on."""
+    """``wait(timeout=...)`` returned before the job ended; the job goes on. ``job``: its body
+    as last seen (the waiting ``Job`` is updated to it)."""
+
+    def __init__(self, message: str, job: dict[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.job = job
 
 
 _BY_STATUS: dict[int, type[ProblemError]] = {

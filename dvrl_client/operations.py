@@ -77,6 +77,22 @@ class Operations:
         response = yield from self._call(call, 200)
         return Dataset.from_api(response.json())
 
+    def _every_page(self, path: str, params: dict[str, Any]) -> Operation[list[dict[str, Any]]]:
+        """The items of every page of a listing, in order."""
+        found: list[dict[str, Any]] = []
+        while True:
+            response = yield from self._call(Call("GET", path, params=params), 200)
+            page = response.json()
+            found += page["items"]
+            if not page.get("next_page_token"):
+                return found
+            params = params | {"page_token": page["next_page_token"]}
+
+    def datasets(self) -> Operation[list[Dataset]]:
+        """Every dataset of this key's owner, newest first (all pages)."""
+        items = yield from self._every_page("/v1/datasets", {"page_size": 1000})
+        return [Dataset.from_api(item) for item in items]
+
     def delete_dataset(self, dataset_id: str) -> Operation[None]:
         yield from self._call(Call("DELETE", f"/v1/datasets/{quote(dataset_id, safe='')}",
                                    gone_means_done=True), 204)
@@ -93,15 +109,8 @@ class Operations:
 
     def jobs(self, state: str | None = None) -> Operation[list[dict[str, Any]]]:
         """Every job of this key's owner, newest first (all pages)."""
-        found: list[dict[str, Any]] = []
         params: dict[str, Any] = {"page_size": 1000} | ({"state": state} if state else {})
-        while True:
-            response = yield from self._call(Call("GET", "/v1/jobs", params=params), 200)
-            page = response.json()
-            found += page["items"]
-            if not page.get("next_page_token"):
-                return found
-            params = params | {"page_token": page["next_page_token"]}
+        return (yield from self._every_page("/v1/jobs", params))
 
     def cancel(self, job_id: str) -> Operation[dict[str, Any]]:
         response = yield from self._call(Call.post(_job_path(job_id, ":cancel")), 202)
@@ -126,7 +135,7 @@ class Operations:
                     break
                 if timeout is not None and time.monotonic() - started + delay > timeout:
                     raise WaitTimeout(f"job {job_id} is still {body['state']} after "
-                                      f"{timeout:g}s")
+                                      f"{timeout:g}s", body)
                 yield Sleep(delay)
                 delay = min(poll_interval, delay * 1.5)
         finally:
@@ -158,16 +167,8 @@ class Operations:
 
     def corrupted(self, job: JobView) -> Operation[pd.DataFrame]:
         """The flagged rows, lowest value first."""
-        items: list[dict[str, Any]] = []
-        params: dict[str, Any] = {"page_size": PAGE_SIZE}
-        while True:
-            response = yield from self._call(
-                Call("GET", _job_path(job.id, "/corrupted"), params=params), 200)
-            page = response.json()
-            items += page["items"]
-            if not page.get("next_page_token"):
-                break
-            params = params | {"page_token": page["next_page_token"]}
+        items = yield from self._every_page(_job_path(job.id, "/corrupted"),
+                                            {"page_size": PAGE_SIZE})
         train = yield from self._training_table(job)
         return page_frame(items, job, train)
 

@@ -17,9 +17,9 @@ from .resources import Dataset, JobView
 if TYPE_CHECKING:
     import pandas as pd
 
-# the columns `dvrl value` writes, in its order (dvrl_core.cli; noise_injected only with
-# --inject-noise); the service adds `flagged`
-DVRL_VALUE_COLUMNS = ("row", "value", "rank", "label", "noise_injected")
+# the columns `dvrl value` writes, in its order (dvrl_core.cli; std_error only with --ensemble,
+# noise_injected only with --inject-noise); the service adds `flagged`
+DVRL_VALUE_COLUMNS = ("row", "value", "rank", "label", "std_error", "noise_injected")
 
 
 def as_upload(table: Any, name: str | None = None) -> Upload:
@@ -88,8 +88,12 @@ def _as_type(text: pd.Series, kind: str | None) -> pd.Series:
 
 
 def dvrl_value_table(frame: pd.DataFrame) -> pd.DataFrame:
-    """Only the columns ``dvrl value`` writes, in its order."""
-    return frame[[c for c in DVRL_VALUE_COLUMNS if c in frame.columns]]
+    """Only the columns ``dvrl value`` writes, in its order (``std_error`` only for an
+    ensemble's values, as there)."""
+    kept = [c for c in DVRL_VALUE_COLUMNS if c in frame.columns]
+    if "std_error" in kept and frame["std_error"].isna().all():
+        kept.remove("std_error")
+    return frame[kept]
 
 
 def curves_frames(body: dict[str, Any]) -> dict[str, pd.DataFrame]:

@@ -226,8 +226,8 @@ OTHER_FORMATS = (".xlsx", ".xls", ".json", ".jsonl", ".tsv", ".feather", ".arrow
 def check_writable(path: str | Path) -> None:
     """Refuse, before any work, an output path that :func:`write_table` could not write as
     asked: a suffix that names another format (it writes CSV, or Parquet for ``.parquet`` and
-    ``.pq``; ``values.csv.gz`` is compressed CSV), a directory, or a folder that does not
-    exist."""
+    ``.pq``; ``values.csv.gz`` is compressed CSV), a directory, a folder that does not exist, or
+    a file that cannot be opened for writing (tried: a new file is made and removed again)."""
     path = Path(path)
     if path.suffix.lower() in OTHER_FORMATS:
         raise ConfigError(f"{path}: {path.suffix} is not written here; name a .csv file (.csv.gz "
@@ -236,12 +236,24 @@ def check_writable(path: str | Path) -> None:
         raise ConfigError(f"{path}: a directory; name the file to write")
     if not path.parent.is_dir():
         raise ConfigError(f"{path}: the folder {path.parent} does not exist")
+    existed = path.exists()
+    try:  # the folder may be read-only, or a file system no file can be made on (/sys, /proc)
+        with open(path, "ab" if existed else "xb"):
+            pass
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot be written ({exc.strerror or exc})") from exc
+    if not existed:
+        path.unlink(missing_ok=True)
 
 
 def write_table(frame: pd.DataFrame, path: str | Path) -> None:
-    """Write a DataFrame as Parquet (``.parquet``/``.pq``) or CSV (anything else)."""
+    """Write a DataFrame as Parquet (``.parquet``/``.pq``) or CSV (anything else). Raises
+    :class:`ConfigError` naming the file when it cannot be written (a full disk, /dev/full)."""
     path = Path(path)
-    if is_parquet(path):
-        frame.to_parquet(path, index=False)
-    else:
-        frame.to_csv(path, index=False)
+    try:
+        if is_parquet(path):
+            frame.to_parquet(path, index=False)
+        else:
+            frame.to_csv(path, index=False)
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot be written ({exc.strerror or exc})") from exc

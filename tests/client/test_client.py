@@ -83,9 +83,11 @@ def test_upload_submit_wait_and_every_result(server, key, celery_worker, tables,
             job.refresh()
         assert client.jobs() == []
         assert client.dataset(valid.id) == valid
+        assert client.datasets() == [valid, train]  # newest first
         client.delete_dataset(valid.id)
         with pytest.raises(NotFound):
             client.dataset(valid.id)
+        assert client.datasets() == [train]
 
 
 def test_wait_shows_iteration_reward_and_eta_while_the_job_trains(server, key, celery_worker,
@@ -100,6 +102,9 @@ def test_wait_shows_iteration_reward_and_eta_while_the_job_trains(server, key, c
                 job.wait(progress=seen.append, timeout=1)
         training = [p for p in seen if p.phase == "training" and p.iteration]
         assert training[-1].total == 100_000 and training[-1].reward is not None
+        # the job as the last poll saw it (it stayed as submitted: QUEUED, no progress)
+        assert job.state == "RUNNING" and job.progress.phase == "training"
+        assert job.progress.iteration >= training[-1].iteration
         assert training[-1].eta_s is not None and training[-1].elapsed_s is not None
         with pytest.raises(WaitTimeout):
             job.wait(timeout=1)  # the default: a tqdm bar on standard error

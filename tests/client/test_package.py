@@ -50,7 +50,10 @@ def test_a_url_without_a_scheme_is_refused_at_once():
         dvrl_client.Client("127.0.0.1:8000")
     for url, why in (("ftp://host", "http or https, not ftp"), ("http://", "names no host"),
                      ("http://127.0.0.1:99999", "a port is 1 to 65535"),
-                     ("http://host?x=1", "without \\?query")):
+                     ("http://host?x=1", "without \\?query"),
+                     # a page of the service, not its address: every call was a bare 404
+                     ("http://127.0.0.1:8000/v1/", "without /v1 .*: http://127.0.0.1:8000$"),
+                     ("http://host/ui", "without /ui")):
         with pytest.raises(ValueError, match=why):
             dvrl_client.Client(url)
     with pytest.raises(ValueError, match="characters a key never has"):

@@ -36,19 +36,25 @@ def remote(*args: str, env: dict[str, str], folder) -> subprocess.CompletedProce
                           env=os.environ | {"PYTHONPATH": str(folder)} | env)
 
 
+def remote_and_local(train: str, args: list[str], server, key, folder, suffix: str):
+    """``dvrl remote value`` and ``dvrl value`` with the same arguments, both succeeded, and
+    the tables they wrote (remote, local)."""
+    env = {"DVRL_SERVER": server.url, "DVRL_API_KEY": key}
+    done = remote(train, *args, "--out", str(folder / f"remote.{suffix}"), env=env,
+                  folder=folder)
+    assert done.returncode == 0, done.stderr
+    local = dvrl_value(train, *args, "--out", str(folder / f"local.{suffix}"))
+    assert local.returncode == 0, local.stderr
+    read = pd.read_parquet if suffix == "parquet" else pd.read_csv
+    return done, local, read(folder / f"remote.{suffix}"), read(folder / f"local.{suffix}")
+
+
 def test_remote_value_writes_what_dvrl_value_writes(server, key, celery_worker, table_files,
                                                     tmp_path):
     train = str(table_files[0])
     args = ["--target", "label", "--valid-fraction", "0.3", "--iterations", "20",
             "--inject-noise", "0.2", "--seed", "2"]
-    env = {"DVRL_SERVER": server.url, "DVRL_API_KEY": key}
-    done = remote(train, *args, "--out", str(tmp_path / "remote.parquet"), env=env,
-                  folder=tmp_path)
-    assert done.returncode == 0, done.stderr
-    local = dvrl_value(train, *args, "--out", str(tmp_path / "local.parquet"))
-    assert local.returncode == 0, local.stderr
-    got, expected = (pd.read_parquet(tmp_path / f"{name}.parquet")
-                     for name in ("remote", "local"))
+    done, local, got, expected = remote_and_local(train, args, server, key, tmp_path, "parquet")
     assert list(got.columns) == ["row", "value", "rank", "label", "noise_injected"]
     assert got.dtypes.to_dict() == expected.dtypes.to_dict()
     assert len(got) == 252 and got["row"].tolist() == expected["row"].tolist()
@@ -150,5 +156,94 @@ def test_interrupting_remote_value_cancels_its_job(server, key, table_files, tmp
         process.send_signal(signal.SIGINT)
         _, stderr = process.communicate(timeout=60)
         assert process.returncode == 130
-        assert stderr.strip().splitlines()[-1].startswith("error: interrupted")
+        job_id = client.jobs()[0].id
+        assert stderr.strip().splitlines()[-1] == \
+            f"error: interrupted (job {job_id} on the server is cancelled)"
         assert [job.state for job in client.jobs()] == ["CANCELLED"]
+
+
+def test_an_interrupted_remote_value_says_when_its_job_could_not_be_cancelled(tmp_path):
+    """The server is gone when Ctrl-C comes: the job goes on there, and the line says so (it
+    said the job was cancelled)."""
+    accepted = threading.Event()
+
+    class Handler(BaseHTTPRequestHandler):  # takes the upload and the job, then goes away
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers.get("content-length") or 0))
+            created = self.path == "/v1/jobs"
+            body = (b'{"id": "j1", "state": "QUEUED", "spec": {}}' if created else
+                    b'{"id": "d1", "filename": "t.csv", "rows": 1, "n_columns": 1, '
+                    b'"columns": [], "sha256": "", "size_bytes": 1, "created_at": ""}')
+            self.send_response(202 if created else 201)
+            self.send_header("content-type", "application/json")
+            self.send_header("content-length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+            if created:
+                accepted.set()
+
+        def do_GET(self) -> None:
+            self.send_response(503)
+            self.send_header("retry-after", "1")
+            self.end_headers()
+
+        def log_message(self, *args) -> None:
+            pass
+
+    fake = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=fake.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{fake.server_address[1]}"
+    (tmp_path / "sitecustomize.py").write_text(NO_TORCH)
+    (tmp_path / "t.csv").write_text("a,label\n1,0\n")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "dvrl_cli", "remote", "value", str(tmp_path / "t.csv"),
+         "--target", "label", "--valid-fraction", "0.3", "--server", url], cwd=ROOT,
+        env=os.environ | {"PYTHONPATH": str(tmp_path)}, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    try:
+        assert accepted.wait(60)
+    finally:
+        fake.shutdown()
+        fake.server_close()  # the cancel finds nobody listening
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 130
+    last = stderr.strip().splitlines()[-1]
+    assert last.startswith("error: interrupted (job j1 on the server could not be cancelled (")
+    assert last.endswith("it goes on; cancel it with POST /v1/jobs/j1:cancel once the server "
+                         "answers)")
+
+
+def test_remote_value_read_by_head_ends_quietly(server, key, celery_worker, table_files,
+                                                tmp_path):
+    """`dvrl remote value ... | head` (a reader that leaves early) was a BrokenPipeError
+    traceback and exit status 1; `dvrl value` ends quietly with 0."""
+    (tmp_path / "sitecustomize.py").write_text(NO_TORCH)
+    command = (f"{sys.executable} -m dvrl_cli remote value {table_files[0]} --target label "
+               "--valid-fraction 0.3 --iterations 5 --quiet | head -1; "
+               "echo status ${PIPESTATUS[0]} >&2")
+    done = subprocess.run(["bash", "-c", command], cwd=ROOT, capture_output=True, text=True,
+                          timeout=300, env=os.environ | {"PYTHONPATH": str(tmp_path),
+                                                         "DVRL_SERVER": server.url,
+                                                         "DVRL_API_KEY": key})
+    assert done.stdout == "row,value,rank,label\n"
+    assert done.stderr == "status 0\n"
+
+
+def test_remote_value_with_a_test_table_and_an_ensemble_prints_and_writes_what_dvrl_value_does(
+        server, key, celery_worker, table_files, tmp_path):
+    """--test: the removal test's line (the job ran no removal curve, so there was no line);
+    --ensemble: the std_error column (the client dropped it)."""
+    train, valid = map(str, table_files)
+    test = str(tmp_path / "test.csv")
+    pd.read_csv(valid).iloc[::-1].to_csv(test, index=False)  # other rows' order: the same task
+    args = ["--target", "label", "--valid", valid, "--test", test, "--iterations", "10",
+            "--ensemble", "2", "--seed", "1"]
+    done, local, got, expected = remote_and_local(train, args, server, key, tmp_path, "csv")
+    removal = [[line for line in run.stderr.splitlines()
+                if line.startswith("removal test on the test table")] for run in (done, local)]
+    assert len(removal[0]) == 1 and removal[0] == removal[1], removal
+    assert list(got.columns) == list(expected.columns) == \
+        ["row", "value", "rank", "label", "std_error"]
+    np.testing.assert_allclose(got["std_error"], expected["std_error"], atol=1e-6)

@@ -79,6 +79,7 @@ def test_values_to_standard_output(tables):
         (["--target", "label", "--out", ""], "--out is empty"),  # it wrote to stdout
         # refused before the run, which would otherwise be lost
         (["--target", "label", "--out", "/nonexistent/dir/v.csv"], "does not exist"),
+        (["--target", "label", "--out", "/proc/v.csv"], "/proc/v.csv: cannot be written"),
         (["--target", "label", "--out", "values.xlsx"], ".xlsx is not written here"),
     ],
 )

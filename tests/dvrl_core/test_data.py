@@ -113,17 +113,22 @@ def test_a_hold_out_that_leaves_too_few_rows_says_which_way_to_move():
 
 
 def test_output_paths_are_checked_before_the_work(tmp_path):
-    from dvrl_core.io import check_writable
+    from dvrl_core.io import check_writable, write_table
 
     for fine in (tmp_path / "v.csv", tmp_path / "v.csv.gz", tmp_path / "v.parquet",
                  tmp_path / "values", "/dev/stdout"):
         check_writable(fine)  # CSV, compressed CSV, Parquet, no suffix (CSV), a device
+    assert not (tmp_path / "v.csv").exists()  # tried, and removed again
     for path, words in ((tmp_path / "v.xlsx", ".xlsx is not written here"),
                         (tmp_path / "v.tsv", ".tsv is not written here"),
                         (tmp_path, "a directory"),
-                        (tmp_path / "nowhere" / "v.csv", "does not exist")):
+                        (tmp_path / "nowhere" / "v.csv", "does not exist"),
+                        # a folder no file can be made in: found after the run, a traceback
+                        ("/proc/v.csv", "cannot be written")):
         with pytest.raises(ConfigError, match=words):
             check_writable(path)
+    with pytest.raises(ConfigError, match="/dev/full: cannot be written \\(No space left"):
+        write_table(pd.DataFrame({"a": range(10_000)}), "/dev/full")  # full once written
 
 
 def test_task_inference():
