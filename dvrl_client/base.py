@@ -58,8 +58,9 @@ def checked_url(base_url: str) -> str:
         raise ValueError(f"base_url {base_url!r}: the service's address, without ?query or "
                          "#fragment")
     root = base_url.rstrip("/")
+    path = url.path.rstrip("/")
     for page in ("/v1", "/docs", "/ui"):  # a page of the service, not its address
-        if root.endswith(page):
+        if path == page or path.endswith(page) and page != "/v1":
             raise ValueError(f"base_url {base_url!r}: the service's address, without {page} "
                              f"(the client adds /v1/...): {root[:-len(page)]}")
     return root

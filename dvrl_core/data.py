@@ -13,9 +13,10 @@ frequent ``max_categories`` levels (rarer and unseen levels encode as all zeros)
 
 from __future__ import annotations
 
+import datetime
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -32,6 +33,7 @@ from .errors import (
     TooFewRowsError,
     UnseenClassError,
 )
+from .io import repeated_names
 
 Task = Literal["classification", "regression"]
 
@@ -46,7 +48,7 @@ class Split:
 
     x: np.ndarray  # float32 [n, d]
     y: np.ndarray  # int64 class index (classification) or float64 (regression), [n]
-    ids: np.ndarray  # the id column's values, or 0-based row numbers
+    ids: np.ndarray  # the id column's values, else the frame's index labels (unique) or positions
 
     def __len__(self) -> int:
         return len(self.y)
@@ -76,6 +78,29 @@ class PreparedData:
         )
 
 
+def require_prepared(data: object, who: str) -> None:
+    """TypeError or ConfigError, naming what to do, unless ``data`` is what ``prepare`` makes: a
+    :class:`PreparedData` with float32 features and, for classification, labels that are class
+    indices (a hand-built one failed deep in torch or NumPy)."""
+    if not isinstance(data, PreparedData):
+        raise TypeError(f"{who} values a PreparedData: prepare(train, target, valid=...) makes "
+                        f"one from DataFrames; not a {type(data).__name__}")
+    for role in ("train", "valid", "test"):
+        split = getattr(data, role)
+        if split is None:
+            continue
+        if np.asarray(split.x).dtype != np.float32:
+            raise TypeError(f"data.{role}.x holds float32 features (as prepare makes them), not "
+                            f"{np.asarray(split.x).dtype}: .astype(np.float32)")
+        y = np.asarray(split.y)
+        if data.task == "classification" and len(y) and (
+                not np.issubdtype(y.dtype, np.integer) or y.min() < 0 or
+                y.max() >= data.n_classes):
+            raise ConfigError(f"data.{role}.y holds class indices 0 to {data.n_classes - 1} "
+                              f"(positions in data.classes, {len(data.classes)} of them), as "
+                              "prepare encodes the labels")
+
+
 def standardiser(reference: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
     """A function that moves every column to zero mean and unit variance as measured on
     ``reference`` (a constant column is only centred; one-hot columns included, as a user's
@@ -89,12 +114,17 @@ def standardiser(reference: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
 @dataclass
 class _ColumnCode:
     name: str
-    kind: Literal["numeric", "bool", "datetime", "categorical"]
+    kind: Literal["numeric", "bool", "datetime", "duration", "categorical"]
     center: float = 0.0
     scale: float = 1.0
     fill: float = 0.0
     indicator: bool = False
     levels: list = field(default_factory=list)
+    key: Any = None  # the column's label in the frame, where it is not the string ``name``
+
+    @property
+    def column(self) -> Any:
+        return self.name if self.key is None else self.key
 
 
 class TableEncoder:
@@ -116,15 +146,20 @@ class TableEncoder:
                     f"column {name!r} has no values in the training table; drop it or name the "
                     "feature columns to use"
                 )
-            self.columns_.append(self._fit_column(str(name), series))
+            code = self._fit_column(str(name), series)
+            if not isinstance(name, str):  # pd.DataFrame(array)'s columns are 0, 1, ...
+                code.key = name
+            self.columns_.append(code)
         return self
 
     def _fit_column(self, name: str, series: pd.Series) -> _ColumnCode:
         if pd.api.types.is_bool_dtype(series):
             return _ColumnCode(name, "bool")
-        if pd.api.types.is_datetime64_any_dtype(series):
+        if pd.api.types.is_datetime64_any_dtype(series) or _holds_dates(series):
             days = _datetime_days(series)
             return self._fit_numeric(name, "datetime", days)
+        if pd.api.types.is_timedelta64_dtype(series):
+            return self._fit_numeric(name, "duration", _duration_days(series))
         if pd.api.types.is_numeric_dtype(series):
             return self._fit_numeric(name, "numeric", series.astype("float64"))
         counts = series.dropna().astype(str).value_counts(sort=True)
@@ -169,7 +204,7 @@ class TableEncoder:
         out = np.zeros((n, len(self.feature_names)), dtype=np.float32)
         at = 0
         for code in self.columns_:
-            series = _column(frame, code.name, rows)
+            series = _column(frame, code.column, rows)
             missing = series.isna().to_numpy()
             if code.kind == "categorical":
                 lookup = {level: index for index, level in enumerate(code.levels)}
@@ -183,6 +218,8 @@ class TableEncoder:
                     values = series.astype("float64").fillna(0.0).to_numpy()
                 elif code.kind == "datetime":
                     values = _datetime_days(series).to_numpy()
+                elif code.kind == "duration":
+                    values = _duration_days(series).to_numpy()
                 else:
                     values = pd.to_numeric(series, errors="coerce").astype("float64").to_numpy()
                 values = np.where(np.isfinite(values), values, np.nan)
@@ -201,10 +238,24 @@ def _column(frame: pd.DataFrame, name: str, rows: np.ndarray | None) -> pd.Serie
     return series if rows is None else series.iloc[rows]
 
 
+def _holds_dates(series: pd.Series) -> bool:
+    """Whether an object column holds dates (``datetime.date``: what a CSV's or a Parquet
+    file's date-only column becomes), to be read as days like timestamps, not as categories."""
+    if series.dtype != object:
+        return False
+    present = series.dropna()
+    sample = present.iloc[:1000]
+    return len(sample) > 0 and all(isinstance(v, datetime.date) for v in sample) and \
+        all(isinstance(v, datetime.date) for v in present)
+
+
+def _duration_days(series: pd.Series) -> pd.Series:
+    return pd.to_timedelta(series, errors="coerce") / pd.Timedelta(days=1)
+
+
 def _datetime_days(series: pd.Series) -> pd.Series:
-    as_ns = pd.to_datetime(series, errors="coerce")
-    if getattr(as_ns.dt, "tz", None) is not None:
-        as_ns = as_ns.dt.tz_convert("UTC").dt.tz_localize(None)
+    # in UTC: times with different offsets (daylight saving) in one column, naive ones as UTC
+    as_ns = pd.to_datetime(series, errors="coerce", utc=True).dt.tz_localize(None)
     return (as_ns - pd.Timestamp("1970-01-01")) / pd.Timedelta(days=1)
 
 
@@ -242,6 +293,16 @@ def prepare(
     """
     if (valid is None) == (valid_fraction is None):
         raise ConfigError("give exactly one of a validation table or a validation fraction")
+    for role, frame in (("train", train), ("valid", valid), ("test", test)):
+        if frame is not None and not isinstance(frame, pd.DataFrame):
+            raise TypeError(f"prepare: {role} is a pandas DataFrame (pd.DataFrame(array) for a "
+                            f"NumPy array), not {type(frame).__name__}")
+        repeated = [] if frame is None else repeated_names(frame.columns)
+        if repeated:  # frame[name] would be a table, not a column
+            raise DataError(f"the {role} table has duplicate column names: {repeated[:10]}")
+    if isinstance(feature_columns, str):
+        raise ConfigError(f"feature_columns is a list of column names, not one string: "
+                          f"[{feature_columns!r}]")
     features = _feature_columns(train, target, id_column, feature_columns)
 
     if task == "auto":
@@ -300,8 +361,8 @@ def prepare(
             ids = np.array(_column(frame, id_column, rows).to_numpy())
         elif ids_by_position:
             ids = np.arange(len(y))
-        else:
-            index = frame.index.to_numpy()
+        else:  # the frame's index labels; positions where they repeat (pd.concat of frames)
+            index = frame.index.to_numpy() if frame.index.is_unique else np.arange(len(frame))
             ids = np.array(index if rows is None else index[rows])
         return Split(encoder.transform(frame, rows), y, ids)
 

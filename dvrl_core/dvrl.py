@@ -100,6 +100,7 @@ trained on all rows) or the paper's (moving-average baseline over ``window`` ite
 
 from __future__ import annotations
 
+import inspect
 import io
 import threading
 import time
@@ -111,7 +112,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
-from .data import PreparedData, Split
+from .data import PreparedData, Split, require_prepared
 from .errors import ConfigError, RunStopped
 from .estimator import ValueEstimator, dvrl_loss
 from .metrics import get_metric
@@ -279,24 +280,19 @@ class DVRL:
             raise ConfigError("tolerance must be in [0, 1) or None (run every iteration)")
         if self.baseline == "leave_one_out" and self.rollouts < 2:
             raise ConfigError("the leave-one-out baseline needs rollouts >= 2")
+        if isinstance(self.random_state, bool) or \
+                not isinstance(self.random_state, int | np.integer) or self.random_state < 0:
+            raise ConfigError(f"random_state must be a whole number >= 0, not "
+                              f"{self.random_state!r}")
 
     def get_params(self) -> dict[str, Any]:
-        predictor = self.predictor if isinstance(self.predictor, str) or self.predictor is None \
-            else self.predictor.name
-        return {
-            "predictor": predictor, "metric": self.metric, "iterations": self.iterations,
-            "batch_size": self.batch_size, "inner_iterations": self.inner_iterations,
-            "predictor_batch_size": self.predictor_batch_size, "hidden_dim": self.hidden_dim,
-            "layer_number": self.layer_number, "comb_dim": self.comb_dim,
-            "learning_rate": self.learning_rate, "threshold": self.threshold,
-            "rollouts": self.rollouts, "baseline": self.baseline, "window": self.window,
-            "normalize_advantage": self.normalize_advantage, "prior": self.prior,
-            "check_fraction": self.check_fraction, "guard": self.guard, "shift": self.shift,
-            "tolerance": self.tolerance, "check_every": self.check_every,
-            "min_iterations": self.min_iterations,
-            "device": self.device,
-            "random_state": self.random_state, "predictor_params": self.predictor_params,
-        }
+        """Every constructor argument, as given (a Predictor object by its name):
+        ``DVRL(**result.params)`` runs the same valuation again."""
+        params = {name: getattr(self, name)
+                  for name in inspect.signature(DVRL.__init__).parameters if name != "self"}
+        if not (isinstance(self.predictor, str) or self.predictor is None):
+            params["predictor"] = self.predictor.name
+        return params
 
     # set-up ----------------------------------------------------------------------------------
     def _make_predictor(self, data: PreparedData, device: torch.device, seed: int,
@@ -390,6 +386,7 @@ class DVRL:
         iterations; ``resume_from`` continues from such a state and gives the same values as an
         uninterrupted run.
         """
+        require_prepared(data, "DVRL.fit")
         started = time.perf_counter()
         self.predictor_choice_ = None
         self.shift_ = None

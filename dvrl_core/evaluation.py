@@ -26,13 +26,26 @@ from .predictors import make_predictor
 
 
 def _corrupted_mask(n: int, corrupted: np.ndarray) -> np.ndarray:
+    given = np.asarray(corrupted)
+    if given.dtype == bool:  # a mask already (read as positions, True and False were 1 and 0)
+        if len(given) != n:
+            raise ConfigError(f"a mask of the corrupted rows has one entry per row: {n}, not "
+                              f"{len(given)}")
+        return given
     mask = np.zeros(n, dtype=bool)
-    mask[np.asarray(corrupted, dtype=np.int64)] = True
+    mask[given.astype(np.int64)] = True
     return mask
 
 
+def _positions(n: int, corrupted: np.ndarray) -> np.ndarray:
+    given = np.asarray(corrupted)
+    return np.flatnonzero(_corrupted_mask(n, given)) if given.dtype == bool else given
+
+
 def found_fraction(values: np.ndarray, corrupted: np.ndarray, inspected: float) -> float:
-    """Fraction of the corrupted rows among the lowest-valued ``inspected`` fraction of rows."""
+    """Fraction of the corrupted rows among the lowest-valued ``inspected`` fraction of rows;
+    ``corrupted``: their positions, or a boolean mask with one entry per row."""
+    corrupted = _positions(len(values), corrupted)
     if len(corrupted) == 0:
         return float("nan")
     count = int(round(inspected * len(values)))
@@ -41,13 +54,15 @@ def found_fraction(values: np.ndarray, corrupted: np.ndarray, inspected: float) 
 
 
 def detection_auroc(values: np.ndarray, corrupted: np.ndarray) -> float:
-    """AUROC of "low value" as a detector of the corrupted rows (0.5 random, 1 perfect)."""
+    """AUROC of "low value" as a detector of the corrupted rows (0.5 random, 1 perfect);
+    ``corrupted``: their positions, or a boolean mask with one entry per row."""
     return roc_auc(-np.asarray(values, dtype=np.float64), _corrupted_mask(len(values), corrupted))
 
 
 def discovery_curve(values: np.ndarray, corrupted: np.ndarray, steps: int = 21) -> pd.DataFrame:
     """Columns ``inspected`` (fraction of rows, lowest value first), ``found`` (fraction of the
     corrupted rows found), ``optimal`` and ``random``."""
+    corrupted = _positions(len(values), corrupted)
     n, k = len(values), len(corrupted)
     inspected = np.linspace(0.0, 1.0, steps)
     found = [found_fraction(values, corrupted, f) for f in inspected]

@@ -17,6 +17,7 @@ and a JSON file (:func:`other_format`).
 
 from __future__ import annotations
 
+import os
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -95,16 +96,21 @@ def encoding_problem(head: bytes) -> str | None:
 WORKBOOK_SUFFIXES = (".xlsx", ".xlsm", ".xls", ".ods", ".numbers")
 JSON_SUFFIXES = (".json", ".jsonl", ".ndjson")
 OLE_MAGIC = b"\xd0\xcf\x11\xe0"  # an old Excel .xls
+ZIP_MAGIC = b"PK\x03\x04"  # .xlsx, .ods: zip files
 
 
 def other_format(head: bytes, filename: str) -> str | None:
     """What a workbook or a JSON file is, in a sentence that says what to give instead; None
-    for anything else."""
+    for anything else. Told from the first bytes (``head``: 64 or more), the name only where
+    they agree: a Parquet or a text table keeps any name (web apps export tab-separated text
+    as .xls)."""
     name = filename.lower()
-    if name.endswith(WORKBOOK_SUFFIXES) or head.startswith(OLE_MAGIC):
+    if head.startswith(OLE_MAGIC) or (name.endswith(WORKBOOK_SUFFIXES) and
+                                      head.startswith(ZIP_MAGIC)):
         return ("the file is a spreadsheet workbook, not a table file; export the sheet as CSV "
                 "(UTF-8) or Parquet")
-    if name.endswith(JSON_SUFFIXES):
+    text = head.removeprefix(b"\xef\xbb\xbf").lstrip()
+    if name.endswith(JSON_SUFFIXES) and text[:1] in (b"{", b"["):
         return "the file is JSON, not a table file; save the table as CSV or Parquet"
     return None
 
@@ -192,7 +198,7 @@ def read_table(path: str | Path) -> pd.DataFrame:
     path = Path(path)
     with reading(path):
         with open(path, "rb") as file:
-            unreadable = other_format(file.read(4), path.name)
+            unreadable = other_format(file.read(64), path.name)
         if unreadable is not None:
             raise UnreadableTableError(f"{path}: {unreadable}")
         if is_parquet(path):
@@ -227,7 +233,8 @@ def check_writable(path: str | Path) -> None:
     """Refuse, before any work, an output path that :func:`write_table` could not write as
     asked: a suffix that names another format (it writes CSV, or Parquet for ``.parquet`` and
     ``.pq``; ``values.csv.gz`` is compressed CSV), a directory, a folder that does not exist, or
-    a file that cannot be opened for writing (tried: a new file is made and removed again)."""
+    a new file that cannot be made (tried: it is made and removed again) or an existing one
+    without write permission."""
     path = Path(path)
     if path.suffix.lower() in OTHER_FORMATS:
         raise ConfigError(f"{path}: {path.suffix} is not written here; name a .csv file (.csv.gz "
@@ -236,14 +243,17 @@ def check_writable(path: str | Path) -> None:
         raise ConfigError(f"{path}: a directory; name the file to write")
     if not path.parent.is_dir():
         raise ConfigError(f"{path}: the folder {path.parent} does not exist")
-    existed = path.exists()
+    if path.exists() or path.is_symlink():  # a device or a pipe is not opened here: a FIFO's
+        # reader would see EOF; a link to a file not made yet is left for the write
+        if path.is_file() and not os.access(path, os.W_OK):
+            raise ConfigError(f"{path}: cannot be written (permission denied)")
+        return
     try:  # the folder may be read-only, or a file system no file can be made on (/sys, /proc)
-        with open(path, "ab" if existed else "xb"):
+        with open(path, "xb"):
             pass
     except OSError as exc:
         raise ConfigError(f"{path}: cannot be written ({exc.strerror or exc})") from exc
-    if not existed:
-        path.unlink(missing_ok=True)
+    path.unlink(missing_ok=True)
 
 
 def write_table(frame: pd.DataFrame, path: str | Path) -> None:
@@ -255,5 +265,7 @@ def write_table(frame: pd.DataFrame, path: str | Path) -> None:
             frame.to_parquet(path, index=False)
         else:
             frame.to_csv(path, index=False)
+    except BrokenPipeError:  # --out /dev/stdout read by `head`: the callers end quietly
+        raise
     except OSError as exc:
         raise ConfigError(f"{path}: cannot be written ({exc.strerror or exc})") from exc

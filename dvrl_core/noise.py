@@ -28,7 +28,8 @@ def inject_label_noise(
     if not 0.0 <= fraction <= 1.0:
         raise ConfigError(f"the noise fraction must be between 0 and 1, not {fraction}")
     if n_classes < 2:
-        raise ConfigError("label noise needs at least two classes")
+        raise ConfigError("label noise needs at least two classes (a regression target's "
+                          "noise is inject_target_noise)")
     rng = np.random.default_rng(random_state)
     y = np.asarray(y)
     count = int(round(fraction * len(y)))

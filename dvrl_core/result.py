@@ -8,6 +8,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from .errors import ConfigError
+
 
 def rank_lowest_first(values: np.ndarray) -> np.ndarray:
     """Rank 1 for the lowest value; ties keep input order (stable)."""
@@ -25,7 +27,9 @@ class ValuationResult:
     value: low means the row likely hurts the target task; where the prior is returned, the
     prior's, in (0, 1] too, weighted for a covariate shift where one applies:
     :mod:`dvrl_core.shift`); ``ids[i]`` its id (the id column's
-    value, or the 0-based row number); ``labels[i]`` its given label. An ensemble's result
+    value; else the training frame's index label, which for a table read from a file is the
+    0-based row number, or the row's position where the index repeats a label);
+    ``labels[i]`` its given label. An ensemble's result
     (:mod:`dvrl_core.ensemble`) holds its members' mean with ``std_errors[i]``, the standard error
     of that mean; a single run's has none.
     """
@@ -60,9 +64,16 @@ class ValuationResult:
 
     def lowest(self, k: int = 10) -> pd.DataFrame:
         """The ``k`` lowest-valued rows, lowest first: the first ones to review."""
-        return self.to_dataframe().sort_values("rank").head(k).reset_index(drop=True)
+        return self.to_dataframe().sort_values("rank").head(_count(k)).reset_index(drop=True)
 
     def highest(self, k: int = 10) -> pd.DataFrame:
-        return self.to_dataframe().sort_values("rank", ascending=False).head(k).reset_index(
-            drop=True
-        )
+        """The ``k`` highest-valued rows, highest first."""
+        return self.to_dataframe().sort_values("rank", ascending=False).head(
+            _count(k)).reset_index(drop=True)
+
+
+def _count(k: int) -> int:
+    """A number of rows to show (pandas' head(-1) would be all rows but one)."""
+    if isinstance(k, bool) or not isinstance(k, int | np.integer) or k < 0:
+        raise ConfigError(f"a number of rows is a whole number >= 0, not {k!r}")
+    return int(k)

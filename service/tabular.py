@@ -192,7 +192,7 @@ def convert(source: BinaryIO, filename: str, target: BinaryIO,
     LimitExceeded for a table over a limit, TableError for a file that is not a readable
     table."""
     limits = limits or Limits()
-    head = source.read(4)
+    head = source.read(64)
     source.seek(0)
     unreadable = other_format(head, filename)
     if unreadable is not None:

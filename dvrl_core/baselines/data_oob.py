@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 from sklearn.tree import DecisionTreeClassifier, DecisionTreeRegressor
 
-from ..data import PreparedData
+from ..data import PreparedData, require_prepared
 from ..errors import ConfigError
 from ..result import ValuationResult
 from ._common import ProgressCallback, Steps, StopCheck, make_result, require_positive
@@ -93,6 +93,7 @@ class DataOOB:
     ) -> ValuationResult:
         """Value every training row; progress counts models. No checkpoints: a ``resume_from``
         state is ignored and the run starts again (seeded, so with the same values)."""
+        require_prepared(data, "DataOOB.fit")
         started = time.perf_counter()
         x, y = data.train.x, data.train.y
         n = len(y)

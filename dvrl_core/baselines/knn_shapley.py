@@ -40,7 +40,7 @@ from typing import Any
 
 import numpy as np
 
-from ..data import PreparedData
+from ..data import PreparedData, require_prepared
 from ..errors import ConfigError
 from ..result import ValuationResult
 from ._common import ProgressCallback, Steps, StopCheck, make_result, require_positive
@@ -162,6 +162,7 @@ class KNNShapley:
     ) -> ValuationResult:
         """Value every training row; progress counts validation points. No checkpoints: a
         ``resume_from`` state is ignored and the (exact) computation starts again."""
+        require_prepared(data, "KNNShapley.fit")
         regression = data.task == "regression"
         started = time.perf_counter()
         x_train = data.train.x.astype(np.float64)

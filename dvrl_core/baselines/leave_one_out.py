@@ -26,7 +26,7 @@ import numpy as np
 from sklearn.linear_model import LogisticRegression, Ridge
 from threadpoolctl import threadpool_limits
 
-from ..data import PreparedData
+from ..data import PreparedData, require_prepared
 from ..errors import ConfigError
 from ..result import ValuationResult
 from ._common import ProgressCallback, Steps, StopCheck, make_result, require_positive
@@ -113,6 +113,7 @@ class LeaveOneOut:
     ) -> ValuationResult:
         """Value every training row; progress counts refits. No checkpoints: a ``resume_from``
         state is ignored and the run starts again (deterministic, so with the same values)."""
+        require_prepared(data, "LeaveOneOut.fit")
         n = len(data.train)
         if n > self.max_rows:
             raise ConfigError(f"leave_one_out refits the model once per training row, and "

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import datetime
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -69,6 +71,60 @@ def test_booleans_dates_and_integer_labels(table):
     assert data.task == "classification" and data.classes == [0, 7]
     assert "flag" in data.feature_names and "when" in data.feature_names
     assert len(data.train) + len(data.valid) == len(train)
+
+
+def test_date_only_and_duration_columns_are_numbers_not_categories(table, tmp_path):
+    """A CSV's date-only column reads as datetime.date objects: they were one-hot encoded,
+    one column per date seen in training (an unseen validation date: all zeros)."""
+    train = table.copy()
+    train["when"] = pd.date_range("2020-01-01", periods=len(train), freq="7D").date
+    train["took"] = pd.to_timedelta(np.arange(len(train)) % 9, unit="h")
+    train.to_csv(tmp_path / "t.csv", index=False)
+    for frame in (train, read_table(tmp_path / "t.csv")):
+        data = prepare(frame, "label", valid_fraction=0.25, feature_columns=["x0", "when"])
+        assert data.feature_names == ["x0", "when"]
+    data = prepare(train, "label", valid_fraction=0.25)
+    assert "took" in data.feature_names and not any("=" in n for n in data.feature_names
+                                                      if n.startswith(("when", "took")))
+    when = data.train.x[:, data.feature_names.index("when")]
+    days = (pd.to_datetime(train["when"]).to_numpy()[data.train.ids] -
+            np.datetime64("2020-01-01")) / np.timedelta64(1, "D")
+    assert np.corrcoef(when, days)[0, 1] > 0.999  # later dates, larger numbers
+    # times with the offsets of winter and summer in one column (JSON across daylight saving):
+    # each read in UTC, none lost to the median
+    zones = [datetime.timezone(datetime.timedelta(hours=1 + i % 2)) for i in range(len(train))]
+    train["when"] = [datetime.datetime(2020, 1 + i % 12, 1, tzinfo=zone)
+                     for i, zone in enumerate(zones)]
+    data = prepare(train, "label", valid_fraction=0.25, feature_columns=["when"])
+    assert data.feature_names == ["when"] and len(np.unique(data.train.x)) == 12
+
+
+def test_a_frame_made_from_an_array_and_other_frames_that_are_not_tables(table):
+    """pd.DataFrame(array) names its columns 0, 1, ...: a KeyError deep in pandas; the rest
+    failed in pandas, torch or NumPy."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(120, 3))
+    frame = pd.DataFrame(x)
+    frame["y"] = (x[:, 0] > 0).astype(int)
+    data = prepare(frame.iloc[:80], "y", valid=frame.iloc[80:])
+    assert data.feature_names == ["0", "1", "2"]
+    np.testing.assert_allclose(data.train.x[:, 0].std(), 1.0, atol=1e-3)
+    with pytest.raises(TypeError, match="pd.DataFrame\\(array\\) for a NumPy array"):
+        prepare(frame.to_numpy(), "y", valid=frame)
+    twice = pd.concat([frame[[0]], frame], axis=1)
+    with pytest.raises(DataError, match="the train table has duplicate column names: \\['0'\\]"):
+        prepare(twice, "y", valid_fraction=0.3)
+    with pytest.raises(ConfigError, match="a list of column names, not one string: \\['x0'\\]"):
+        prepare(table, "label", valid_fraction=0.3, feature_columns="x0")
+
+
+def test_rows_of_a_frame_whose_index_repeats_are_told_apart(table):
+    """pd.concat of two frames repeats index labels: the rows' ids were those labels, each
+    naming two rows; they are the positions then (a unique index keeps its labels)."""
+    twice = pd.concat([table, table])
+    assert sorted(prepare(twice, "label", table).train.ids) == list(range(2 * len(table)))
+    labelled = table.set_axis([f"r{i}" for i in range(len(table))])
+    assert list(prepare(labelled, "label", table).train.ids[:2]) == ["r0", "r1"]
 
 
 def test_validation_fraction_is_stratified_and_ids_are_input_row_numbers(table):
@@ -227,6 +283,9 @@ def test_a_workbook_or_a_json_file_is_named_for_what_it_is(tmp_path):
             read_table(tmp_path / name)
     with pytest.raises(UnreadableTableError, match="the file is JSON.*CSV or Parquet"):
         read_table(tmp_path / "rows.json")
+    # told by what the bytes are: a web app's tab-separated .xls export is a text table
+    (tmp_path / "export.xls").write_text("a\tlabel\n1\t0\n2\t1\n")
+    assert read_table(tmp_path / "export.xls").columns.tolist() == ["a", "label"]
 
 
 @pytest.mark.parametrize("sep", [";", "\t", "|"])

@@ -423,3 +423,39 @@ def test_auto_predictor_picks_naive_bayes_where_the_classes_differ_in_spread():
     assert set(choice["scores"]) == {"logistic_regression", "naive_bayes", "mlp", "lightgbm",
                                      "bernoulli_naive_bayes"}
     assert choice["scores"]["naive_bayes"] > choice["scores"]["logistic_regression"] + 0.2
+
+
+def test_a_results_params_run_the_same_valuation_again(noisy_data):
+    """result.params left out prior_skip, average_fraction and the marginal's predictor: the
+    official loop's settings, rebuilt from them, gave other values (0.5 apart)."""
+    data, _ = noisy_data
+    first = small(prior_skip=False, average_fraction=0.0, prior="validation").fit(data)
+    again = DVRL(**first.params).fit(data)
+    np.testing.assert_array_equal(first.values, again.values)
+    assert first.params["prior_skip"] is False and first.params["average_fraction"] == 0.0
+
+
+def test_what_is_not_prepared_data_or_a_seed_is_refused_by_name(noisy_data):
+    data, corrupted = noisy_data
+    with pytest.raises(TypeError, match="DVRL.fit values a PreparedData: prepare\\(train"):
+        small().fit(pd.DataFrame({"a": [1.0]}))
+    as_float64 = data.with_train_labels(data.train.y)
+    as_float64.train.x = data.train.x.astype(np.float64)  # hand-built: failed inside torch
+    with pytest.raises(TypeError, match="data.train.x holds float32 features"):
+        small().fit(as_float64)
+    with pytest.raises(ConfigError, match="data.train.y holds class indices 0 to 1"):
+        small().fit(data.with_train_labels(data.train.y + 1))  # labels 1/2: an IndexError
+    for seed in (-1, "a", 1.5, True):
+        with pytest.raises(ConfigError, match="random_state must be a whole number >= 0"):
+            DVRL(random_state=seed)
+    result = small().fit(data)
+    with pytest.raises(ConfigError, match="a number of rows is a whole number >= 0, not -1"):
+        result.lowest(-1)  # pandas' head(-1): all rows but one
+    # a boolean mask of the corrupted rows, as well as their positions (True and False were
+    # read as positions 1 and 0)
+    mask = np.isin(np.arange(len(result.values)), corrupted)
+    assert found_fraction(result.values, mask, 0.2) == found_fraction(result.values, corrupted,
+                                                                        0.2) > 0.3
+    assert detection_auroc(result.values, mask) == detection_auroc(result.values, corrupted)
+    with pytest.raises(ConfigError, match="one entry per row: 500, not 3"):
+        found_fraction(result.values, mask[:3], 0.2)
