@@ -294,7 +294,7 @@ def _worker(args: argparse.Namespace) -> int:
     from dvrl_core.errors import ConfigError
     from dvrl_core.threads import apply_thread_budget, cpu_limit, split_budget
     from service.settings import get_settings
-    from worker.slots import follow_supervisor, run_slots
+    from worker.slots import SUPERVISOR_ENV, follow_supervisor, run_slots
 
     settings = get_settings()
     if settings.embedded or not settings.database_url:
@@ -317,7 +317,8 @@ def _worker(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_ERROR
-    _migrate()  # as `dvrl serve` does: a worker on a new database finds its tables
+    if SUPERVISOR_ENV not in os.environ:  # a slot's supervisor has migrated already
+        _migrate()  # as `dvrl serve` does: a worker on a new database finds its tables
     if slots > 1:  # fresh processes, one job each: nothing forked after torch or OpenMP start
         return run_slots(slots, threads, queues, args.loglevel)
     if not follow_supervisor():
