@@ -18,7 +18,11 @@ from dvrl_core.ensemble import (
 )
 from dvrl_core.result import ValuationResult
 from dvrl_core.seeding import child_seeds
-from tests.dvrl_core.test_cli import run_cli, tables  # noqa: F401 - the CLI's tables fixture
+from tests.dvrl_core.test_cli import (  # noqa: F401 - the CLI's tables fixture
+    run_cli,
+    run_cli_here,
+    tables,
+)
 
 
 def test_combine_gives_the_mean_its_standard_error_and_spearman_with_ties():
@@ -137,7 +141,7 @@ def test_cli_ensemble_1_is_a_single_run_and_bad_ensembles_are_refused(
     assert single.stdout == one.stdout
     for bad in (["--ensemble", "0"], ["--ensemble", str(MAX_MEMBERS + 1)],
                 ["--ensemble", "2", "--method", "knn_shapley"]):
-        refused = run_cli(*common, *bad)
+        refused = run_cli_here(*common, *bad)
         assert refused.returncode == 2 and refused.stderr.startswith("error: --ensemble")
 
 

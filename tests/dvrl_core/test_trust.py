@@ -418,7 +418,7 @@ def test_a_table_of_many_classes_with_a_row_or_two_each_is_valued_without_a_chec
     held = prepare(table, "label", valid_fraction=0.5, random_state=0)
     verdicts = []
     for prepared in (data, held):
-        result = DVRL(iterations=20, random_state=0).fit(prepared)
+        result = DVRL(iterations=2, inner_iterations=10, random_state=0).fit(prepared)
         assert np.isfinite(result.values).all() and len(result.values) == len(prepared.train)
         verdicts.append(result.diagnostics["trust"]["verdict"])
         assert verdicts[-1].startswith("not checked")
