@@ -485,10 +485,30 @@ def _encode_labels(labels: pd.Series, classes: list, what: str) -> np.ndarray:
     unseen = sorted({v for v in pd.unique(labels) if v not in lookup}, key=str)
     if unseen:
         raise UnseenClassError(
-            f"the {what} data has target values the training table lacks: {unseen[:10]}; "
-            f"training classes are {classes[:20]}"
+            f"the {what} data has target values the training table lacks: "
+            f"{[_plain(v) for v in unseen[:10]]}; training classes are "
+            f"{[_plain(v) for v in classes[:20]]}{_unseen_hint(unseen, classes)}"
         )
     return np.array(labels.map(lookup).to_numpy(dtype=np.int64))  # a writable copy
+
+
+def _plain(value: object) -> object:
+    """A label as a user wrote it (NumPy's scalars repr as np.int64(0))."""
+    return value.item() if isinstance(value, np.generic) else value
+
+
+def _unseen_hint(unseen: list, classes: list) -> str:
+    """Why labels may look unseen: the same labels typed otherwise in the two tables, or a
+    number to predict read as classes."""
+    written = {str(_plain(c)) for c in classes}
+    if all(str(_plain(v)) in written for v in unseen):
+        return ("; they are the training classes written as another type (text against "
+                "numbers): give the target column one type in both tables")
+    if len(classes) > MAX_CLASSES_INFERRED and \
+            pd.to_numeric(pd.Series(classes, dtype=object), errors="coerce").notna().all():
+        return (f"; the target has {len(classes)} classes that are all numbers: if it is a "
+                "number to predict, set the task to regression")
+    return ""
 
 
 def _numeric_target(values: pd.Series, target: str, what: str) -> np.ndarray:

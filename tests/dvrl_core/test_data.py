@@ -220,6 +220,18 @@ def test_validation_classes_the_training_table_lacks(table):
     valid.loc[0, "label"] = "class_9"
     with pytest.raises(UnseenClassError, match="class_9"):
         prepare(table, "label", valid)
+    # the same labels typed otherwise, and numbers as text read as classes: said so
+    texts = table.assign(label=np.where(table["label"] == "class_1", "1", "0"))
+    numbers = texts.assign(label=texts["label"].astype(int))
+    with pytest.raises(UnseenClassError, match=r"lacks: \[0, 1\]; training classes are "
+                       r"\['0', '1'\]; they are the training classes written as another type"):
+        prepare(texts, "label", numbers)
+    amounts = table.assign(label=(table["x0"] * 100).round().astype(int).astype(str))
+    with pytest.raises(UnseenClassError, match="classes that are all numbers: if it is a number "
+                       "to predict, set the task to regression"):
+        prepare(amounts.iloc[:40], "label", amounts.iloc[40:])
+    assert prepare(amounts.iloc[:40], "label", amounts.iloc[40:], task="regression").task == \
+        "regression"
 
 
 def test_single_class_validation(table):
