@@ -116,9 +116,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from service.demo import run_demo
 
         return run_demo(args.port, args.iterations)
-    except BrokenPipeError:  # `dvrl keys list | head`: the reader left early, not an error
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 0
+    except BrokenPipeError:  # `dvrl keys list | head`
+        from dvrl_core.cli import reader_left
+
+        return reader_left()
 
 
 def _setup_problem(args: argparse.Namespace) -> str | None:
@@ -304,13 +305,14 @@ def _worker(args: argparse.Namespace) -> int:
     queues = args.queues or (f"{settings.gpu_queue},{settings.cpu_queue}" if args.gpu
                              else settings.cpu_queue)
     known = (settings.cpu_queue, settings.gpu_queue)
-    unknown = [name for name in queues.split(",") if name.strip() not in known]
+    names = [name.strip() for name in queues.split(",")]
+    unknown = [name for name in names if name not in known]
     if unknown:  # a worker on no queue of the service's would wait for jobs that never come
         print(f"error: --queues: {', '.join(map(repr, unknown))} "
               f"{'is not a queue' if len(unknown) == 1 else 'are not queues'} of the service's; "
               f"jobs are sent to {known[0]} (CPU) and {known[1]} (GPU)", file=sys.stderr)
         return EXIT_ERROR
-    queues = ",".join(dict.fromkeys(name.strip() for name in queues.split(",")))
+    queues = ",".join(dict.fromkeys(names))
     slots = settings.worker_concurrency if args.concurrency is None else args.concurrency
     try:
         threads = split_budget(slots, settings.worker_threads)

@@ -9,9 +9,9 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import httpx
 
-from .base import CANCEL_RETRY, ClientBase, Table, cancel_outcome, spec_of
+from .base import CANCEL_RETRY, ClientBase, Table, spec_of
 from .calls import Call, Operation, Sleep, open_request
-from .errors import ClientError, JobError, WaitTimeout
+from .errors import JobError, WaitTimeout
 from .operations import Operations
 from .progress import ProgressOption
 from .resources import Dataset, JobView
@@ -113,15 +113,9 @@ class AsyncClient(ClientBase):
                                                    note, **spec_fields))
         except asyncio.CancelledError as cancelled:
             for job in submitted:
-                cancelled.add_note(await self._cancel_for_interrupt(job.id))
+                cancelled.add_note(
+                    await self._run(Operations(CANCEL_RETRY).cancel_after_interrupt(job.id)))
             raise
-
-    async def _cancel_for_interrupt(self, job_id: str) -> str:
-        try:
-            await self._run(Operations(CANCEL_RETRY).cancel(job_id))
-        except ClientError as exc:
-            return cancel_outcome(job_id, exc)
-        return cancel_outcome(job_id, None)
 
 
 class AsyncJob(JobView):

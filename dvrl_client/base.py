@@ -59,8 +59,9 @@ def checked_url(base_url: str) -> str:
                          "#fragment")
     root = base_url.rstrip("/")
     path = url.path.rstrip("/")
-    for page in ("/v1", "/docs", "/ui"):  # a page of the service, not its address
-        if path == page or path.endswith(page) and page != "/v1":
+    # a page of the service, not its address (a service under a path prefix may end in /v1)
+    for page in ("/v1", "/docs", "/ui"):
+        if path == page or (page != "/v1" and path.endswith(page)):
             raise ValueError(f"base_url {base_url!r}: the service's address, without {page} "
                              f"(the client adds /v1/...): {root[:-len(page)]}")
     return root
@@ -77,20 +78,6 @@ def checked_key(api_key: str) -> str:
 
 # cancelling a job after Ctrl-C: retried briefly (a server restarting), not for minutes
 CANCEL_RETRY = Retry(total_s=10.0, unreachable_s=10.0)
-
-
-def cancel_outcome(job_id: str, error: Exception | None) -> str:
-    """What became of a job cancelled because its caller was interrupted, in a sentence (added
-    to the interruption as a note; ``dvrl remote value`` prints it): ``error`` is what the
-    cancel raised, or None."""
-    from .errors import Conflict
-
-    if error is None:
-        return f"job {job_id} on the server is cancelled"
-    if isinstance(error, Conflict):  # it ended meanwhile
-        return f"job {job_id} on the server had already ended"
-    return (f"job {job_id} on the server could not be cancelled ({error}): it goes on; cancel "
-            f"it with POST /v1/jobs/{job_id}:cancel once the server answers")
 
 
 def spec_of(spec: dict[str, Any] | None, fields: dict[str, Any]) -> dict[str, Any]:

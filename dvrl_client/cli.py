@@ -31,6 +31,7 @@ from dvrl_core.cli import (
     check_value_arguments,
     dvrl_options,
     print_summary,
+    reader_left,
 )
 from dvrl_core.errors import ConfigError, DVRLError
 
@@ -69,9 +70,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         outcome = "; ".join(getattr(interrupt, "__notes__", ()))
         print(f"error: interrupted{f' ({outcome})' if outcome else ''}", file=sys.stderr)
         return 130
-    except BrokenPipeError:  # `dvrl remote value ... | head`: the reader left early (dvrl value)
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 0
+    except BrokenPipeError:  # `dvrl remote value ... | head`
+        return reader_left()
 
 
 def spec_fields(args: argparse.Namespace) -> dict[str, Any]:

@@ -17,6 +17,8 @@ import httpx
 
 from .calls import Call, Operation, Sleep
 from .errors import (
+    ClientError,
+    Conflict,
     JobCancelled,
     JobFailed,
     NotFound,
@@ -115,6 +117,18 @@ class Operations:
     def cancel(self, job_id: str) -> Operation[dict[str, Any]]:
         response = yield from self._call(Call.post(_job_path(job_id, ":cancel")), 202)
         return response.json()
+
+    def cancel_after_interrupt(self, job_id: str) -> Operation[str]:
+        """Cancel a job whose caller was interrupted; what became of it, in a sentence (added
+        to the interruption as a note; ``dvrl remote value`` prints it)."""
+        try:
+            yield from self.cancel(job_id)
+        except Conflict:  # it ended meanwhile
+            return f"job {job_id} on the server had already ended"
+        except ClientError as exc:
+            return (f"job {job_id} on the server could not be cancelled ({exc}): it goes on; "
+                    f"cancel it with POST /v1/jobs/{job_id}:cancel once the server answers")
+        return f"job {job_id} on the server is cancelled"
 
     def delete_job(self, job_id: str) -> Operation[None]:
         yield from self._call(Call("DELETE", _job_path(job_id), gone_means_done=True), 204)

@@ -140,11 +140,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         return 130
-    except BrokenPipeError:
-        # the reader of standard output left early (`dvrl value ... | head`): not an error;
-        # standard output now goes nowhere so that the interpreter's last flush stays quiet
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 0
+    except BrokenPipeError:  # `dvrl value ... | head`
+        return reader_left()
+
+
+def reader_left() -> int:
+    """The exit status of a command whose standard output's reader left early (``... | head``):
+    not an error; standard output now goes nowhere so that the interpreter's last flush stays
+    quiet."""
+    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    return 0
 
 
 class ProgressPrinter:
