@@ -44,7 +44,8 @@ class ProgressPublic(BaseModel):
     phase: str = Field(description="queued, loading, preparing, training, combining (an "
                        "ensemble's members' values), evaluating, writing, done, failed or "
                        "cancelled")
-    iteration: int | None = None
+    iteration: int | None = Field(None, description="iterations trained so far (a cancelled "
+                                  "job keeps where it stopped)")
     total: int | None = None
     reward: float | None = Field(None, description="mean reward of recent iterations")
     elapsed_s: float | None = None

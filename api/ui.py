@@ -57,6 +57,12 @@ def job_page(job_id: str) -> FileResponse:
     return _shell()
 
 
+@router.get("/ui/{rest:path}")
+def other_page(rest: str) -> FileResponse:
+    """Any other address under /ui: the page says it has no such page (not a JSON 404)."""
+    return _shell()
+
+
 def install(app: FastAPI) -> None:
     """The dashboard, its assets under ``/static``, and Swagger UI at ``/docs`` (the app is
     created with ``docs_url=None, redoc_url=None``)."""

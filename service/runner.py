@@ -124,6 +124,7 @@ class _Monitor:
         self.over_budget = False
         self.lost = False
         self.recent: list[float] = []
+        self.reached: dict[str, int] = {}  # the last iteration trained, and of how many
         self._stop = threading.Event()
         self._heartbeat = threading.Thread(target=self._beat, daemon=True,
                                            name=f"dvrl-heartbeat-{job_id[:8]}")
@@ -167,6 +168,7 @@ class _Monitor:
 
     def on_progress(self, progress) -> None:
         self.recent = (self.recent + [float(progress.reward)])[-20:]
+        self.reached = {"iteration": progress.iteration, "total": progress.total}
         if self.notify_progress:
             self._milestone(progress.iteration, progress.total)
         now = time.monotonic()
@@ -284,9 +286,9 @@ def guarded(spec: JobSpec, budget: float, monitor: _Monitor,
         log.warning("job %s: lease lost to another worker; stopping", monitor.job_id)
         return None
     except RunStopped:
-        if monitor.cancelled:
-            return monitor.finish("CANCELLED", progress={"phase": "cancelled",
-                                                         "elapsed_s": monitor.elapsed()})
+        if monitor.cancelled:  # where training stopped stays on the job
+            return monitor.finish("CANCELLED", progress={
+                "phase": "cancelled", "elapsed_s": monitor.elapsed()} | monitor.reached)
         lower = " or lower dvrl.iterations" if spec.method == "dvrl" else ""
         return _fail("time-budget-exceeded", "Time budget exceeded",
                      f"the job ran past its time budget of {budget:.0f} s; raise "

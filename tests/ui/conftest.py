@@ -15,9 +15,10 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
-from tests.conftest import ROOT, free_port, wait_until_up
+from tests.conftest import ROOT, api_key, free_port, wait_until_up
 
 CHROMIUM = os.environ.get("DVRL_TEST_CHROMIUM", "/usr/bin/chromium")
 # offline and quiet: no sandbox (root in CI), no GPU, no calls home of the browser's own
@@ -83,6 +84,33 @@ def server(service_env, celery_worker, tmp_path) -> Iterator[str]:
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
+
+
+@pytest.fixture
+def api_as(server):
+    """httpx clients of the server, one per owner, each with a new key."""
+    clients: list[httpx.Client] = []
+
+    def make(owner: str) -> httpx.Client:
+        key = api_key(owner)
+        client = httpx.Client(base_url=server, headers={"Authorization": f"Bearer {key}"},
+                              timeout=60)
+        client.key = key  # type: ignore[attr-defined]
+        clients.append(client)
+        return client
+
+    yield make
+    for client in clients:
+        client.close()
+
+
+def sign_in(page, base: str, key: str) -> None:
+    """The first visit asks for the key; the page then draws what was asked for."""
+    page.goto(f"{base}/ui")
+    page.wait_for_selector("#key-form")
+    page.fill("#api-key", key)
+    page.click("#key-form button[type=submit]")
+    page.wait_for_selector("#key-form", state="detached")
 
 
 class RequestLog:

@@ -11,8 +11,8 @@ import httpx
 import pandas as pd
 import pytest
 
-from tests.conftest import api_key, csv_bytes, upload, wait_for
-from tests.ui.conftest import RequestLog, save_screenshot
+from tests.conftest import csv_bytes, upload, wait_for
+from tests.ui.conftest import RequestLog, save_screenshot, sign_in
 
 RESULTS_TIMEOUT_MS = 300_000
 
@@ -28,37 +28,10 @@ def splits():
             "test.csv": table.iloc[600:]}
 
 
-@pytest.fixture
-def api_as(server):
-    """httpx clients of the server, one per owner, each with a new key."""
-    clients: list[httpx.Client] = []
-
-    def make(owner: str) -> httpx.Client:
-        key = api_key(owner)
-        client = httpx.Client(base_url=server, headers={"Authorization": f"Bearer {key}"},
-                              timeout=60)
-        client.key = key  # type: ignore[attr-defined]
-        clients.append(client)
-        return client
-
-    yield make
-    for client in clients:
-        client.close()
-
-
 def number(text: str) -> float:
     """A figure as the page prints it ("65.0%", "0.906", "1,200") as a number."""
     text = text.strip().replace(",", "")
     return float(text[:-1]) / 100 if text.endswith("%") else float(text)
-
-
-def sign_in(page, base: str, key: str) -> None:
-    """The first visit asks for the key; the page then draws what was asked for."""
-    page.goto(f"{base}/ui")
-    page.wait_for_selector("#key-form")
-    page.fill("#api-key", key)
-    page.click("#key-form button[type=submit]")
-    page.wait_for_selector("#key-form", state="detached")
 
 
 def test_the_job_page_shows_what_the_api_returns(server, api_as, browser_context, artifacts,

@@ -27,8 +27,8 @@ function headers(extra = {}) {
 }
 
 /** fetch() with the key; a 401 also tells the app to ask for a key ("dvrl:unauthorized"). */
-export async function request(path, { method = "GET", json, body, raw = false } = {}) {
-  const extra = json === undefined ? {} : { "Content-Type": "application/json" };
+export async function request(path, { method = "GET", json, body, raw = false, extra = {} } = {}) {
+  if (json !== undefined) extra = { ...extra, "Content-Type": "application/json" };
   let response;
   try {
     response = await fetch(path, {
@@ -60,13 +60,23 @@ export const api = {
     request(`/v1/jobs/${encodeURIComponent(id)}/values?${new URLSearchParams(params)}`),
   datasets: (params) => request(`/v1/datasets?${new URLSearchParams(params)}`),
   dataset: (id) => request(`/v1/datasets/${encodeURIComponent(id)}`),
-  createJob: (spec) => request("/v1/jobs", { method: "POST", json: spec }),
+  /** One job per ``key``: sent again with the same key (a double click, a retry after the
+   * network failed) the API answers with the job the first request made. */
+  createJob: (spec, key) => request("/v1/jobs", { method: "POST", json: spec,
+    extra: { "Idempotency-Key": key } }),
   upload(file) {
     const form = new FormData();
     form.append("file", file, file.name);
     return request("/v1/datasets", { method: "POST", body: form });
   },
 };
+
+/** A random idempotency key (crypto.randomUUID needs a secure context; this works on plain
+ * http to another host too). */
+export function newKey() {
+  const bytes = crypto.getRandomValues(new Uint8Array(16));
+  return `ui-${Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("")}`;
+}
 
 const names = new Map();
 

@@ -2,7 +2,7 @@
 // no reload) and asks for an API key when the server answers 401.
 
 import { api, auth } from "./api.js";
-import { clear, fill, h, problemBox } from "./dom.js";
+import { clear, fill, h, problemBox, title } from "./dom.js";
 import * as jobPage from "./job.js";
 import * as jobsPage from "./jobs.js";
 import * as newPage from "./new.js";
@@ -15,7 +15,17 @@ function route(path) {
   const job = path.match(/^\/ui\/jobs\/([^/]+)\/?$/);
   if (job) return [jobPage, { id: decoded(job[1]) }, "jobs"];
   if (/^\/ui\/new\/?$/.test(path)) return [newPage, {}, "new"];
-  return [jobsPage, {}, "jobs"];
+  if (/^\/ui\/?$/.test(path)) return [jobsPage, {}, "jobs"];
+  return [{ mount: notFound }, {}, null];
+}
+
+/** An address under /ui that names no page: say so, and where to go. */
+function notFound(root) {
+  title("Page not found");
+  fill(root, h("div.page-head", h("h1", "Page not found")), h("section.card",
+    h("p", "The dashboard has no page at ", h("code.wrap", location.pathname), "."),
+    h("div.actions", h("a.button", { href: "/ui", "data-nav": true }, "All jobs"),
+      h("a.button.secondary", { href: "/ui/new", "data-nav": true }, "New job"))));
 }
 
 /** A path segment decoded; as written when it is not valid percent-encoding (the job page then
@@ -28,18 +38,20 @@ function decoded(segment) {
   }
 }
 
-function render() {
+/** Draw the page the address names; ``scrollY``: where the reader was when they left it (Back). */
+function render(scrollY = 0) {
   cleanup();
   const [page, params, section] = route(location.pathname);
   for (const link of document.querySelectorAll(".nav a[data-section]")) {
     link.classList.toggle("active", link.dataset.section === section);
   }
   renderKeybox();
-  cleanup = page.mount(main, params, navigate) || (() => {});
   window.scrollTo(0, 0);
+  cleanup = page.mount(main, { ...params, scrollY }, navigate) || (() => {});
 }
 
 export function navigate(url) {
+  history.replaceState({ scrollY: window.scrollY }, ""); // for Back to this page
   history.pushState(null, "", url);
   render();
 }
@@ -77,6 +89,7 @@ function askForKey(refused) {
     }
     render();
   } }, input, h("button.button", { type: "submit" }, "Use this key"));
+  title("API key");
   fill(main, h("section.card.narrow",
     h("h1", "API key"),
     refused && auth.key
@@ -98,6 +111,6 @@ document.addEventListener("click", (event) => {
   event.preventDefault();
   navigate(link.getAttribute("href"));
 });
-window.addEventListener("popstate", render);
+window.addEventListener("popstate", (event) => render((event.state && event.state.scrollY) || 0));
 window.addEventListener("dvrl:unauthorized", () => askForKey(true));
 render();

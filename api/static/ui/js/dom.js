@@ -32,6 +32,11 @@ export function append(el, children) {
   return el;
 }
 
+/** The tab's title: the page first, so a row of tabs tells them apart. */
+export function title(text) {
+  document.title = text ? `${text} · DVRL data valuation` : "DVRL data valuation";
+}
+
 export function clear(el) {
   while (el.firstChild) el.firstChild.remove();
   return el;

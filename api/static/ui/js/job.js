@@ -4,7 +4,7 @@
 
 import { allValues, api, datasetName, download } from "./api.js";
 import { COLORS, bars, histogram, lineChart } from "./charts.js";
-import { ACTIVE, fill, fmt, h, names, problemBox, progressBar, stateBadge } from "./dom.js";
+import { ACTIVE, fill, fmt, h, names, problemBox, progressBar, stateBadge, title } from "./dom.js";
 import { progressText } from "./jobs.js";
 
 const POLL_MS = 1000;
@@ -15,8 +15,11 @@ export function mount(main, { id }) {
   let stopped = false;
   let timer = null;
   let shownState = null;
+  let shownHead = null;
+  let shownLive = null;
   const trace = []; // [iteration, recent reward] seen while polling
 
+  title(`Job ${fmt.shortId(id)}`);
   const head = h("div.page-head");
   const live = h("section.card", { id: "live" });
   const results = h("div", { id: "results" });
@@ -30,8 +33,9 @@ export function mount(main, { id }) {
     } catch (error) {
       if (stopped || error.status === 401) return;
       if (error.status === 404) {
+        title("Job not found");
         fill(main, h("div.page-head", h("h1", "Job not found")), h("section.card",
-          h("p", "No job ", h("code", id), " for this API key."),
+          h("p", "No job ", h("code.wrap", id), " for this API key."),
           h("a.button.secondary", { href: "/ui", "data-nav": true }, "All jobs")));
         return;
       }
@@ -59,7 +63,13 @@ export function mount(main, { id }) {
     if (ACTIVE.has(job.state)) timer = setTimeout(poll, POLL_MS);
   }
 
+  // drawn again only when what they show changes: a focused Cancel button, or text being
+  // selected, survives the polling
   function renderHead(job) {
+    const looks = JSON.stringify([job.state, job.spec]);
+    if (looks === shownHead) return;
+    shownHead = looks;
+    title(`Job ${fmt.shortId(job.id)} · ${job.state.toLowerCase()}`);
     const actions = h("div.actions");
     if (ACTIVE.has(job.state) && job.state !== "CANCELLING") {
       actions.append(h("button.button.secondary", { type: "button", id: "cancel-job",
@@ -69,31 +79,47 @@ export function mount(main, { id }) {
           poll();
         } }, "Cancel job"));
     }
-    const title = h("h1", "Job ", h("span.mono", fmt.shortId(job.id)), " ", stateBadge(job.state));
+    const heading = h("h1", "Job ", h("span.mono", fmt.shortId(job.id)), " ", stateBadge(job.state));
     // <bdi>: a name in a right-to-left script, or with direction marks, stays in its place
     // and cannot reorder the facts after it
     const data = h("bdi.name", "…");
     datasetName(job.spec.dataset_id).then((name) => { data.textContent = name; data.title = name; });
-    fill(head, h("div", title, h("p.lead", data, " → ", h("bdi", h("code", job.spec.target)), " · ",
-      job.spec.method, (job.spec.ensemble || 1) > 1 ? ` · ensemble of ${job.spec.ensemble} runs`
-        : "", " · seed ", String(job.spec.seed), " · created ", fmt.when(job.created_at))),
-    actions);
+    const target = h("bdi.target", { title: job.spec.target }, h("code", job.spec.target));
+    const runs = (job.spec.ensemble || 1) > 1 ? ` · ensemble of ${job.spec.ensemble} runs` : "";
+    fill(head, h("div", heading, h("p.lead", data, " → ", target, " · ", job.spec.method, runs,
+      " · seed ", String(job.spec.seed), " · created ", fmt.when(job.created_at))), actions);
   }
 
   function renderLive(job) {
     const p = job.progress || {};
+    const heartbeat = p.heartbeat ? fmt.ago(p.heartbeat) : "–";
+    const looks = JSON.stringify([job.state, p, heartbeat, trace.length]);
+    if (looks === shownLive) return;
+    shownLive = looks;
     const facts = [
       ["Phase", p.phase || "–"],
       ["Iteration", p.total ? `${fmt.count(p.iteration || 0)} / ${fmt.count(p.total)}` : "–"],
       ["Recent reward", p.reward === null || p.reward === undefined ? "–" : fmt.fixed(p.reward, 4)],
       ["Elapsed", fmt.duration(p.elapsed_s)],
       ["Time left", ACTIVE.has(job.state) ? fmt.duration(p.eta_s) : "–"],
-      ["Heartbeat", p.heartbeat ? fmt.ago(p.heartbeat) : "–"],
+      ["Heartbeat", heartbeat],
     ];
-    fill(live, 
-      h("div.live-head", h("h2", "Progress"), h("span.sub", progressText(job))),
-      progressBar(job),
-      h("dl.facts", facts.map(([k, v]) => h("div", h("dt", k), h("dd", v)))));
+    const shown = live.querySelector("dl.facts");
+    if (shown && shown.children.length === facts.length) { // the same boxes, new text
+      facts.forEach(([, v], i) => {
+        const dd = shown.children[i].querySelector("dd");
+        if (dd.textContent !== v) dd.textContent = v;
+      });
+      live.querySelector(".live-head .sub").textContent = progressText(job);
+      live.querySelector(".progress").replaceWith(progressBar(job));
+    } else {
+      fill(live,
+        h("div.live-head", h("h2", "Progress"), h("span.sub", progressText(job))),
+        progressBar(job),
+        h("dl.facts", facts.map(([k, v]) => h("div", h("dt", k), h("dd", v)))));
+    }
+    const chart = live.querySelector("figure.chart");
+    if (chart) chart.remove();
     if (ACTIVE.has(job.state) && trace.length > 1) {
       live.append(h("figure.chart", { dataset: { figure: "live-reward" } },
         h("figcaption", "Reward while training ", h("span.sub", "(mean of recent iterations)")),

@@ -1,23 +1,32 @@
 // The jobs list: newest first, filtered by state, refreshed every two seconds while a job is
-// queued or running (live progress), every ten otherwise.
+// queued or running (live progress), every ten otherwise. The filter and the rows shown live in
+// the address (?state=running&rows=50), so Back, a reload and a shared link show the same list.
 
 import { api, datasetName } from "./api.js";
-import { ACTIVE, clear, fill, fmt, h, problemBox, progressBar, stateBadge } from "./dom.js";
+import { ACTIVE, fill, fmt, h, progressBar, stateBadge, title } from "./dom.js";
 
 const STATES = ["", "QUEUED", "RUNNING", "SUCCEEDED", "FAILED", "CANCELLED"];
 const PAGE = 25;
+const MAX_ROWS = 500;
 const POLL_MS = { active: 2000, idle: 10000 };
 
-export function mount(main) {
-  let state = new URLSearchParams(location.search).get("state") || "";
-  let limit = PAGE;
+export function mount(main, { scrollY }) {
+  const query = new URLSearchParams(location.search);
+  let state = (query.get("state") || "").toUpperCase();
+  if (!STATES.includes(state)) state = "";
+  let limit = Math.min(Math.max(PAGE, PAGE * Math.ceil(Number(query.get("rows")) / PAGE) || PAGE),
+    MAX_ROWS);
   let timer = null;
   let stopped = false;
   let busy = true;
+  let drawn = false;
+  const shown = new Map(); // job id -> [what its row shows, the row]
 
+  title("Jobs");
   const body = h("tbody");
   const more = h("button.button.secondary", { type: "button", hidden: true,
-    onclick: () => { limit += PAGE; refresh(); } }, "Show more");
+    onclick: () => { limit = Math.min(limit + PAGE, MAX_ROWS); remember(); refresh(); } },
+  "Show more");
   const status = h("div.status-line");
   const filters = h("div.chips", { role: "tablist" }, STATES.map((s) =>
     h("button.chip", { type: "button", role: "tab", dataset: { state: s },
@@ -25,7 +34,7 @@ export function mount(main) {
       onclick: () => {
         state = s;
         limit = PAGE;
-        history.replaceState(null, "", s ? `/ui?state=${s}` : "/ui");
+        remember();
         for (const chip of filters.children) {
           chip.setAttribute("aria-selected", String(chip.dataset.state === state));
         }
@@ -39,8 +48,17 @@ export function mount(main) {
     h("div.page-head", h("div", h("h1", "Jobs"),
       h("p.lead", "Valuation jobs of this API key's owner, newest first.")),
     h("a.button", { href: "/ui/new", "data-nav": true }, "New job")),
-    h("section.card.flush", h("div.card-toolbar", filters, status), table,
-      h("div.card-foot", more)));
+    h("section.card.flush", h("div.card-toolbar", filters, status),
+      h("div.table-scroll", table), h("div.card-foot", more)));
+
+  /** The filter and the rows shown, in the address (no new history entry). */
+  function remember() {
+    const params = new URLSearchParams();
+    if (state) params.set("state", state.toLowerCase());
+    if (limit > PAGE) params.set("rows", String(limit));
+    const search = params.toString();
+    history.replaceState(history.state, "", search ? `/ui?${search}` : "/ui");
+  }
 
   async function refresh() {
     clearTimeout(timer);
@@ -50,6 +68,8 @@ export function mount(main) {
       const page = await api.jobs(params);
       if (stopped) return;
       render(page.items);
+      if (!drawn && scrollY) window.scrollTo(0, scrollY); // back to where the reader was
+      drawn = true;
       busy = page.items.some((job) => ACTIVE.has(job.state));
       more.hidden = !page.next_page_token;
       status.textContent = `updated ${new Date().toLocaleTimeString("en")}`;
@@ -63,15 +83,34 @@ export function mount(main) {
     if (!stopped) timer = setTimeout(refresh, busy ? POLL_MS.active : POLL_MS.idle);
   }
 
+  /** Only the rows whose content changed are drawn again: a focused link or a selection in
+   * any other row survives the refresh. */
   function render(jobs) {
-    clear(body);
     if (!jobs.length) {
-      body.append(h("tr", h("td.empty", { colSpan: 6 },
+      shown.clear();
+      fill(body, h("tr", h("td.empty", { colSpan: 6 },
         state ? `No ${state.toLowerCase()} jobs.` : "No jobs yet. ",
         state ? "" : h("a", { href: "/ui/new", "data-nav": true }, "Upload a table and start one."))));
       return;
     }
-    for (const job of jobs) body.append(row(job));
+    const before = [...body.children];
+    const rows = jobs.map((job) => {
+      const looks = JSON.stringify([job, fmt.ago(job.created_at)]);
+      const known = shown.get(job.id);
+      if (known && known[0] === looks) return known[1];
+      const tr = row(job);
+      shown.set(job.id, [looks, tr]);
+      return tr;
+    });
+    const ids = new Set(jobs.map((job) => job.id));
+    for (const id of [...shown.keys()]) if (!ids.has(id)) shown.delete(id);
+    const sameJobs = before.length === rows.length
+      && before.every((tr, i) => tr.dataset.jobId === rows[i].dataset.jobId);
+    if (!sameJobs) {
+      fill(body, rows);
+      return;
+    }
+    rows.forEach((tr, i) => { if (before[i] !== tr) before[i].replaceWith(tr); });
   }
 
   refresh();
@@ -89,7 +128,7 @@ function row(job) {
   return h("tr", { dataset: { jobId: job.id } },
     h("td", h("a.mono", { href: `/ui/jobs/${job.id}`, "data-nav": true }, fmt.shortId(job.id)),
       h("div.sub", [spec.method, spec.predictor].filter(Boolean).join(" · "))),
-    h("td.data-cell", data, h("div.sub", "target ", h("bdi", h("code", spec.target)))),
+    h("td.data-cell", data, h("div.sub", "target ", h("bdi.target", { title: spec.target }, h("code", spec.target)))),
     h("td", stateBadge(job.state)),
     h("td.progress-cell", progressBar(job), h("div.sub", progressText(job))),
     h("td", resultText(job)),
@@ -100,7 +139,10 @@ export function progressText(job) {
   const p = job.progress || {};
   if (job.state === "SUCCEEDED") return `done in ${fmt.duration(p.elapsed_s)}`;
   if (job.state === "FAILED") return job.error ? job.error.title : "failed";
-  if (job.state === "CANCELLED") return "cancelled";
+  if (job.state === "CANCELLED") {
+    return p.total ? `cancelled at ${fmt.count(p.iteration || 0)} / ${fmt.count(p.total)}`
+      : "cancelled";
+  }
   if (job.state === "QUEUED") return "waiting for a worker";
   const parts = [p.phase];
   if (p.total) parts.push(`${fmt.count(p.iteration || 0)} / ${fmt.count(p.total)}`);

@@ -1,8 +1,8 @@
 // Upload a table, then start a job with the common fields of the job spec. The API validates
 // the spec (the form does not second-guess it); its problem answers are shown by the fields.
 
-import { api } from "./api.js";
-import { fill, fmt, h, problemBox } from "./dom.js";
+import { api, newKey } from "./api.js";
+import { fill, fmt, h, problemBox, title } from "./dom.js";
 
 const METHODS = [
   ["dvrl", "DVRL (default)"],
@@ -12,7 +12,10 @@ const METHODS = [
 ];
 
 export function mount(main, _params, navigate) {
+  title("New job");
   let datasets = [];
+  let starting = false;
+  let attempt = { body: null, key: null }; // the last spec sent and its idempotency key
 
   // 1. upload
   const file = h("input", { type: "file", name: "file", id: "upload-file",
@@ -46,6 +49,7 @@ export function mount(main, _params, navigate) {
   const weighted = h("input", { type: "checkbox", name: "evaluations", value: "weighted",
     id: "field-weighted" });
   const jobStatus = h("div.form-status", { id: "job-status" });
+  const startButton = h("button.button", { type: "submit", id: "start-job" }, "Start job");
   const jobForm = h("form.job-form", { id: "job-form", novalidate: true, onsubmit: start },
     field("Training table", training, "dataset_id"),
     field("Target column", target, "target", "the label to predict"),
@@ -62,7 +66,7 @@ export function mount(main, _params, navigate) {
     h("div.field.wide", h("span.field-label", "Evaluations"), h("div.checks",
       h("label.check", removal, " removal curves"),
       h("label.check", weighted, " weighted training"))),
-    h("div.form-foot", jobStatus, h("button.button", { type: "submit", id: "start-job" }, "Start job")));
+    h("div.form-foot", jobStatus, startButton));
 
   fill(main, 
     h("div.page-head", h("div", h("h1", "New job"),
@@ -146,8 +150,19 @@ export function mount(main, _params, navigate) {
 
   async function start(event) {
     event.preventDefault();
+    if (starting) return; // a second click while the first is on its way
     for (const el of jobForm.querySelectorAll(".field-error")) el.textContent = "";
     for (const el of jobForm.querySelectorAll(".invalid")) el.classList.remove("invalid");
+    jobStatus.replaceChildren();
+    // what the browser cannot send as written: a number box holding text reads as empty
+    const unreadable = [fraction, iterations, seed, noise].filter((input) =>
+      !input.disabled && input.validity.badInput);
+    for (const input of unreadable) markField(input.name, "not a number");
+    if (!training.value) markField("dataset_id", "upload a table first");
+    if (unreadable.length || !training.value) {
+      jobStatus.replaceChildren(problemBox({ title: "Not sent", message: "see the marked fields" }));
+      return;
+    }
     const byDataset = validationMode.querySelector("input:checked").value === "dataset";
     const spec = {
       dataset_id: training.value,
@@ -160,20 +175,29 @@ export function mount(main, _params, navigate) {
     if (test.value) spec.test = { dataset_id: test.value };
     if (noise.value !== "") spec.label_noise = number(noise);
     if (method.value === "dvrl") spec.dvrl = { iterations: number(iterations) };
+    // the same spec sent again (after a lost answer) keeps its key: the API answers with the
+    // job the first request made instead of starting a second one
+    const body = JSON.stringify(spec);
+    if (body !== attempt.body) attempt = { body, key: newKey() };
+    starting = true;
+    startButton.disabled = true;
     jobStatus.replaceChildren(h("span.sub", "starting…"));
     try {
-      const job = await api.createJob(spec);
+      const job = await api.createJob(spec, attempt.key);
       navigate(`/ui/jobs/${job.id}`);
     } catch (error) {
       jobStatus.replaceChildren(problemBox(error));
       for (const e of error.errors) markField(e.field, e.message);
+    } finally {
+      starting = false;
+      startButton.disabled = false;
     }
   }
 
   function markField(name, message) {
     const key = name.startsWith("validation") ? "validation" : name;
     const box = jobForm.querySelector(`.field-error[data-for="${CSS.escape(key)}"]`);
-    if (box) box.textContent = message;
+    if (box) box.append(h("div", message)); // every message the API gave for this field
     const input = jobForm.querySelector(`[name="${CSS.escape(name)}"]`);
     if (input) input.classList.add("invalid");
   }

@@ -1,0 +1,156 @@
+"""The dashboard as people use it, in a real browser: an impatient double click or a lost answer
+starts one job, a keyboard user can cancel a running job while the page polls, Back returns to
+the list as it was left, a narrow screen reaches every column, and an unknown address says so."""
+
+from __future__ import annotations
+
+import re
+
+import httpx
+import pytest
+
+from tests.conftest import upload, wait_for
+from tests.ui.conftest import sign_in
+
+JOB = re.compile(r".*/ui/jobs/([0-9a-f-]{36})$")
+
+
+@pytest.fixture(scope="module")
+def table():
+    from dvrl_core.datasets import make_table
+
+    return make_table(300, n_features=5, signal=3.0, random_state=5)
+
+
+def job_ids(api) -> list[str]:
+    return [job["id"] for job in api.get("/v1/jobs", params={"page_size": 100}).json()["items"]]
+
+
+def test_a_double_click_or_a_lost_answer_starts_one_job(server, api_as, browser_context, table):
+    api = api_as("alice")
+    dataset_id = upload(api, table, "customers.csv")
+    page = browser_context.new_page()
+    sign_in(page, server, api.key)
+    page.goto(f"{server}/ui/new")
+    page.select_option("#field-dataset", dataset_id)
+    page.fill("#field-iterations", "20")
+
+    # a number box holding text: said by the field, nothing sent (it went as "" before)
+    page.fill("#field-seed", "")
+    page.locator("#field-seed").press_sequentially("1e")
+    page.click("#start-job")
+    assert page.locator('.field-error[data-for="seed"]').inner_text() == "not a number"
+    assert job_ids(api) == []
+    page.fill("#field-seed", "4")
+
+    # the job is made but its answer never reaches the page; the user clicks again
+    lost = []
+
+    def lose_the_answer(route):
+        if not lost:
+            lost.append(route.fetch())  # the server has the request and answers...
+            route.abort("connectionreset")  # ...the page sees the connection drop
+        else:
+            route.continue_()
+
+    page.route("**/v1/jobs", lose_the_answer)
+    page.click("#start-job")
+    page.locator("#job-status .alert").wait_for()
+    assert lost[0].status == 202
+    first = lost[0].json()["id"]
+    page.dblclick("#start-job")
+    page.wait_for_url(JOB)
+    assert JOB.match(page.url)[1] == first
+    assert job_ids(api) == [first]
+    page.locator("h1 .badge").wait_for()
+    assert page.title().startswith(f"Job {first[:8]} · ")
+    page.close()
+    api.post(f"/v1/jobs/{first}:cancel")
+
+
+def test_a_keyboard_user_cancels_a_running_job(server, api_as, browser_context, table):
+    """The page polls every second; the Cancel button keeps the focus through it, and the
+    cancelled job says where training stopped."""
+    api = api_as("alice")
+    job = api.post("/v1/jobs", json={
+        "dataset_id": upload(api, table), "target": "label", "validation": {"fraction": 0.3},
+        "seed": 0, "dvrl": {"iterations": 20000, "tolerance": 0}, "evaluations": []}).json()
+    page = browser_context.new_page()
+    sign_in(page, server, api.key)
+    page.goto(f"{server}/ui/jobs/{job['id']}")
+    iteration = page.locator("#live dl.facts div", has_text="Iteration").locator("dd")
+    iteration.filter(has_text=re.compile(r"^[1-9][\d,]* / 20,000$")).wait_for(timeout=120_000)
+    page.focus("#cancel-job")
+    seen = {iteration.inner_text()}
+    while len(seen) < 3:  # two more polls that changed the page
+        page.wait_for_timeout(300)
+        seen.add(iteration.inner_text())
+    assert page.evaluate("document.activeElement.id") == "cancel-job"
+    assert page.title().startswith(f"Job {job['id'][:8]} · running")
+
+    page.keyboard.press("Enter")
+    page.locator("h1 .badge", has_text="cancelled").wait_for(timeout=60_000)
+    stopped = wait_for(api, job["id"])["progress"]
+    assert stopped["phase"] == "cancelled" and 0 < stopped["iteration"] < 20000
+    assert stopped["total"] == 20000
+    assert page.locator("#live .live-head .sub").inner_text() == \
+        f"cancelled at {stopped['iteration']:,} / 20,000"
+    assert iteration.inner_text() == f"{stopped['iteration']:,} / 20,000"
+    page.close()
+
+
+def test_the_jobs_list_keeps_its_place(server, api_as, browser_context, table):
+    """"Show more", a job, then Back: the same rows at the same place. The filter is in the
+    address, whatever its case; a narrow screen scrolls the table sideways to its last column;
+    an address the dashboard does not know says so, as a page."""
+    api = api_as("alice")
+    dataset_id = upload(api, table)
+    made = []
+    for seed in range(27):  # cancelled while queued: nothing runs
+        job = api.post("/v1/jobs", json={"dataset_id": dataset_id, "target": "label",
+                                         "validation": {"fraction": 0.3}, "seed": seed}).json()
+        api.post(f"/v1/jobs/{job['id']}:cancel")
+        made.append(job["id"])
+    page = browser_context.new_page()
+    page.set_viewport_size({"width": 1280, "height": 700})
+    sign_in(page, server, api.key)
+    rows = page.locator("#jobs-table tr[data-job-id]")
+    rows.nth(24).wait_for()
+    assert rows.count() == 25
+    page.click("text=Show more")
+    rows.nth(26).wait_for()
+    assert page.url.endswith("/ui?rows=50")
+    page.mouse.wheel(0, 2000)
+    page.wait_for_function("() => window.scrollY > 300")
+    left_at = page.evaluate("window.scrollY")
+    rows.nth(26).locator("a").click()
+    page.wait_for_url(JOB)
+    assert JOB.match(page.url)[1] == made[0]  # the oldest, last in the list
+    page.go_back()
+    rows.nth(26).wait_for()
+    assert rows.count() == 27
+    page.wait_for_function(f"() => Math.abs(window.scrollY - {left_at}) < 5")
+
+    page.goto(f"{server}/ui?state=CANCELLED")
+    rows.nth(24).wait_for()
+    assert page.locator('.chip[aria-selected="true"]').inner_text().lower() == "cancelled"
+    assert {badge.lower() for badge in rows.locator(".badge").all_inner_texts()} == {"cancelled"}
+    assert "cancelled" in rows.first.locator(".progress-cell").inner_text()
+
+    page.set_viewport_size({"width": 400, "height": 800})
+    page.goto(f"{server}/ui")
+    rows.first.wait_for()
+    created = page.locator("#jobs-table th", has_text="Created")
+    assert created.bounding_box()["x"] > 400  # past the screen's edge...
+    page.locator("#jobs-table").hover()
+    page.mouse.wheel(2000, 0)
+    page.wait_for_function("() => document.querySelector('.table-scroll').scrollLeft > 0")
+    box = created.bounding_box()
+    assert box["x"] >= 0 and box["x"] + box["width"] <= 400  # ...and scrolled into view
+
+    answer = httpx.get(f"{server}/ui/nowhere")
+    assert answer.status_code == 200 and answer.headers["content-type"].startswith("text/html")
+    page.goto(f"{server}/ui/nowhere")
+    page.locator("h1", has_text="Page not found").wait_for()
+    assert page.title() == "Page not found · DVRL data valuation"
+    page.close()
