@@ -301,6 +301,16 @@ def test_an_ensemble_job_shows_how_alike_its_runs_rank(server, api_as, browser_c
         in text
     assert f"median {ensemble['std_error']['median']:.4f}" in text
     assert "ensemble of 2 runs" in page.locator(".lead").inner_text()
+    # each run's own trust check, and the runs' mean AUROC on their planted rows
+    trust = done["summary"]["trust"]
+    members = page.locator("#trust-members tbody tr")
+    assert members.count() == 3
+    for row, member in zip(members.all()[:2], trust["members"], strict=True):
+        cells = row.locator("td").all_inner_texts()
+        assert cells[:2] == [str(member["seed"]), member["verdict"]]
+        assert cells[3:] == [f"{member['planted_auroc'][k]:.3f}" for k in trust["planted_auroc"]]
+    assert members.nth(2).locator("td").all_inner_texts()[3:] == \
+        [f"{v:.3f}" for v in trust["planted_auroc"].values()]
     page.close()
 
 

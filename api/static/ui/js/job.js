@@ -267,7 +267,25 @@ function trustCard(trust, diagnostics, words) {
       trust.planted ? `; ${fmt.count(trust.planted.rows)} planted rows, ` +
         `${fmt.count(trust.planted.flipped)} of them ${words.one}.` : "."));
   }
+  if (trust.members) card.append(membersTable(trust, words));
   return card;
+}
+
+// an ensemble's trust check: each member ran its own (its seed, verdict, what it returned and
+// how well each valuation found its planted rows), and the members' mean AUROC
+function membersTable(trust, words) {
+  const kinds = Object.keys(trust.planted_auroc || {});
+  const auroc = (figures, kind) => (figures && figures[kind] !== undefined
+    ? fmt.fixed(figures[kind], 3) : "–");
+  const returned = { dvrl: "learned values", prior: "prior" };
+  return h("table.table.compact", { id: "trust-members" },
+    h("thead", h("tr", h("th", "Run (seed)"), h("th", "Verdict"), h("th", "Returned"),
+      kinds.map((kind) => h("th.num", `planted ${words.rows} AUROC: ${kind}`)))),
+    h("tbody", trust.members.map((m) => h("tr", h("td.mono", String(m.seed)), h("td", m.verdict),
+      h("td", returned[m.returned] || m.returned),
+      kinds.map((kind) => h("td.num", auroc(m.planted_auroc, kind))))),
+    kinds.length ? h("tr.total", h("td", "mean"), h("td"), h("td"),
+      kinds.map((kind) => h("td.num", auroc(trust.planted_auroc, kind)))) : null));
 }
 
 function figure(key, title, note, plot) {
