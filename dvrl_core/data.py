@@ -70,6 +70,14 @@ class PreparedData:
     def n_classes(self) -> int:
         return len(self.classes)
 
+    def train_labels(self) -> np.ndarray:
+        """The training rows' labels as the user gave them, in their own dtype (integer labels
+        as integers, not objects); a regression's targets as numbers."""
+        if self.task != "classification":
+            return self.train.y
+        classes = pd.Series(self.classes, dtype=object).infer_objects()
+        return classes.to_numpy()[self.train.y]
+
     def with_train_labels(self, y: np.ndarray) -> PreparedData:
         """A copy whose training labels are replaced (used by label-noise injection)."""
         train = Split(self.train.x, np.asarray(y), self.train.ids)
@@ -216,10 +224,10 @@ class TableEncoder:
             else:
                 if code.kind == "bool":
                     values = series.astype("float64").fillna(0.0).to_numpy()
-                elif code.kind == "datetime":
-                    values = _datetime_days(series).to_numpy()
-                elif code.kind == "duration":
-                    values = _duration_days(series).to_numpy()
+                elif code.kind in ("datetime", "duration"):
+                    _refuse_plain_numbers(series, code)
+                    days = _datetime_days if code.kind == "datetime" else _duration_days
+                    values = days(series).to_numpy()
                 else:
                     values = pd.to_numeric(series, errors="coerce").astype("float64").to_numpy()
                 values = np.where(np.isfinite(values), values, np.nan)
@@ -247,6 +255,16 @@ def _holds_dates(series: pd.Series) -> bool:
     sample = present.iloc[:1000]
     return len(sample) > 0 and all(isinstance(v, datetime.date) for v in sample) and \
         all(isinstance(v, datetime.date) for v in present)
+
+
+def _refuse_plain_numbers(series: pd.Series, code: _ColumnCode) -> None:
+    """Numbers where the training rows held times or durations would read as nanoseconds (a
+    duration of 3 as 3 ns, a date as 1970): say so instead."""
+    numbers = pd.api.types.is_numeric_dtype(series) and not pd.api.types.is_bool_dtype(series)
+    if numbers and series.notna().any():  # a column of empty cells is missing, not numbers
+        what = "dates or times" if code.kind == "datetime" else "durations"
+        raise DataError(f"column {code.column!r} holds {what} in the training rows but plain "
+                        f"numbers here; give {what} in every table, or numbers in every table")
 
 
 def _duration_days(series: pd.Series) -> pd.Series:

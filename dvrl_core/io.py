@@ -115,6 +115,15 @@ def other_format(head: bytes, filename: str) -> str | None:
     return None
 
 
+def refuse_other_format(path: Path) -> None:
+    """Raise :class:`UnreadableTableError` for a workbook or a JSON file (:func:`other_format`),
+    saying what to give instead."""
+    with open(path, "rb") as file:
+        unreadable = other_format(file.read(64), path.name)
+    if unreadable is not None:
+        raise UnreadableTableError(f"{path}: {unreadable}")
+
+
 @dataclass(frozen=True)
 class CsvDialect:
     """How a CSV file is written: the character between fields and the decimal point."""
@@ -197,10 +206,7 @@ def read_table(path: str | Path) -> pd.DataFrame:
     """
     path = Path(path)
     with reading(path):
-        with open(path, "rb") as file:
-            unreadable = other_format(file.read(64), path.name)
-        if unreadable is not None:
-            raise UnreadableTableError(f"{path}: {unreadable}")
+        refuse_other_format(path)
         if is_parquet(path):
             frame = pd.read_parquet(path)
         else:

@@ -50,7 +50,15 @@ from .errors import (
     TooFewRowsError,
     UnreadableTableError,
 )
-from .io import clean_names, csv_dialect, is_parquet, read_table, reading, repeated_names
+from .io import (
+    clean_names,
+    csv_dialect,
+    is_parquet,
+    read_table,
+    reading,
+    refuse_other_format,
+    repeated_names,
+)
 
 SAMPLE_ROWS = 100_000  # rows the encoder is fitted on
 # CSV bytes parsed per batch, one batch read ahead: bigger blocks or more read-ahead made
@@ -118,6 +126,7 @@ def _csv_frames(path: Path, columns: Sequence[str] | None,
 def _first_columns(path: Path) -> list[str]:
     """The table's column names, from its header (CSV) or schema (Parquet)."""
     with reading(path):
+        refuse_other_format(path)
         if is_parquet(path):
             import pyarrow.parquet as pq
 

@@ -43,13 +43,6 @@ class Steps:
             self.on_progress(Progress(done, self.total, 0.0, time.perf_counter() - self.started))
 
 
-def given_labels(data: PreparedData) -> np.ndarray:
-    """The training rows' labels as the user gave them (as :class:`DVRL` reports them)."""
-    if data.task == "classification":
-        return np.asarray(data.classes, dtype=object)[data.train.y]
-    return data.train.y
-
-
 def require_positive(**params: int) -> None:
     for name, value in params.items():
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -64,7 +57,7 @@ def make_result(data: PreparedData, values: np.ndarray, params: dict[str, Any],
     return ValuationResult(
         values=np.asarray(values, dtype=np.float64),
         ids=data.train.ids,
-        labels=given_labels(data),
+        labels=data.train_labels(),
         reward_trace=np.zeros(0),
         params=params,
         versions=library_versions(),

@@ -69,6 +69,10 @@ def test_booleans_dates_and_integer_labels(table):
     train["label"] = (train["label"] == "class_1").astype(int) * 7
     data = prepare(train, "label", valid_fraction=0.25)
     assert data.task == "classification" and data.classes == [0, 7]
+    # the results' label column: the labels as given, integers (they were Python objects)
+    given = data.train_labels()
+    assert given.dtype == np.int64
+    assert given.tolist() == train.loc[data.train.ids, "label"].tolist()
     assert "flag" in data.feature_names and "when" in data.feature_names
     assert len(data.train) + len(data.valid) == len(train)
 
@@ -97,6 +101,16 @@ def test_date_only_and_duration_columns_are_numbers_not_categories(table, tmp_pa
                      for i, zone in enumerate(zones)]
     data = prepare(train, "label", valid_fraction=0.25, feature_columns=["when"])
     assert data.feature_names == ["when"] and len(np.unique(data.train.x)) == 12
+    # a validation table whose copy of a duration or date column holds plain numbers: said,
+    # not read as nanoseconds (3 hours as 3 ns, every date as 1970)
+    for column, numbers in (("took", np.arange(40) % 9), ("when", np.arange(40) + 18_000)):
+        valid = train.iloc[:40].assign(**{column: numbers})
+        with pytest.raises(DataError, match=f"column '{column}' holds .* in the training rows "
+                           "but plain numbers here"):
+            prepare(train.iloc[40:], "label", valid=valid, feature_columns=[column])
+    empty = train.iloc[:40].assign(took=np.nan)  # no values at all: missing, as before
+    assert prepare(train.iloc[40:], "label", valid=empty, feature_columns=["took"]).valid.x.shape \
+        == (40, 1)
 
 
 def test_a_frame_made_from_an_array_and_other_frames_that_are_not_tables(table):

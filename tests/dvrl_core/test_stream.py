@@ -129,6 +129,10 @@ def test_bad_big_tables_get_the_in_memory_path_s_errors(tmp_path, small_blocks):
     path.write_bytes(b"\x00\xff\xfe broken")
     with pytest.raises(UnreadableTableError):
         stream.prepare_file(path, "label", valid_fraction=0.2)
+    # a workbook saved under the table's name: named for what it is, as read_table does
+    path.write_bytes(b"\xd0\xcf\x11\xe0" + bytes(100))
+    with pytest.raises(UnreadableTableError, match="spreadsheet workbook"):
+        stream.prepare_file(path, "label", valid_fraction=0.2)
     # a column named twice, and ids that repeat (in different blocks)
     columns = list(table.columns)
     table.to_csv(path, index=False, header=[columns[0], *columns[:-1]][: len(columns)])
