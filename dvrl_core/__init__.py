@@ -17,7 +17,8 @@ from typing import TYPE_CHECKING, Any
 # process does not pull in torch.
 _EXPORTS = {
     "PreparedData": "data", "Split": "data", "TableEncoder": "data", "infer_task": "data",
-    "prepare": "data", "DVRL": "dvrl", "Progress": "dvrl", "ConfigError": "errors",
+    "prepare": "data", "DVRL": "dvrl", "Progress": "dvrl", "CheckpointMismatchError": "errors",
+    "ConfigError": "errors",
     "ConstantTargetError": "errors", "DataError": "errors", "DVRLError": "errors",
     "EmptyColumnError": "errors",
     "MissingColumnError": "errors", "MissingTargetError": "errors", "RunStopped": "errors",
@@ -49,6 +50,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from .data import PreparedData, Split, TableEncoder, infer_task, prepare
     from .dvrl import DVRL, Progress
     from .errors import (
+        CheckpointMismatchError,
         ConfigError,
         ConstantTargetError,
         DataError,
@@ -78,7 +80,8 @@ if TYPE_CHECKING:  # pragma: no cover
     from .stream import prepare_file
 
 __all__ = [
-    "DVRL", "PREDICTORS", "ConfigError", "ConstantTargetError", "DVRLError", "DataError",
+    "DVRL", "PREDICTORS", "CheckpointMismatchError", "ConfigError", "ConstantTargetError",
+    "DVRLError", "DataError",
     "EmptyColumnError",
     "MissingColumnError", "MissingTargetError", "PreparedData", "Predictor", "Progress",
     "RunStopped", "SingleClassError", "Split", "TableEncoder", "TargetTypeError",

@@ -113,7 +113,7 @@ import numpy as np
 import torch
 
 from .data import PreparedData, Split, require_prepared
-from .errors import ConfigError, RunStopped
+from .errors import CheckpointMismatchError, ConfigError, RunStopped
 from .estimator import ValueEstimator, dvrl_loss
 from .metrics import get_metric
 from .optim import Adam
@@ -469,8 +469,10 @@ class DVRL:
         start_iteration = 0
         if resume_from is not None:
             state = _load_state(resume_from)
-            if state["iterations"] != self.iterations or state["n_rows"] != n:
-                raise ConfigError("the checkpoint belongs to a run with other data or settings")
+            if state["iterations"] != self.iterations or state["n_rows"] != n or \
+                    not _same_shapes(state["estimator"], estimator.state_dict()):
+                raise CheckpointMismatchError("the checkpoint belongs to a run with other data "
+                                              "or settings")
             estimator.load_state_dict(state["estimator"])
             optimiser.load_state_dict(state["optimiser"])
             generator.set_state(state["generator"])
@@ -597,8 +599,7 @@ class DVRL:
         return ValuationResult(
             values=values,
             ids=data.train.ids,
-            labels=np.asarray(data.classes, dtype=object)[data.train.y]
-            if data.task == "classification" else data.train.y,
+            labels=data.train_labels(),
             reward_trace=rewards,
             params=params,
             versions=library_versions(),
@@ -983,6 +984,13 @@ def _dump_state(state: dict[str, Any]) -> bytes:
     buffer = io.BytesIO()
     torch.save(state, buffer)
     return buffer.getvalue()
+
+
+def _same_shapes(saved: dict[str, Any], expected: dict[str, Any]) -> bool:
+    """Whether a checkpoint's estimator has this run's layers and shapes (the data prepared by
+    an earlier version can have another number of features)."""
+    return saved.keys() == expected.keys() and all(
+        tuple(saved[name].shape) == tuple(expected[name].shape) for name in expected)
 
 
 def _load_state(blob: bytes) -> dict[str, Any]:

@@ -15,6 +15,7 @@ problem) and a message a user can act on. The hierarchy::
     │   ├── UnseenClassError          validation/test labels the training table lacks
     │   └── TargetTypeError           a regression target that is not numeric
     ├── ConfigError                   a parameter is out of range or unknown
+    │   └── CheckpointMismatchError   a checkpoint from another run (data, settings, version)
     └── RunStopped                    the stop check asked the run to stop (carries a checkpoint)
 """
 
@@ -76,6 +77,13 @@ class ConfigError(DVRLError, ValueError):
     """A parameter is out of range, or a name (predictor, metric) is unknown."""
 
     code = "bad-config"
+
+
+class CheckpointMismatchError(ConfigError):
+    """``resume_from`` holds the state of another run: other data or settings, or the same job
+    prepared by an earlier version into another number of features. Start the run again."""
+
+    code = "checkpoint-mismatch"
 
 
 class RunStopped(DVRLError):

@@ -22,7 +22,16 @@ from dvrl_core import RunStopped
 from . import jobs, members
 from .db import session_scope
 from .models import JobMember
-from .runner import WORKER_ID, _Monitor, _prepare, _valuer, guarded, run_job, with_retries
+from .runner import (
+    WORKER_ID,
+    _Monitor,
+    _prepare,
+    _valuer,
+    fit_resuming,
+    guarded,
+    run_job,
+    with_retries,
+)
 from .settings import Settings, get_settings
 from .specs import JobSpec
 
@@ -86,8 +95,7 @@ def _run(member_id: str, spec: JobSpec, seed: int, monitor: _Monitor,
     data, _ = _prepare(member_id, spec)
     valuer, total = _valuer(spec, data, seed)
     monitor.phase("training", total=total, **_at(resumed_from, 0))
-    result = valuer.fit(data, on_progress=monitor.on_progress, should_stop=monitor.should_stop,
-                        on_checkpoint=monitor.on_checkpoint, resume_from=checkpoint)
+    result = fit_resuming(valuer, data, monitor, checkpoint)
     if monitor.should_stop() and monitor.cancelled:
         raise RunStopped(total, total, b"")
     monitor.phase("writing", iteration=total, total=total)

@@ -30,6 +30,7 @@ import numpy as np
 from sqlalchemy.exc import DBAPIError
 
 from dvrl_core import (
+    CheckpointMismatchError,
     DVRLError,
     PreparedData,
     RunStopped,
@@ -344,11 +345,26 @@ def _run(job_id: str, spec: JobSpec, monitor: _Monitor,
     data, corrupted = _prepare(job_id, spec)
     valuer, total = _valuer(spec, data)
     monitor.phase("training", iteration=0, total=total)
-    # the baselines keep no checkpoints: given one, they start again (seeded: same values)
-    result = valuer.fit(data, on_progress=monitor.on_progress, should_stop=monitor.should_stop,
-                        on_checkpoint=monitor.on_checkpoint, resume_from=checkpoint)
-
+    result = fit_resuming(valuer, data, monitor, checkpoint)
     return _conclude(job_id, spec, monitor, data, result, corrupted, total)
+
+
+def fit_resuming(valuer: Any, data: PreparedData, monitor: _Monitor,
+                 checkpoint: bytes | None) -> Any:
+    """``valuer.fit`` from the run's checkpoint, if it has one. A checkpoint that does not fit
+    (saved before an upgrade that prepares the data into other features) is dropped and the
+    run starts again: seeded, it gives the same values. The baselines keep no checkpoints:
+    given one, they start again."""
+    def fit(resume_from: bytes | None) -> Any:
+        return valuer.fit(data, on_progress=monitor.on_progress, should_stop=monitor.should_stop,
+                          on_checkpoint=monitor.on_checkpoint, resume_from=resume_from)
+
+    try:
+        return fit(checkpoint)
+    except CheckpointMismatchError:
+        log.warning("job %s: its checkpoint does not fit this run; starting again",
+                    monitor.job_id)
+        return fit(None)
 
 
 def _run_ensemble(job_id: str, spec: JobSpec, monitor: _Monitor) -> str | None:

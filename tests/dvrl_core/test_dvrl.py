@@ -10,8 +10,11 @@ import torch
 
 from dvrl_core import (
     DVRL,
+    CheckpointMismatchError,
     ConfigError,
+    PreparedData,
     RunStopped,
+    Split,
     detection_auroc,
     found_fraction,
     inject_label_noise,
@@ -212,6 +215,19 @@ def test_checkpoint_of_another_run_is_refused(noisy_data):
         small().fit(data, should_stop=lambda: True)
     with pytest.raises(ConfigError, match="checkpoint"):
         small(iterations=31).fit(data, resume_from=stopped.value.checkpoint)
+
+
+def test_checkpoint_of_data_prepared_into_other_features_is_refused_by_name(noisy_data):
+    """The same rows and settings with one feature fewer (an earlier version prepared a column
+    into other features): CheckpointMismatchError, which the service answers by starting
+    again, not torch's size-mismatch RuntimeError."""
+    data, _ = noisy_data
+    stopped, _ = stopped_after(small(), data, 1, every=10)
+    fewer = PreparedData(data.task, Split(data.train.x[:, 1:], data.train.y, data.train.ids),
+                         Split(data.valid.x[:, 1:], data.valid.y, data.valid.ids), None,
+                         data.classes, data.feature_names[1:], data.target)
+    with pytest.raises(CheckpointMismatchError, match="other data or settings"):
+        small().fit(fewer, resume_from=stopped.checkpoint)
 
 
 def test_progress_is_reported_every_iteration(noisy_data):

@@ -325,3 +325,37 @@ def test_an_evaluation_that_cannot_score_its_rows_is_skipped_and_the_values_kept
     assert client.get(f"/v1/jobs/{job_id}/curves").json()["removal"] is None
     values = client.get(f"/v1/jobs/{job_id}/values", params={"page_size": 1000}).json()
     assert len(values["items"]) == job["summary"]["rows"] == 360
+
+
+def test_a_checkpoint_that_does_not_fit_the_run_is_dropped_and_the_job_starts_again(
+        client, tables):
+    """A job checkpointed by an earlier version that prepared its table into other features
+    (a date column became days instead of one-hot levels): the worker that takes it over starts
+    again, and the job ends with the values it would have had, not an internal error."""
+    import pytest
+
+    from dvrl_core import DVRL, RunStopped, prepare
+    from service.settings import get_settings
+
+    train, valid = tables
+    fewer = prepare(train.drop(columns=["x0"]), "label", valid.drop(columns=["x0"]))
+    saved: list[bytes] = []
+    with pytest.raises(RunStopped):
+        DVRL(iterations=60, rollouts=8, tolerance=None).fit(
+            fewer, should_stop=lambda: bool(saved), checkpoint_every=10,
+            on_checkpoint=lambda state, _: saved.append(state))
+    job_id = _create(client, tables)
+    with session_scope() as session:  # a first worker claims it, checkpoints, and dies
+        assert jobs.claim(session, job_id, "worker-a", get_settings())
+        assert jobs.save_checkpoint(session, job_id, "worker-a", saved[0])
+        session.commit()
+    _age(job_id, 0, lease_expires_at=jobs.now() - timedelta(seconds=1))
+    assert run_job(job_id) == "SUCCEEDED"
+    fresh = _create(client, tables)
+    assert run_job(fresh) == "SUCCEEDED"
+
+    def values(job: str) -> list[float]:
+        items = client.get(f"/v1/jobs/{job}/values", params={"page_size": 1000}).json()["items"]
+        return [item["value"] for item in items]
+
+    assert values(job_id) == values(fresh) and len(values(fresh)) == 360
