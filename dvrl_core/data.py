@@ -229,7 +229,7 @@ class TableEncoder:
                     days = _datetime_days if code.kind == "datetime" else _duration_days
                     values = days(series).to_numpy()
                 else:
-                    values = pd.to_numeric(series, errors="coerce").astype("float64").to_numpy()
+                    values = _numbers(series, code)
                 values = np.where(np.isfinite(values), values, np.nan)
                 missing = np.isnan(values)
                 values = np.where(missing, code.fill, values)
@@ -265,6 +265,32 @@ def _refuse_plain_numbers(series: pd.Series, code: _ColumnCode) -> None:
         what = "dates or times" if code.kind == "datetime" else "durations"
         raise DataError(f"column {code.column!r} holds {what} in the training rows but plain "
                         f"numbers here; give {what} in every table, or numbers in every table")
+
+
+# text that marks a missing number (a CSV reader turns most of these into empty cells already)
+MISSING_MARKERS = frozenset({"", "na", "n/a", "nan", "null", "none", "?", "-", "--"})
+
+
+def _numbers(series: pd.Series, code: _ColumnCode) -> np.ndarray:
+    """A numeric column's values as float64. Dates, durations or text where the training rows
+    held numbers would otherwise become missing values without a word: say so instead (an
+    empty cell, or a missing marker such as NA or ?, stays missing)."""
+    if pd.api.types.is_numeric_dtype(series) or pd.api.types.is_bool_dtype(series):
+        return series.astype("float64").to_numpy()
+    if pd.api.types.is_datetime64_any_dtype(series) or pd.api.types.is_timedelta64_dtype(series):
+        kind = "dates or times" if pd.api.types.is_datetime64_any_dtype(series) else "durations"
+        raise DataError(f"column {code.column!r} holds numbers in the training rows but {kind} "
+                        "here; give the same kind of value in every table")
+    values = pd.to_numeric(series, errors="coerce")
+    marked = series.astype(str).str.strip().str.lower().isin(MISSING_MARKERS)
+    unread = series.notna() & values.isna() & ~marked
+    if unread.any():
+        example = series[unread].iloc[0]
+        raise DataError(f"column {code.column!r} holds numbers in the training rows, but "
+                        f"{int(unread.sum())} of these rows hold something else (such as "
+                        f"{str(example)[:40]!r}); give numbers, or leave the cell empty for a "
+                        "missing value")
+    return values.astype("float64").to_numpy()
 
 
 def _duration_days(series: pd.Series) -> pd.Series:

@@ -112,6 +112,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
+from .checks import summary_checks
 from .data import PreparedData, Split, require_prepared
 from .errors import CheckpointMismatchError, ConfigError, RunStopped
 from .estimator import ValueEstimator, dvrl_loss
@@ -617,7 +618,8 @@ class DVRL:
                  else {}) | ({"trust": trust} if trust is not None else {})
             | ({"shift": shift.to_dict()} if shift is not None else {})
             | ({"predictor_choice": self.predictor_choice_.as_dict()}
-               if self.predictor_choice_ is not None else {}),
+               if self.predictor_choice_ is not None else {})
+            | summary_checks(data),  # validation copies in training, thin classes
         )
 
     def _check(self, data: PreparedData, original: int, planted: Planted | None,

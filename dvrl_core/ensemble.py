@@ -156,6 +156,9 @@ def combine_results(results: Sequence[ValuationResult],
     report = combined.report() | {"seeds": named, "per_member": [
         _member_report(r, seed) for r, seed in zip(results, named, strict=True)]}
     diagnostics: dict[str, Any] = {"ensemble": report}
+    for key in ("validation_copies", "warnings"):  # of the data, the same for every member
+        if key in first.diagnostics:
+            diagnostics[key] = first.diagnostics[key]
     trust = ensemble_trust([r.diagnostics.get("trust") for r in results], named)
     if trust is not None:
         diagnostics["trust"] = trust

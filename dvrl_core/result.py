@@ -31,7 +31,8 @@ class ValuationResult:
     0-based row number, or the row's position where the index repeats a label);
     ``labels[i]`` its given label. An ensemble's result
     (:mod:`dvrl_core.ensemble`) holds its members' mean with ``std_errors[i]``, the standard error
-    of that mean; a single run's has none.
+    of that mean; a single run's has none. ``diagnostics["warnings"]`` holds what the data
+    gave cause to warn of (:func:`dvrl_core.checks.summary_checks`).
     """
 
     values: np.ndarray
@@ -52,6 +53,28 @@ class ValuationResult:
     def __len__(self) -> int:
         return len(self.values)
 
+    def __repr__(self) -> str:
+        """One line a notebook can show: rows, the values' range, what was returned and the
+        trust verdict, warnings, device and time (the arrays stay in their attributes)."""
+        parts = [f"{len(self):,} rows"]
+        if len(self):
+            parts.append(f"values {np.min(self.values):.3g} to {np.max(self.values):.3g}, "
+                         f"median {np.median(self.values):.3g}")
+        members = (self.diagnostics.get("ensemble") or {}).get("members")
+        if members:
+            parts.append(f"mean of {members} runs")
+        trust = self.diagnostics.get("trust") or {}
+        if trust.get("returned"):
+            parts.append(f"returned: {_RETURNED.get(trust['returned'], trust['returned'])}")
+        if trust.get("verdict"):
+            parts.append(f"trust: {trust['verdict']}")
+        warnings = self.diagnostics.get("warnings") or []
+        if warnings:
+            parts.append(f"{len(warnings)} warning{'s' if len(warnings) != 1 else ''}")
+        total = self.timings.get("total_s")
+        parts.append(self.device + (f", {total:.1f} s" if total is not None else ""))
+        return f"<ValuationResult: {'; '.join(parts)}>"
+
     def to_dataframe(self) -> pd.DataFrame:
         """One row per training row, in input order: ``row``, ``value``, ``rank``, ``label``
         (and ``std_error`` for an ensemble)."""
@@ -70,6 +93,10 @@ class ValuationResult:
         """The ``k`` highest-valued rows, highest first."""
         return self.to_dataframe().sort_values("rank", ascending=False).head(
             _count(k)).reset_index(drop=True)
+
+
+_RETURNED = {"dvrl": "learned values", "prior": "the prior",
+             "mixed": "learned values in some runs, the prior in others"}
 
 
 def _count(k: int) -> int:

@@ -423,7 +423,7 @@ def _evaluate(spec: JobSpec, data: PreparedData, result, corrupted):
         "device": result.device, "threads": threads_in_use(),
         "timings": {k: round(v, 3) for k, v in result.timings.items()},
         "diagnostics": {k: v for k, v in result.diagnostics.items()
-                        if k not in ("trust", "ensemble")},
+                        if k not in ("trust", "ensemble", "validation_copies", "warnings")},
         "versions": result.versions,
     } | summary_checks(data)
     if "ensemble" in result.diagnostics:  # members, seeds, rank stability, standard errors

@@ -113,6 +113,26 @@ def test_date_only_and_duration_columns_are_numbers_not_categories(table, tmp_pa
         == (40, 1)
 
 
+def test_text_or_dates_in_a_numeric_column_of_the_validation_rows_are_refused_by_name(
+        table, tmp_path):
+    """They became missing values, filled with the training median, without a word."""
+    train, valid = table.iloc[40:], table.iloc[:40]
+    cases = {"text": valid.assign(x0=["1,5"] + ["2"] * 39),  # a decimal comma
+             "dates": valid.assign(x0=pd.date_range("2020-01-01", periods=40))}
+    for what, frame in cases.items():
+        with pytest.raises(DataError, match="column 'x0' holds numbers in the training rows"):
+            prepare(train, "label", valid=frame)
+    cases["text"].to_csv(tmp_path / "v.csv", index=False)
+    with pytest.raises(DataError, match=r"1 of these rows hold something else \(such as '1,5'"):
+        prepare(train, "label", valid=read_table(tmp_path / "v.csv"))
+    # numbers written as text, empty cells and missing markers read as before
+    fine = valid.assign(x0=["2.5", None, "NA", " ? "] + [str(v) for v in valid["x0"].iloc[4:]])
+    fine.to_csv(tmp_path / "fine.csv", index=False)
+    for frame in (fine, read_table(tmp_path / "fine.csv")):
+        x = prepare(train, "label", valid=frame).valid.x
+        assert np.isfinite(x).all()
+
+
 def test_a_frame_made_from_an_array_and_other_frames_that_are_not_tables(table):
     """pd.DataFrame(array) names its columns 0, 1, ...: a KeyError deep in pandas; the rest
     failed in pandas, torch or NumPy."""

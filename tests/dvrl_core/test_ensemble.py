@@ -100,6 +100,8 @@ def test_fit_ensemble_is_the_mean_of_one_run_per_seed_with_progress_over_all_run
     assert len(result.diagnostics["trust"]["members"]) == 3
     assert "std_error" in result.to_dataframe().columns
     assert "random_state" not in result.params  # each member had its own
+    assert "; mean of 3 runs; returned: " in repr(result)
+    assert result.diagnostics["warnings"] == alone[0].diagnostics["warnings"] == []
     with pytest.raises(ConfigError):
         fit_ensemble(data, [], lambda s: DVRL(random_state=s))
 

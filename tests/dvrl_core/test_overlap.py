@@ -37,3 +37,16 @@ def test_a_job_warns_when_a_quarter_of_its_validation_rows_are_copies():
     assert report["validation_copies"] == 60
     assert report["warnings"][0].startswith("60 of the 100 validation rows (60%) repeat a "
                                             "training row exactly")
+
+
+def test_a_valuation_in_a_notebook_carries_the_warning_and_shows_in_one_short_line():
+    from dvrl_core import DVRL
+
+    result = DVRL(iterations=1, random_state=0).fit(_with_copies(60))
+    assert result.diagnostics["validation_copies"] == 60
+    assert result.diagnostics["warnings"][0].startswith("60 of the 100 validation rows")
+    shown = repr(result)
+    assert shown.startswith("<ValuationResult: 400 rows; values ")
+    assert "returned: learned values; trust: not checked" in shown
+    assert "; 1 warning; cpu, " in shown
+    assert len(shown) < 400 and "\n" not in shown  # no arrays of numbers

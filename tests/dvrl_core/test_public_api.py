@@ -5,7 +5,8 @@ import dvrl_core
 
 def test_exported_names_are_pinned():
     assert sorted(dvrl_core.__all__) == sorted([
-        "DVRL", "PREDICTORS", "CheckpointMismatchError", "ConfigError", "ConstantTargetError", "DVRLError", "DataError",
+        "DVRL", "PREDICTORS", "CheckpointMismatchError", "ConfigError", "ConstantTargetError",
+        "DVRLError", "DataError",
         "EmptyColumnError",
         "MissingColumnError", "MissingTargetError", "PreparedData", "Predictor", "Progress",
         "RunStopped", "SingleClassError", "Split", "TableEncoder", "TargetTypeError",
