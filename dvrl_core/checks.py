@@ -8,6 +8,8 @@
 
 :func:`summary_checks` is the part of a summary that the command line and the service share:
 ``validation_copies`` (always) and ``warnings`` (a list of sentences; empty when all is well).
+:class:`dvrl_core.DVRL` puts them in its result's ``diagnostics``; :func:`checks_of` reads them
+from there (a baseline's result has none: they are computed then).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import numpy as np
 
 from .data import PreparedData
 from .overlap import copied_validation_rows, overlap_warning
+from .result import ValuationResult
 
 THIN_CLASS_ROWS = 5  # validation rows under which a class's part of the reward is noise
 SHOWN_CLASSES = 5  # classes named in the warning; the rest are counted
@@ -45,3 +48,11 @@ def summary_checks(data: PreparedData) -> dict[str, object]:
     copies = copied_validation_rows(data)
     warnings = [overlap_warning(copies, len(data.valid)), thin_class_warning(data)]
     return {"validation_copies": copies, "warnings": [w for w in warnings if w]}
+
+
+def checks_of(result: ValuationResult, data: PreparedData) -> dict[str, object]:
+    """:func:`summary_checks` as ``result`` carries them, else computed from ``data`` (hashing
+    every training row once is enough)."""
+    if "validation_copies" in result.diagnostics and "warnings" in result.diagnostics:
+        return {k: result.diagnostics[k] for k in ("validation_copies", "warnings")}
+    return summary_checks(data)

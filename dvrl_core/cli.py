@@ -305,7 +305,7 @@ def _make_valuer(args: argparse.Namespace, seed: int):
 def _summary_of(result, data, corrupted, random_state) -> dict[str, Any]:
     """The run's figures, in the shape of a service job's ``summary`` (which
     :func:`print_summary` also prints for ``dvrl remote value``)."""
-    from .checks import summary_checks
+    from .checks import checks_of
     from .controls import marginal_control
     from .evaluation import detection_auroc, found_fraction
 
@@ -313,7 +313,7 @@ def _summary_of(result, data, corrupted, random_state) -> dict[str, Any]:
         "method": result.params.get("method", "dvrl"), "device": result.device,
         "timings": result.timings, "predictor": result.params.get("predictor"),
         "metric": result.params.get("metric"), "task": data.task,
-    } | summary_checks(data)
+    } | checks_of(result, data)
     if result.diagnostics.get("trust"):
         summary["trust"] = result.diagnostics["trust"]
     if result.diagnostics.get("ensemble"):

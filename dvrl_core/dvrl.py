@@ -619,7 +619,7 @@ class DVRL:
             | ({"shift": shift.to_dict()} if shift is not None else {})
             | ({"predictor_choice": self.predictor_choice_.as_dict()}
                if self.predictor_choice_ is not None else {})
-            | summary_checks(data),  # validation copies in training, thin classes
+            | summary_checks(all_rows),  # the given rows: validation copies, thin classes
         )
 
     def _check(self, data: PreparedData, original: int, planted: Planted | None,

@@ -42,7 +42,7 @@ from dvrl_core import (
     training_choices,
     weighted_training,
 )
-from dvrl_core.checks import summary_checks
+from dvrl_core.checks import checks_of
 from dvrl_core.controls import marginal_control
 from dvrl_core.ensemble import combine_results
 from dvrl_core.evaluation import evaluation_sample
@@ -425,7 +425,7 @@ def _evaluate(spec: JobSpec, data: PreparedData, result, corrupted):
         "diagnostics": {k: v for k, v in result.diagnostics.items()
                         if k not in ("trust", "ensemble", "validation_copies", "warnings")},
         "versions": result.versions,
-    } | summary_checks(data)
+    } | checks_of(result, data)
     if "ensemble" in result.diagnostics:  # members, seeds, rank stability, standard errors
         summary["ensemble"] = result.diagnostics["ensemble"]
     if "trust" in result.diagnostics:  # held-out checks of the values, and what was returned

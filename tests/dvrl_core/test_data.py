@@ -119,7 +119,7 @@ def test_text_or_dates_in_a_numeric_column_of_the_validation_rows_are_refused_by
     train, valid = table.iloc[40:], table.iloc[:40]
     cases = {"text": valid.assign(x0=["1,5"] + ["2"] * 39),  # a decimal comma
              "dates": valid.assign(x0=pd.date_range("2020-01-01", periods=40))}
-    for what, frame in cases.items():
+    for frame in cases.values():
         with pytest.raises(DataError, match="column 'x0' holds numbers in the training rows"):
             prepare(train, "label", valid=frame)
     cases["text"].to_csv(tmp_path / "v.csv", index=False)
