@@ -88,8 +88,16 @@ def test_a_keyboard_user_cancels_a_running_job(server, api_as, browser_context, 
     assert page.evaluate("document.activeElement.id") == "cancel-job"
     assert page.title().startswith(f"Job {job['id'][:8]} · running")
 
+    # the first request is lost: said beside the button, which takes the key again
+    page.route("**/v1/jobs/*:cancel", lambda route: route.abort("connectionreset"))
+    page.keyboard.press("Enter")
+    page.locator(".page-head .actions .alert").wait_for()
+    assert page.evaluate("document.activeElement.id") == "cancel-job"
+    assert api.get(f"/v1/jobs/{job['id']}").json()["state"] == "RUNNING"
+    page.unroute("**/v1/jobs/*:cancel")
     page.keyboard.press("Enter")
     page.locator("h1 .badge", has_text="cancelled").wait_for(timeout=60_000)
+    assert page.locator(".page-head .alert").count() == 0  # the new state's head has none
     stopped = wait_for(api, job["id"])["progress"]
     assert stopped["phase"] == "cancelled" and 0 < stopped["iteration"] < 20000
     assert stopped["total"] == 20000

@@ -74,8 +74,17 @@ export function mount(main, { id }) {
     if (ACTIVE.has(job.state) && job.state !== "CANCELLING") {
       actions.append(h("button.button.secondary", { type: "button", id: "cancel-job",
         onclick: async (event) => {
-          event.target.disabled = true;
-          try { await api.cancel(id); } catch (error) { live.prepend(problemBox(error)); }
+          const button = event.target;
+          button.disabled = true;
+          actions.querySelector(".alert")?.remove();
+          try {
+            await api.cancel(id);
+          } catch (error) { // said beside the button, which can be pressed again; the next
+            // state (the job ended, say) redraws the head without it
+            button.after(problemBox(error));
+            button.disabled = false;
+            button.focus();
+          }
           poll();
         } }, "Cancel job"));
     }
