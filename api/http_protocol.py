@@ -25,6 +25,20 @@ MALFORMED = {
 }
 
 
+# a request line and headers together; h11 stops at 16 KiB of its own accord, httptools gathers
+# a header of any length (200 MB held the event loop 44 s: no other request was answered)
+MAX_HEAD_BYTES = 1 << 20
+
+HEAD_TOO_LARGE = {
+    "type": "/problems/headers-too-large",
+    "title": "Request header fields too large",
+    "status": 431,
+    "detail": f"the request line and headers exceed {MAX_HEAD_BYTES // 1024} KiB; nothing was "
+              "read or changed. Send shorter headers (an API key and a few standard headers "
+              "take well under a kilobyte)",
+}
+
+
 class _ProblemAnswer:
     """Replaces uvicorn's ``send_400_response`` (both of its HTTP/1.1 implementations have it,
     and close the connection after it): the same status and connection handling, a JSON body."""
@@ -33,8 +47,11 @@ class _ProblemAnswer:
     server_state: ServerState
 
     def send_400_response(self, msg: str) -> None:
-        body = json.dumps(MALFORMED).encode()
-        head = [b"HTTP/1.1 400 Bad Request\r\n"]
+        self._send_problem(b"400 Bad Request", MALFORMED)
+
+    def _send_problem(self, status: bytes, problem: dict) -> None:
+        body = json.dumps(problem).encode()
+        head = [b"HTTP/1.1 " + status + b"\r\n"]
         for name, value in self.server_state.default_headers:  # date, server
             head += [name, b": ", value, b"\r\n"]
         head += [b"content-type: application/problem+json\r\n",
@@ -44,15 +61,45 @@ class _ProblemAnswer:
         self.transport.close()
 
 
+class _HeadLimit(_ProblemAnswer):
+    """For httptools: the bytes received while a request's head is incomplete are counted, and
+    past :data:`MAX_HEAD_BYTES` the answer is a 431 problem and the connection closes. The count
+    starts at the request's first byte, give or take the read that ended the request before it
+    (a read is at most 256 KiB: a well-formed head is never refused)."""
+
+    _in_head = True
+    _head_bytes = 0
+
+    def on_message_begin(self) -> None:
+        self._in_head, self._head_bytes = True, 0
+        super().on_message_begin()  # type: ignore[misc]
+
+    def on_headers_complete(self) -> None:
+        self._in_head = False
+        super().on_headers_complete()  # type: ignore[misc]
+
+    def data_received(self, data: bytes) -> None:
+        if self.transport.is_closing():
+            return
+        super().data_received(data)  # type: ignore[misc]
+        if self._in_head and not self.transport.is_closing():
+            self._head_bytes += len(data)
+            if self._head_bytes > MAX_HEAD_BYTES:
+                self._send_problem(b"431 Request Header Fields Too Large", HEAD_TOO_LARGE)
+
+
 def _protocol() -> type[asyncio.Protocol]:
-    """uvicorn's choice ("auto"): httptools where it is installed, else h11."""
+    """uvicorn's choice ("auto"): httptools where it is installed, else h11 (which limits a
+    head to 16 KiB and answers 400 past it)."""
     try:
         import httptools  # noqa: F401
     except ImportError:
         from uvicorn.protocols.http.h11_impl import H11Protocol as Base
+        answer: type = _ProblemAnswer
     else:
         from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol as Base  # type: ignore[assignment]
-    return type("ProblemHTTPProtocol", (_ProblemAnswer, Base), {"__module__": __name__})
+        answer = _HeadLimit
+    return type("ProblemHTTPProtocol", (answer, Base), {"__module__": __name__})
 
 
 ProblemHTTPProtocol = _protocol()

@@ -170,7 +170,7 @@ class TableEncoder:
             return self._fit_numeric(name, "duration", _duration_days(series))
         if pd.api.types.is_numeric_dtype(series):
             return self._fit_numeric(name, "numeric", series.astype("float64"))
-        counts = series.dropna().astype(str).value_counts(sort=True)
+        counts = _as_text(series.dropna()).value_counts(sort=True)
         levels = sorted(counts.index[: self.max_categories].tolist())
         code = _ColumnCode(name, "categorical", levels=levels)
         code.indicator = bool(series.isna().any())
@@ -216,7 +216,7 @@ class TableEncoder:
             missing = series.isna().to_numpy()
             if code.kind == "categorical":
                 lookup = {level: index for index, level in enumerate(code.levels)}
-                codes = series.astype(str).map(lookup).where(~missing).fillna(-1)
+                codes = _as_text(series).map(lookup).where(~missing).fillna(-1)
                 codes = codes.to_numpy(dtype=np.int64)
                 known = codes >= 0
                 out[np.flatnonzero(known), at + codes[known]] = 1.0
@@ -244,6 +244,17 @@ class TableEncoder:
 def _column(frame: pd.DataFrame, name: str, rows: np.ndarray | None) -> pd.Series:
     series = frame[name]
     return series if rows is None else series.iloc[rows]
+
+
+def _as_text(series: pd.Series) -> pd.Series:
+    """A column's values as text, a level per distinct value. Bytes (a Parquet file's binary
+    column) are decoded as UTF-8, any byte that is not written as an escape such as ``\\xff``
+    (``astype(str)`` raised UnicodeDecodeError on them)."""
+    first = series.first_valid_index() if series.dtype == object else None
+    if first is not None and isinstance(series.loc[first], bytes):  # a binary column's cells
+        series = series.map(lambda v: v.decode("utf-8", "backslashreplace")
+                            if isinstance(v, bytes) else v)
+    return series.astype(str)
 
 
 def _holds_dates(series: pd.Series) -> bool:
@@ -282,7 +293,7 @@ def _numbers(series: pd.Series, code: _ColumnCode) -> np.ndarray:
         raise DataError(f"column {code.column!r} holds numbers in the training rows but {kind} "
                         "here; give the same kind of value in every table")
     values = pd.to_numeric(series, errors="coerce")
-    marked = series.astype(str).str.strip().str.lower().isin(MISSING_MARKERS)
+    marked = _as_text(series).str.strip().str.lower().isin(MISSING_MARKERS)
     unread = series.notna() & values.isna() & ~marked
     if unread.any():
         example = series[unread].iloc[0]
@@ -468,8 +479,17 @@ def _classes(train_target: pd.Series, target: str) -> list:
 
 
 def check_unique_ids(ids: pd.Series, id_column: str) -> None:
-    """The id column's values name the rows in the results: each must be unique."""
-    repeated = ids.duplicated(keep=False) & ids.notna()  # a missing id names no row
+    """The id column's values name the rows in the results: each must be given, and unique."""
+    missing = ids.isna().to_numpy()
+    if missing.any():
+        rows = np.flatnonzero(missing)
+        shown = ", ".join(str(r) for r in rows[:5]) + (", ..." if len(rows) > 5 else "")
+        raise DataError(
+            f"the id column {id_column!r} names rows, but {len(rows)} row"
+            f"{'s have' if len(rows) != 1 else ' has'} no id in the training table (0-based rows "
+            f"{shown}; an empty cell, or text such as NA that reads as missing); give every row "
+            "an id, or name no id column (rows are then numbered)")
+    repeated = ids.duplicated(keep=False)
     if repeated.any():
         first = ids[repeated].iloc[0]
         first = first.item() if isinstance(first, np.generic) else first

@@ -117,13 +117,16 @@ def iter_value_frames(session: Session, job_id: str,
 
 
 FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
+# a number as Python writes one (an exponent too): never a formula, left as it is
+NUMBER = r"-?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?"
 
 
 def neutralise_formulas(frame: pd.DataFrame) -> pd.DataFrame:
-    """Spreadsheet formula injection: text cells starting with = + - @ get a leading quote."""
+    """Spreadsheet formula injection: text cells starting with = + - @ get a leading quote
+    (numbers such as -1.5 or -1e-06 excepted)."""
     for column in ("row", "label"):
         text = frame[column].astype(str)
-        risky = text.str.startswith(FORMULA_PREFIXES) & ~text.str.fullmatch(r"-?\d+(\.\d+)?")
+        risky = text.str.startswith(FORMULA_PREFIXES) & ~text.str.fullmatch(NUMBER)
         frame[column] = text.where(~risky, "'" + text)
     return frame
 

@@ -72,6 +72,29 @@ def test_bytes_that_are_not_http_get_a_problem_document_and_lose_nothing(tmp_pat
                 status, headers, body = _raw_exchange(port, garbage)
                 assert (status, headers["content-type"]) == (400, "application/problem+json")
                 assert json.loads(body)["type"] == "/problems/malformed-request"
+            # a head too long to be a request's: refused as soon as it passes the limit (it was
+            # gathered whole, holding every other request back), while others are answered
+            with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+                sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: ")
+                sent = 0
+                try:
+                    while sent < 64 << 20:
+                        sock.sendall(b"a" * (1 << 20))
+                        sent += 1 << 20
+                        if sent == 4 << 20:  # sent many times the limit in all
+                            assert client.get("/healthz", timeout=5).status_code == 200
+                except (BrokenPipeError, ConnectionResetError):
+                    pass
+                try:  # the answer, unless the reset of a close with bytes unread overtook it
+                    answer = sock.recv(65536)
+                except ConnectionResetError:
+                    answer = b""
+            assert answer == b"" or answer.startswith(b"HTTP/1.1 431 ") and \
+                b"/problems/headers-too-large" in answer
+            assert sent < 64 << 20  # closed long before the 64 MB were sent
+            status, _, _ = _raw_exchange(port, b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Long: "
+                                         + b"a" * 200_000 + b"\r\nConnection: close\r\n\r\n")
+            assert status == 200  # a long, but not outsized, head is served
             assert client.get(f"/v1/datasets/{dataset}").json()["rows"] == len(tables[0])
     finally:
         server.terminate()

@@ -274,6 +274,19 @@ def test_formula_cells_are_neutralised_in_csv_downloads(client):
     assert len(rows) == 300 and rows.str.startswith("'").all()  # quoted: shown as text
 
 
+def test_negative_numbers_in_csv_downloads_stay_numbers(client):
+    """-1.2e-06 began with a minus and was quoted like a formula: a numeric target read back
+    as text."""
+    train, valid = _table(n=120, seed=3), _table(n=80, seed=4)
+    for frame in (train, valid):
+        frame["label"] = (frame["x0"] + frame["x1"]) * 1e-6  # a regression, most cells < 0
+    job = _failed_or_succeeded(client, _spec(client, train, valid))
+    assert job["state"] == "SUCCEEDED", job
+    text = client.get(f"/v1/jobs/{job['id']}/values", params={"format": "csv"}).text
+    labels = pd.read_csv(io.StringIO(text))["label"]
+    assert labels.dtype == np.float64 and (labels < 0).any() and "e-" in text
+
+
 def test_a_column_with_100k_distinct_categories(client):
     rng = np.random.default_rng(0)
     n = 100_000
