@@ -46,7 +46,7 @@ def thin_class_warning(data: PreparedData) -> str | None:
 def summary_checks(data: PreparedData) -> dict[str, object]:
     """``validation_copies`` and ``warnings``, for a run's summary (module docstring)."""
     copies = copied_validation_rows(data)
-    warnings = [overlap_warning(copies, len(data.valid)), thin_class_warning(data)]
+    warnings = [overlap_warning(copies, len(data.valid)), thin_class_warning(data), *data.notes]
     return {"validation_copies": copies, "warnings": [w for w in warnings if w]}
 
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import datetime
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 import numpy as np
@@ -65,6 +65,9 @@ class PreparedData:
     classes: list = field(default_factory=list)  # original labels; index = encoded class
     feature_names: list[str] = field(default_factory=list)
     target: str = ""
+    # what reading the training table gave cause to warn of (a column of numbers but for a few
+    # cells, read as categories): sentences, in a run's summary warnings
+    notes: list[str] = field(default_factory=list)
 
     @property
     def n_classes(self) -> int:
@@ -80,10 +83,7 @@ class PreparedData:
 
     def with_train_labels(self, y: np.ndarray) -> PreparedData:
         """A copy whose training labels are replaced (used by label-noise injection)."""
-        train = Split(self.train.x, np.asarray(y), self.train.ids)
-        return PreparedData(
-            self.task, train, self.valid, self.test, self.classes, self.feature_names, self.target
-        )
+        return replace(self, train=Split(self.train.x, np.asarray(y), self.train.ids))
 
 
 def require_prepared(data: object, who: str) -> None:
@@ -141,12 +141,13 @@ class TableEncoder:
     def __init__(self, max_categories: int = 100) -> None:
         self.max_categories = max_categories
         self.columns_: list[_ColumnCode] = []
+        self.notes_: list[str] = []  # what the fit gave cause to warn of (PreparedData.notes)
 
     def fit(self, frame: pd.DataFrame, columns: Sequence[str] | None = None,
             rows: np.ndarray | None = None) -> TableEncoder:
         """Learn the encoding of ``columns`` (default: all) from ``rows`` (positions; default:
         all rows). Works a column at a time: the table is never copied."""
-        self.columns_ = []
+        self.columns_, self.notes_ = [], []
         for name in frame.columns if columns is None else columns:
             series = _column(frame, name, rows)
             if series.isna().all():
@@ -154,13 +155,16 @@ class TableEncoder:
                     f"column {name!r} has no values in the training table; drop it or name the "
                     "feature columns to use"
                 )
-            code = self._fit_column(str(name), series)
+            code = self._fit_column(str(name), series, frame[name])
             if not isinstance(name, str):  # pd.DataFrame(array)'s columns are 0, 1, ...
                 code.key = name
             self.columns_.append(code)
         return self
 
-    def _fit_column(self, name: str, series: pd.Series) -> _ColumnCode:
+    def _fit_column(self, name: str, series: pd.Series, whole: pd.Series) -> _ColumnCode:
+        """``series``: the column's training rows; ``whole``: the column in the training table
+        (held-out validation rows too), which decides whether text is numbers (every split of
+        the table reads the column alike)."""
         if pd.api.types.is_bool_dtype(series):
             return _ColumnCode(name, "bool")
         if pd.api.types.is_datetime64_any_dtype(series) or _holds_dates(series):
@@ -170,11 +174,37 @@ class TableEncoder:
             return self._fit_numeric(name, "duration", _duration_days(series))
         if pd.api.types.is_numeric_dtype(series):
             return self._fit_numeric(name, "numeric", series.astype("float64"))
+        if self._holds_numbers(name, whole):
+            return self._fit_numeric(name, "numeric", _text_numbers(series))
         counts = _as_text(series.dropna()).value_counts(sort=True)
         levels = sorted(counts.index[: self.max_categories].tolist())
         code = _ColumnCode(name, "categorical", levels=levels)
         code.indicator = bool(series.isna().any())
         return code
+
+    def _holds_numbers(self, name: str, whole: pd.Series) -> bool:
+        """Whether a column of objects or text is numbers: every cell a number or a missing
+        marker (a CSV column with ``?`` for missing values), or numbers held as objects. Digits
+        written as text and nothing else are the user's categories. Where all but a few cells
+        are numbers (a decimal comma, ``n.a.``) the column stays categories, with a note."""
+        present = whole.dropna()
+        text = _as_text(present)
+        marked = text.str.strip().str.lower().isin(MISSING_MARKERS).to_numpy()
+        numbers = pd.to_numeric(text[~marked], errors="coerce")
+        unread = numbers.isna().to_numpy()
+        if len(numbers) == 0 or unread.all():
+            return False
+        if not unread.any():
+            return bool(marked.any()) or \
+                pd.api.types.infer_dtype(present, skipna=True) != "string"
+        if unread.mean() <= MOSTLY_NUMBERS:
+            example = str(text[~marked][unread].iloc[0])[:40]
+            self.notes_.append(
+                f"column {name!r} holds numbers in all but {int(unread.sum())} of its "
+                f"{len(text)} cells in the training table (such as {example!r}), so it was "
+                "read as categories; if it is a number, give numbers there (a decimal point, "
+                "not a comma) or leave those cells empty")
+        return False
 
     @staticmethod
     def _fit_numeric(name: str, kind, values: pd.Series) -> _ColumnCode:
@@ -246,6 +276,13 @@ def _column(frame: pd.DataFrame, name: str, rows: np.ndarray | None) -> pd.Serie
     return series if rows is None else series.iloc[rows]
 
 
+def _text_numbers(series: pd.Series) -> pd.Series:
+    """A column of numbers held as text or objects as float64, missing markers as missing."""
+    text = _as_text(series)
+    marked = text.str.strip().str.lower().isin(MISSING_MARKERS) | series.isna()
+    return pd.to_numeric(text.where(~marked), errors="coerce").astype("float64")
+
+
 def _as_text(series: pd.Series) -> pd.Series:
     """A column's values as text, a level per distinct value. Bytes (a Parquet file's binary
     column) are decoded as UTF-8, any byte that is not written as an escape such as ``\\xff``
@@ -278,6 +315,9 @@ def _refuse_plain_numbers(series: pd.Series, code: _ColumnCode) -> None:
                         f"numbers here; give {what} in every table, or numbers in every table")
 
 
+# the share of a text column's cells that may be other than numbers before it is no longer
+# taken for a column of numbers spoiled by a few cells (PreparedData.notes)
+MOSTLY_NUMBERS = 0.05
 # text that marks a missing number (a CSV reader turns most of these into empty cells already)
 MISSING_MARKERS = frozenset({"", "na", "n/a", "nan", "null", "none", "?", "-", "--"})
 
@@ -436,6 +476,7 @@ def prepare(
         classes=classes,
         feature_names=encoder.feature_names,
         target=target,
+        notes=encoder.notes_,
     )
 
 

@@ -406,10 +406,8 @@ class DVRL:
             planted = plant(to_plant, data.n_classes, check_seed)
             data = with_planted(data, planted)
             # the original rows are the joined matrix's first rows: on a big table, one copy
-            all_rows = PreparedData(all_rows.task, Split(data.train.x[:original],
-                                                         all_rows.train.y, all_rows.train.ids),
-                                    all_rows.valid, all_rows.test, all_rows.classes,
-                                    all_rows.feature_names, all_rows.target)
+            all_rows = replace(all_rows, train=Split(data.train.x[:original], all_rows.train.y,
+                                                     all_rows.train.ids))
 
         # predictor="auto"'s candidates and the prior can take minutes on a big table: a stop
         # asked meanwhile ends them at their next fit (there is nothing to resume yet: the
@@ -969,8 +967,7 @@ def _without_planted(data: PreparedData, original: int) -> PreparedData:
     """``data`` with only its first ``original`` training rows (the planted ones dropped)."""
     train = data.train
     kept = Split(train.x[:original], train.y[:original], train.ids[:original])
-    return PreparedData(data.task, kept, data.valid, data.test, data.classes,
-                        data.feature_names, data.target)
+    return replace(data, train=kept)
 
 
 def _spearman(a: np.ndarray, b: np.ndarray) -> float:

@@ -201,9 +201,11 @@ def prepare_file(
     _check_other_tables([target, *features], target, valid_frame, test_frame)
     _check_sizes(len(train_rows), len(valid_rows) if valid_frame is None else len(valid_frame))
 
-    fit_rows = sample.frame(keep=train_rows if valid is None else None)
-    encoder = TableEncoder(max_categories).fit(fit_rows, features)
-    del fit_rows, sample
+    # fitted on the sample's training rows; the sample's held-out rows too decide whether a
+    # text column is numbers (as prepare decides on the whole training table)
+    sampled, sampled_train = sample.frame(keep=train_rows if valid is None else None)
+    encoder = TableEncoder(max_categories).fit(sampled, features, sampled_train)
+    del sampled, sample
     all_targets = target_frame[target]
     train_target = all_targets.iloc[train_rows] if valid is None else all_targets
     classes = _classes(train_target, target) if task == "classification" else []
@@ -266,7 +268,8 @@ def prepare_file(
                            _ids(test_frame, id_column, len(test_frame)))
     return PreparedData(task=task, train=Split(x_train, y_train, all_ids[train_rows]),
                         valid=valid_split, test=test_split, classes=classes,
-                        feature_names=encoder.feature_names, target=target)
+                        feature_names=encoder.feature_names, target=target,
+                        notes=encoder.notes_)
 
 
 class _Sample:
@@ -305,13 +308,13 @@ class _Sample:
                 np.concatenate([p[1] for p in self.parts]),
                 np.concatenate([p[2] for p in self.parts]))
 
-    def frame(self, keep: np.ndarray | None = None) -> pd.DataFrame:
-        """The sampled rows in table order (only those among the positions ``keep``)."""
+    def frame(self, keep: np.ndarray | None = None) -> tuple[pd.DataFrame, np.ndarray | None]:
+        """The sampled rows in table order, and the positions in it of those among the table's
+        rows ``keep`` (None: all)."""
         self._compact()
         rows, _, positions = self._joined()  # already in table order
-        if keep is not None:
-            rows = rows.iloc[np.flatnonzero(np.isin(positions, keep))]
-        return rows.reset_index(drop=True)
+        kept = None if keep is None else np.flatnonzero(np.isin(positions, keep))
+        return rows.reset_index(drop=True), kept
 
 
 def stack_rows(top: np.ndarray, bottom: np.ndarray) -> np.ndarray:

@@ -133,6 +133,32 @@ def test_text_or_dates_in_a_numeric_column_of_the_validation_rows_are_refused_by
         assert np.isfinite(x).all()
 
 
+def test_a_training_column_of_numbers_but_for_a_few_cells_is_said(table, tmp_path):
+    """One '1,5' made a column of numbers a column of 100 categories, without a word."""
+    from dvrl_core.checks import summary_checks
+
+    spoiled = table.assign(x1=table["x1"].astype(object))
+    spoiled.loc[5, "x1"] = "1,5"
+    spoiled.to_csv(tmp_path / "spoiled.csv", index=False)
+    for data in (prepare(spoiled, "label", valid_fraction=0.3),
+                 prepare_file(tmp_path / "spoiled.csv", "label", valid_fraction=0.3)):
+        assert "x1=1,5" in data.feature_names  # as the table says: categories
+        assert data.notes == [f"column 'x1' holds numbers in all but 1 of its {len(table)} "
+                              "cells in the training table (such as '1,5'), so it was read as "
+                              "categories; if it is a number, give numbers there (a decimal "
+                              "point, not a comma) or leave those cells empty"]
+        assert data.notes[0] in summary_checks(data)["warnings"]
+    # missing markers that made a column text: a column of numbers with missing values
+    marked = table.assign(x1=table["x1"].astype(object))
+    marked.loc[[3, 9], "x1"] = ["?", "n/a"]
+    data = prepare(marked, "label", valid_fraction=0.3)
+    assert "x1" in data.feature_names and "x1__missing" in data.feature_names
+    assert data.notes == []
+    # numbers the user wrote as text, nothing else: the user's categories, as before
+    codes = table.assign(x1=(np.arange(len(table)) % 3).astype(str))
+    assert "x1=2" in prepare(codes, "label", valid_fraction=0.3).feature_names
+
+
 def test_a_binary_parquet_column_is_read_as_categories_even_when_not_utf8(table, tmp_path):
     """Bytes that are not UTF-8 raised UnicodeDecodeError (the service: an internal error)."""
     import pyarrow as pa
