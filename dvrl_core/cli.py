@@ -253,7 +253,8 @@ def _value(args: argparse.Namespace) -> int:
                             test=test, id_column=args.id_column, task=args.task,
                             random_state=args.seed)
     else:
-        data = prepare(read_table(args.train), args.target, valid,
+        ids = [args.id_column] if args.id_column else []  # as written: 007 is not 7
+        data = prepare(read_table(args.train, text_columns=ids), args.target, valid,
                        valid_fraction=args.valid_fraction, test=test,
                        id_column=args.id_column, task=args.task, random_state=args.seed)
     del valid, test  # the encoded arrays are all that is needed from here on

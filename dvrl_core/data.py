@@ -538,7 +538,10 @@ def check_unique_ids(ids: pd.Series, id_column: str) -> None:
             f"the id column {id_column!r} names rows, but {int(repeated.sum())} rows of the "
             "training table "
             f"share a name with another (for instance {first!r}); give a column whose values "
-            "are unique, or none (rows are then numbered)")
+            "are unique, or none (rows are then numbered)" + (
+                ". The ids were read as numbers: 007 and 7, or 1.10 and 1.1, are one number; "
+                "where such ids differ, give them as text (in a Parquet file, a string column)"
+                if pd.api.types.is_numeric_dtype(ids) else ""))
 
 
 def _check_sizes(n_train: int, n_valid: int, held_out: tuple[int, float] | None = None,

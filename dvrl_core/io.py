@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import os
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from io import BytesIO
@@ -197,11 +197,12 @@ def clean_names(names: Iterable[str]) -> list[str]:
     return [name.strip() or name for name in names]
 
 
-def read_table(path: str | Path) -> pd.DataFrame:
+def read_table(path: str | Path, text_columns: Sequence[str] = ()) -> pd.DataFrame:
     """Read a CSV or Parquet file into a DataFrame.
 
     The format is taken from the suffix (``.parquet``/``.pq`` or anything else as CSV, its
-    delimiter read from its header: module docstring). Raises
+    delimiter read from its header: module docstring). A CSV's ``text_columns`` are read as
+    written (ids such as ``007`` keep their zeros; otherwise digits are numbers). Raises
     :class:`UnreadableTableError` with the reason when the file cannot be parsed as a table.
     """
     path = Path(path)
@@ -213,8 +214,9 @@ def read_table(path: str | Path) -> pd.DataFrame:
             # pyarrow's reader is several times faster than pandas' own on big files; the Arrow
             # buffers are released column by column while converting (peak memory ~1x, not 2x)
             dialect = csv_dialect(path)
+            types = dict.fromkeys(csv_raw_names(path, dialect, text_columns), pa.string())
             table = pacsv.read_csv(path, parse_options=dialect.parse_options(),
-                                   convert_options=dialect.convert_options())
+                                   convert_options=dialect.convert_options(types))
             table = table.rename_columns(clean_names(table.column_names))
             binary = [f.name for f in table.schema if pa.types.is_binary(f.type)]
             if binary:  # pyarrow keeps bytes that are not UTF-8 as binary: refuse them by name
@@ -228,6 +230,19 @@ def read_table(path: str | Path) -> pd.DataFrame:
     if repeated:
         raise UnreadableTableError(f"{path}: duplicate column names: {repeated[:10]}")
     return frame
+
+
+def csv_raw_names(path: Path, dialect: CsvDialect, names: Sequence[str]) -> list[str]:
+    """The header's own spelling (spaces around them kept) of the columns ``names``, as pyarrow
+    wants them for column types."""
+    if not names:
+        return []
+    with pacsv.open_csv(path, read_options=pacsv.ReadOptions(block_size=1 << 20),
+                        parse_options=dialect.parse_options(),
+                        convert_options=dialect.convert_options()) as probe:
+        raw = probe.schema.names
+    wanted = set(names)
+    return [r for r, name in zip(raw, clean_names(raw), strict=True) if name in wanted]
 
 
 # formats an output path can name that write_table does not write (it would write CSV there)

@@ -69,12 +69,14 @@ PREDICT_CHUNK = 262_144  # rows scored at a time by predict_in_chunks
 
 
 def iter_frames(path: str | Path, columns: Sequence[str] | None = None,
-                keep_types: Sequence[str] = ()) -> Iterator[pd.DataFrame]:
+                keep_types: Sequence[str] = (),
+                text_columns: Sequence[str] = ()) -> Iterator[pd.DataFrame]:
     """The table at ``path`` as DataFrames of consecutive rows (CSV or Parquet, by suffix).
 
     CSV column types are inferred from the first block; integer columns other than those in
-    ``keep_types`` are read as floats (a later block may hold a fraction), and columns empty in
-    the first block as text. Raises :class:`UnreadableTableError` when the file cannot be read.
+    ``keep_types`` are read as floats (a later block may hold a fraction), columns empty in
+    the first block and ``text_columns`` (ids: ``007`` keeps its zeros) as text. Raises
+    :class:`UnreadableTableError` when the file cannot be read.
     """
     path = Path(path)
     with reading(path):
@@ -86,11 +88,11 @@ def iter_frames(path: str | Path, columns: Sequence[str] | None = None,
                                               columns=list(columns) if columns else None):
                 yield batch.to_pandas()
             return
-        yield from _csv_frames(path, columns, keep_types)
+        yield from _csv_frames(path, columns, keep_types, text_columns)
 
 
-def _csv_frames(path: Path, columns: Sequence[str] | None,
-                keep_types: Sequence[str]) -> Iterator[pd.DataFrame]:
+def _csv_frames(path: Path, columns: Sequence[str] | None, keep_types: Sequence[str],
+                text_columns: Sequence[str]) -> Iterator[pd.DataFrame]:
     import pyarrow as pa
     import pyarrow.csv as pacsv
     import pyarrow.dataset as ds
@@ -106,7 +108,9 @@ def _csv_frames(path: Path, columns: Sequence[str] | None,
     raw = dict(zip(names, schema.names, strict=True))  # repeats were refused before
     types = {}
     for name, field in zip(names, schema, strict=True):
-        if pa.types.is_integer(field.type) and name not in keep_types:
+        if name in text_columns:
+            types[field.name] = pa.string()
+        elif pa.types.is_integer(field.type) and name not in keep_types:
             types[field.name] = pa.float64()
         elif pa.types.is_null(field.type):
             types[field.name] = pa.string()
@@ -170,11 +174,12 @@ def prepare_file(
                                 feature_columns)
     kept = [target, *features] + ([id_column] if id_column else [])
     keep_types = [target] + ([id_column] if id_column else [])
+    ids_as_text = [id_column] if id_column else []  # as written: 007 is not 7
 
     # pass 1: every row's target (and id), a seeded uniform sample of whole rows
     targets, ids, sample = [], [], _Sample(sample_rows, random_state)
     n = 0
-    for frame in iter_frames(train, kept, keep_types):
+    for frame in iter_frames(train, kept, keep_types, ids_as_text):
         targets.append(frame[target].to_numpy())
         if id_column:
             ids.append(frame[id_column].to_numpy())
@@ -238,7 +243,7 @@ def prepare_file(
     is_valid[valid_rows] = True
     done_train = done_valid = 0
     start = 0
-    for frame in iter_frames(train, kept, keep_types):
+    for frame in iter_frames(train, kept, keep_types, ids_as_text):
         mask = is_valid[start:start + len(frame)]
         if not _same_targets(frame[target], all_targets.iloc[start:start + len(frame)]):
             raise UnreadableTableError(f"{train}: the table changed while it was being read")

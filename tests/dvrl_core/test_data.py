@@ -225,8 +225,18 @@ def test_id_column_names_rows(table, tmp_path):
     with pytest.raises(DataError, match="'key' names rows, but .* share a name.*'r0'"):
         prepare(table, "label", table, id_column="key")
     table["key"] = np.arange(len(table)) % 5
-    with pytest.raises(DataError, match=r"for instance 0\)"):
+    with pytest.raises(DataError, match=r"for instance 0\).*The ids were read as numbers: "
+                                        "007 and 7"):
         prepare(table, "label", table, id_column="key")
+    # ids in a CSV file are read as written: 007 and 7 are two rows, 00042 keeps its zeros
+    table["key"] = [f"{i:05d}" for i in range(len(table))]
+    table.loc[7, "key"] = "7"
+    table.to_csv(tmp_path / "zeros.csv", index=False)
+    for data in (prepare_file(tmp_path / "zeros.csv", "label", valid_fraction=0.3,
+                              id_column="key"),
+                 prepare(read_table(tmp_path / "zeros.csv", text_columns=["key"]), "label",
+                         valid_fraction=0.3, id_column="key")):
+        assert set(data.train.ids) <= set(table["key"])  # "00042", not 42
     # a row without a name could not be joined back either (the service failed on storing
     # it, after the whole run): refused, the rows named, from a file too
     table["key"] = np.where(np.arange(len(table)) < 3, np.nan, np.arange(len(table)))
