@@ -254,10 +254,12 @@ class TableEncoder:
             else:
                 if code.kind == "bool":
                     values = series.astype("float64").fillna(0.0).to_numpy()
-                elif code.kind in ("datetime", "duration"):
+                elif code.kind == "datetime":
                     _refuse_plain_numbers(series, code)
-                    days = _datetime_days if code.kind == "datetime" else _duration_days
-                    values = days(series).to_numpy()
+                    values = _datetime_days(_text_dates(series, code)).to_numpy()
+                elif code.kind == "duration":
+                    _refuse_plain_numbers(series, code)
+                    values = _duration_days(series).to_numpy()
                 else:
                     values = _numbers(series, code)
                 values = np.where(np.isfinite(values), values, np.nan)
@@ -344,6 +346,25 @@ def _numbers(series: pd.Series, code: _ColumnCode) -> np.ndarray:
     return values.astype("float64").to_numpy()
 
 
+def _text_dates(series: pd.Series, code: _ColumnCode) -> pd.Series:
+    """Dates written as text where the training rows held dates, read as ISO 8601 (as a CSV's
+    dates are): one in another format (05/03/2020) is said by name, not read month-first for
+    the first row and as missing for the rest."""
+    text = series.dtype == object or pd.api.types.is_string_dtype(series)
+    first = series.first_valid_index() if text else None
+    if first is None or not isinstance(series.loc[first], str):
+        return series
+    marked = series.astype(str).str.strip().str.lower().isin(MISSING_MARKERS) | series.isna()
+    dates = pd.to_datetime(series.where(~marked), errors="coerce", utc=True, format="ISO8601")
+    unread = ~marked & dates.isna()
+    if unread.any():
+        raise DataError(f"column {code.column!r} holds dates in the training rows, but "
+                        f"{int(unread.sum())} of these rows hold something else (such as "
+                        f"{str(series[unread].iloc[0])[:40]!r}); write dates as ISO 8601 "
+                        "(2020-03-05, as a CSV's dates are read), or leave the cell empty")
+    return dates
+
+
 def _duration_days(series: pd.Series) -> pd.Series:
     return pd.to_timedelta(series, errors="coerce") / pd.Timedelta(days=1)
 
@@ -398,6 +419,11 @@ def prepare(
     if isinstance(feature_columns, str):
         raise ConfigError(f"feature_columns is a list of column names, not one string: "
                           f"[{feature_columns!r}]")
+    # pd.DataFrame(array)'s columns are 0, 1, ...: "3" names column 3, as feature_names say
+    target = _by_name(train, target)
+    id_column = None if id_column is None else _by_name(train, id_column)
+    if feature_columns is not None:
+        feature_columns = [_by_name(train, name) for name in feature_columns]
     features = _feature_columns(train, target, id_column, feature_columns)
 
     if task == "auto":
@@ -478,6 +504,15 @@ def prepare(
         target=target,
         notes=encoder.notes_,
     )
+
+
+def _by_name(frame: pd.DataFrame, name: Any) -> Any:
+    """``name`` as the frame's column label: a column labelled 3 is named "3" too, where no
+    column is labelled "3"."""
+    if name in frame.columns:
+        return name
+    same = [c for c in frame.columns if not isinstance(c, str) and str(c) == str(name)]
+    return same[0] if len(same) == 1 else name
 
 
 def _feature_columns(train: pd.DataFrame, target: str, id_column: str | None,
@@ -584,7 +619,8 @@ def _check_target_values(frame: pd.DataFrame, target: str, what: str) -> None:
         first = frame.index[frame[target].isna()][:5].tolist()
         raise MissingTargetError(
             f"the target {target!r} is empty in {empty} {what} rows (first rows: {first}); "
-            "drop or fill them"
+            "drop or fill them (in a CSV file, text such as NA, N/A or null reads as empty: "
+            "a class so named needs another name)"
         )
 
 

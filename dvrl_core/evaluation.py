@@ -150,6 +150,25 @@ def evaluation_sample(data: PreparedData, values: np.ndarray, random_state: int 
     return replace(data, train=train), values[keep]
 
 
+def _per_row(values: np.ndarray, data: PreparedData, what: str,
+             weights: bool = False) -> np.ndarray:
+    """``values`` as one finite float per training row (ConfigError naming what is wrong);
+    ``weights``: also non-negative and not all zero, as sample weights must be."""
+    try:
+        array = np.asarray(values, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"one {what} per training row is needed, as numbers ({exc})") from None
+    if array.ndim != 1 or len(array) != len(data.train):
+        raise ConfigError(f"one {what} per training row is needed: {len(data.train)} in a flat "
+                          f"array, not an array of shape {array.shape}")
+    if not np.isfinite(array).all():
+        raise ConfigError(f"{int((~np.isfinite(array)).sum())} {what}s are NaN or infinite")
+    if weights and ((array < 0).any() or array.sum() <= 0):
+        raise ConfigError(f"as sample weights the {what}s must be non-negative and not all zero "
+                          "(a baseline's values can be negative: scale them onto [0, 1] first)")
+    return array
+
+
 def removal_curves(
     data: PreparedData, values: np.ndarray, *, model: str = "lightgbm", metric: str | None = None,
     fractions: np.ndarray | None = None, random_repeats: int = 5, random_state: int = 0,
@@ -161,9 +180,7 @@ def removal_curves(
     ``removed`` (fraction), ``remove_lowest``, ``remove_highest``, ``random`` (mean over
     ``random_repeats`` seeds) and ``random_std``; the metric is in ``.attrs["metric"]``.
     """
-    values = np.asarray(values, dtype=np.float64)
-    if len(values) != len(data.train):
-        raise ConfigError("one value per training row is needed")
+    values = _per_row(values, data, "value")
     metric = metric or DEFAULT_METRIC[data.task]
     if fractions is None:
         fractions = np.round(np.arange(0.0, 0.501, 0.05), 2)
@@ -198,9 +215,9 @@ def weighted_training(
 ) -> dict[str, float | str]:
     """Test score of the evaluation model trained without and with the values as sample weights
     (relative weights: their scale does not matter, only their ratios)."""
+    weights = _per_row(values, data, "value", weights=True)
     metric = metric or DEFAULT_METRIC[data.task]
     held_out = scoring_rows(data, metric)
-    weights = np.asarray(values, dtype=np.float64)
     plain = _evaluation_score(data, data.train, None, model, metric, held_out, random_state,
                               model_params)
     weighted = _evaluation_score(data, data.train, weights, model, metric, held_out,
@@ -257,11 +274,7 @@ def training_choices(
     if data.test is None:
         raise ConfigError("training_choices needs a test split (the validation rows train some "
                           "of the models)")
-    weights = np.asarray(weights, dtype=np.float64)
-    if len(weights) != len(data.train):
-        raise ConfigError("one weight per training row is needed")
-    if not np.isfinite(weights).all() or (weights < 0).any() or weights.sum() <= 0:
-        raise ConfigError("weights must be finite, non-negative and not all zero")
+    weights = _per_row(weights, data, "weight", weights=True)
     if not 0 < remove_fraction < 1:
         raise ConfigError("remove_fraction must be between 0 and 1")
     metric = metric or DEFAULT_METRIC[data.task]

@@ -108,6 +108,17 @@ def test_date_only_and_duration_columns_are_numbers_not_categories(table, tmp_pa
         with pytest.raises(DataError, match=f"column '{column}' holds .* in the training rows "
                            "but plain numbers here"):
             prepare(train.iloc[40:], "label", valid=valid, feature_columns=[column])
+    # dates as text in another format: said, not read month-first once and missing after
+    days = pd.date_range("2020-01-01", periods=40, freq="5D")
+    for written, fine in ((days.strftime("%d/%m/%Y"), False), (days.strftime("%Y-%m-%d"), True)):
+        valid = train.iloc[:40].assign(when=list(written[:-1]) + ["?"])
+        if fine:
+            x = prepare(train.iloc[40:], "label", valid=valid, feature_columns=["when"]).valid.x
+            assert len(np.unique(x[:-1])) == 39
+        else:
+            with pytest.raises(DataError, match=r"column 'when' holds dates in the training "
+                               r"rows, but 39 of these rows .*such as '01/01/2020'"):
+                prepare(train.iloc[40:], "label", valid=valid, feature_columns=["when"])
     empty = train.iloc[:40].assign(took=np.nan)  # no values at all: missing, as before
     assert prepare(train.iloc[40:], "label", valid=empty, feature_columns=["took"]).valid.x.shape \
         == (40, 1)
@@ -187,6 +198,11 @@ def test_a_frame_made_from_an_array_and_other_frames_that_are_not_tables(table):
     data = prepare(frame.iloc[:80], "y", valid=frame.iloc[80:])
     assert data.feature_names == ["0", "1", "2"]
     np.testing.assert_allclose(data.train.x[:, 0].std(), 1.0, atol=1e-3)
+    # columns named as feature_names name them: "3" is column 3 (no column '3' before)
+    whole = pd.DataFrame(np.column_stack([x, frame["y"]]))
+    named = prepare(whole.iloc[:80], "3", valid=whole.iloc[80:], feature_columns=["0", "2"])
+    assert named.feature_names == ["0", "2"] and named.classes == [0.0, 1.0]
+    np.testing.assert_array_equal(named.train.x, data.train.x[:, [0, 2]])
     with pytest.raises(TypeError, match="pd.DataFrame\\(array\\) for a NumPy array"):
         prepare(frame.to_numpy(), "y", valid=frame)
     twice = pd.concat([frame[[0]], frame], axis=1)

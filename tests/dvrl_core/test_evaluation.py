@@ -188,3 +188,25 @@ def test_values_weigh_rows_relative_to_each_other_whatever_their_scale(model):
             assert table[way] == (pytest.approx(figure) if isinstance(figure, float) else figure)
     plain = weighted_training(data, np.full(len(source), 0.05), model=model)
     assert plain["weighted"] == pytest.approx(plain["unweighted"])
+
+
+def test_values_that_are_not_one_number_per_training_row_are_said_by_every_evaluation():
+    """A wrong length or a 2-D array raised IndexError in weighted_training; NaN, negative or
+    all-zero weights were used as given (all zeros scored 0.5)."""
+    source, valid, test, _ = make_shifted_domains(300, 100, 200, random_state=4)
+    data = prepare(source, "label", valid, test=test)
+    n = len(source)
+    nan = np.ones(n)
+    nan[3] = np.nan
+    for evaluate in (removal_curves, weighted_training, training_choices):
+        with pytest.raises(ConfigError, match=f"one .* per training row is needed: {n} in a "
+                                              r"flat array, not an array of shape \(5,\)"):
+            evaluate(data, np.ones(5))
+        with pytest.raises(ConfigError, match=r"not an array of shape \(300, 2\)"):
+            evaluate(data, np.ones((n, 2)))
+        with pytest.raises(ConfigError, match="1 .*s are NaN or infinite"):
+            evaluate(data, nan)
+    for evaluate in (weighted_training, training_choices):
+        with pytest.raises(ConfigError, match="non-negative and not all zero"):
+            evaluate(data, np.zeros(n))
+    assert len(removal_curves(data, -np.arange(n), model="logistic_regression")) > 0
