@@ -177,6 +177,13 @@ class TableEncoder:
         if self._holds_numbers(name, whole):
             return self._fit_numeric(name, "numeric", _text_numbers(series))
         counts = _as_text(series.dropna()).value_counts(sort=True)
+        if len(counts) > self.max_categories:
+            per_row = len(counts) >= 0.9 * int(series.notna().sum())
+            self.notes_.append(
+                f"column {name!r} has {len(counts)} distinct values in the training rows; its "
+                f"{self.max_categories} most frequent are categories and the others read as "
+                "none of them" + ("; a value per row: if it names the rows, give it as the id "
+                                  "column" if per_row else ""))
         levels = sorted(counts.index[: self.max_categories].tolist())
         code = _ColumnCode(name, "categorical", levels=levels)
         code.indicator = bool(series.isna().any())
@@ -522,6 +529,9 @@ def _feature_columns(train: pd.DataFrame, target: str, id_column: str | None,
     _require_columns(train, [target], "training")
     if id_column is not None:
         _require_columns(train, [id_column], "training")
+        if id_column == target:
+            raise ConfigError(f"the id column {id_column!r} is the target; the id column names "
+                              "rows, so it is another column (or none: rows are then numbered)")
     if feature_columns is None:
         features = [c for c in train.columns if c not in (target, id_column)]
     else:

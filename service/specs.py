@@ -214,6 +214,9 @@ class JobSpec(StrictModel):
 
     @model_validator(mode="after")
     def _features_named_once(self) -> JobSpec:
+        if self.id_column is not None and self.id_column == self.target:
+            raise ValueError(f"id_column: {self.target!r} is the target; the id column names "
+                             "rows, so it is another column (or none: rows are then numbered)")
         if self.features is not None:
             repeated = repeated_names(self.features)
             if repeated:

@@ -177,6 +177,8 @@ BAD_SPECS = {
     "a string for a number": {"ensemble": "2"},
     "a string for a nested number": {"dvrl": {"learning_rate": "0.01"}},
     "the target as a feature": {"features": ["x0", "label"]},
+    # accepted, then failed as repeated ids once it ran
+    "the target as the id column": {"id_column": "label"},
     # a form's "a validation table" with none picked: was a job that failed later
     "an empty validation dataset id": {"validation": {"dataset_id": ""}},
 }

@@ -170,6 +170,19 @@ def test_a_training_column_of_numbers_but_for_a_few_cells_is_said(table, tmp_pat
     assert "x1=2" in prepare(codes, "label", valid_fraction=0.3).feature_names
 
 
+def test_a_column_of_more_categories_than_are_kept_is_said(table):
+    named = table.assign(customer=[f"c{i}" for i in range(len(table))],
+                         city=[f"t{i % 10}" for i in range(len(table))])
+    data = prepare(named, "label", valid_fraction=0.3, max_categories=5)
+    assert data.notes == [
+        f"column 'customer' has {len(data.train)} distinct values in the training rows; its 5 "
+        "most frequent are categories and the others read as none of them; a value per row: "
+        "if it names the rows, give it as the id column",
+        "column 'city' has 10 distinct values in the training rows; its 5 most frequent are "
+        "categories and the others read as none of them"]
+    assert prepare(named, "label", valid_fraction=0.3, id_column="customer").notes == []
+
+
 def test_a_binary_parquet_column_is_read_as_categories_even_when_not_utf8(table, tmp_path):
     """Bytes that are not UTF-8 raised UnicodeDecodeError (the service: an internal error)."""
     import pyarrow as pa
@@ -236,6 +249,8 @@ def test_id_column_names_rows(table, tmp_path):
     data = prepare(table, "label", table, id_column="key")
     assert list(data.train.ids[:2]) == ["r0", "r1"]
     assert not any(n.startswith("key") for n in data.feature_names)
+    with pytest.raises(ConfigError, match="the id column 'label' is the target"):
+        prepare(table, "label", table, id_column="label")
     # names that repeat could not be joined back to the rows: refused, with an example
     table["key"] = [f"r{i % 7}" for i in range(len(table))]
     with pytest.raises(DataError, match="'key' names rows, but .* share a name.*'r0'"):
