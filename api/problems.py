@@ -33,15 +33,26 @@ MULTIPART_ADVICE = ("the multipart/form-data body could not be parsed: a part is
                     "as one part named 'file' with a short file name")
 
 
+# characters of a message kept: a message that repeats what was sent (a 900 KB column name)
+# would otherwise be as long as the request, twice over
+MAX_MESSAGE = 2000
+
+
+def _short(text: Any) -> Any:
+    if not isinstance(text, str) or len(text) <= MAX_MESSAGE:
+        return text
+    return f"{text[:MAX_MESSAGE]}… ({len(text) - MAX_MESSAGE:,} more characters)"
+
+
 def problem(status: int, slug: str, title: str, detail: str, request: Request | None = None,
             errors: list[dict[str, Any]] | None = None,
             headers: dict[str, str] | None = None) -> JSONResponse:
     body: dict[str, Any] = {"type": f"/problems/{slug}", "title": title, "status": status,
-                            "detail": detail}
+                            "detail": _short(detail)}
     if request is not None:
-        body["instance"] = request.url.path
+        body["instance"] = _short(request.url.path)
     if errors:
-        body["errors"] = errors
+        body["errors"] = [{k: _short(v) for k, v in e.items()} for e in errors]
     return JSONResponse(body, status_code=status, media_type=MEDIA_TYPE, headers=headers)
 
 

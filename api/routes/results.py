@@ -47,7 +47,8 @@ def get_values(job_id: str, session: SessionDep, owner: OwnerDep,
 
 
 def _cursor(token: str | None, job_id: str, key: str) -> int | None:
-    """The row a values page starts after; a token of another job or order is refused."""
+    """The row a values page starts after; a token of another job, order or list (``key``:
+    ``rank``, ``position`` or ``corrupted``) is refused."""
     parts = decode_token(token, "values", 3)
     if parts is None:
         return None
@@ -71,10 +72,11 @@ def _page(items: list[dict], last: int | None, job_id: str, key: str) -> Respons
 def get_corrupted(job_id: str, session: SessionDep, owner: OwnerDep,
                   page_size: PageSize = 1000, page_token: str | None = None) -> Response:
     results.require_succeeded(session, job_id, owner)
+    # ranked like values?order=rank, but its own list: its tokens page nothing else
     items, last = results.values_page(session, job_id, "rank",
-                                      _cursor(page_token, job_id, "rank"), page_size,
+                                      _cursor(page_token, job_id, "corrupted"), page_size,
                                       flagged_only=True)
-    return _page(items, last, job_id, "rank")
+    return _page(items, last, job_id, "corrupted")
 
 
 @router.get("/curves", response_model=CurvesPublic, operation_id="get_curves",

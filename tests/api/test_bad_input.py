@@ -194,6 +194,18 @@ def test_bad_specs_are_422_with_the_fields(client, case):
     assert client.get("/v1/jobs").json()["items"] == []
 
 
+def test_a_problem_does_not_repeat_a_huge_input_in_full(client):
+    """A 900 KB target name came back twice in a 1.8 MB answer."""
+    spec = _spec(client, _table(), _table(seed=1))
+    for huge, field in (({"target": "t" * 900_000}, "target"), ({"x" * 100_000: 1}, "xxxxx")):
+        response = client.post("/v1/jobs", json=spec | huge)
+        assert response.status_code == 422 and len(response.content) < 20_000
+        problem = response.json()
+        assert problem["errors"][0]["field"].startswith(field)  # still named
+        assert all(len(e["message"]) <= 2100 for e in problem["errors"])
+        assert len(problem["detail"]) <= 2100
+
+
 def test_a_validation_table_without_a_feature_is_422_naming_it(client):
     """Caught when the job is posted, not by a failed job later: the validation table lacks a
     column the training rows are valued on."""

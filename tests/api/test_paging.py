@@ -68,3 +68,11 @@ def test_a_values_token_of_another_job_or_order_is_refused(client, tables):
     _refused(client.get(f"/v1/jobs/{first}/values", params={"page_token": token,
                                                            "order": "row"}))
     _refused(client.get(f"/v1/jobs/{first}/values", params={"page_token": "!!!"}))
+    # the flagged rows are a list of their own: its tokens and the values' page nothing else
+    flagged = client.get(f"/v1/jobs/{first}/corrupted", params={"page_size": 2}).json()
+    more = client.get(f"/v1/jobs/{first}/corrupted",
+                      params={"page_size": 2, "page_token": flagged["next_page_token"]}).json()
+    assert [r["rank"] for r in flagged["items"] + more["items"]] == [1, 2, 3, 4]
+    _refused(client.get(f"/v1/jobs/{first}/corrupted", params={"page_token": token}))
+    _refused(client.get(f"/v1/jobs/{first}/values",
+                        params={"page_token": flagged["next_page_token"]}))
