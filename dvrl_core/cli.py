@@ -155,10 +155,12 @@ def reader_left() -> int:
 class ProgressPrinter:
     """A tqdm bar on a terminal; a line every 10% otherwise (logs stay short). Called with
     anything that has ``iteration``, ``total``, ``reward`` and ``elapsed_s``: the library's
-    progress, or a remote job's (``dvrl remote value``)."""
+    progress, or a remote job's (``dvrl remote value``). ``reward``: DVRL's, shown; a baseline's
+    steps (trees, rows) have none."""
 
-    def __init__(self, enabled: bool) -> None:
+    def __init__(self, enabled: bool, reward: bool = True) -> None:
         self.enabled = enabled
+        self.reward = reward
         self.bar = None
         self.next_report = 0.1
         if enabled and sys.stderr.isatty():
@@ -172,10 +174,12 @@ class ProgressPrinter:
         if self.bar is not None:
             self.bar.total = progress.total
             self.bar.update(progress.iteration - self.bar.n)
-            self.bar.set_postfix(reward=f"{progress.reward:+.4f}", refresh=False)
+            if self.reward:
+                self.bar.set_postfix(reward=f"{progress.reward:+.4f}", refresh=False)
         elif progress.iteration >= self.next_report * progress.total:
-            print(f"iteration {progress.iteration}/{progress.total}  reward "
-                  f"{progress.reward:+.4f}  {progress.elapsed_s:.1f}s", file=sys.stderr)
+            done = f"{progress.iteration}/{progress.total}"
+            print(f"iteration {done}  reward {progress.reward:+.4f}  {progress.elapsed_s:.1f}s"
+                  if self.reward else f"step {done}  {progress.elapsed_s:.1f}s", file=sys.stderr)
             self.next_report += 0.1
 
     def close(self) -> None:
@@ -268,7 +272,7 @@ def _value(args: argparse.Namespace) -> int:
     if args.inject_noise is not None:
         data, corrupted = with_label_noise(data, args.inject_noise, args.seed)
 
-    progress = ProgressPrinter(not args.quiet)
+    progress = ProgressPrinter(not args.quiet, reward=args.method == "dvrl")
     try:
         if args.ensemble > 1:
             from .ensemble import fit_ensemble, member_seeds
@@ -385,8 +389,9 @@ def print_summary(summary: dict[str, Any], table, out: str | None) -> None:
     timing = summary["timings"]
     method = summary.get("method", "dvrl")
     if method == "dvrl":
+        rate = timing["iterations_per_s"]  # none where the loop never ran (the prior returned)
         print(f"\nvalued {len(table)} rows in {timing['total_s']:.1f}s "
-              f"({timing['iterations_per_s']:.0f} iterations/s on {summary['device']}, "
+              f"({f'{rate:.0f} iterations/s on ' if rate > 0 else 'on '}{summary['device']}, "
               f"{_threads(summary)}); "
               f"predictor {summary['predictor']}, reward {summary['metric']}", file=err)
         convergence = summary.get("diagnostics", {}).get("convergence")

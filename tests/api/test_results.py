@@ -83,6 +83,7 @@ def test_a_job_validated_on_its_own_training_table_says_so(client, tables):
     runs = {}
     for name, valid_id in (("itself", train_id), ("apart", upload(client, valid))):
         spec = {"dataset_id": train_id, "target": "label", "validation": {"dataset_id": valid_id},
+                "id_column": "customer",  # a value per row: as a feature, a warning of its own
                 "dvrl": {"iterations": 20, "rollouts": 4}, "evaluations": []}
         job_id = client.post("/v1/jobs", json=spec).json()["id"]
         assert run_job(job_id) == "SUCCEEDED"

@@ -191,6 +191,7 @@ def test_method_data_oob_values_every_row_and_reports_the_noise_found(tables):
     assert values["row"].tolist() == [f"c{i:04d}" for i in range(350)]
     assert sorted(values["rank"]) == list(range(1, 351)) and values["value"].between(0, 1).all()
     assert "with data_oob" in done.stderr and "found among the lowest" in done.stderr
+    assert "step 300/300" in done.stderr and "reward" not in done.stderr  # trees, no reward
     found = values.sort_values("rank").head(70)["noise_injected"].mean()
     assert found > 0.4  # random inspection: 0.2
 
