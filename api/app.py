@@ -12,6 +12,7 @@ from service.settings import Settings, get_settings
 
 from . import problems, ui
 from .limits import BodyLimit
+from .methods import HeadAsGet
 from .metrics import Metrics, RequestMetrics
 from .routes import datasets, health, jobs, results, webhooks
 
@@ -56,6 +57,7 @@ def create_app(run_embedded_worker: bool = True, listen_host: str | None = None)
     problems.install(app)
     app.state.metrics = Metrics()
     app.add_middleware(BodyLimit)
+    app.add_middleware(HeadAsGet)  # inside RequestMetrics: a HEAD is counted as a HEAD
     # outermost: it times and counts the 413s that BodyLimit answers too
     app.add_middleware(RequestMetrics, metrics=app.state.metrics, routed=app)
     for module in (datasets, jobs, results, webhooks, health):

@@ -21,6 +21,8 @@ from service.db import connection_lost, database_busy
 from service.errors import ServiceError
 from service.jobs import UnknownDataset
 
+from .methods import allowed_methods
+
 log = logging.getLogger(__name__)
 MEDIA_TYPE = "application/problem+json"
 
@@ -116,8 +118,11 @@ def install(app: FastAPI) -> None:
                        405: ("method-not-allowed", "Method not allowed"),
                        413: ("upload-too-large", "Request too large")}.get(
             exc.status_code, ("http-error", str(exc.detail)))
+        headers = getattr(exc, "headers", None)
+        if exc.status_code == 405:  # every method of the path, not the first route's
+            headers = (headers or {}) | {"Allow": allowed_methods(request)}
         return problem(exc.status_code, slug, title, str(exc.detail), request,
-                       headers=getattr(exc, "headers", None))
+                       headers=headers)
 
     @app.exception_handler(DBAPIError)
     async def _database(request: Request, exc: DBAPIError) -> JSONResponse:

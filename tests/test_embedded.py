@@ -95,6 +95,17 @@ def test_bytes_that_are_not_http_get_a_problem_document_and_lose_nothing(tmp_pat
             status, _, _ = _raw_exchange(port, b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Long: "
                                          + b"a" * 200_000 + b"\r\nConnection: close\r\n\r\n")
             assert status == 200  # a long, but not outsized, head is served
+            # HEAD wherever GET is (it was 405); a 405 lists every method of its path
+            for path in ("/healthz", f"/v1/datasets/{dataset}", "/v1/jobs"):
+                got, head = client.get(path), client.head(path)
+                assert (head.status_code, head.content) == (200, b""), path
+                assert head.headers["content-type"] == got.headers["content-type"]
+            for method, path, allowed in (("PUT", "/v1/jobs", "GET, HEAD, POST"),
+                                          ("POST", f"/v1/datasets/{dataset}",
+                                           "DELETE, GET, HEAD")):
+                refused = client.request(method, path)
+                assert refused.status_code == 405 and refused.headers["allow"] == allowed
+                assert refused.headers["content-type"] == "application/problem+json"
             assert client.get(f"/v1/datasets/{dataset}").json()["rows"] == len(tables[0])
     finally:
         server.terminate()
