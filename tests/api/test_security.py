@@ -132,6 +132,13 @@ def test_idempotent_job_creation(client, tables):
     assert changed.json()["type"] == "/problems/idempotency-key-reused"
     other = client.post("/v1/jobs", json=spec, headers={"Idempotency-Key": "run-2"})
     assert other.json()["id"] != first.json()["id"]
+    # the job the key made is deleted: a replay says so (it was a 404 naming that job)
+    job_id = other.json()["id"]
+    assert client.post(f"/v1/jobs/{job_id}:cancel").status_code == 202
+    assert client.delete(f"/v1/jobs/{job_id}").status_code == 204
+    replay = client.post("/v1/jobs", json=spec, headers={"Idempotency-Key": "run-2"})
+    assert replay.status_code == 409, replay.text
+    assert "has been deleted since; send a new key" in replay.json()["detail"]
 
 
 def test_idempotent_upload(client, tables, other_client):
@@ -144,6 +151,9 @@ def test_idempotent_upload(client, tables, other_client):
     changed = client.post("/v1/datasets", files={"file": ("t.csv", body + b"c9,1,1,1,1,a,b,x\n")},
                           headers=headers)
     assert changed.status_code == 422
+    assert client.delete(f"/v1/datasets/{first.json()['id']}").status_code == 204
+    replay = client.post("/v1/datasets", files={"file": ("t.csv", body)}, headers=headers)
+    assert replay.status_code == 409 and "deleted since" in replay.json()["detail"]
     # keys are per owner: bob's "upload-1" is his own
     bobs = other_client.post("/v1/datasets", files={"file": ("t.csv", body)}, headers=headers)
     assert bobs.status_code == 201 and bobs.json()["id"] != first.json()["id"]
