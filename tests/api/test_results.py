@@ -92,3 +92,22 @@ def test_a_job_validated_on_its_own_training_table_says_so(client, tables):
     assert runs["itself"]["warnings"][0].startswith(
         f"{len(train)} of the {len(train)} validation rows (100%) repeat a training row")
     assert (runs["apart"]["validation_copies"], runs["apart"]["warnings"]) == (0, [])
+
+
+def test_ids_written_with_leading_zeros_come_back_as_written(client, tables):
+    """An uploaded CSV's column of digits was stored as numbers: 00042 came back as 42, and 007
+    and 7 were one id (the job failed as repeated ids)."""
+    train, valid = tables
+    train = train.assign(customer=[f"{i:05d}" for i in range(len(train))])
+    train.loc[7, "customer"] = "7"  # and 00007 is another row
+    response = client.post("/v1/datasets", files={"file": ("t.csv", train.to_csv(index=False))})
+    columns = {c["name"]: c["type"] for c in response.json()["columns"]}
+    assert columns["customer"] == "string" and columns["x0"] != "string"
+    spec = {"dataset_id": response.json()["id"], "target": "label",
+            "validation": {"dataset_id": upload(client, valid)}, "id_column": "customer",
+            "dvrl": {"iterations": 5}, "evaluations": []}
+    job_id = client.post("/v1/jobs", json=spec).json()["id"]
+    assert run_job(job_id) == "SUCCEEDED"
+    text = client.get(f"/v1/jobs/{job_id}/values", params={"format": "csv"}).text
+    rows = pd.read_csv(io.StringIO(text), dtype={"row": str})["row"]
+    assert rows.tolist() == train["customer"].tolist()
