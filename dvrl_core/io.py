@@ -204,6 +204,8 @@ def read_table(path: str | Path, text_columns: Sequence[str] = ()) -> pd.DataFra
     delimiter read from its header: module docstring). A CSV's ``text_columns`` are read as
     written (ids such as ``007`` keep their zeros; otherwise digits are numbers). Raises
     :class:`UnreadableTableError` with the reason when the file cannot be parsed as a table.
+    A CSV column of digits where a cell of the file's first 4 MiB has leading zeros (00042) is
+    text too, as the service's upload reads it.
     """
     path = Path(path)
     with reading(path):
@@ -214,7 +216,9 @@ def read_table(path: str | Path, text_columns: Sequence[str] = ()) -> pd.DataFra
             # pyarrow's reader is several times faster than pandas' own on big files; the Arrow
             # buffers are released column by column while converting (peak memory ~1x, not 2x)
             dialect = csv_dialect(path)
-            types = dict.fromkeys(csv_raw_names(path, dialect, text_columns), pa.string())
+            text = set(csv_raw_names(path, dialect, text_columns)) | \
+                zero_padded_in_file(path, dialect)  # codes such as 007, as written
+            types = dict.fromkeys(text, pa.string())
             table = pacsv.read_csv(path, parse_options=dialect.parse_options(),
                                    convert_options=dialect.convert_options(types))
             table = table.rename_columns(clean_names(table.column_names))
@@ -230,6 +234,42 @@ def read_table(path: str | Path, text_columns: Sequence[str] = ()) -> pd.DataFra
     if repeated:
         raise UnreadableTableError(f"{path}: duplicate column names: {repeated[:10]}")
     return frame
+
+
+# the bytes at the head of a CSV file whose cells decide that a column of digits is text (the
+# service's upload decides its types on a first slice of this size)
+HEAD_SLICE_BYTES = 4 << 20
+ZERO_PADDED = r"^[+-]?0[0-9]"
+
+
+def zero_padded(piece: bytes, dialect: CsvDialect, schema: pa.Schema | None = None) -> set[str]:
+    """The integer columns of the CSV text ``piece`` (header first; ``schema``: its types where
+    already parsed) where a cell is written with leading zeros (00042, a ZIP code, an account
+    number): read as numbers they would lose the zeros, and 007 and 7 would be one id. Names
+    as the header spells them."""
+    import pyarrow.compute as pc
+
+    if schema is None:
+        schema = pacsv.read_csv(BytesIO(piece), parse_options=dialect.parse_options(),
+                                convert_options=dialect.convert_options()).schema
+    integers = [f.name for f in schema if pa.types.is_integer(f.type)]
+    if not integers or len(set(schema.names)) < len(schema.names):  # repeats: refused later
+        return set()
+    options = dialect.convert_options(dict.fromkeys(integers, pa.string()))
+    options.include_columns = integers
+    written = pacsv.read_csv(BytesIO(piece), parse_options=dialect.parse_options(),
+                             convert_options=options)
+    return {name for name in integers
+            if pc.any(pc.match_substring_regex(written[name], ZERO_PADDED)).as_py()}
+
+
+def zero_padded_in_file(path: Path, dialect: CsvDialect) -> set[str]:
+    """:func:`zero_padded` on the file's first :data:`HEAD_SLICE_BYTES`, cut at a row's end."""
+    with open(path, "rb") as file:
+        head = file.read(HEAD_SLICE_BYTES + 1)
+    if len(head) > HEAD_SLICE_BYTES:
+        head = head[:row_boundary(head[:HEAD_SLICE_BYTES])]
+    return zero_padded(head, dialect) if head.strip() else set()
 
 
 def csv_raw_names(path: Path, dialect: CsvDialect, names: Sequence[str]) -> list[str]:

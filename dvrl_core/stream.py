@@ -58,6 +58,7 @@ from .io import (
     reading,
     refuse_other_format,
     repeated_names,
+    zero_padded_in_file,
 )
 
 SAMPLE_ROWS = 100_000  # rows the encoder is fitted on
@@ -106,9 +107,10 @@ def _csv_frames(path: Path, columns: Sequence[str] | None, keep_types: Sequence[
         schema = probe.schema
     names = clean_names(schema.names)
     raw = dict(zip(names, schema.names, strict=True))  # repeats were refused before
+    padded = zero_padded_in_file(path, dialect)  # codes such as 007, as written
     types = {}
     for name, field in zip(names, schema, strict=True):
-        if name in text_columns:
+        if name in text_columns or field.name in padded:
             types[field.name] = pa.string()
         elif pa.types.is_integer(field.type) and name not in keep_types:
             types[field.name] = pa.float64()

@@ -39,6 +39,7 @@ from dvrl_core.io import (
     row_boundary,
     sniff_decimal_point,
     sniff_delimiter,
+    zero_padded,
 )
 
 from .parquet_upload import PARQUET_MAGIC, open_parquet
@@ -150,7 +151,7 @@ def _csv_tables(source: BinaryIO, types: dict[str, pa.DataType], dialect: CsvDia
         if names is None:
             _refuse_wide_header(piece, dialect.delimiter, limits)
             table = _parse(piece, None, types, dialect)
-            padded = zero_padded(piece, table.schema, dialect)
+            padded = zero_padded(piece, dialect, table.schema)
             if padded:  # codes such as 007: read as written
                 types.update(dict.fromkeys(padded, pa.string()))
                 table = _parse(piece, None, types, dialect)
@@ -171,26 +172,6 @@ class _Widen(Exception):
     pass
 
 
-ZERO_PADDED = r"^[+-]?0[0-9]"
-
-
-def zero_padded(piece: bytes, schema: pa.Schema, dialect: CsvDialect) -> set[str]:
-    """The integer columns of the file's first slice where a cell is written with leading
-    zeros (00042, a ZIP code, an account number): read as numbers they would lose the zeros,
-    and 007 and 7 would become one id. Decided on the first slice, as the types are."""
-    import pyarrow.compute as pc
-
-    integers = [f.name for f in schema if pa.types.is_integer(f.type)]
-    if not integers or len(set(schema.names)) < len(schema.names):  # repeats: refused later
-        return set()
-    options = dialect.convert_options(dict.fromkeys(integers, pa.string()))
-    options.include_columns = integers
-    written = pacsv.read_csv(io.BytesIO(piece), parse_options=dialect.parse_options(),
-                             convert_options=options)
-    return {name for name in integers
-            if pc.any(pc.match_substring_regex(written[name], ZERO_PADDED)).as_py()}
-
-
 def _settled_types(source: BinaryIO, dialect: CsvDialect) -> dict[str, pa.DataType]:
     """Each column's type over the whole file: the widest of the types its slices suggest."""
     names: list[str] | None = None
@@ -199,7 +180,7 @@ def _settled_types(source: BinaryIO, dialect: CsvDialect) -> dict[str, pa.DataTy
         schema = _parse(piece, names, None, dialect).schema
         if names is None:
             names = schema.names
-            padded = zero_padded(piece, schema, dialect)
+            padded = zero_padded(piece, dialect, schema)
             types = {f.name: pa.string() if f.name in padded else f.type for f in schema}
         else:
             types = {f.name: _widened(types[f.name], f.type) for f in schema}

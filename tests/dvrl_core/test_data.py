@@ -268,6 +268,14 @@ def test_id_column_names_rows(table, tmp_path):
                  prepare(read_table(tmp_path / "zeros.csv", text_columns=["key"]), "label",
                          valid_fraction=0.3, id_column="key")):
         assert set(data.train.ids) <= set(table["key"])  # "00042", not 42
+    # a column of digits with leading zeros is text wherever it is read, as the service's
+    # upload reads it (codes: ZIP codes, account numbers); one without is numbers
+    table["zip"] = [f"0{1000 + i}" for i in range(len(table))]
+    table.to_csv(tmp_path / "zip.csv", index=False)
+    assert read_table(tmp_path / "zip.csv")["zip"].iloc[0] == "01000"
+    assert read_table(tmp_path / "zip.csv")["x0"].dtype == np.float64
+    streamed = prepare_file(tmp_path / "zip.csv", "label", valid_fraction=0.3)
+    assert any(name.startswith("zip=010") for name in streamed.feature_names)
     # a row without a name could not be joined back either (the service failed on storing
     # it, after the whole run): refused, the rows named, from a file too
     table["key"] = np.where(np.arange(len(table)) < 3, np.nan, np.arange(len(table)))
