@@ -173,7 +173,8 @@ def _check_columns(spec: JobSpec, tables: dict[str, Any]) -> None:
     features = spec.features or [c for c in training if c not in (spec.target, spec.id_column)]
     for where, dataset in tables.items():
         columns = [c["name"] for c in dataset.columns]
-        named = [("target", spec.target)]
+        # a validation or test table's missing target is that table's fault: its field
+        named = [("target" if where == "dataset_id" else f"{where}.dataset_id", spec.target)]
         if where == "dataset_id":
             named += [("id_column", spec.id_column)] if spec.id_column else []
             named += [(f"features.{i}", f) for i, f in enumerate(spec.features or [])]

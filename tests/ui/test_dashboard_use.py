@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from tests.conftest import upload, wait_for
-from tests.ui.conftest import sign_in
+from tests.ui.conftest import save_screenshot, sign_in
 
 JOB = re.compile(r".*/ui/jobs/([0-9a-f-]{36})$")
 
@@ -161,4 +161,59 @@ def test_the_jobs_list_keeps_its_place(server, api_as, browser_context, table):
     page.goto(f"{server}/ui/nowhere")
     page.locator("h1", has_text="Page not found").wait_for()
     assert page.title() == "Page not found · DVRL data valuation"
+    page.close()
+
+
+def test_the_form_fills_defaults_and_a_finished_job_says_what_it_did(server, api_as,
+                                                                      browser_context, table,
+                                                                      artifacts):
+    """An empty seed was sent as "" (refused in jargon) and a validation table left unchosen as
+    dataset ''; a job that returned the prior before training read 'Iteration 200 / 200'; the
+    ways of training were neither offered nor shown; 20 rows 'of 5 flagged'."""
+    api = api_as("alice")
+    train = upload(api, table.iloc[:200], "train.csv")
+    test = upload(api, table.iloc[200:].drop(columns=["label"]), "test-without-label.csv")
+    good_test = upload(api, table.iloc[200:], "test.csv")
+    page = browser_context.new_page()
+    sign_in(page, server, api.key)
+    page.goto(f"{server}/ui/new")
+    page.select_option("#field-dataset", train)
+    page.locator("label.segment", has_text="A validation table").click()
+    page.click("#start-job")  # no validation table chosen: said by the field, nothing sent
+    assert page.locator('.field-error[data-for="validation"]').inner_text() == \
+        "choose a validation table"
+    page.locator("label.segment", has_text="Hold out a fraction").click()
+    page.select_option("#field-test", test)  # lacks the target: said by the test table's field
+    page.click("#start-job")
+    page.locator('.field-error[data-for="test.dataset_id"]').filter(
+        has_text="no column 'label'").wait_for()
+    assert page.locator('.field-error[data-for="target"]').inner_text() == ""
+    assert job_ids(api) == []
+
+    page.select_option("#field-test", good_test)
+    page.fill("#field-seed", "")  # the API's default seed
+    page.fill("#field-iterations", "200")
+    page.fill("#field-noise", "0.2")
+    page.check("#field-choices")
+    page.click("#start-job")
+    page.wait_for_url(JOB)
+    job = wait_for(api, JOB.match(page.url)[1])
+    assert job["state"] == "SUCCEEDED", job["error"]
+    assert job["spec"]["seed"] == 0
+    used = job["summary"]["diagnostics"]["convergence"]["iterations_used"]
+    page.wait_for_selector('[data-figure="choices"]', timeout=120_000)
+    iteration = page.locator("#live dl.facts div", has_text="Iteration").locator("dd")
+    if used == 0:
+        assert iteration.inner_text() == "0 of 200: the prior was returned before training"
+    else:
+        assert iteration.inner_text().startswith(f"{used:,} of 200 used") or used == 200
+    choices = job["summary"]["training_choices"]
+    figure = page.locator('[data-figure="choices"]')
+    assert "(recommended)" in figure.inner_text()
+    assert f"{choices['uniform']:.4f}" in figure.inner_text()
+    save_screenshot(page, artifacts, "ways-of-training", full_page=True)
+    flagged = job["summary"]["flagged"]
+    lead = page.locator("#lowest .card-title p.sub").inner_text()
+    assert lead.startswith(f"The 20 rows to review first, of {flagged} flagged") if flagged >= 20 \
+        else lead.startswith("The 20 lowest-valued rows; the ")
     page.close()

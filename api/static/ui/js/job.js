@@ -107,7 +107,7 @@ export function mount(main, { id }) {
     shownLive = looks;
     const facts = [
       ["Phase", p.phase || "–"],
-      ["Iteration", p.total ? `${fmt.count(p.iteration || 0)} / ${fmt.count(p.total)}` : "–"],
+      ["Iteration", iterationText(job)],
       ["Recent reward", p.reward === null || p.reward === undefined ? "–" : fmt.fixed(p.reward, 4)],
       ["Elapsed", fmt.duration(p.elapsed_s)],
       ["Time left", ACTIVE.has(job.state) ? fmt.duration(p.eta_s) : "–"],
@@ -142,6 +142,23 @@ export function mount(main, { id }) {
   return () => { stopped = true; clearTimeout(timer); };
 }
 
+/** Where training got to. A finished DVRL job says how many iterations it used: it stops
+ * early once its values have settled, or before the first when its check already decided
+ * to return the prior (the progress then reads total / total). */
+function iterationText(job) {
+  const p = job.progress || {};
+  if (!p.total) return "–";
+  const done = `${fmt.count(p.iteration || 0)} / ${fmt.count(p.total)}`;
+  const used = job.state === "SUCCEEDED"
+    ? ((job.summary || {}).diagnostics || {}).convergence : null;
+  if (!used || used.iterations_used === undefined || used.iterations_used >= used.iterations_max) {
+    return done;
+  }
+  const of = `${fmt.count(used.iterations_used)} of ${fmt.count(used.iterations_max)}`;
+  if (used.iterations_used === 0) return `${of}: the prior was returned before training`;
+  return `${of} used (${used.converged ? "values settled" : "the check decided"})`;
+}
+
 async function renderResults(root, job) {
   const id = job.id;
   const s = job.summary || {};
@@ -153,8 +170,8 @@ async function renderResults(root, job) {
   ]);
   const charts = h("div.grid-2");
   fill(root, 
+    warningsCard(s.warnings), // what is wrong with the data as given comes first
     tiles(s),
-    warningsCard(s.warnings),
     trustCard(s.trust, s.diagnostics || {}, noiseWords(s.task)),
     ensembleCard(s.ensemble),
     charts,
@@ -167,6 +184,7 @@ async function renderResults(root, job) {
   }
   if (curves.removal) charts.append(removalChart(curves.removal));
   if (s.weighted_training) charts.append(weightedChart(s.weighted_training));
+  if (s.training_choices) charts.append(choicesChart(s.training_choices));
   const reward = curves.reward_trace || {};
   if (reward.iteration && reward.iteration.length > 1) charts.append(rewardChart(reward));
 }
@@ -175,7 +193,8 @@ async function renderResults(root, job) {
 // repeat training rows), above everything the values say
 function warningsCard(warnings) {
   if (!warnings || !warnings.length) return null;
-  return h("section.card.warnings", { id: "warnings" }, h("h2", "Warning"),
+  return h("section.card.warnings", { id: "warnings" },
+    h("h2", warnings.length > 1 ? "Warnings" : "Warning"),
     ...warnings.map((text) => h("p.warning", text)));
 }
 
@@ -369,6 +388,33 @@ function weightedChart(w) {
     ], xLabel: `test ${names.score(w.metric)}`, label: "weighted training", valueFormat: (v) => fmt.fixed(v, 4) }));
 }
 
+// summary.training_choices: the test score of each way of training the evaluation model, the
+// one the validation rows recommend marked
+const CHOICES = [
+  ["uniform", "every training row alike"],
+  ["weighted", "weighted by value"],
+  ["without_lowest", "without the lowest-valued"],
+  ["validation_only", "validation rows alone"],
+  ["uniform_plus_validation", "training + validation rows"],
+  ["tuned_uniform_plus_validation", "training + validation, tuned mix"],
+  ["weighted_plus_validation", "weighted + validation rows"],
+  ["top_valued_plus_validation", "top-valued + validation rows"],
+];
+
+function choicesChart(c) {
+  const items = CHOICES.filter(([key]) => typeof c[key] === "number").map(([key, name]) => ({
+    name: key === c.recommended ? `${name} (recommended)` : name, value: c[key],
+    color: key === c.recommended ? COLORS.ours : COLORS.random }));
+  return figure("choices", "Ways of training",
+    `Test ${names.score(c.metric)} (${names.better(c.metric)}) of a `
+    + `${{ lightgbm: "LightGBM", logistic_regression: "logistic regression" }[c.model]
+      || c.model || "LightGBM"} `
+    + "model trained each way a user could. The recommended way is the one the validation "
+    + "rows score best of those that use the values (no test labels needed to choose it).",
+    bars({ items, xLabel: `test ${names.score(c.metric)}`, label: "ways of training",
+      valueFormat: (v) => fmt.fixed(v, 4) }));
+}
+
 function rewardChart(t) {
   return figure("reward", "Reward trace", "The reward of each training iteration (sampled).",
     lineChart({ series: [{ name: "reward", points: t.iteration.map((x, i) => [x, t.reward[i]]),
@@ -390,17 +436,23 @@ function lowestCard(id, items, s) {
       status.textContent = error.message;
     } finally {
       event.target.disabled = false;
+      event.target.focus(); // a keyboard user's place (disabling the button dropped it)
     }
   };
+  const shownFlagged = items.filter((item) => item.flagged).length;
+  const lead = items.length <= s.flagged
+    ? `The ${items.length} rows to review first, of ${fmt.count(s.flagged)} flagged.`
+    : `The ${items.length} lowest-valued rows; the ${fmt.count(shownFlagged)} flagged are the `
+      + "ones to review first.";
   return h("section.card", { id: "lowest" },
     h("div.card-title", h("div", h("h2", "Lowest-valued rows"),
-      h("p.sub", `The ${items.length} rows to review first, of ${fmt.count(s.flagged)} flagged.`)),
+      h("p.sub", lead)),
     h("div.actions", status,
       h("button.button.secondary", { type: "button", id: "download-csv", onclick: get("csv") },
         "Download CSV"),
       h("button.button.secondary", { type: "button", id: "download-parquet",
         onclick: get("parquet") }, "Download Parquet"))),
-    h("table.table.compact.lowest",
+    h("div.table-scroll", h("table.table.compact.lowest",
       h("thead", h("tr", h("th.num", "rank"), h("th", "row"), h("th.num", "value"), h("th", "label"),
         noise ? h("th", "self-check") : null)),
       h("tbody", items.map((item) => h("tr", { dataset: { row: item.row } },
@@ -409,5 +461,5 @@ function lowestCard(id, items, s) {
         h("td", h("bdi.label-pill", { title: item.label }, item.label)),
         noise ? h("td", item.noise_injected ? h("span.flip", noiseWords(s.task).one)
           : h("span.sub", "clean"))
-          : null)))));
+          : null))))));
 }

@@ -71,8 +71,11 @@ export function mount(main, { scrollY }) {
       if (!drawn && scrollY) window.scrollTo(0, scrollY); // back to where the reader was
       drawn = true;
       busy = page.items.some((job) => ACTIVE.has(job.state));
-      more.hidden = !page.next_page_token;
-      status.textContent = `updated ${new Date().toLocaleTimeString("en")}`;
+      // the list stops at MAX_ROWS: past it, the state filter narrows it (the button did nothing)
+      const capped = Boolean(page.next_page_token) && limit >= MAX_ROWS;
+      more.hidden = !page.next_page_token || capped;
+      status.textContent = (capped ? `the newest ${MAX_ROWS} shown; filter by state for older `
+        + "ones · " : "") + `updated ${new Date().toLocaleTimeString("en")}`;
       status.classList.remove("error");
     } catch (error) {
       if (stopped || error.status === 401) return;

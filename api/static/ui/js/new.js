@@ -48,6 +48,8 @@ export function mount(main, _params, navigate) {
     id: "field-removal", checked: true });
   const weighted = h("input", { type: "checkbox", name: "evaluations", value: "weighted",
     id: "field-weighted" });
+  const choices = h("input", { type: "checkbox", name: "evaluations", value: "training_choices",
+    id: "field-choices" });
   const jobStatus = h("div.form-status", { id: "job-status" });
   const startButton = h("button.button", { type: "submit", id: "start-job" }, "Start job");
   const jobForm = h("form.job-form", { id: "job-form", novalidate: true, onsubmit: start },
@@ -65,7 +67,9 @@ export function mount(main, _params, navigate) {
       "optional self-check: flip this share of labels and see how many the values find"),
     h("div.field.wide", h("span.field-label", "Evaluations"), h("div.checks",
       h("label.check", removal, " removal curves"),
-      h("label.check", weighted, " weighted training"))),
+      h("label.check", weighted, " weighted training"),
+      h("label.check", choices, " ways of training (needs a test table)")),
+      h("div.field-error", { dataset: { for: "evaluations" } })),
     h("div.form-foot", jobStatus, startButton));
 
   fill(main, 
@@ -74,9 +78,9 @@ export function mount(main, _params, navigate) {
         + "from the target task), then start a valuation job."))),
     h("div.grid-new",
       h("section.card", h("h2", h("span.step", "1"), "Upload a table"), uploadForm, uploadStatus,
-        h("table.table.compact.datasets", { id: "datasets-table" },
+        h("div.table-scroll", h("table.table.compact.datasets", { id: "datasets-table" },
           h("thead", h("tr", ["File", "Rows", "Columns", "Uploaded"].map((t) => h("th", t)))),
-          datasetRows)),
+          datasetRows))),
       h("section.card", h("h2", h("span.step", "2"), "Start a job"), jobForm)));
 
   for (const input of validationMode.querySelectorAll("input")) {
@@ -99,9 +103,11 @@ export function mount(main, _params, navigate) {
       h("td.num", fmt.count(d.rows)), h("td.num", String(d.n_columns)),
       h("td.sub", fmt.ago(d.created_at)))) : h("tr", h("td.empty", { colSpan: 4 },
       "No tables yet.")));
+    // an option holds text only: the name isolated (U+2068 ... U+2069) so that a right-to-left
+    // override in it cannot reorder the rows and id after it
     const options = (blank) => [blank ? h("option", { value: "" }, blank) : null,
       ...datasets.map((d) => h("option", { value: d.id },
-        `${d.filename} · ${fmt.count(d.rows)} rows · ${d.id.slice(0, 8)}`))];
+        `\u2068${d.filename}\u2069 · ${fmt.count(d.rows)} rows · ${d.id.slice(0, 8)}`))];
     const keep = [training.value, validation.value, test.value];
     fill(training, options(datasets.length ? null : "upload a table first"));
     fill(validation, options("choose a table"));
@@ -159,22 +165,31 @@ export function mount(main, _params, navigate) {
       !input.disabled && input.validity.badInput);
     for (const input of unreadable) markField(input.name, "not a number");
     if (!training.value) markField("dataset_id", "upload a table first");
-    if (unreadable.length || !training.value) {
+    const byDataset = validationMode.querySelector("input:checked").value === "dataset";
+    const missing = [];
+    if (byDataset && !validation.value) missing.push(["validation", "choose a validation table"]);
+    if (!byDataset && fraction.value.trim() === "" && !fraction.validity.badInput) {
+      missing.push(["validation.fraction", "give the share of rows to hold out, such as 0.2"]);
+    }
+    for (const [name, message] of missing) markField(name, message);
+    if (unreadable.length || !training.value || missing.length) {
       jobStatus.replaceChildren(problemBox({ title: "Not sent", message: "see the marked fields" }));
       return;
     }
-    const byDataset = validationMode.querySelector("input:checked").value === "dataset";
     const spec = {
       dataset_id: training.value,
       target: target.value,
       validation: byDataset ? { dataset_id: validation.value } : { fraction: number(fraction) },
       method: method.value,
-      seed: number(seed),
-      evaluations: [removal, weighted].filter((c) => c.checked).map((c) => c.value),
+      evaluations: [removal, weighted, choices].filter((c) => c.checked).map((c) => c.value),
     };
+    // an empty box is the API's default (the seed 0, DVRL's iterations), not the text ""
+    if (seed.value.trim() !== "") spec.seed = number(seed);
     if (test.value) spec.test = { dataset_id: test.value };
     if (noise.value !== "") spec.label_noise = number(noise);
-    if (method.value === "dvrl") spec.dvrl = { iterations: number(iterations) };
+    if (method.value === "dvrl" && iterations.value.trim() !== "") {
+      spec.dvrl = { iterations: number(iterations) };
+    }
     // the same spec sent again (after a lost answer) keeps its key: the API answers with the
     // job the first request made instead of starting a second one
     const body = JSON.stringify(spec);
@@ -195,7 +210,8 @@ export function mount(main, _params, navigate) {
   }
 
   function markField(name, message) {
-    const key = name.startsWith("validation") ? "validation" : name;
+    const key = name.startsWith("validation") ? "validation"
+      : name === "test" ? "test.dataset_id" : name;
     const box = jobForm.querySelector(`.field-error[data-for="${CSS.escape(key)}"]`);
     if (box) box.append(h("div", message)); // every message the API gave for this field
     const input = jobForm.querySelector(`[name="${CSS.escape(name)}"]`);
