@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -32,6 +33,7 @@ from dvrl_core.cli import (
     dvrl_options,
     print_summary,
     reader_left,
+    values_to_stdout,
 )
 from dvrl_core.errors import ConfigError, DVRLError
 
@@ -59,8 +61,17 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _stop(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt  # the job is cancelled as for Ctrl-C (Client.value)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    # `timeout`, a CI job cancelled, a closed terminal: the remote job is cancelled too, as for
+    # Ctrl-C (it was left running)
+    for name in ("SIGTERM", "SIGHUP"):
+        if hasattr(signal, name):
+            signal.signal(getattr(signal, name), _stop)
     try:
         return _value(args)
     except (DVRLError, ClientError, FileNotFoundError) as exc:
@@ -131,7 +142,7 @@ def _value(args: argparse.Namespace) -> int:
 
     def progress(state: Progress) -> None:
         if state.phase == "training" and None not in (state.iteration, state.total,
-                                                       state.reward, state.elapsed_s):
+                                                       state.elapsed_s):  # reward: DVRL's
             printer(state)
 
     def announce(job: Job) -> None:
@@ -157,7 +168,7 @@ def _value(args: argparse.Namespace) -> int:
     if args.out:
         write_table(table, args.out)
     else:
-        table.to_csv(sys.stdout, index=False)
+        values_to_stdout(table)
     if not args.quiet:
         print_summary(table.attrs["summary"], table, args.out)
     return 0

@@ -58,9 +58,15 @@ class ProblemError(ClientError):
 
     def _message(self) -> str:
         text = f"{self.status} {self.title}: {self.detail}"
-        fields = [f"{e.get('field')}: {e.get('message')}" for e in self.errors
+        fields = [_field_message(e) for e in self.errors
                   if isinstance(e, dict) and str(e.get("message")) not in self.detail]
         return f"{text} ({'; '.join(fields)})" if fields else text
+
+
+def _field_message(error: dict[str, Any]) -> str:
+    """``field: message``, the field once where the message starts by naming it."""
+    field, message = str(error.get("field")), str(error.get("message"))
+    return message if message.startswith(f"{field}: ") else f"{field}: {message}"
 
 
 class InvalidRequest(ProblemError):

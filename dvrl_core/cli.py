@@ -30,6 +30,7 @@ This contract is stable: other tools call it.
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 import tempfile
@@ -40,7 +41,7 @@ from typing import Any
 import numpy as np
 
 from .ensemble import MAX_MEMBERS
-from .errors import DVRLError
+from .errors import ConfigError, DVRLError
 from .methods import METHODS
 
 EXIT_ERROR = 2
@@ -144,6 +145,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         return reader_left()
 
 
+def values_to_stdout(table) -> None:
+    """The values as CSV on standard output; one that cannot be written (a full disk,
+    ``> /dev/full``) is a ConfigError naming it, not a traceback. A reader that left early
+    (``| head``) is the caller's BrokenPipeError."""
+    try:
+        table.to_csv(sys.stdout, index=False)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        raise
+    except OSError as exc:
+        raise ConfigError(f"cannot write the values to standard output ({exc.strerror or exc}); "
+                          "give --out FILE") from None
+
+
 def reader_left() -> int:
     """The exit status of a command whose standard output's reader left early (``... | head``):
     not an error; standard output now goes nowhere so that the interpreter's last flush stays
@@ -155,12 +170,11 @@ def reader_left() -> int:
 class ProgressPrinter:
     """A tqdm bar on a terminal; a line every 10% otherwise (logs stay short). Called with
     anything that has ``iteration``, ``total``, ``reward`` and ``elapsed_s``: the library's
-    progress, or a remote job's (``dvrl remote value``). ``reward``: DVRL's, shown; a baseline's
-    steps (trees, rows) have none."""
+    progress, or a remote job's (``dvrl remote value``). A baseline's steps (trees, rows) carry
+    no reward (NaN, or None from the service): they are counted as steps."""
 
-    def __init__(self, enabled: bool, reward: bool = True) -> None:
+    def __init__(self, enabled: bool) -> None:
         self.enabled = enabled
-        self.reward = reward
         self.bar = None
         self.next_report = 0.1
         if enabled and sys.stderr.isatty():
@@ -171,15 +185,16 @@ class ProgressPrinter:
     def __call__(self, progress) -> None:
         if not self.enabled:
             return
+        rewarded = progress.reward is not None and math.isfinite(progress.reward)
         if self.bar is not None:
             self.bar.total = progress.total
             self.bar.update(progress.iteration - self.bar.n)
-            if self.reward:
+            if rewarded:
                 self.bar.set_postfix(reward=f"{progress.reward:+.4f}", refresh=False)
         elif progress.iteration >= self.next_report * progress.total:
             done = f"{progress.iteration}/{progress.total}"
             print(f"iteration {done}  reward {progress.reward:+.4f}  {progress.elapsed_s:.1f}s"
-                  if self.reward else f"step {done}  {progress.elapsed_s:.1f}s", file=sys.stderr)
+                  if rewarded else f"step {done}  {progress.elapsed_s:.1f}s", file=sys.stderr)
             self.next_report += 0.1
 
     def close(self) -> None:
@@ -272,7 +287,7 @@ def _value(args: argparse.Namespace) -> int:
     if args.inject_noise is not None:
         data, corrupted = with_label_noise(data, args.inject_noise, args.seed)
 
-    progress = ProgressPrinter(not args.quiet, reward=args.method == "dvrl")
+    progress = ProgressPrinter(not args.quiet)
     try:
         if args.ensemble > 1:
             from .ensemble import fit_ensemble, member_seeds
@@ -290,7 +305,7 @@ def _value(args: argparse.Namespace) -> int:
     if args.out:
         write_table(table, args.out)
     else:
-        table.to_csv(sys.stdout, index=False)
+        values_to_stdout(table)
     if not args.quiet:
         print_summary(_summary_of(result, data, corrupted, args.seed), table, args.out)
     return 0

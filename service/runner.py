@@ -17,6 +17,7 @@ writes them like a single run's.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import socket
 import threading
@@ -168,7 +169,8 @@ class _Monitor:
         return round(time.monotonic() - self.started, 3)
 
     def on_progress(self, progress) -> None:
-        self.recent = (self.recent + [float(progress.reward)])[-20:]
+        if math.isfinite(progress.reward):  # a baseline's steps have none (NaN)
+            self.recent = (self.recent + [float(progress.reward)])[-20:]
         self.reached = {"iteration": progress.iteration, "total": progress.total}
         if self.notify_progress:
             self._milestone(progress.iteration, progress.total)
@@ -179,7 +181,7 @@ class _Monitor:
         self.last_progress = now
         rate = progress.iteration / max(progress.elapsed_s, 1e-9)
         self.phase("training", iteration=progress.iteration, total=progress.total,
-                   reward=float(np.mean(self.recent)),
+                   reward=float(np.mean(self.recent)) if self.recent else None,
                    eta_s=round((progress.total - progress.iteration) / max(rate, 1e-9), 1))
 
     def _milestone(self, iteration: int, total: int) -> None:

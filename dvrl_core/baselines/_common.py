@@ -7,6 +7,7 @@ run starts again from the beginning and, being seeded, gives the same values.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from typing import Any
@@ -40,7 +41,9 @@ class Steps:
 
     def report(self, done: int) -> None:
         if self.on_progress is not None:
-            self.on_progress(Progress(done, self.total, 0.0, time.perf_counter() - self.started))
+            # no reward: a baseline's steps are trees or rows, not DVRL's iterations
+            self.on_progress(Progress(done, self.total, math.nan,
+                                      time.perf_counter() - self.started))
 
 
 def require_positive(**params: int) -> None:

@@ -13,6 +13,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from dvrl_client import Client
 from tests.client.conftest import dvrl_value
@@ -137,7 +138,8 @@ def _another_server() -> Iterator[str]:
         other.server_close()
 
 
-def test_interrupting_remote_value_cancels_its_job(server, key, table_files, tmp_path):
+@pytest.mark.parametrize("stop", ["SIGINT", "SIGTERM"])  # Ctrl-C; `timeout`, a CI cancel
+def test_interrupting_remote_value_cancels_its_job(server, key, table_files, tmp_path, stop):
     (tmp_path / "sitecustomize.py").write_text(NO_TORCH)
     command = [sys.executable, "-m", "dvrl_cli", "remote", "value", str(table_files[0]),
                "--target", "label", "--valid-fraction", "0.3", "--iterations", "100000",
@@ -153,7 +155,7 @@ def test_interrupting_remote_value_cancels_its_job(server, key, table_files, tmp
         assert process.stderr is not None
         announced = process.stderr.readline()  # submitted (no worker: it stays queued)
         assert announced == f"job {client.jobs()[0].id} on {server.url}\n"
-        process.send_signal(signal.SIGINT)
+        process.send_signal(getattr(signal, stop))  # SIGTERM left the job running
         _, stderr = process.communicate(timeout=60)
         assert process.returncode == 130
         job_id = client.jobs()[0].id

@@ -296,3 +296,15 @@ def test_the_training_table_as_its_own_validation_table_is_warned_about(tables):
     assert done.returncode == 0, done.stderr
     assert ("warning: 350 of the 350 validation rows (100%) repeat a training row exactly"
             in done.stderr)
+
+
+def test_values_that_cannot_be_written_to_standard_output_are_one_error_line(tables):
+    """> /dev/full raised a pandas OSError with a traceback and exit 1."""
+    with open("/dev/full", "w") as full:
+        done = subprocess.run([sys.executable, "-m", "dvrl_core.cli", "value",
+                               str(tables / "train.csv"), "--target", "label",
+                               "--valid-fraction", "0.3", "--iterations", "1", "--quiet"],
+                              stdout=full, stderr=subprocess.PIPE, text=True, timeout=300)
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert done.stderr.startswith("error: cannot write the values to standard output (No space "
+                                  "left on device); give --out FILE")
