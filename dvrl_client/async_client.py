@@ -102,6 +102,7 @@ class AsyncClient(ClientBase):
         """:meth:`Client.value <dvrl_client.Client.value>`, awaited; a cancelled task cancels
         the job."""
         submitted: list[AsyncJob] = []
+        pending: list[Call] = []  # the submission, before its answer
 
         def note(body: dict[str, Any]) -> None:
             submitted.append(AsyncJob(self, body))
@@ -110,11 +111,11 @@ class AsyncClient(ClientBase):
 
         try:
             return await self._run(self._ops.value(train, target, valid, test, progress,
-                                                   note, **spec_fields))
+                                                   note, pending.append, **spec_fields))
         except asyncio.CancelledError as cancelled:
-            for job in submitted:
-                cancelled.add_note(
-                    await self._run(Operations(CANCEL_RETRY).cancel_after_interrupt(job.id)))
+            for line in await self._run(Operations(CANCEL_RETRY).stop_after_interrupt(
+                    [job.id for job in submitted], pending[-1] if pending else None)):
+                cancelled.add_note(line)
             raise
 
 

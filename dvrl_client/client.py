@@ -114,6 +114,7 @@ class Client(ClientBase):
         ``client.delete_dataset(...)`` remove them). Interrupted (Ctrl-C), the job is cancelled
         and the interruption's note says whether that worked."""
         submitted: list[Job] = []
+        pending: list[Call] = []  # the submission, before its answer
 
         def note(body: dict[str, Any]) -> None:
             submitted.append(Job(self, body))
@@ -122,11 +123,11 @@ class Client(ClientBase):
 
         try:
             return self._run(self._ops.value(train, target, valid, test, progress,
-                                             note, **spec_fields))
+                                             note, pending.append, **spec_fields))
         except KeyboardInterrupt as interrupt:
-            for job in submitted:
-                interrupt.add_note(
-                    self._run(Operations(CANCEL_RETRY).cancel_after_interrupt(job.id)))
+            for line in self._run(Operations(CANCEL_RETRY).stop_after_interrupt(
+                    [job.id for job in submitted], pending[-1] if pending else None)):
+                interrupt.add_note(line)
             raise
 
 

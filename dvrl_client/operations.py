@@ -130,6 +130,23 @@ class Operations:
                     f"cancel it with POST /v1/jobs/{job_id}:cancel once the server answers")
         return f"job {job_id} on the server is cancelled"
 
+    def stop_after_interrupt(self, job_ids: list[str],
+                             pending: Call | None) -> Operation[list[str]]:
+        """Cancel the jobs of an interrupted :meth:`value`: those submitted, or, interrupted
+        while its submission was on its way (the job may exist with no answer seen), the job
+        the same submission finds again (its Idempotency-Key: the service answers with the job
+        it made, or makes it). What became of each, in sentences."""
+        if not job_ids and pending is not None:
+            try:
+                job_ids = [(yield from self._call(pending, 200, 202)).json()["id"]]
+            except ClientError as exc:
+                return [f"the job's submission was interrupted and could not be confirmed "
+                        f"({exc}); look for it with GET /v1/jobs"]
+        notes = []
+        for job_id in job_ids:
+            notes.append((yield from self.cancel_after_interrupt(job_id)))
+        return notes
+
     def delete_job(self, job_id: str) -> Operation[None]:
         yield from self._call(Call("DELETE", _job_path(job_id), gone_means_done=True), 204)
 
@@ -195,8 +212,11 @@ class Operations:
     def value(self, train: Any, target: str, valid: Any, test: Any = None,
               progress: ProgressOption = True,
               on_submitted: Callable[[dict[str, Any]], Any] | None = None,
+              on_submitting: Callable[[Call], Any] | None = None,
               **spec_fields: Any) -> Operation[pd.DataFrame]:
-        """Upload, submit, wait and download: the table ``dvrl value`` writes."""
+        """Upload, submit, wait and download: the table ``dvrl value`` writes.
+        ``on_submitting(call)`` receives the submission before it is sent (its
+        Idempotency-Key finds the job again: :meth:`stop_after_interrupt`)."""
         training = yield from self.upload(train, _frame_name(train, "train"))
         spec: dict[str, Any] = {"dataset_id": training.id, "target": target,
                                 "evaluations": []}
@@ -208,7 +228,10 @@ class Operations:
         if test is not None:
             tested = yield from self.upload(test, _frame_name(test, "test"))
             spec["test"] = {"dataset_id": tested.id}
-        submitted = yield from self.submit(spec | spec_fields)
+        call = Call.post("/v1/jobs", json=spec | spec_fields)
+        if on_submitting is not None:
+            on_submitting(call)
+        submitted = (yield from self._call(call, 202)).json()
         if on_submitted is not None:
             on_submitted(submitted)
         body = yield from self.wait(submitted["id"], progress)

@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -215,6 +216,66 @@ def test_an_interrupted_remote_value_says_when_its_job_could_not_be_cancelled(tm
     assert last.startswith("error: interrupted (job j1 on the server could not be cancelled (")
     assert last.endswith("it goes on; cancel it with POST /v1/jobs/j1:cancel once the server "
                          "answers)")
+
+
+def test_remote_value_interrupted_while_its_job_is_submitted_cancels_that_job(tmp_path):
+    """Ctrl-C after the server made the job but before its answer came: the job was left
+    running with no id said. The submission sent again with its Idempotency-Key finds the job,
+    which is then cancelled."""
+    keys: list[str] = []
+    cancelled = threading.Event()
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers.get("content-length") or 0))
+            if self.path == "/v1/jobs":
+                keys.append(self.headers["idempotency-key"])
+                if len(keys) == 1:  # made, but the answer is slow: the user presses Ctrl-C
+                    time.sleep(30)
+                    return
+                body, status = b'{"id": "j1", "state": "QUEUED", "spec": {}}', 202
+            elif self.path == "/v1/jobs/j1:cancel":
+                body, status = b'{"id": "j1", "state": "CANCELLED", "spec": {}}', 202
+                cancelled.set()
+            else:
+                body, status = (b'{"id": "d1", "filename": "t.csv", "rows": 1, "n_columns": 1, '
+                                b'"columns": [], "sha256": "", "size_bytes": 1, '
+                                b'"created_at": ""}'), 201
+            self.send_response(status)
+            self.send_header("content-type", "application/json")
+            self.send_header("content-length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args) -> None:
+            pass
+
+    fake = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    fake.daemon_threads = True
+    threading.Thread(target=fake.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{fake.server_address[1]}"
+    (tmp_path / "sitecustomize.py").write_text(NO_TORCH)
+    (tmp_path / "t.csv").write_text("a,label\n1,0\n")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "dvrl_cli", "remote", "value", str(tmp_path / "t.csv"),
+         "--target", "label", "--valid-fraction", "0.3", "--server", url], cwd=ROOT,
+        env=os.environ | {"PYTHONPATH": str(tmp_path)}, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    try:
+        deadline = time.monotonic() + 60
+        while not keys and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert keys, "the job was never submitted"
+        process.send_signal(signal.SIGINT)
+        _, stderr = process.communicate(timeout=60)
+    finally:
+        fake.shutdown()
+        fake.server_close()
+    assert process.returncode == 130 and cancelled.is_set()
+    assert len(keys) == 2 and keys[0] == keys[1]  # the same submission, found again
+    assert stderr.strip().splitlines()[-1] == \
+        "error: interrupted (job j1 on the server is cancelled)"
 
 
 def test_remote_value_read_by_head_ends_quietly(server, key, celery_worker, table_files,
