@@ -165,6 +165,24 @@ def test_interrupting_remote_value_cancels_its_job(server, key, table_files, tmp
         assert [job.state for job in client.jobs()] == ["CANCELLED"]
 
 
+def _remote_against(handler, folder):
+    """A fake server answering with ``handler``, and ``dvrl remote value`` on a one-row table
+    against it, started as at a terminal (it takes Ctrl-C)."""
+    fake = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    fake.daemon_threads = True
+    threading.Thread(target=fake.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{fake.server_address[1]}"
+    (folder / "sitecustomize.py").write_text(NO_TORCH)
+    (folder / "t.csv").write_text("a,label\n1,0\n")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "dvrl_cli", "remote", "value", str(folder / "t.csv"),
+         "--target", "label", "--valid-fraction", "0.3", "--server", url], cwd=ROOT,
+        env=os.environ | {"PYTHONPATH": str(folder)}, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    return fake, process
+
+
 def test_an_interrupted_remote_value_says_when_its_job_could_not_be_cancelled(tmp_path):
     """The server is gone when Ctrl-C comes: the job goes on there, and the line says so (it
     said the job was cancelled)."""
@@ -193,17 +211,7 @@ def test_an_interrupted_remote_value_says_when_its_job_could_not_be_cancelled(tm
         def log_message(self, *args) -> None:
             pass
 
-    fake = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=fake.serve_forever, daemon=True).start()
-    url = f"http://127.0.0.1:{fake.server_address[1]}"
-    (tmp_path / "sitecustomize.py").write_text(NO_TORCH)
-    (tmp_path / "t.csv").write_text("a,label\n1,0\n")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "dvrl_cli", "remote", "value", str(tmp_path / "t.csv"),
-         "--target", "label", "--valid-fraction", "0.3", "--server", url], cwd=ROOT,
-        env=os.environ | {"PYTHONPATH": str(tmp_path)}, stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE, text=True,
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    fake, process = _remote_against(Handler, tmp_path)
     try:
         assert accepted.wait(60)
     finally:
@@ -250,18 +258,7 @@ def test_remote_value_interrupted_while_its_job_is_submitted_cancels_that_job(tm
         def log_message(self, *args) -> None:
             pass
 
-    fake = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    fake.daemon_threads = True
-    threading.Thread(target=fake.serve_forever, daemon=True).start()
-    url = f"http://127.0.0.1:{fake.server_address[1]}"
-    (tmp_path / "sitecustomize.py").write_text(NO_TORCH)
-    (tmp_path / "t.csv").write_text("a,label\n1,0\n")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "dvrl_cli", "remote", "value", str(tmp_path / "t.csv"),
-         "--target", "label", "--valid-fraction", "0.3", "--server", url], cwd=ROOT,
-        env=os.environ | {"PYTHONPATH": str(tmp_path)}, stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE, text=True,
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    fake, process = _remote_against(Handler, tmp_path)
     try:
         deadline = time.monotonic() + 60
         while not keys and time.monotonic() < deadline:
