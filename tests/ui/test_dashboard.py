@@ -313,6 +313,14 @@ def test_an_ensemble_job_shows_how_alike_its_runs_rank(server, api_as, browser_c
         assert cells[3:] == [f"{member['planted_auroc'][k]:.3f}" for k in trust["planted_auroc"]]
     assert members.nth(2).locator("td").all_inner_texts()[3:] == \
         [f"{v:.3f}" for v in trust["planted_auroc"].values()]
+    # why the prior came back: from the runs' own records (a generic reason was shown always)
+    early = [m["iterations_used"] == 0 for m in ensemble["per_member"]]
+    said = page.locator("#trust p.sub").first.inner_text()
+    if trust["returned"] == "prior" and any(early):
+        which = "every one" if all(early) else "1 of them"
+        assert f"Each of the 2 runs returned the prior; {which} ended before training" in said
+    elif trust["returned"] == "prior":
+        assert "did not find the planted" in said
     page.close()
 
 

@@ -177,6 +177,12 @@ def test_the_form_fills_defaults_and_a_finished_job_says_what_it_did(server, api
     page = browser_context.new_page()
     sign_in(page, server, api.key)
     page.goto(f"{server}/ui/new")
+    # a screen reader hears the page's name, not every redraw of <main>; unlabelled inputs
+    # have a name
+    assert page.locator("#announce").inner_text() == "New job"
+    assert page.locator("main[aria-live]").count() == 0
+    for name in ("validation fraction", "validation table", "validation data", "evaluations"):
+        assert page.get_by_label(name, exact=True).count() == 1, name
     page.select_option("#field-dataset", train)
     page.locator("label.segment", has_text="A validation table").click()
     page.click("#start-job")  # no validation table chosen: said by the field, nothing sent

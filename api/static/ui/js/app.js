@@ -72,7 +72,7 @@ function askForKey(refused) {
   cleanup();
   cleanup = () => {};
   const input = h("input", { type: "password", name: "api-key", id: "api-key",
-    autocomplete: "off", placeholder: "dvrl_…", required: true });
+    autocomplete: "off", placeholder: "dvrl_…", required: true, "aria-label": "API key" });
   const status = h("div.form-status");
   const form = h("form.keyform", { id: "key-form", onsubmit: async (event) => {
     event.preventDefault();

@@ -35,6 +35,8 @@ export function append(el, children) {
 /** The tab's title: the page first, so a row of tabs tells them apart. */
 export function title(text) {
   document.title = text ? `${text} · DVRL data valuation` : "DVRL data valuation";
+  const announce = document.getElementById("announce");
+  if (announce && announce.textContent !== (text || "")) announce.textContent = text || "";
 }
 
 export function clear(el) {
@@ -106,7 +108,8 @@ export function progressBar(job) {
   let share = 0;
   if (job.state === "SUCCEEDED") share = 1;
   else if (p.total) share = (p.iteration || 0) / p.total;
-  const bar = h("div.progress", { role: "progressbar", "aria-valuemin": "0",
+  const bar = h("div.progress", { role: "progressbar", "aria-label": "progress",
+    "aria-valuemin": "0",
     "aria-valuemax": "100", "aria-valuenow": String(Math.round(100 * share)) });
   const fill = h(`div.progress-fill.state-${job.state.toLowerCase()}`);
   fill.style.width = `${(100 * share).toFixed(1)}%`;

@@ -172,7 +172,7 @@ async function renderResults(root, job) {
   fill(root, 
     warningsCard(s.warnings), // what is wrong with the data as given comes first
     tiles(s),
-    trustCard(s.trust, s.diagnostics || {}, noiseWords(s.task)),
+    trustCard(s.trust, s.diagnostics || {}, noiseWords(s.task), s.ensemble),
     ensembleCard(s.ensemble),
     charts,
     lowestCard(id, lowest.items, s),
@@ -249,10 +249,16 @@ function tiles(s) {
   return h("section.tiles", items);
 }
 
-function trustCard(trust, diagnostics, words) {
+function trustCard(trust, diagnostics, words, ensemble) {
   if (!trust) return null;
   const convergence = diagnostics.convergence;
   const decided = convergence && convergence.decided;
+  // an ensemble's runs each decided for themselves (summary.ensemble.per_member)
+  const runs = ensemble && ensemble.per_member;
+  const early = runs ? runs.filter((m) => m.iterations_used === 0).length : 0;
+  const why = `The learned values did not find the planted ${words.rows} clearly better (by `
+    + "more than two standard errors of its AUROC) than the prior they started from, so the "
+    + "prior was returned.";
   const verdict = trust.verdict || "";
   const tone = verdict.startsWith("confirmed") ? "good"
     : verdict.startsWith("not checked") ? "neutral" : "warn";
@@ -263,9 +269,11 @@ function trustCard(trust, diagnostics, words) {
       trust.returned === "prior"
         ? (decided
           ? h("span", { id: "trust-decided" }, `The prior was returned; the run ended early: ${decided}.`)
-          : `The learned values did not find the planted ${words.rows} clearly better (by more than two `
-            + "standard errors of its AUROC) than the prior they started from, so the prior was "
-            + "returned.")
+          : runs && early
+            ? h("span", { id: "trust-decided" }, `Each of the ${runs.length} runs returned the `
+              + `prior; ${early === runs.length ? "every one" : `${early} of them`} ended before `
+              + "training, its check having decided from the prior alone.")
+            : why)
         : trust.returned ? "The learned values were returned." : ""));
   const shift = diagnostics.shift;
   if (shift && shift.applied) {

@@ -30,12 +30,13 @@ export function mount(main, _params, navigate) {
   // 2. the job
   const training = h("select", { name: "dataset_id", id: "field-dataset", onchange: fillTargets });
   const target = h("select", { name: "target", id: "field-target" });
-  const validationMode = h("div.segmented",
+  const validationMode = h("div.segmented", { role: "radiogroup", "aria-label": "validation data" },
     radio("validation-mode", "fraction", "Hold out a fraction", true),
     radio("validation-mode", "dataset", "A validation table", false));
   const fraction = h("input", { type: "number", name: "validation.fraction", id: "field-fraction",
-    value: "0.2", step: "0.05" });
-  const validation = h("select", { name: "validation.dataset_id", id: "field-validation" });
+    value: "0.2", step: "0.05", "aria-label": "validation fraction" });
+  const validation = h("select", { name: "validation.dataset_id", id: "field-validation",
+    "aria-label": "validation table" });
   const test = h("select", { name: "test.dataset_id", id: "field-test" });
   const method = h("select", { name: "method", id: "field-method", onchange: syncMethod },
     METHODS.map(([value, text]) => h("option", { value }, text)));
@@ -65,7 +66,8 @@ export function mount(main, _params, navigate) {
     field("Seed", seed, "seed", "same data, spec and seed: same values"),
     field("Label noise", noise, "label_noise",
       "optional self-check: flip this share of labels and see how many the values find"),
-    h("div.field.wide", h("span.field-label", "Evaluations"), h("div.checks",
+    h("div.field.wide", h("span.field-label", "Evaluations"),
+      h("div.checks", { role: "group", "aria-label": "evaluations" },
       h("label.check", removal, " removal curves"),
       h("label.check", weighted, " weighted training"),
       h("label.check", choices, " ways of training (needs a test table)")),
