@@ -195,6 +195,10 @@ class TableEncoder:
         written as text and nothing else are the user's categories. Where all but a few cells
         are numbers (a decimal comma, ``n.a.``) the column stays categories, with a note."""
         present = whole.dropna()
+        head = _as_text(present.iloc[:1000])  # a column of words is told by its first cells
+        head = head[~head.str.strip().str.lower().isin(MISSING_MARKERS)]
+        if len(head) and pd.to_numeric(head, errors="coerce").isna().all():
+            return False
         text = _as_text(present)
         marked = text.str.strip().str.lower().isin(MISSING_MARKERS).to_numpy()
         numbers = pd.to_numeric(text[~marked], errors="coerce")
