@@ -271,9 +271,16 @@ def test_a_regression_job_speaks_of_moved_targets(server, api_as, browser_contex
     assert "Discovery of moved targets" in page.locator('[data-figure="discovery"]').inner_text()
     assert "target moved by the self-check" in \
         page.locator('[data-figure="histogram"]').inner_text()
-    moved = sum(item["noise_injected"] for item in api.get(
-        f"/v1/jobs/{job['id']}/values", params={"order": "rank", "page_size": 20}).json()["items"])
+    lowest = api.get(f"/v1/jobs/{job['id']}/values",
+                     params={"order": "rank", "page_size": 20}).json()["items"]
+    moved = sum(item["noise_injected"] for item in lowest)
     assert page.locator("#lowest .flip").all_inner_texts() == ["moved"] * moved
+    # targets to six significant digits (-0.16705381043585213 filled the column), in full on
+    # hover
+    pills = page.locator("#lowest .label-pill")
+    assert pills.all_inner_texts() == [f"{float(item['label']):.6g}".replace("e-0", "e-")
+                                       for item in lowest]
+    assert pills.first.get_attribute("title") == lowest[0]["label"]
     assert "flip" not in page.locator("#results").inner_text().lower()
     page.goto(f"{server}/ui")  # the jobs list
     row = page.locator(f'#jobs-table tr[data-job-id="{job["id"]}"]')

@@ -430,6 +430,14 @@ function rewardChart(t) {
     label: "reward trace" }));
 }
 
+/** A regression target to six significant digits (the full number is its tooltip); a class
+ * as given. */
+function shownLabel(label, task) {
+  const number = Number(label);
+  return task === "regression" && label !== "" && Number.isFinite(number)
+    ? String(Number(number.toPrecision(6))) : label;
+}
+
 function lowestCard(id, items, s) {
   const noise = items.length && items[0].noise_injected !== null
     && items[0].noise_injected !== undefined;
@@ -466,7 +474,7 @@ function lowestCard(id, items, s) {
       h("tbody", items.map((item) => h("tr", { dataset: { row: item.row } },
         h("td.num", String(item.rank)), h("td.mono", { title: item.row }, h("bdi", item.row)),
         h("td.num", fmt.fixed(item.value, 4)),
-        h("td", h("bdi.label-pill", { title: item.label }, item.label)),
+        h("td", h("bdi.label-pill", { title: item.label }, shownLabel(item.label, s.task))),
         noise ? h("td", item.noise_injected ? h("span.flip", noiseWords(s.task).one)
           : h("span.sub", "clean"))
           : null))))));
