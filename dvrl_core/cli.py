@@ -204,8 +204,6 @@ class ProgressPrinter:
 
 def check_value_arguments(args: argparse.Namespace) -> None:
     """The checks of ``dvrl value``'s arguments made before any table is read."""
-    from .errors import ConfigError
-
     if args.valid is None and args.valid_fraction is None:
         raise ConfigError("give --valid TABLE or --valid-fraction F")
     if args.iterations is not None and args.iterations < 1:
@@ -244,8 +242,6 @@ def _same_file(a: str, b: str | None) -> bool:
 def dvrl_options(args: argparse.Namespace) -> dict[str, object]:
     """The options given that belong to DVRL alone; a ConfigError names them when another
     method was asked for (they would otherwise be ignored)."""
-    from .errors import ConfigError
-
     options = {name: getattr(args, name) for name in ("predictor", "metric", "iterations",
                                                       "rollouts", "tolerance", "shift")
                if getattr(args, name) is not None}

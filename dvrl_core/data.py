@@ -196,11 +196,11 @@ class TableEncoder:
         are numbers (a decimal comma, ``n.a.``) the column stays categories, with a note."""
         present = whole.dropna()
         head = _as_text(present.iloc[:1000])  # a column of words is told by its first cells
-        head = head[~head.str.strip().str.lower().isin(MISSING_MARKERS)]
+        head = head[~_marks_missing(head)]
         if len(head) and pd.to_numeric(head, errors="coerce").isna().all():
             return False
         text = _as_text(present)
-        marked = text.str.strip().str.lower().isin(MISSING_MARKERS).to_numpy()
+        marked = _marks_missing(text).to_numpy()
         numbers = pd.to_numeric(text[~marked], errors="coerce")
         unread = numbers.isna().to_numpy()
         if len(numbers) == 0 or unread.all():
@@ -292,8 +292,8 @@ def _column(frame: pd.DataFrame, name: str, rows: np.ndarray | None) -> pd.Serie
 def _text_numbers(series: pd.Series) -> pd.Series:
     """A column of numbers held as text or objects as float64, missing markers as missing."""
     text = _as_text(series)
-    marked = text.str.strip().str.lower().isin(MISSING_MARKERS) | series.isna()
-    return pd.to_numeric(text.where(~marked), errors="coerce").astype("float64")
+    return pd.to_numeric(text.where(~(_marks_missing(text) | series.isna())),
+                         errors="coerce").astype("float64")
 
 
 def _as_text(series: pd.Series) -> pd.Series:
@@ -335,6 +335,11 @@ MOSTLY_NUMBERS = 0.05
 MISSING_MARKERS = frozenset({"", "na", "n/a", "nan", "null", "none", "?", "-", "--"})
 
 
+def _marks_missing(text: pd.Series) -> pd.Series:
+    """Which cells of a text column are missing markers, whatever their case and spaces."""
+    return text.str.strip().str.lower().isin(MISSING_MARKERS)
+
+
 def _numbers(series: pd.Series, code: _ColumnCode) -> np.ndarray:
     """A numeric column's values as float64. Dates, durations or text where the training rows
     held numbers would otherwise become missing values without a word: say so instead (an
@@ -345,16 +350,15 @@ def _numbers(series: pd.Series, code: _ColumnCode) -> np.ndarray:
         kind = "dates or times" if pd.api.types.is_datetime64_any_dtype(series) else "durations"
         raise DataError(f"column {code.column!r} holds numbers in the training rows but {kind} "
                         "here; give the same kind of value in every table")
-    values = pd.to_numeric(series, errors="coerce")
-    marked = _as_text(series).str.strip().str.lower().isin(MISSING_MARKERS)
-    unread = series.notna() & values.isna() & ~marked
+    values = _text_numbers(series)
+    unread = series.notna() & values.isna() & ~_marks_missing(_as_text(series))
     if unread.any():
         example = series[unread].iloc[0]
         raise DataError(f"column {code.column!r} holds numbers in the training rows, but "
                         f"{int(unread.sum())} of these rows hold something else (such as "
                         f"{str(example)[:40]!r}); give numbers, or leave the cell empty for a "
                         "missing value")
-    return values.astype("float64").to_numpy()
+    return values.to_numpy()
 
 
 def _text_dates(series: pd.Series, code: _ColumnCode) -> pd.Series:
@@ -365,7 +369,7 @@ def _text_dates(series: pd.Series, code: _ColumnCode) -> pd.Series:
     first = series.first_valid_index() if text else None
     if first is None or not isinstance(series.loc[first], str):
         return series
-    marked = series.astype(str).str.strip().str.lower().isin(MISSING_MARKERS) | series.isna()
+    marked = _marks_missing(series.astype(str)) | series.isna()
     dates = pd.to_datetime(series.where(~marked), errors="coerce", utc=True, format="ISO8601")
     unread = ~marked & dates.isna()
     if unread.any():

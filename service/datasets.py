@@ -112,11 +112,8 @@ def ingest(session: Session, source: BinaryIO, filename: str, settings: Settings
     if idempotency_key is not None:
         earlier = idempotency.find(session, owner, "create_dataset", idempotency_key, request)
         if earlier is not None:
-            try:
-                return get_dataset(session, earlier, owner)
-            except NotFound:  # not a 404 naming a dataset the request did not ask for
-                raise Conflict(f"this Idempotency-Key made dataset {earlier!r}, which has been "
-                               "deleted since; send a new key to upload it again") from None
+            return idempotency.made_earlier(lambda: get_dataset(session, earlier, owner),
+                                            "dataset", earlier, "upload it again")
     source.seek(0)
     with tempfile.TemporaryFile() as stored:
         summary = _to_arrow(source, filename, stored, settings)

@@ -10,14 +10,16 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from sqlalchemy.orm import Session
 
-from .errors import IdempotencyMismatch
+from .errors import Conflict, IdempotencyMismatch, NotFound
 from .models import IdempotencyKey
 
 MAX_KEY_LENGTH = 255
+T = TypeVar("T")
 
 
 def request_hash(*parts: Any) -> str:
@@ -35,6 +37,17 @@ def find(session: Session, owner: str, operation: str, key: str, digest: str) ->
             f"the Idempotency-Key {key!r} was used for a different request; use a new key "
             "for a new request")
     return row.resource_id
+
+
+def made_earlier(fetch: Callable[[], T], kind: str, resource_id: str, again: str) -> T:
+    """The resource a key made earlier (``fetch()``); a 409 that says so where it has been
+    deleted since (a 404 would name a resource the request did not ask for). ``again``: what
+    to do with a new key."""
+    try:
+        return fetch()
+    except NotFound:
+        raise Conflict(f"this Idempotency-Key made {kind} {resource_id!r}, which has been "
+                       f"deleted since; send a new key to {again}") from None
 
 
 def remember(session: Session, owner: str, operation: str, key: str, digest: str,

@@ -110,7 +110,8 @@ def create_job(session: Session, spec: JobSpec, owner: str, settings: Settings,
     if idempotency_key is not None:
         earlier = idempotency.find(session, owner, "create_job", idempotency_key, request)
         if earlier is not None:
-            return _made_by_key(session, earlier, owner), False
+            return idempotency.made_earlier(lambda: get_job(session, earlier, owner), "job",
+                                            earlier, "start another job"), False
     check_method_options(spec)
     check_limits(spec, settings)
     references: list[tuple[tuple[str, ...], str]] = [(("dataset_id",), spec.dataset_id)]
@@ -153,16 +154,6 @@ def create_job(session: Session, spec: JobSpec, owner: str, settings: Settings,
             raise
         return get_job(session, earlier, owner), False
     return job, True
-
-
-def _made_by_key(session: Session, job_id: str, owner: str) -> Job:
-    """The job an earlier request with the same Idempotency-Key made; a 409 that says so where
-    it has been deleted since (it was a 404 naming a job the request did not ask for)."""
-    try:
-        return get_job(session, job_id, owner)
-    except NotFound:
-        raise Conflict(f"this Idempotency-Key made job {job_id!r}, which has been deleted "
-                       "since; send a new key to start another job") from None
 
 
 def _check_columns(spec: JobSpec, tables: dict[str, Any]) -> None:
