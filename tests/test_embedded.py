@@ -9,6 +9,7 @@ import signal
 import socket
 import subprocess
 import sys
+import uuid
 
 import httpx
 import pandas as pd
@@ -102,7 +103,9 @@ def test_bytes_that_are_not_http_get_a_problem_document_and_lose_nothing(tmp_pat
                 assert head.headers["content-type"] == got.headers["content-type"]
             for method, path, allowed in (("PUT", "/v1/jobs", "GET, HEAD, POST"),
                                           ("POST", f"/v1/datasets/{dataset}",
-                                           "DELETE, GET, HEAD")):
+                                           "DELETE, GET, HEAD"),
+                                          # not read as the job "<id>:cancel" (was a 404)
+                                          ("GET", f"/v1/jobs/{uuid.uuid4()}:cancel", "POST")):
                 refused = client.request(method, path)
                 assert refused.status_code == 405 and refused.headers["allow"] == allowed
                 assert refused.headers["content-type"] == "application/problem+json"

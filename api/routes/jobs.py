@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Literal
 
 from fastapi import APIRouter, Response
+from starlette.convertors import Convertor, register_url_convertor
 
 from service import dispatch, jobs, webhooks
 from service.db import retrying
@@ -23,6 +24,22 @@ from ..deps import (
 from ..schemas import JobPublic, JobsPublic, ProblemPublic, ProgressPublic
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+
+
+class JobIdConvertor(Convertor[str]):
+    """A job id in a path: no ``:``, so ``/v1/jobs/{id}:cancel`` never reads as the job
+    ``{id}:cancel`` (a GET there is a 405 that names POST, not a 404)."""
+
+    regex = "[^/:]+"
+
+    def convert(self, value: str) -> str:
+        return value
+
+    def to_string(self, value: str) -> str:
+        return value
+
+
+register_url_convertor("job_id", JobIdConvertor())
 State = Literal["QUEUED", "RUNNING", "CANCELLING", "SUCCEEDED", "FAILED", "CANCELLED"]
 
 
@@ -75,14 +92,14 @@ def cancel_job(job_id: str, session: SessionDep, owner: OwnerDep) -> JobPublic:
     return to_public(job)
 
 
-@router.delete("/{job_id}", status_code=204, operation_id="delete_job",
+@router.delete("/{job_id:job_id}", status_code=204, operation_id="delete_job",
                summary="Delete a finished job and its results (409 while it is unfinished)")
 def delete_job(job_id: str, session: SessionDep, owner: OwnerDep) -> Response:
     retrying(session, lambda: jobs.delete_job(session, job_id, owner))
     return Response(status_code=204)
 
 
-@router.get("/{job_id}", response_model=JobPublic, operation_id="get_job",
+@router.get("/{job_id:job_id}", response_model=JobPublic, operation_id="get_job",
             summary="A job's state, progress and outcome")
 def get_job(job_id: str, session: SessionDep, owner: OwnerDep) -> Response:
     # the most frequent request (polling): serialised once, without a second validation pass
