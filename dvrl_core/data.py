@@ -68,6 +68,8 @@ class PreparedData:
     # what reading the training table gave cause to warn of (a column of numbers but for a few
     # cells, read as categories): sentences, in a run's summary warnings
     notes: list[str] = field(default_factory=list)
+    # a regression target the user wrote as integers: its labels come back as integers
+    integer_target: bool = False
 
     @property
     def n_classes(self) -> int:
@@ -75,9 +77,13 @@ class PreparedData:
 
     def train_labels(self) -> np.ndarray:
         """The training rows' labels as the user gave them, in their own dtype (integer labels
-        as integers, not objects); a regression's targets as numbers."""
+        as integers, not objects); a regression's targets as numbers (integers where the user
+        gave integers and they are whole numbers still: moved targets need not be)."""
         if self.task != "classification":
-            return self.train.y
+            y = np.asarray(self.train.y)
+            if self.integer_target and np.array_equal(y, np.round(y)):
+                return y.astype(np.int64)
+            return y
         classes = pd.Series(self.classes, dtype=object).infer_objects()
         return classes.to_numpy()[self.train.y]
 
@@ -518,7 +524,14 @@ def prepare(
         feature_names=encoder.feature_names,
         target=target,
         notes=encoder.notes_,
+        integer_target=task == "regression" and _integer_target(train_target),
     )
+
+
+def _integer_target(values: pd.Series) -> bool:
+    """A target column of integers (missing cells aside: ``Int64`` or whole floats with NaN are
+    refused as empty targets before this is asked)."""
+    return bool(pd.api.types.is_integer_dtype(values))
 
 
 def _by_name(frame: pd.DataFrame, name: Any) -> Any:

@@ -40,6 +40,7 @@ from .data import (
     _encode_labels,
     _feature_columns,
     _hold_out,
+    _integer_target,
     _numeric_target,
     check_unique_ids,
     infer_task,
@@ -262,6 +263,7 @@ def prepare_file(
         # written rows go to the file (page cache), not this process's resident memory
         release_rows(x_train, done_train, done_train + len(encoded))
         done_train += len(encoded)
+    integer_target = _integer_target(all_targets)
     del target_frame, all_targets
     if start != n or done_train != len(train_rows):
         raise UnreadableTableError(f"{train}: the table changed while it was being read")
@@ -276,7 +278,8 @@ def prepare_file(
     return PreparedData(task=task, train=Split(x_train, y_train, all_ids[train_rows]),
                         valid=valid_split, test=test_split, classes=classes,
                         feature_names=encoder.feature_names, target=target,
-                        notes=encoder.notes_)
+                        notes=encoder.notes_,
+                        integer_target=task == "regression" and integer_target)
 
 
 class _Sample:

@@ -77,6 +77,25 @@ def test_booleans_dates_and_integer_labels(table):
     assert len(data.train) + len(data.valid) == len(train)
 
 
+def test_an_integer_regression_target_comes_back_as_integers(table, tmp_path):
+    """`dvrl value --task regression` on a count printed 12.0 where the table said 12."""
+    train = table.copy()
+    train["count"] = np.arange(len(train)) * 3 % 17
+    train.to_csv(tmp_path / "counts.csv", index=False)
+    for data in (prepare(train, "count", valid_fraction=0.25, task="regression"),
+                 prepare_file(tmp_path / "counts.csv", "count", valid_fraction=0.25,
+                              task="regression")):
+        given = data.train_labels()
+        assert given.dtype == np.int64
+        # the rows' ids: the frame's index, the file's row positions (both 0, 1, ...)
+        assert given.tolist() == train["count"].to_numpy()[data.train.ids.astype(int)].tolist()
+        # targets moved off whole numbers (label noise) are shown as they are
+        moved = data.with_train_labels(data.train.y + 0.5).train_labels()
+        assert moved.dtype == np.float64 and moved[0] == given[0] + 0.5
+    train["count"] = train["count"] + 0.25
+    assert prepare(train, "count", valid_fraction=0.25).train_labels().dtype == np.float64
+
+
 def test_date_only_and_duration_columns_are_numbers_not_categories(table, tmp_path):
     """A CSV's date-only column reads as datetime.date objects: they were one-hot encoded,
     one column per date seen in training (an unseen validation date: all zeros)."""
