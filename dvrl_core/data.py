@@ -183,7 +183,9 @@ class TableEncoder:
         if self._holds_numbers(name, whole):
             return self._fit_numeric(name, "numeric", _text_numbers(series))
         counts = _as_text(series.dropna()).value_counts(sort=True)
-        if len(counts) > self.max_categories:
+        if self._spoiled_dates(name, whole):
+            pass  # its note says what the column is: not the many-categories one
+        elif len(counts) > self.max_categories:
             per_row = len(counts) >= 0.9 * int(series.notna().sum())
             self.notes_.append(
                 f"column {name!r} has {len(counts)} distinct values in the training rows; its "
@@ -222,6 +224,27 @@ class TableEncoder:
                 "read as categories; if it is a number, give numbers there (a decimal point, "
                 "not a comma) or leave those cells empty")
         return False
+
+    def _spoiled_dates(self, name: str, whole: pd.Series) -> bool:
+        """Whether a text column holds ISO 8601 dates in all but a few cells (``unknown``, a
+        date written 05/03/2020): it stays categories, with a note that says so (a CSV reads a
+        column of dates as dates only where every cell is one)."""
+        present = whole.dropna()
+        text = _as_text(present.iloc[:1000])
+        text = text[~_marks_missing(text)]
+        if not len(text) or _iso_dates(text).isna().mean() > MOSTLY_NUMBERS:
+            return False
+        text = _as_text(present)
+        text = text[~_marks_missing(text)]
+        unread = _iso_dates(text).isna().to_numpy()
+        if not unread.any() or unread.mean() > MOSTLY_NUMBERS:
+            return False
+        self.notes_.append(
+            f"column {name!r} holds dates in all but {int(unread.sum())} of its {len(text)} "
+            f"cells in the training table (such as {str(text[unread].iloc[0])[:40]!r}), so it "
+            "was read as categories; write dates as ISO 8601 (2020-03-05) there or leave "
+            "those cells empty")
+        return True
 
     @staticmethod
     def _fit_numeric(name: str, kind, values: pd.Series) -> _ColumnCode:
@@ -384,6 +407,13 @@ def _text_dates(series: pd.Series, code: _ColumnCode) -> pd.Series:
                         f"{str(series[unread].iloc[0])[:40]!r}); write dates as ISO 8601 "
                         "(2020-03-05, as a CSV's dates are read), or leave the cell empty")
     return dates
+
+
+def _iso_dates(text: pd.Series) -> pd.Series:
+    """Text cells read as ISO 8601 dates or times (missing where a cell is not one); numbers
+    are not dates here."""
+    looks = text.str.match(r"\s*\d{4}-\d{2}-\d{2}")
+    return pd.to_datetime(text.where(looks), errors="coerce", utc=True, format="ISO8601")
 
 
 def _duration_days(series: pd.Series) -> pd.Series:

@@ -189,6 +189,26 @@ def test_a_training_column_of_numbers_but_for_a_few_cells_is_said(table, tmp_pat
     assert "x1=2" in prepare(codes, "label", valid_fraction=0.3).feature_names
 
 
+def test_a_training_column_of_dates_but_for_a_few_cells_is_said(table, tmp_path):
+    """One 'unknown' among dates made them categories, and the note said to give a column of
+    dates as the id column (a value per row)."""
+    days = pd.date_range("2020-01-01", periods=len(table)).strftime("%Y-%m-%d")
+    spoiled = table.assign(when=days)
+    spoiled.loc[5, "when"] = "unknown"
+    spoiled.to_csv(tmp_path / "spoiled.csv", index=False)
+    for data in (prepare(spoiled, "label", valid_fraction=0.3, max_categories=5),
+                 prepare_file(tmp_path / "spoiled.csv", "label", valid_fraction=0.3,
+                              max_categories=5)):
+        assert data.notes == [f"column 'when' holds dates in all but 1 of its {len(table)} "
+                              "cells in the training table (such as 'unknown'), so it was read "
+                              "as categories; write dates as ISO 8601 (2020-03-05) there or "
+                              "leave those cells empty"]
+    # every cell a date (or missing): days, no note
+    table.assign(when=days).to_csv(tmp_path / "dates.csv", index=False)
+    data = prepare(read_table(tmp_path / "dates.csv"), "label", valid_fraction=0.3)
+    assert "when" in data.feature_names and data.notes == []
+
+
 def test_a_column_of_more_categories_than_are_kept_is_said(table):
     named = table.assign(customer=[f"c{i}" for i in range(len(table))],
                          city=[f"t{i % 10}" for i in range(len(table))])
