@@ -69,8 +69,8 @@ def test_a_double_click_or_a_lost_answer_starts_one_job(server, api_as, browser_
 
 
 def test_a_keyboard_user_cancels_a_running_job(server, api_as, browser_context, table):
-    """The page polls every second; the Cancel button keeps the focus through it, and the
-    cancelled job says where training stopped."""
+    """The page polls every second; the Cancel button keeps the focus through it, the
+    cancelled job says where training stopped, and it can then be deleted."""
     api = api_as("alice")
     job = api.post("/v1/jobs", json={
         "dataset_id": upload(api, table), "target": "label", "validation": {"fraction": 0.3},
@@ -104,6 +104,21 @@ def test_a_keyboard_user_cancels_a_running_job(server, api_as, browser_context, 
     assert page.locator("#live .live-head .sub").inner_text() == \
         f"cancelled at {stopped['iteration']:,} / 20,000"
     assert iteration.inner_text() == f"{stopped['iteration']:,} / 20,000"
+
+    # a finished job can be deleted from its page: asked once more, the focus on Keep
+    page.click("#delete-job")
+    assert page.evaluate("document.activeElement.id") == "keep-job"
+    page.keyboard.press("Enter")
+    assert page.evaluate("document.activeElement.id") == "delete-job"
+    assert api.get(f"/v1/jobs/{job['id']}").status_code == 200  # kept
+    page.click("#delete-job")
+    page.click("#confirm-delete")
+    page.locator("#deleted-notice").wait_for()
+    assert page.url == f"{server}/ui"  # the list, which says what is gone
+    assert page.locator("#deleted-notice").inner_text() == \
+        f"Job {job['id'][:8]} and its values were deleted."
+    assert api.get(f"/v1/jobs/{job['id']}").status_code == 404
+    assert page.locator(f'#jobs-table tr[data-job-id="{job["id"]}"]').count() == 0
     page.close()
 
 
@@ -144,6 +159,10 @@ def test_the_jobs_list_keeps_its_place(server, api_as, browser_context, table):
     assert page.locator('.chip[aria-selected="true"]').inner_text().lower() == "cancelled"
     assert {badge.lower() for badge in rows.locator(".badge").all_inner_texts()} == {"cancelled"}
     assert "cancelled" in rows.first.locator(".progress-cell").inner_text()
+    page.goto(f"{server}/ui?state=cancelling")  # a filter of its own (it listed every job)
+    page.locator("#jobs-table td.empty").wait_for()
+    assert page.locator('.chip[aria-selected="true"]').inner_text().lower() == "cancelling"
+    assert page.locator("#jobs-table td.empty").inner_text() == "No cancelling jobs."
 
     page.set_viewport_size({"width": 400, "height": 800})
     page.goto(f"{server}/ui")

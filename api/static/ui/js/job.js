@@ -11,7 +11,7 @@ const POLL_MS = 1000;
 const HISTOGRAM_ROWS = 50000;
 const LOWEST_ROWS = 20;
 
-export function mount(main, { id }) {
+export function mount(main, { id }, navigate) {
   let stopped = false;
   let timer = null;
   let shownState = null;
@@ -87,6 +87,8 @@ export function mount(main, { id }) {
           }
           poll();
         } }, "Cancel job"));
+    } else if (!ACTIVE.has(job.state)) {
+      actions.append(deleteButton(job, actions));
     }
     const heading = h("h1", "Job ", h("span.mono", fmt.shortId(job.id)), " ", stateBadge(job.state));
     // <bdi>: a name in a right-to-left script, or with direction marks, stays in its place
@@ -138,6 +140,37 @@ export function mount(main, { id }) {
     }
   }
 
+  /** A finished job can be deleted with its values: asked once more beside the button (the
+   * focus moves to the answer, Keep first), then the list says it is gone. */
+  function deleteButton(job, actions) {
+    const ask = h("button.button.secondary", { type: "button", id: "delete-job",
+      onclick: () => {
+        const keep = h("button.button.secondary", { type: "button", id: "keep-job",
+          onclick: () => { confirm.replaceWith(ask); ask.focus(); } }, "Keep");
+        const yes = h("button.button.danger", { type: "button", id: "confirm-delete",
+          onclick: async () => {
+            yes.disabled = true;
+            confirm.querySelector(".alert")?.remove();
+            try {
+              await api.remove(job.id);
+            } catch (error) {
+              if (error.status !== 404) { // 404: deleted already (another tab): gone either way
+                yes.disabled = false;
+                confirm.append(problemBox(error));
+                yes.focus();
+                return;
+              }
+            }
+            navigate(`/ui?deleted=${encodeURIComponent(job.id)}`);
+          } }, "Delete");
+        const confirm = h("div.actions.confirm", { role: "group", "aria-label": "delete job" },
+          h("span", "Delete this job and its values for good?"), yes, keep);
+        ask.replaceWith(confirm);
+        keep.focus();
+      } }, "Delete job");
+    return ask;
+  }
+
   poll();
   return () => { stopped = true; clearTimeout(timer); };
 }
@@ -186,7 +219,9 @@ async function renderResults(root, job) {
   if (s.weighted_training) charts.append(weightedChart(s.weighted_training));
   if (s.training_choices) charts.append(choicesChart(s.training_choices));
   const reward = curves.reward_trace || {};
-  if (reward.iteration && reward.iteration.length > 1) charts.append(rewardChart(reward));
+  if (reward.iteration && reward.iteration.length > 1) {
+    charts.append(rewardChart(reward, (s.ensemble || {}).members));
+  }
 }
 
 // what the job found wrong with the data as given (summary.warnings: validation rows that
@@ -423,8 +458,14 @@ function choicesChart(c) {
       valueFormat: (v) => fmt.fixed(v, 4) }));
 }
 
-function rewardChart(t) {
-  return figure("reward", "Reward trace", "The reward of each training iteration (sampled).",
+/** An ensemble's trace is its runs' mean reward, iteration by iteration, as far as the
+ * shortest run went (``runs``: how many). */
+function rewardChart(t, runs) {
+  const caption = runs > 1
+    ? `The mean reward of the ${runs} runs at each training iteration (sampled), as far as `
+      + "the shortest run trained."
+    : "The reward of each training iteration (sampled).";
+  return figure("reward", "Reward trace", caption,
     lineChart({ series: [{ name: "reward", points: t.iteration.map((x, i) => [x, t.reward[i]]),
       color: COLORS.ours, width: 1.6 }], xLabel: "iteration", yLabel: "reward",
     label: "reward trace" }));

@@ -5,7 +5,7 @@
 import { api, datasetName } from "./api.js";
 import { ACTIVE, fill, fmt, h, progressBar, stateBadge, title } from "./dom.js";
 
-const STATES = ["", "QUEUED", "RUNNING", "SUCCEEDED", "FAILED", "CANCELLED"];
+const STATES = ["", "QUEUED", "RUNNING", "CANCELLING", "SUCCEEDED", "FAILED", "CANCELLED"];
 const PAGE = 25;
 const MAX_ROWS = 500;
 const POLL_MS = { active: 2000, idle: 10000 };
@@ -22,12 +22,16 @@ export function mount(main, { scrollY }) {
   let drawn = false;
   const shown = new Map(); // job id -> [what its row shows, the row]
 
-  title("Jobs");
+  // the job page's Delete lands here, saying which job is gone (once: not kept in the address)
+  const deleted = query.get("deleted");
+  title(deleted ? `Jobs · job ${fmt.shortId(deleted)} deleted` : "Jobs");
   const body = h("tbody");
   const more = h("button.button.secondary", { type: "button", hidden: true,
     onclick: () => { limit = Math.min(limit + PAGE, MAX_ROWS); remember(); refresh(); } },
   "Show more");
   const status = h("div.status-line");
+  const notice = deleted ? h("div.notice", { id: "deleted-notice" },
+    "Job ", h("code", fmt.shortId(deleted)), " and its values were deleted.") : null;
   const filters = h("div.chips", { role: "tablist" }, STATES.map((s) =>
     h("button.chip", { type: "button", role: "tab", dataset: { state: s },
       "aria-selected": String(s === state),
@@ -48,6 +52,7 @@ export function mount(main, { scrollY }) {
     h("div.page-head", h("div", h("h1", "Jobs"),
       h("p.lead", "Valuation jobs of this API key's owner, newest first.")),
     h("a.button", { href: "/ui/new", "data-nav": true }, "New job")),
+    notice,
     h("section.card.flush", h("div.card-toolbar", filters, status),
       h("div.table-scroll", table), h("div.card-foot", more)));
 
@@ -59,6 +64,8 @@ export function mount(main, { scrollY }) {
     const search = params.toString();
     history.replaceState(history.state, "", search ? `/ui?${search}` : "/ui");
   }
+
+  if (deleted) remember();
 
   async function refresh() {
     clearTimeout(timer);

@@ -4,6 +4,9 @@
 import { api, newKey } from "./api.js";
 import { fill, fmt, h, problemBox, title } from "./dom.js";
 
+// a table's columns come with it, so the list of a wide table's owner grows fast: the newest
+// MAX_TABLES are listed, and the form says so when there are more
+const MAX_TABLES = 200;
 const METHODS = [
   ["dvrl", "DVRL (default)"],
   ["knn_shapley", "KNN-Shapley (baseline)"],
@@ -26,6 +29,7 @@ export function mount(main, _params, navigate) {
     h("label.drop", file, h("span.drop-text", "Choose a CSV or Parquet file with a header row")),
     uploadButton);
   const datasetRows = h("tbody");
+  const datasetsCapped = h("p.sub", { id: "datasets-capped", hidden: true });
 
   // 2. the job
   const training = h("select", { name: "dataset_id", id: "field-dataset", onchange: fillTargets });
@@ -82,7 +86,7 @@ export function mount(main, _params, navigate) {
       h("section.card", h("h2", h("span.step", "1"), "Upload a table"), uploadForm, uploadStatus,
         h("div.table-scroll", h("table.table.compact.datasets", { id: "datasets-table" },
           h("thead", h("tr", ["File", "Rows", "Columns", "Uploaded"].map((t) => h("th", t)))),
-          datasetRows))),
+          datasetRows)), datasetsCapped),
       h("section.card", h("h2", h("span.step", "2"), "Start a job"), jobForm)));
 
   for (const input of validationMode.querySelectorAll("input")) {
@@ -95,7 +99,11 @@ export function mount(main, _params, navigate) {
 
   async function loadDatasets(select) {
     try {
-      datasets = (await api.datasets({ page_size: "200" })).items;
+      const page = await api.datasets({ page_size: String(MAX_TABLES) });
+      datasets = page.items;
+      datasetsCapped.hidden = !page.next_page_token;
+      datasetsCapped.textContent = `The newest ${fmt.count(MAX_TABLES)} tables can be chosen; `
+        + "to use an older one, upload it again.";
     } catch (error) {
       if (error.status !== 401) uploadStatus.replaceChildren(problemBox(error));
       return;
