@@ -9,6 +9,7 @@ retry policy and the error mapping exist once, and the two clients cannot drift 
 
 from __future__ import annotations
 
+import hashlib
 import io
 import uuid
 from collections.abc import Generator, Iterator
@@ -33,6 +34,14 @@ class Upload:
     name: str
     path: Path | None = None
     data: bytes | None = None
+
+    def sha256(self) -> str:
+        """The hex SHA-256 of what would be sent (a file read in blocks, not held whole)."""
+        digest = hashlib.sha256()
+        with self.open() as source:
+            for block in iter(lambda: source.read(1 << 20), b""):
+                digest.update(block)
+        return digest.hexdigest()
 
     @contextmanager
     def open(self) -> Iterator[BinaryIO]:

@@ -74,6 +74,20 @@ class Operations:
         response = yield from self._call(call, 201)
         return Dataset.from_api(response.json())
 
+    def upload_once(self, table: Any, name: str | None = None) -> Operation[Dataset]:
+        """The dataset this owner uploaded earlier from the same bytes under the same name, or
+        else a new upload: ``value()`` run again sends each table once (the digest is asked of
+        the service; a service that cannot filter by it lists others, which are passed over)."""
+        upload = as_upload(table, name)
+        digest = upload.sha256()
+        listed = yield from self._call(Call("GET", "/v1/datasets", params={
+            "sha256": digest, "page_size": 100}), 200)
+        for item in listed.json()["items"]:
+            if item.get("sha256") == digest and item.get("filename") == upload.name:
+                return Dataset.from_api(item)
+        response = yield from self._call(Call.post("/v1/datasets", upload=upload), 201)
+        return Dataset.from_api(response.json())
+
     def dataset(self, dataset_id: str) -> Operation[Dataset]:
         call = Call("GET", f"/v1/datasets/{quote(dataset_id, safe='')}")
         response = yield from self._call(call, 200)
@@ -214,19 +228,20 @@ class Operations:
               on_submitted: Callable[[dict[str, Any]], Any] | None = None,
               on_submitting: Callable[[Call], Any] | None = None,
               **spec_fields: Any) -> Operation[pd.DataFrame]:
-        """Upload, submit, wait and download: the table ``dvrl value`` writes.
+        """Upload (each table once: :meth:`upload_once`), submit, wait and download: the table
+        ``dvrl value`` writes.
         ``on_submitting(call)`` receives the submission before it is sent (its
         Idempotency-Key finds the job again: :meth:`stop_after_interrupt`)."""
-        training = yield from self.upload(train, _frame_name(train, "train"))
+        training = yield from self.upload_once(train, _frame_name(train, "train"))
         spec: dict[str, Any] = {"dataset_id": training.id, "target": target,
                                 "evaluations": []}
         if isinstance(valid, int | float) and not isinstance(valid, bool):
             spec["validation"] = {"fraction": valid}
         else:
-            validation = yield from self.upload(valid, _frame_name(valid, "valid"))
+            validation = yield from self.upload_once(valid, _frame_name(valid, "valid"))
             spec["validation"] = {"dataset_id": validation.id}
         if test is not None:
-            tested = yield from self.upload(test, _frame_name(test, "test"))
+            tested = yield from self.upload_once(test, _frame_name(test, "test"))
             spec["test"] = {"dataset_id": tested.id}
         call = Call.post("/v1/jobs", json=spec | spec_fields)
         if on_submitting is not None:

@@ -61,12 +61,15 @@ def page_frame(items: list[dict[str, Any]], job: JobView, train: Dataset | None)
 def restore_types(frame: pd.DataFrame, job: JobView, train: Dataset | None) -> pd.DataFrame:
     """The service stores ``row`` and ``label`` as text; they get back the type they have in
     the training table (as ``dvrl value`` gives them): row numbers are integers, an id column
-    and a classification label keep their column's type, a regression label is a number."""
+    and a classification label keep their column's type, a regression label is a number (an
+    integer where the column holds integers and the label is still whole)."""
     spec = job.spec
     types = train.column_types() if train is not None else {}
     id_type = "integer" if spec.get("id_column") is None else types.get(spec["id_column"])
     task = (job.summary or {}).get("task")
-    label_type = "number" if task == "regression" else types.get(spec["target"])
+    label_type = types.get(spec["target"])
+    if task == "regression" and label_type != "integer":
+        label_type = "number"
     frame["row"] = _as_type(frame["row"], id_type)
     frame["label"] = _as_type(frame["label"], label_type)
     return frame
@@ -75,9 +78,13 @@ def restore_types(frame: pd.DataFrame, job: JobView, train: Dataset | None) -> p
 def _as_type(text: pd.Series, kind: str | None) -> pd.Series:
     """Text back to integers, numbers or booleans; anything else (and text that does not
     convert, such as a missing id) stays text."""
+    import pandas as pd
+
     try:
         if kind == "integer":
-            return text.astype("int64")
+            whole = pd.to_numeric(text, errors="raise")
+            # a regression target that label noise moved off whole numbers stays numbers
+            return whole if whole.dtype.kind == "f" else whole.astype("int64")
         if kind == "number":
             return text.astype("float64")
         if kind == "boolean" and set(text.unique()) <= {"True", "False"}:

@@ -153,8 +153,12 @@ def get_dataset(session: Session, dataset_id: str, owner: str | None = None) -> 
     return dataset
 
 
-def list_datasets(session: Session, owner: str, limit: int, after: str | None) -> list[Dataset]:
-    return newest_first(session, Dataset, limit, after, owner)
+def list_datasets(session: Session, owner: str, limit: int, after: str | None,
+                  sha256: str | None = None) -> list[Dataset]:
+    """``sha256``: only the datasets uploaded from a file with that digest (a client asks
+    whether the table it is about to send is here already)."""
+    conditions = [] if sha256 is None else [Dataset.sha256 == sha256]
+    return newest_first(session, Dataset, limit, after, owner, *conditions)
 
 
 def delete_dataset(session: Session, dataset_id: str, owner: str) -> None:

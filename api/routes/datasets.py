@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, File, Request, Response, UploadFile
+from fastapi import APIRouter, File, Query, Request, Response, UploadFile
 from fastapi.concurrency import run_in_threadpool
 
 from service import datasets
@@ -61,12 +61,18 @@ async def create_dataset(
     return to_public(dataset)
 
 
+Sha256 = Annotated[str | None, Query(
+    pattern="^[0-9A-Fa-f]{64}$", description="only the datasets uploaded from a file with this "
+    "SHA-256 digest (hex): whether a table is here already, without sending it again")]
+
+
 @router.get("", response_model=DatasetsPublic, operation_id="list_datasets",
             summary="List datasets, newest first")
 def list_datasets(session: SessionDep, owner: OwnerDep, page_size: PageSize = 50,
-                  page_token: str | None = None) -> DatasetsPublic:
+                  page_token: str | None = None, sha256: Sha256 = None) -> DatasetsPublic:
     after = decode_id_token(page_token, "datasets")
-    items = datasets.list_datasets(session, owner, page_size + 1, after)
+    items = datasets.list_datasets(session, owner, page_size + 1, after,
+                                   None if sha256 is None else sha256.lower())
     more = len(items) > page_size
     items = items[:page_size]
     return DatasetsPublic(items=[to_public(d) for d in items],

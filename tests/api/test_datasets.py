@@ -46,6 +46,23 @@ def test_list_pages_with_tokens_and_delete(client, tables):
     assert missing.json()["type"] == "/problems/not-found"
 
 
+def test_datasets_are_found_by_the_digest_of_their_file(client, tables):
+    """A client asks whether a table is here already before sending it again."""
+    train, _ = tables
+    body = csv_bytes(train.head(30))
+    made = [client.post("/v1/datasets", files={"file": (name, body)}).json()["id"]
+            for name in ("a.csv", "b.csv")]
+    upload(client, train.head(31))  # other bytes
+    digest = hashlib.sha256(body).hexdigest()
+    for given in (digest, digest.upper()):
+        found = client.get("/v1/datasets", params={"sha256": given}).json()["items"]
+        assert [d["id"] for d in found] == made[::-1]  # newest first
+    assert client.get("/v1/datasets", params={"sha256": "0" * 64}).json()["items"] == []
+    refused = client.get("/v1/datasets", params={"sha256": "abc"})
+    assert refused.status_code == 422 and refused.headers["content-type"] == PROBLEM
+    assert refused.json()["errors"][0]["field"] == "sha256"
+
+
 def test_bad_uploads_are_problems_not_500s(client):
     cases = {
         "empty.csv": b"",

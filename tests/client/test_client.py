@@ -46,6 +46,32 @@ def test_value_returns_the_table_dvrl_value_writes(server, key, celery_worker, t
     assert remote.attrs["summary"]["label_noise"]["flipped"] == 72
     with Client(server.url, api_key=key) as client:
         assert client.job(remote.attrs["job_id"]).state == "SUCCEEDED"
+        # run again, the tables are not sent again: the service has them (same bytes, name)
+        uploaded = {d.id for d in client.datasets()}
+        again = client.value(train, target="label", valid=table_files[1], seed=1,
+                             id_column="customer", dvrl={"iterations": 30}, progress=False)
+        assert {d.id for d in client.datasets()} == uploaded
+        spec = client.job(again.attrs["job_id"]).spec
+        assert {spec["dataset_id"], spec["validation"]["dataset_id"]} <= uploaded
+        # the same bytes under another name are a table of their own
+        copy = tmp_path / "valid-copy.csv"
+        copy.write_bytes(table_files[1].read_bytes())
+        renamed = client.value(train, target="label", valid=copy, seed=1,
+                               id_column="customer", method="leave_one_out", progress=False)
+        assert len({d.id for d in client.datasets()} - uploaded) == 1
+        assert len(renamed) == len(train)
+
+
+def test_an_integer_regression_target_comes_back_as_integers(server, key, celery_worker, tables):
+    """As `dvrl value` gives it (the labels came back as 12.0 for 12)."""
+    train, valid = (frame.assign(count=(frame["x0"] * 4).round().astype(int) + 20)
+                    .drop(columns="label") for frame in tables)
+    with Client(server.url, api_key=key) as client:
+        remote = client.value(train, target="count", valid=valid, task="regression",
+                              method="knn_shapley", id_column="customer", progress=False)
+    assert remote["label"].dtype == np.int64
+    assert remote["label"].tolist() == train["count"].tolist()
+    assert remote["row"].tolist() == train["customer"].tolist()
 
 
 def test_upload_submit_wait_and_every_result(server, key, celery_worker, tables, table_files):
