@@ -5,12 +5,13 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 
 from service import dispatch
 from service.settings import Settings, get_settings
 
 from . import problems, ui
+from .deps import one_value_each
 from .limits import BodyLimit
 from .methods import HeadAsGet
 from .metrics import Metrics, RequestMetrics
@@ -60,7 +61,7 @@ def create_app(run_embedded_worker: bool = True, listen_host: str | None = None)
     app.add_middleware(HeadAsGet)  # inside RequestMetrics: a HEAD is counted as a HEAD
     # outermost: it times and counts the 413s that BodyLimit answers too
     app.add_middleware(RequestMetrics, metrics=app.state.metrics, routed=app)
-    for module in (datasets, jobs, results, webhooks, health):
-        app.include_router(module.router)
+    for module in (datasets, jobs, results, webhooks, health):  # the dashboard's pages aside
+        app.include_router(module.router, dependencies=[Depends(one_value_each)])
     ui.install(app)
     return app

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+from collections import Counter
 from collections.abc import Iterator
 from typing import Annotated
 
@@ -12,7 +13,7 @@ from sqlalchemy.orm import Session
 
 from service import keys
 from service.db import new_session
-from service.errors import InvalidPageToken, Unauthorized
+from service.errors import InvalidPageToken, RepeatedParameter, Unauthorized
 from service.idempotency import MAX_KEY_LENGTH
 from service.settings import Settings, get_settings
 
@@ -29,6 +30,15 @@ SessionDep = Annotated[Session, Depends(get_session)]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 PageSize = Annotated[int, Query(ge=1, le=10_000, description="items per page")]
 _bearer = HTTPBearer(auto_error=False, description="an API key from `dvrl keys create`")
+
+
+def one_value_each(request: Request) -> None:
+    """Every query parameter at most once (the app's dependency on every route): a second
+    ``state=`` was dropped without a word, so ``?state=QUEUED&state=RUNNING`` listed one."""
+    counts = Counter(name for name, _ in request.query_params.multi_items())
+    repeated = sorted(name for name, count in counts.items() if count > 1)
+    if repeated:
+        raise RepeatedParameter(repeated)
 
 
 def get_owner(request: Request, session: SessionDep,

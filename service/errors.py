@@ -7,6 +7,7 @@
     ├── ResultsNotReady           results-not-ready  409
     ├── IdempotencyMismatch       idempotency-key-reused 422 (same key, different request)
     ├── InvalidPageToken          invalid-page-token 400   (malformed, unknown or not yours)
+    ├── RepeatedParameter         repeated-parameter 400   (a query parameter given twice)
     ├── UploadTooLarge            upload-too-large   413
     ├── TooManyJobs               too-many-jobs      429   (with Retry-After)
     └── BadUpload                 bad-upload         422   (unreadable or unacceptable table)
@@ -43,6 +44,15 @@ class ResultsNotReady(ServiceError):
 
 class InvalidPageToken(ServiceError):
     slug, status, title = "invalid-page-token", 400, "Invalid page token"
+
+
+class RepeatedParameter(ServiceError):
+    slug, status, title = "repeated-parameter", 400, "Repeated query parameter"
+
+    def __init__(self, names: list[str]) -> None:
+        super().__init__(f"each query parameter takes one value: {', '.join(names)} given "
+                         "more than once")
+        self.errors = [{"field": name, "message": "given more than once"} for name in names]
 
 
 class UploadTooLarge(ServiceError):

@@ -76,3 +76,20 @@ def test_a_values_token_of_another_job_or_order_is_refused(client, tables):
     _refused(client.get(f"/v1/jobs/{first}/corrupted", params={"page_token": token}))
     _refused(client.get(f"/v1/jobs/{first}/values",
                         params={"page_token": flagged["next_page_token"]}))
+
+
+def test_a_parameter_given_twice_is_refused_not_cut_to_its_last_value(client, tables):
+    """?state=QUEUED&state=RUNNING listed the running jobs only, as if asked for them."""
+    for path, params in (("/v1/jobs", [("state", "QUEUED"), ("state", "RUNNING")]),
+                         ("/v1/datasets", [("page_size", "1"), ("page_size", "2"),
+                                           ("sha256", "0" * 64), ("sha256", "1" * 64)])):
+        response = client.get(path, params=params)
+        assert response.status_code == 400 and \
+            response.headers["content-type"] == "application/problem+json"
+        body = response.json()
+        assert body["type"] == "/problems/repeated-parameter"
+        names = sorted({name for name, _ in params})
+        assert [e["field"] for e in body["errors"]] == names
+        assert body["detail"] == ("each query parameter takes one value: "
+                                  f"{', '.join(names)} given more than once")
+    assert client.get("/v1/jobs", params={"state": "QUEUED"}).status_code == 200
