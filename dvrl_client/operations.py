@@ -38,11 +38,16 @@ PAGE_SIZE = 10_000
 FIRST_POLL_S = 0.25  # a job's first seconds (queued, loading) pass quickly: look often
 
 
+# what the service's successes are: JSON, or the values as a file
+SERVICE_TYPES = ("application/json", "application/vnd.apache.parquet", "text/csv")
+
+
 def expect(response: httpx.Response, *statuses: int) -> httpx.Response:
-    if response.status_code in statuses:
+    kind = response.headers.get("content-type", "no content type")
+    if response.status_code in statuses and (
+            response.status_code == 204 or kind.split(";")[0].strip() in SERVICE_TYPES):
         return response
     if response.status_code < 400:  # a success or a redirect, but not the service's
-        kind = response.headers.get("content-type", "no content type")
         where = response.headers.get("location")
         moved = f"; it points to {where}: use that address" if where else ""
         raise UnexpectedAnswer(

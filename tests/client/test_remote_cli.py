@@ -183,6 +183,16 @@ def _remote_against(handler, folder):
     return fake, process
 
 
+def _answer_no_datasets(handler: BaseHTTPRequestHandler) -> None:
+    """A fake service's answer to the client's question whether it has a table: none."""
+    body = b'{"items": [], "next_page_token": null}'
+    handler.send_response(200)
+    handler.send_header("content-type", "application/json")
+    handler.send_header("content-length", str(len(body)))
+    handler.end_headers()
+    handler.wfile.write(body)
+
+
 def test_an_interrupted_remote_value_says_when_its_job_could_not_be_cancelled(tmp_path):
     """The server is gone when Ctrl-C comes: the job goes on there, and the line says so (it
     said the job was cancelled)."""
@@ -204,6 +214,9 @@ def test_an_interrupted_remote_value_says_when_its_job_could_not_be_cancelled(tm
                 accepted.set()
 
         def do_GET(self) -> None:
+            if self.path.startswith("/v1/datasets?"):  # has it the table already? no
+                _answer_no_datasets(self)
+                return
             self.send_response(503)
             self.send_header("retry-after", "1")
             self.end_headers()
@@ -254,6 +267,8 @@ def test_remote_value_interrupted_while_its_job_is_submitted_cancels_that_job(tm
             self.send_header("content-length", str(len(body)))
             self.end_headers()
             self.wfile.write(body)
+
+        do_GET = _answer_no_datasets  # has it the table already? no
 
         def log_message(self, *args) -> None:
             pass
