@@ -89,7 +89,8 @@ class RequestMetrics:
         self._templates: list[tuple[re.Pattern[str], str]] | None = None
 
     def _template(self, path: str, scope: Scope) -> str:
-        template = getattr(scope.get("route"), "path", None)
+        route = scope.get("route")  # its template without convertors: {job_id}, not {job_id:job_id}
+        template = getattr(route, "path_format", None) or getattr(route, "path", None)
         if isinstance(template, str):
             return template
         if self._templates is None:

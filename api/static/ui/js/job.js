@@ -382,7 +382,9 @@ function valueHistogram({ rows, complete }, s) {
   const note = complete ? `All ${fmt.count(rows.length)} rows.`
     : `The first ${fmt.count(rows.length)} of ${fmt.count(s.rows)} rows in input order.`;
   return figure("histogram", "Value histogram",
-    `${note} Rows left of the dashed line are flagged.`,
+    // exact where a bin holds flagged and unflagged rows, and where values tie at the line
+    `${note} ${marker ? `The ${fmt.count(flagged.length)} flagged rows are the lowest-valued; `
+      + "the dashed line marks the highest value among them." : "No row is flagged."}`,
     histogram({ groups, xLabel: "value", label: "histogram of the values", marker }));
 }
 
