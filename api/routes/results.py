@@ -53,9 +53,14 @@ def _cursor(token: str | None, job_id: str, key: str) -> int | None:
     if parts is None:
         return None
     token_job, token_key, cursor = parts
-    if token_job != job_id or token_key != key or not cursor.isdigit():
+    if token_job != job_id or token_key != key:
         raise InvalidPageToken("the page token belongs to another job's values or another "
                                "order")
+    # a position or rank as issued: ASCII digits, within a 32-bit column (a forged one was
+    # an overflow in the database, a 500)
+    if not (cursor.isascii() and cursor.isdigit()) or int(cursor) >= 2**31:
+        raise InvalidPageToken("the page token is malformed: pass next_page_token exactly as "
+                               "it was returned")
     return int(cursor)
 
 

@@ -76,6 +76,15 @@ def test_a_values_token_of_another_job_or_order_is_refused(client, tables):
     _refused(client.get(f"/v1/jobs/{first}/corrupted", params={"page_token": token}))
     _refused(client.get(f"/v1/jobs/{first}/values",
                         params={"page_token": flagged["next_page_token"]}))
+    # forged cursors: past any row (an overflow in the database was a 500), negative, or
+    # digits of another script
+    from api.deps import encode_token
+
+    for kind, where in (("values", "values"), ("values", "corrupted")):
+        for cursor in ("9223372036854775808", "99999999999999999999", "-5", "", "\u0663"):
+            key = "rank" if where == "values" else "corrupted"
+            forged = encode_token(kind, first, key, cursor)
+            _refused(client.get(f"/v1/jobs/{first}/{where}", params={"page_token": forged}))
 
 
 def test_a_parameter_given_twice_is_refused_not_cut_to_its_last_value(client, tables):
