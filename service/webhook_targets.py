@@ -18,12 +18,15 @@ database, an admin port on 127.0.0.1). The policy:
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import socket
 import ssl
+import threading
 import time
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
@@ -187,11 +190,24 @@ def post(target: Target, body: bytes, headers: dict[str, str], timeout_s: float)
     started = time.monotonic()
     status: int | None = None
     error: str | None = None
+    # httpx times each read: a receiver sending its answer a byte at a time held the sender
+    # (every owner's events) for minutes. The whole attempt gets ``timeout_s``: past it, the
+    # connection is shut, which ends a read in progress.
+    streams: list[Any] = []
+
+    def note_stream(event: str, info: dict[str, Any]) -> None:
+        if event == "connection.connect_tcp.complete" and info.get("return_value") is not None:
+            streams.append(info["return_value"])
+
+    deadline = threading.Timer(timeout_s, _shut, args=(streams,))
+    deadline.daemon = True
+    deadline.start()
     try:
         with httpx.Client(timeout=timeout_s, follow_redirects=False, trust_env=False,
                           verify=_tls()) as client:
             request = client.build_request("POST", pinned, content=body, headers=headers,
-                                           extensions={"sni_hostname": sni})
+                                           extensions={"sni_hostname": sni,
+                                                       "trace": note_stream})
             response = client.send(request, stream=True)  # only the status line counts:
             status = response.status_code                  # the body is never read
             response.close()
@@ -203,4 +219,16 @@ def post(target: Target, body: bytes, headers: dict[str, str], timeout_s: float)
         error = f"no answer within {timeout_s:g} s"
     except httpx.HTTPError as exc:
         error = f"{type(exc).__name__}: {exc}"[:300]
-    return Outcome(status, error, int((time.monotonic() - started) * 1000))
+    finally:
+        deadline.cancel()
+    elapsed = time.monotonic() - started
+    if status is None and elapsed >= timeout_s:  # cut at the deadline, whatever httpx said
+        error = f"no answer within {timeout_s:g} s"
+    return Outcome(status, error, int(elapsed * 1000))
+
+
+def _shut(streams: list[Any]) -> None:
+    """End the attempt's connection from the deadline's thread (a read in progress returns)."""
+    for stream in streams:
+        with contextlib.suppress(OSError, AttributeError):  # closed already
+            stream.get_extra_info("socket").shutdown(socket.SHUT_RDWR)

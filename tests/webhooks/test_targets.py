@@ -111,3 +111,39 @@ def test_the_readme_verification_accepts_our_signature_and_nothing_else():
     assert not verify("whsec_abc", webhooks.sign("whsec_abc", body, now - 3600), body)  # old
     assert not verify("whsec_abc", "garbage", body)
     assert not verify("whsec_abc", "t=x,v1=\u00e9", body)
+
+
+def test_a_receiver_answering_a_byte_at_a_time_is_cut_at_the_timeout():
+    """Each read had the timeout, not the attempt: a receiver trickling its answer held the
+    sender, and every owner's events behind it, for 45 s against a timeout of 3."""
+    import socket
+    import threading
+
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    done = threading.Event()
+
+    def trickle() -> None:
+        connection, _ = listener.accept()
+        with connection:
+            connection.recv(65536)
+            connection.sendall(b"HTTP/1.1 200 OK\r\nX-Pad: ")
+            give_up = time.monotonic() + 10  # without the cut, the test fails rather than hangs
+            while not done.is_set() and time.monotonic() < give_up:
+                try:
+                    connection.sendall(b"a")
+                except OSError:
+                    return  # the sender hung up
+                done.wait(0.3)
+
+    threading.Thread(target=trickle, daemon=True).start()
+    target = Target(f"http://127.0.0.1:{port}/", "127.0.0.1", port,
+                    ipaddress.ip_address("127.0.0.1"))
+    try:
+        outcome = post(target, b"{}", {}, timeout_s=1.5)
+    finally:
+        done.set()
+        listener.close()
+    assert not outcome.delivered and outcome.status_code is None
+    assert outcome.error == "no answer within 1.5 s"
+    assert outcome.duration_ms < 3000
