@@ -95,6 +95,7 @@ def cancel_job(job_id: str, session: SessionDep, owner: OwnerDep) -> JobPublic:
 @router.delete("/{job_id:job_id}", status_code=204, operation_id="delete_job",
                summary="Delete a finished job and its results (409 while it is unfinished)")
 def delete_job(job_id: str, session: SessionDep, owner: OwnerDep) -> Response:
+    """The job, its values and curves, and its webhook events, undelivered ones included."""
     retrying(session, lambda: jobs.delete_job(session, job_id, owner))
     return Response(status_code=204)
 

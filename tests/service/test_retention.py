@@ -67,3 +67,33 @@ def jobs_now():
     from service.jobs import now
 
     return now()
+
+
+def test_an_old_job_whose_webhook_event_is_still_retried_waits_for_it(client, tables,
+                                                                      monkeypatch):
+    """Retention deleted a job with its events, and an event still being retried (for up to
+    24 h) was never sent."""
+    import uuid
+
+    from service.models import WebhookDelivery
+    from service.settings import get_settings
+
+    job_id = _job(client, tables)
+    assert run_job(job_id) == "SUCCEEDED"
+    ten_days = jobs_now() - timedelta(days=10)
+    event = str(uuid.uuid4())
+    with session_scope() as session:
+        session.execute(update(Job).where(Job.id == job_id).values(finished_at=ten_days))
+        session.add(WebhookDelivery(
+            id=event, job_id=job_id, owner="alice", event="job.finished", type="job.finished",
+            url="https://hooks.example.com/", body="{}", state="PENDING", attempts=3,
+            created_at=ten_days, due_at=jobs_now(), give_up_at=jobs_now() + timedelta(hours=1)))
+    monkeypatch.setenv("DVRL_RESULTS_TTL_DAYS", "7")
+    get_settings.cache_clear()
+    assert retention.expire(get_settings()) == 0
+    assert client.get(f"/v1/jobs/{job_id}").json()["state"] == "SUCCEEDED"
+    with session_scope() as session:  # given up (or delivered): the job goes
+        session.execute(update(WebhookDelivery).where(WebhookDelivery.id == event)
+                        .values(state="FAILED"))
+    assert retention.expire(get_settings()) == 1
+    assert client.get(f"/v1/jobs/{job_id}").status_code == 404
