@@ -121,6 +121,9 @@ class WebhookSecretCreated(BaseModel):
 class WebhookSecretPublic(BaseModel):
     created_at: Moment = Field(description="when the current secret was made (it is never "
                                  "shown again; POST makes a new one)")
+    usable: bool = Field(description="whether events can be signed with it now: false once the "
+                         "service key it was made with has changed (POST makes a new one)")
+    reason: str | None = Field(None, description="why it is not usable")
 
 
 class WebhookAttemptPublic(BaseModel):

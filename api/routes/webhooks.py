@@ -35,11 +35,16 @@ def create_webhook_secret(session: SessionDep, settings: SettingsDep,
 @router.get("/v1/webhook-secret", response_model=WebhookSecretPublic,
             operation_id="get_webhook_secret",
             summary="When the current webhook secret was made (never the secret)")
-def get_webhook_secret(session: SessionDep, owner: OwnerDep) -> WebhookSecretPublic:
+def get_webhook_secret(session: SessionDep, owner: OwnerDep,
+                       settings: SettingsDep) -> WebhookSecretPublic:
     created = webhook_secrets.created_at(session, owner)
     if created is None:
         raise NotFound("no webhook secret yet: POST /v1/webhook-secret makes one")
-    return WebhookSecretPublic(created_at=created)
+    try:
+        webhook_secrets.secret_for(session, owner, settings)
+    except webhook_secrets.SecretUnusable as exc:  # the service key changed since, say
+        return WebhookSecretPublic(created_at=created, usable=False, reason=str(exc))
+    return WebhookSecretPublic(created_at=created, usable=True)
 
 
 @router.get("/v1/jobs/{job_id}/deliveries", response_model=WebhookDeliveriesPublic,

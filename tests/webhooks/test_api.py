@@ -25,9 +25,23 @@ def test_the_secret_is_shown_once_and_a_new_one_replaces_it(client):
     assert secret.startswith("whsec_") and len(secret) > 40
     shown = client.get("/v1/webhook-secret")
     assert shown.status_code == 200 and secret not in shown.text
-    assert set(shown.json()) == {"created_at"}
+    assert shown.json() == {"created_at": first.json()["created_at"], "usable": True,
+                            "reason": None}
     second = _secret(client)
     assert second != secret
+
+
+def test_a_secret_made_with_another_service_key_is_said_to_be_unusable(client, monkeypatch):
+    """It was reported as a working secret while every job with notify was refused."""
+    _secret(client)
+    monkeypatch.setenv("DVRL_WEBHOOK_KEY", "another-service-key-of-32-characters-or-more")
+    get_settings.cache_clear()
+    shown = client.get("/v1/webhook-secret").json()
+    assert shown["usable"] is False
+    assert shown["reason"].startswith("DVRL_WEBHOOK_KEY changed since the owner's secret was "
+                                      "made")
+    _secret(client)  # a new one is usable again
+    assert client.get("/v1/webhook-secret").json()["usable"] is True
 
 
 def test_the_database_holds_no_secret(client):
