@@ -242,9 +242,11 @@ def settle(session: Session, job_id: str, stamp: datetime, announce: bool = True
         return
     total = _iterations(job.spec) * job.ensemble
     if job.cancel_requested or counts.get("cancelled") or counts.get("failed"):
+        # where training stopped, summed over the members (as a single job keeps it)
         session.execute(update(Job).where(Job.id == job_id).values(
             state="CANCELLED", finished_at=stamp, lease_holder=None, lease_expires_at=None,
-            progress={"phase": "cancelled", "members": counts}))
+            progress={"phase": "cancelled", "members": counts, "total": total,
+                      "iteration": _iterations_done(session, job_id, _iterations(job.spec))}))
         if announce:
             webhook_events.job_ended(session, job_id, stamp)
         return
@@ -257,6 +259,17 @@ def settle(session: Session, job_id: str, stamp: datetime, announce: bool = True
 
 def _iterations(spec: dict[str, Any]) -> int:
     return int((spec.get("dvrl") or {}).get("iterations", 2000))
+
+
+def _member_iterations(state: str, progress: dict[str, Any] | None, per_member: int) -> int:
+    """A member's iterations: all of them once it SUCCEEDED, else where its progress is."""
+    return per_member if state == "SUCCEEDED" else int((progress or {}).get("iteration") or 0)
+
+
+def _iterations_done(session: Session, job_id: str, per_member: int) -> int:
+    rows = session.execute(select(JobMember.state, JobMember.progress)
+                           .where(JobMember.job_id == job_id)).all()
+    return sum(_member_iterations(state, progress, per_member) for state, progress in rows)
 
 
 def _counts(session: Session, job_id: str) -> dict[str, int]:
@@ -277,7 +290,7 @@ def _aggregate(session: Session, job_id: str, stamp: datetime) -> None:
     done, rewards, rate, training = 0, [], 0.0, False
     for state, progress in members:
         progress = progress or {}
-        iteration = per_member if state == "SUCCEEDED" else int(progress.get("iteration") or 0)
+        iteration = _member_iterations(state, progress, per_member)
         done += iteration
         if state != "RUNNING":
             continue

@@ -118,8 +118,13 @@ def test_cancel_stops_every_member_running_on_the_workers(client, tables, worker
     assert client.post(f"/v1/jobs/{job_id}:cancel").json()["state"] == "CANCELLING"
     job = wait_for(client, job_id, timeout=120)  # two loops of 100,000 iterations, stopped
     assert job["state"] == "CANCELLED"
-    assert [m.state for m in _members(job_id)] == ["CANCELLED"] * 3
+    members = _members(job_id)
+    assert [m.state for m in members] == ["CANCELLED"] * 3
     assert client.get(f"/v1/jobs/{job_id}/values").status_code == 409
+    # where training stopped, summed over the members, stays on the job (it was dropped)
+    reached = sum((m.progress or {}).get("iteration") or 0 for m in members)
+    assert job["progress"]["total"] == 300_000
+    assert job["progress"]["iteration"] == reached >= 6
 
 
 def test_a_member_whose_worker_is_killed_resumes_from_its_checkpoint_on_another_worker(
