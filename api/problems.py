@@ -88,6 +88,14 @@ def install(app: FastAPI) -> None:
             return problem(422, "validation-error", "Invalid request", message, request,
                            [{"field": "body", "message": message}])
         errors = [_error(e) for e in exc.errors()]
+        kind = request.headers.get("content-type", "")
+        not_json = request.method in ("POST", "PUT", "PATCH") and "json" not in kind.lower() \
+            and any(tuple(e.get("loc", ())) == ("body",) for e in exc.errors())
+        if not_json:  # curl -d sends a form: the JSON in it was never read as JSON
+            message = ("send the body as JSON with Content-Type: application/json (this "
+                       f"request says {kind or 'no content type'!r})")
+            return problem(422, "validation-error", "Invalid request", message, request,
+                           [{"field": "body", "message": message}])
         return problem(422, "validation-error", "Invalid request",
                        f"{len(errors)} field(s) are invalid", request, errors)
 

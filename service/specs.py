@@ -36,7 +36,9 @@ NUMBERS = (int, float, int | None, float | None)
 
 
 class StrictModel(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # NaN and Infinity (which JSON parsers take) are said to be what they are: a NaN fraction
+    # was refused as "should be less than 1"
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     @field_validator("*", mode="before")
     @classmethod

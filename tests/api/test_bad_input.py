@@ -262,6 +262,26 @@ def test_a_body_that_is_not_json_is_said_to_be_so(client):
     assert response.json()["errors"][0]["field"] == "body"
 
 
+def test_json_sent_as_a_form_or_with_nan_is_said_to_be_so(client):
+    """curl -d sends a form's content type: the answer spoke of "a valid dictionary"; a NaN
+    fraction was "should be less than 1"."""
+    spec = b'{"dataset_id": "x", "target": "label", "validation": {"fraction": 0.2}}'
+    for kind in ("application/x-www-form-urlencoded", "text/plain", None):
+        response = client.post("/v1/jobs", content=spec,
+                               headers={"content-type": kind} if kind else {})
+        assert response.status_code == 422
+        assert response.json()["detail"] == (
+            "send the body as JSON with Content-Type: application/json (this request says "
+            f"{kind or 'no content type'!r})")
+    for number in (b"NaN", b"Infinity"):
+        response = client.post("/v1/jobs", content=spec.replace(b"0.2", number),
+                               headers={"content-type": "application/json"})
+        assert response.status_code == 422
+        error = response.json()["errors"][0]
+        assert error == {"field": "validation.fraction",
+                         "message": "Input should be a finite number"}
+
+
 def test_extreme_values_and_many_categories_end_cleanly(client):
     train, valid = _table(2000), _table(seed=1)
     train.loc[::7, "x1"] = np.inf
