@@ -153,7 +153,7 @@ def _value(args: argparse.Namespace) -> int:
     try:
         client = Client(args.server, os.environ.get("DVRL_API_KEY") or None)
     except ValueError as exc:  # a URL that is not http(s), a key no header can carry
-        raise ConfigError(f"--server / DVRL_API_KEY: {exc}") from exc
+        raise ConfigError(str(exc)) from exc  # it names the URL or the key
     with client:
         try:
             table = client.value(args.train, target=args.target, valid=valid, test=args.test,

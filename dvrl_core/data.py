@@ -723,7 +723,8 @@ def _numeric_target(values: pd.Series, target: str, what: str) -> np.ndarray:
         example = values[bad].iloc[0] if bad.any() else values.iloc[0]
         raise TargetTypeError(
             f"a regression target must be numeric, but {what} column {target!r} holds "
-            f"{example!r}; use task='classification' for labels"
+            f"{example!r}; for labels use the classification task (--task classification, "
+            "task='classification')"
         )
     array = np.array(numbers.to_numpy(dtype=np.float64))  # a writable copy
     if not np.all(np.isfinite(array)):

@@ -301,6 +301,9 @@ class DVRL:
         if isinstance(self.predictor, Predictor):
             return self.predictor
         name = self.predictor or DEFAULT_PREDICTOR[data.task]
+        if name not in PREDICTORS and name != "auto":  # said with every name DVRL takes
+            raise ConfigError(f"unknown predictor {name!r}; choose one of "
+                              f"{['auto', *sorted(PREDICTORS)]}")
         if name == "auto":
             candidates = [n for n, cls in PREDICTORS.items() if data.task in cls.tasks]
             self.predictor_choice_ = choose_predictor(

@@ -86,7 +86,8 @@ def test_values_to_standard_output(tables):
     ("args", "message"),
     [
         (["--target", "nope"], "no column 'nope'"),
-        (["--target", "label", "--predictor", "svm"], "unknown predictor"),
+        (["--target", "label", "--predictor", "svm"],
+         "unknown predictor 'svm'; choose one of ['auto', "),
         (["--target", "label", "--iterations", "0"], "iterations"),
         (["--target", "label", "--inject-noise", "1.5"], "between 0 and 1"),
         (["--target", "label", "--device", "tpu"], "device must be auto, cpu or cuda"),

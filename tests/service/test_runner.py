@@ -89,7 +89,7 @@ def test_a_regression_target_of_strings_fails_clearly(client, tables):
     assert run_job(job_id) == "FAILED"
     error = client.get(f"/v1/jobs/{job_id}").json()["error"]
     assert error["type"] == "/problems/target-type" and "must be numeric" in error["detail"]
-    assert "use task='classification'" in error["detail"]
+    assert "for labels use the classification task" in error["detail"]
 
 
 def test_cancel_stops_a_running_job_within_seconds_and_keeps_no_values(client, tables):
