@@ -33,8 +33,9 @@ _bearer = HTTPBearer(auto_error=False, description="an API key from `dvrl keys c
 
 
 def one_value_each(request: Request) -> None:
-    """Every query parameter at most once (the app's dependency on every route): a second
-    ``state=`` was dropped without a word, so ``?state=QUEUED&state=RUNNING`` listed one."""
+    """Every query parameter at most once (a dependency of every API route; the dashboard's
+    pages read their own): a second ``state=`` was dropped without a word, so
+    ``?state=QUEUED&state=RUNNING`` listed one."""
     counts = Counter(name for name, _ in request.query_params.multi_items())
     repeated = sorted(name for name, count in counts.items() if count > 1)
     if repeated:

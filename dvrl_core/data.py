@@ -559,8 +559,8 @@ def prepare(
 
 
 def _integer_target(values: pd.Series) -> bool:
-    """A target column of integers (missing cells aside: ``Int64`` or whole floats with NaN are
-    refused as empty targets before this is asked)."""
+    """Whether the target column holds integers (an integer dtype: a column of whole numbers
+    written as 3.0 holds floats, and stays so)."""
     return bool(pd.api.types.is_integer_dtype(values))
 
 

@@ -88,7 +88,7 @@ export function mount(main, { id }, navigate) {
           poll();
         } }, "Cancel job"));
     } else if (!ACTIVE.has(job.state)) {
-      actions.append(deleteButton(job, actions));
+      actions.append(deleteButton(job));
     }
     const heading = h("h1", "Job ", h("span.mono", fmt.shortId(job.id)), " ", stateBadge(job.state));
     // <bdi>: a name in a right-to-left script, or with direction marks, stays in its place
@@ -142,7 +142,7 @@ export function mount(main, { id }, navigate) {
 
   /** A finished job can be deleted with its values: asked once more beside the button (the
    * focus moves to the answer, Keep first), then the list says it is gone. */
-  function deleteButton(job, actions) {
+  function deleteButton(job) {
     const ask = h("button.button.secondary", { type: "button", id: "delete-job",
       onclick: () => {
         const keep = h("button.button.secondary", { type: "button", id: "keep-job",
