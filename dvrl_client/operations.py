@@ -15,7 +15,7 @@ from urllib.parse import quote
 
 import httpx
 
-from .calls import Call, Operation, Sleep
+from .calls import Call, Operation, Sleep, Upload
 from .errors import (
     ClientError,
     Conflict,
@@ -75,8 +75,10 @@ class Operations:
     # datasets
 
     def upload(self, table: Any, name: str | None = None) -> Operation[Dataset]:
-        call = Call.post("/v1/datasets", upload=as_upload(table, name))
-        response = yield from self._call(call, 201)
+        return (yield from self._send(as_upload(table, name)))
+
+    def _send(self, upload: Upload) -> Operation[Dataset]:
+        response = yield from self._call(Call.post("/v1/datasets", upload=upload), 201)
         return Dataset.from_api(response.json())
 
     def upload_once(self, table: Any, name: str | None = None) -> Operation[Dataset]:
@@ -90,8 +92,7 @@ class Operations:
         for item in listed.json()["items"]:
             if item.get("sha256") == digest and item.get("filename") == upload.name:
                 return Dataset.from_api(item)
-        response = yield from self._call(Call.post("/v1/datasets", upload=upload), 201)
-        return Dataset.from_api(response.json())
+        return (yield from self._send(upload))  # the table as prepared once (hashed, written)
 
     def dataset(self, dataset_id: str) -> Operation[Dataset]:
         call = Call("GET", f"/v1/datasets/{quote(dataset_id, safe='')}")
