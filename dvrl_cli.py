@@ -110,7 +110,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "worker":
             return _worker(args)
         if args.command == "migrate":
-            return _migrate()
+            return _migrate(report=True)
         if args.command == "keys":
             return _keys(args)
         from service.demo import run_demo
@@ -157,6 +157,16 @@ def _setup_problem(args: argparse.Namespace) -> str | None:
     except DBAPIError as exc:
         first = str(exc.orig or exc).strip().splitlines()[0]
         return f"the database at {_database_name()} cannot be used: {first}"
+    except ImportError as exc:  # mysql://: a dialect whose driver is not installed
+        return (f"the database at {_database_name()} needs a driver this install does not have "
+                f"({exc}); the service runs on PostgreSQL (postgresql://) or the embedded SQLite")
+    if args.command == "keys" and args.keys_command != "create":
+        from service.migrate import revision
+
+        if revision(url) is None:  # not migrated here: another application's, or a new one
+            return (f"the database at {_database_name()} holds no tables of this service: name "
+                    "the service's own database (DVRL_DATABASE_URL); `dvrl migrate` prepares a "
+                    "new one")
     return None
 
 
@@ -172,11 +182,19 @@ def _database_name() -> str:
     return make_url(settings.database_url).render_as_string(hide_password=True)
 
 
-def _migrate() -> int:
-    from service.migrate import upgrade
+def _migrate(report: bool = False) -> int:
+    """Bring the database to the newest schema; ``report``: say what was done (``dvrl
+    migrate``)."""
+    from service.migrate import newest, revision, upgrade
     from service.settings import get_settings
 
-    upgrade(get_settings().sqlalchemy_url)
+    url = get_settings().sqlalchemy_url
+    before = revision(url) if report else None
+    upgrade(url)
+    if report:
+        done = "already at" if before == newest() else \
+            "created at" if before is None else f"upgraded from {before} to"
+        print(f"{_database_name()}: schema {done} revision {newest()}", file=sys.stderr)
     return 0
 
 

@@ -49,13 +49,29 @@ def get_owner(request: Request, session: SessionDep,
     owner when this server does not require keys (the embedded default on 127.0.0.1)."""
     if not request.app.state.auth_required:
         return keys.LOCAL_OWNER
-    if credentials is None or credentials.scheme.lower() != "bearer":
+    if len(request.headers.getlist("authorization")) > 1:  # the first was used, unsaid
+        raise Unauthorized("send one Authorization header: this request has "
+                           f"{len(request.headers.getlist('authorization'))}")
+    given = request.headers.get("authorization", "").strip()
+    if credentials is None and given:  # Basic, Token, a key alone
+        scheme = given.split()[0] if " " in given else "no scheme"
+        raise Unauthorized(f"send the API key as 'Authorization: Bearer <key>' (this request "
+                           f"says {_short_scheme(scheme)})")
+    if credentials is None:
         raise Unauthorized("an API key is required: send 'Authorization: Bearer <key>' "
                            "(create one with 'dvrl keys create --owner NAME')")
     owner = keys.authenticate(session, credentials.credentials)
     if owner is None:
         raise Unauthorized("the API key is unknown or revoked")
     return owner
+
+
+def _short_scheme(scheme: str) -> str:
+    """An authorization scheme as said back: a word, never what may be a key."""
+    if scheme == "no scheme":
+        return "no scheme, only a value"
+    return repr(scheme) if scheme.isascii() and scheme.isalpha() and len(scheme) <= 20 else \
+        "a scheme other than Bearer"
 
 
 OwnerDep = Annotated[str, Depends(get_owner)]

@@ -38,6 +38,17 @@ HEAD_TOO_LARGE = {
               "take well under a kilobyte)",
 }
 
+# httptools reads a URL's parts as 16-bit offsets: a longer one fails to parse
+MAX_URL_BYTES = (1 << 16) - 1
+
+URL_TOO_LONG = {
+    "type": "/problems/uri-too-long",
+    "title": "URI too long",
+    "status": 414,
+    "detail": f"the request's URL is over {MAX_URL_BYTES // 1024} KiB; nothing was read or "
+              "changed. Send long data in a request body, not in the URL",
+}
+
 
 class _ProblemAnswer:
     """Replaces uvicorn's ``send_400_response`` (both of its HTTP/1.1 implementations have it,
@@ -47,7 +58,8 @@ class _ProblemAnswer:
     server_state: ServerState
 
     def send_400_response(self, msg: str) -> None:
-        self._send_problem(b"400 Bad Request", MALFORMED)
+        if not self.transport.is_closing():  # not when a 414 or 431 has been sent
+            self._send_problem(b"400 Bad Request", MALFORMED)
 
     def _send_problem(self, status: bytes, problem: dict) -> None:
         body = json.dumps(problem).encode()
@@ -73,6 +85,11 @@ class _HeadLimit(_ProblemAnswer):
     def on_message_begin(self) -> None:
         self._in_head, self._head_bytes = True, 0
         super().on_message_begin()  # type: ignore[misc]
+
+    def on_url(self, url: bytes) -> None:
+        super().on_url(url)  # type: ignore[misc]
+        if len(self.url) > MAX_URL_BYTES and not self.transport.is_closing():  # type: ignore[attr-defined]
+            self._send_problem(b"414 URI Too Long", URL_TOO_LONG)
 
     def on_headers_complete(self) -> None:
         self._in_head = False

@@ -15,7 +15,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.settings import get_settings
 
-from .problems import MEDIA_TYPE
+from .problems import MEDIA_TYPE, too_large
 
 MAX_JSON_BYTES = 1 << 20
 MULTIPART_SLACK = 64 << 10  # boundaries and part headers around the file
@@ -55,8 +55,9 @@ class BodyLimit:
 
 
 async def _refuse(send: Send, path: str, detail: str) -> None:
-    body = json.dumps({"type": "/problems/upload-too-large", "title": "Request too large",
-                       "status": 413, "detail": detail, "instance": path}).encode()
+    slug, title = too_large(path)
+    body = json.dumps({"type": f"/problems/{slug}", "title": title, "status": 413,
+                       "detail": detail, "instance": path}).encode()
     await send({"type": "http.response.start", "status": 413,
                 "headers": [(b"content-type", MEDIA_TYPE.encode()),
                             (b"content-length", str(len(body)).encode()),

@@ -42,6 +42,7 @@ from sqlalchemy.orm import Session
 from starlette.routing import Mount, compile_path
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from service.db import first_line
 from service.jobs import STATES, TERMINAL, db_now
 from service.models import Job
 
@@ -159,8 +160,8 @@ class JobMetrics:
                 now = db_now(session)
                 gauges = self._gauges_from(session, now)
                 self._count_finished(session)
-            except DBAPIError:
-                log.warning("metrics: the database does not answer", exc_info=True)
+            except DBAPIError as exc:  # a line, not a traceback, at every scrape while down
+                log.warning("metrics: the database does not answer: %s", first_line(exc))
                 session.rollback()
                 gauges = []
                 up = 0

@@ -17,7 +17,7 @@ from sqlalchemy.exc import DBAPIError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from dvrl_core.errors import ConfigError, DataError
-from service.db import connection_lost, database_busy
+from service.db import connection_lost, database_busy, first_line
 from service.errors import ServiceError
 from service.jobs import UnknownDataset
 
@@ -35,6 +35,18 @@ MULTIPART_ADVICE = ("the multipart/form-data body could not be parsed: a part is
                     "as one part named 'file' with a short file name")
 
 
+NO_FILE_PART = ("the multipart body holds no complete part named 'file': name the table's "
+                "part 'file' (curl -F file=@train.csv), and send the body whole, to its closing "
+                "boundary")
+# FastAPI's word on a body json.loads raised on with something other than a syntax error:
+# nesting past the recursion limit, an integer of more than 4,300 digits
+BODY_UNPARSED = "There was an error parsing the body"
+BODY_ADVICE = ("the body is not JSON this service can read: it nests too deeply or holds a "
+               "number with thousands of digits")
+# field errors listed in one problem: 50,000 wrong evaluations would answer with megabytes
+MAX_ERRORS = 50
+
+
 # characters of a message kept: a message that repeats what was sent (a 900 KB column name)
 # would otherwise be as long as the request, twice over
 MAX_MESSAGE = 2000
@@ -46,6 +58,13 @@ def _short(text: Any) -> Any:
     return f"{text[:MAX_MESSAGE]}… ({len(text) - MAX_MESSAGE:,} more characters)"
 
 
+def too_large(path: str) -> tuple[str, str]:
+    """The 413's slug and title: an upload's, or any other request body's (a job spec)."""
+    if path.rstrip("/") == "/v1/datasets":
+        return "upload-too-large", "Upload too large"
+    return "request-too-large", "Request too large"
+
+
 def problem(status: int, slug: str, title: str, detail: str, request: Request | None = None,
             errors: list[dict[str, Any]] | None = None,
             headers: dict[str, str] | None = None) -> JSONResponse:
@@ -54,7 +73,10 @@ def problem(status: int, slug: str, title: str, detail: str, request: Request | 
     if request is not None:
         body["instance"] = _short(request.url.path)
     if errors:
-        body["errors"] = [{k: _short(v) for k, v in e.items()} for e in errors]
+        body["errors"] = [{k: _short(v) for k, v in e.items()} for e in errors[:MAX_ERRORS]]
+        if len(errors) > MAX_ERRORS:
+            body["detail"] = _short(f"{detail} (the first {MAX_ERRORS} of {len(errors)} errors "
+                                    "are listed)")
     return JSONResponse(body, status_code=status, media_type=MEDIA_TYPE, headers=headers)
 
 
@@ -71,6 +93,8 @@ def _error(error: dict) -> dict[str, str]:
     """One field error of a validation problem: where, and pydantic's message without its
     "Value error, " prefix."""
     field, message = _field(error.get("loc", ())), str(error.get("msg", "invalid"))
+    if error.get("type") == "int_parsing_size":  # pydantic says "input string" of a JSON number
+        message = "a whole number is needed, and this one is far too large"
     if error.get("type") == "value_error" and "error" in (error.get("ctx") or {}):
         message = str(error["ctx"]["error"])
         named = NAMED.match(message)
@@ -89,6 +113,14 @@ def install(app: FastAPI) -> None:
                            [{"field": "body", "message": message}])
         errors = [_error(e) for e in exc.errors()]
         kind = request.headers.get("content-type", "")
+        no_file = any(tuple(e.get("loc", ())) == ("body", "file") and e.get("type") == "missing"
+                      for e in exc.errors())
+        if no_file:  # an upload without its part: say how to send one
+            message = NO_FILE_PART if kind.lower().startswith("multipart/form-data") else (
+                "send the table as multipart/form-data, in one part named 'file' (curl -F "
+                f"file=@train.csv); this request says {kind or 'no content type'!r}")
+            return problem(422, "validation-error", "Invalid request", message, request,
+                           [{"field": "file", "message": message}])
         not_json = request.method in ("POST", "PUT", "PATCH") and "json" not in kind.lower() \
             and any(tuple(e.get("loc", ())) == ("body",) for e in exc.errors())
         if not_json:  # curl -d sends a form: the JSON in it was never read as JSON
@@ -122,9 +154,12 @@ def install(app: FastAPI) -> None:
         if exc.status_code == 400 and exc.detail == MULTIPART_UNPARSED:
             return problem(400, "invalid-multipart", "Unreadable multipart body",
                            MULTIPART_ADVICE, request)
+        if exc.status_code == 400 and exc.detail == BODY_UNPARSED:  # as invalid JSON is
+            return problem(422, "validation-error", "Invalid request", BODY_ADVICE, request,
+                           [{"field": "body", "message": BODY_ADVICE}])
         slug, title = {404: ("not-found", "Not found"),
                        405: ("method-not-allowed", "Method not allowed"),
-                       413: ("upload-too-large", "Request too large")}.get(
+                       413: too_large(request.url.path)}.get(
             exc.status_code, ("http-error", str(exc.detail)))
         headers = getattr(exc, "headers", None)
         if exc.status_code == 405:  # every method of the path, not the first route's
@@ -142,7 +177,7 @@ def install(app: FastAPI) -> None:
         if not connection_lost(exc):
             return await _unexpected(request, exc)
         log.warning("database unavailable on %s: %s", request.url.path,
-                    str(exc).splitlines()[0])
+                    first_line(exc))
         return problem(503, "database-unavailable", "Database unavailable",
                        "the database does not answer right now; retry shortly", request,
                        headers={"Retry-After": "5"})

@@ -79,6 +79,12 @@ def session_scope() -> Iterator[Session]:
         session.close()
 
 
+def first_line(exc: BaseException) -> str:
+    """An error in one line for the log (a dependency that is down is logged at every probe)."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
 def connection_lost(exc: Exception) -> bool:
     """Whether a database error means the server is unreachable (restarting, down), not that
     the statement was wrong."""

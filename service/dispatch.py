@@ -30,7 +30,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
 from . import jobs, members, retention, webhooks
-from .db import session_scope
+from .db import first_line, session_scope
 from .models import Job
 from .settings import Settings, get_settings
 
@@ -147,7 +147,32 @@ def stop_embedded_worker() -> None:
 
 
 def queue_for(device: str, settings: Settings) -> str:
-    return settings.gpu_queue if device == "cuda" else settings.cpu_queue
+    return settings.queue_for(device)
+
+
+def waiting_queues(settings: Settings) -> frozenset[str]:
+    """The service's queues that hold messages no worker has taken yet. A QUEUED job of such a
+    queue is not sent again: its message is most likely among them, and a queue no worker takes
+    from (the GPU queue with no GPU worker) would gather one more copy at every sweep. Once
+    the queue is empty, a job still QUEUED is sent again. Empty in embedded mode, and where the
+    broker does not say (every due job is then sent, as before)."""
+    if settings.embedded:
+        return frozenset()
+    waiting = set()
+    try:
+        with celery_app().connection_for_read() as connection:
+            channel = connection.default_channel
+            for queue in {settings.cpu_queue, settings.gpu_queue}:
+                try:
+                    declared = channel.queue_declare(queue=queue, passive=True)
+                except Exception:  # noqa: BLE001 - Redis keeps no empty queue: "no queue"
+                    continue
+                if declared.message_count:
+                    waiting.add(queue)
+    except Exception as exc:  # noqa: BLE001 - the broker is away: send every due job
+        log.warning("sweep: the broker's queues could not be read (%s)", first_line(exc))
+        return frozenset()
+    return frozenset(waiting)
 
 
 def send(job_id: str, device: str, settings: Settings | None = None,
@@ -187,9 +212,10 @@ def sweep(settings: Settings | None = None) -> list[str]:
     """Send again every job and ensemble member whose message may be lost or whose worker
     died; expire old results. Returns the ids sent."""
     settings = settings or get_settings()
+    waiting = waiting_queues(settings)
     with session_scope() as session:
-        due = jobs.due_for_dispatch(session, settings)
-        due_members = members.due_for_dispatch(session, settings)
+        due = jobs.due_for_dispatch(session, settings, waiting)
+        due_members = members.due_for_dispatch(session, settings, waiting)
     for job_id, device in due:
         log.warning("sweep: sending job %s again (message lost or worker gone)", job_id)
         send(job_id, device, settings)

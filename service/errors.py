@@ -8,7 +8,8 @@
     ├── IdempotencyMismatch       idempotency-key-reused 422 (same key, different request)
     ├── InvalidPageToken          invalid-page-token 400   (malformed, unknown or not yours)
     ├── RepeatedParameter         repeated-parameter 400   (a query parameter given twice)
-    ├── UploadTooLarge            upload-too-large   413
+    ├── UnusedParameter           unused-parameter   400   (one the chosen format ignores)
+    ├── UploadTooLarge            upload-too-large   413   (request-too-large: any other body)
     ├── TooManyJobs               too-many-jobs      429   (with Retry-After)
     └── BadUpload                 bad-upload         422   (unreadable or unacceptable table)
 
@@ -53,6 +54,14 @@ class RepeatedParameter(ServiceError):
         super().__init__(f"each query parameter takes one value: {', '.join(names)} given "
                          "more than once")
         self.errors = [{"field": name, "message": "given more than once"} for name in names]
+
+
+class UnusedParameter(ServiceError):
+    slug, status, title = "unused-parameter", 400, "Query parameter not used here"
+
+    def __init__(self, names: list[str], why: str) -> None:
+        super().__init__(f"{', '.join(names)}: {why}")
+        self.errors = [{"field": name, "message": why} for name in names]
 
 
 class UploadTooLarge(ServiceError):

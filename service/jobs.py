@@ -186,10 +186,14 @@ def _check_columns(spec: JobSpec, tables: dict[str, Any]) -> None:
 def check_method_options(spec: JobSpec) -> None:
     """A baseline ``method`` refuses the options it would not use (``predictor``, ``dvrl``), as
     ``dvrl value --method`` does. Checked when a job is created, on the fields the request gave:
-    not in the spec's schema, which also reads back stored specs, every field filled in."""
+    not in the spec's schema, which also reads back stored specs, every field filled in. Their
+    defaults pass (``"predictor": null``, the default ``dvrl`` block): a baseline job's spec as
+    ``GET /v1/jobs/{id}`` shows it can be sent again."""
     if spec.method == "dvrl":
         return
-    given = [name for name in ("predictor", "dvrl") if name in spec.model_fields_set]
+    defaults = JobSpec.model_fields
+    given = [name for name in ("predictor", "dvrl") if name in spec.model_fields_set
+             and getattr(spec, name) != defaults[name].get_default(call_default_factory=True)]
     if given:
         raise SpecRefused([
             {"field": name, "message": f"an option of method dvrl, not of {spec.method}, which "
@@ -385,26 +389,31 @@ def finish(
     return bool(done)
 
 
-def due_for_dispatch(session: Session, settings: Settings) -> list[tuple[str, str]]:
-    """Jobs whose message may be lost: QUEUED and not sent for ``requeue_after_s``, or running
-    on a worker whose lease ran out. Each is marked as sent now (one sweeper re-sends it, however
-    many run); returns (job id, device). Jobs whose workers died on their last attempt end
-    FAILED instead."""
+def due_for_dispatch(session: Session, settings: Settings,
+                     waiting: frozenset[str] = frozenset()) -> list[tuple[str, str]]:
+    """Jobs whose message may be lost: QUEUED and not sent for ``requeue_after_s`` (unless their
+    queue is among ``waiting``, the queues with messages not yet taken), or running on a worker
+    whose lease ran out. Each is marked as sent now (one sweeper re-sends it, however many run);
+    returns (job id, device). Jobs whose workers died on their last attempt end FAILED
+    instead."""
     stamp = db_now(session)
     fail_exhausted(session, settings, stamp)
     quiet = or_(Job.dispatched_at.is_(None),
                 Job.dispatched_at < stamp - timedelta(seconds=settings.requeue_after_s))
     lost_worker = and_(Job.state.in_(("RUNNING", "CANCELLING")), Job.lease_expires_at < stamp,
                        or_(quiet, Job.dispatched_at < Job.lease_expires_at))
-    candidates = session.execute(select(Job.id, Job.spec).where(
+    candidates = session.execute(select(Job.id, Job.spec, Job.state).where(
         or_(and_(_queued_alone(), quiet), lost_worker)).order_by(Job.created_at)
         .limit(1000)).all()
     due = []
-    for job_id, spec in candidates:
+    for job_id, spec, state in candidates:
+        device = (spec or {}).get("device", "auto")
+        if state == "QUEUED" and settings.queue_for(device) in waiting:
+            continue  # its message most likely waits there still
         marked = session.execute(update(Job).where(  # type: ignore[attr-defined]
             Job.id == job_id, or_(and_(_queued_alone(), quiet), lost_worker)).values(
             dispatched_at=stamp)).rowcount
         if marked:
-            due.append((job_id, (spec or {}).get("device", "auto")))
+            due.append((job_id, device))
     session.commit()
     return due

@@ -358,23 +358,29 @@ def _due(stamp: datetime, settings: Settings) -> Any:
     return or_(and_(JobMember.state == "QUEUED", quiet), lost)
 
 
-def due_for_dispatch(session: Session, settings: Settings) -> list[tuple[str, str]]:
+def due_for_dispatch(session: Session, settings: Settings,
+                     waiting: frozenset[str] = frozenset()) -> list[tuple[str, str]]:
     """Members to send again, each marked as sent now (one sweeper sends it, however many
-    run); returns (member id, device). Members out of attempts end FAILED instead."""
+    run); returns (member id, device). A QUEUED member of a queue among ``waiting`` (messages
+    not yet taken) is left for later, as jobs.due_for_dispatch leaves a job. Members out of
+    attempts end FAILED instead."""
     stamp = jobs.db_now(session)
     fail_exhausted(session, settings, stamp)
     session.commit()
     candidates = session.execute(
-        select(JobMember.id, Job.spec).join(Job, Job.id == JobMember.job_id)
+        select(JobMember.id, Job.spec, JobMember.state).join(Job, Job.id == JobMember.job_id)
         .where(Job.state.in_(jobs.ACTIVE), Job.lease_expires_at.is_(None), _due(stamp, settings))
         .order_by(Job.created_at, JobMember.number).limit(1000)).all()
     due = []
-    for found, spec in candidates:  # one row a transaction: no lock held across members
+    for found, spec, state in candidates:  # one row a transaction: no lock held across members
+        device = (spec or {}).get("device", "auto")
+        if state == "QUEUED" and settings.queue_for(device) in waiting:
+            continue
         marked = session.execute(update(JobMember).where(  # type: ignore[attr-defined]
             JobMember.id == found, _due(stamp, settings)).values(dispatched_at=stamp)).rowcount
         session.commit()
         if marked:
-            due.append((found, (spec or {}).get("device", "auto")))
+            due.append((found, device))
     return due
 
 

@@ -8,6 +8,8 @@ from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
 
 
 def script_location() -> Path:
@@ -31,3 +33,17 @@ def alembic_config(url: str) -> Config:
 def upgrade(url: str) -> None:
     """Bring the database at ``url`` to the newest schema."""
     command.upgrade(alembic_config(url), "head")
+
+
+def revision(url: str) -> str | None:
+    """The schema revision of the database at ``url``; None where it holds no schema of ours
+    (a new database, or another application's)."""
+    from .db import engine_for
+
+    with engine_for(url).connect() as connection:
+        return MigrationContext.configure(connection).get_current_revision()
+
+
+def newest() -> str | None:
+    """The revision ``upgrade`` brings a database to."""
+    return ScriptDirectory.from_config(alembic_config("sqlite://")).get_current_head()

@@ -119,6 +119,10 @@ class Settings(BaseSettings):
         """The embedded database's file (whether or not it exists yet)."""
         return self.data_dir / "dvrl.sqlite3"
 
+    def queue_for(self, device: str) -> str:
+        """The queue of a job on ``device``: the GPU queue for ``cuda``, else the CPU queue."""
+        return self.gpu_queue if device == "cuda" else self.cpu_queue
+
 
 @lru_cache
 def get_settings() -> Settings:

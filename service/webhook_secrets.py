@@ -63,6 +63,15 @@ def service_key(settings: Settings) -> bytes | None:
     return None
 
 
+def signing_key(settings: Settings) -> bytes:
+    """:func:`service_key`, or 503 ``webhooks-not-configured`` where webhooks are off."""
+    key = service_key(settings)
+    if key is None:
+        raise WebhooksNotConfigured("webhooks are off on this service: its operator has not set "
+                                    "DVRL_WEBHOOK_KEY on the API and the workers")
+    return key
+
+
 @lru_cache(maxsize=4)
 def _key_file(data_dir: Path) -> bytes:
     path = data_dir / KEY_FILE
@@ -104,10 +113,7 @@ def _derive(key: bytes, owner: str, salt: str) -> str:
 def rotate(session: Session, owner: str, settings: Settings) -> tuple[str, datetime]:
     """A new secret for ``owner`` (replacing any earlier one, which stops signing now); returns
     it, to be shown once, and its creation time."""
-    key = service_key(settings)
-    if key is None:
-        raise WebhooksNotConfigured("webhooks are off on this service: its operator has not set "
-                                    "DVRL_WEBHOOK_KEY on the API and the workers")
+    key = signing_key(settings)
     row = WebhookSecret(owner=owner, salt=secrets.token_hex(16), key_check=_key_check(key),
                         created_at=utcnow())
     session.execute(delete(WebhookSecret).where(WebhookSecret.owner == owner))
@@ -141,10 +147,7 @@ def secret_for(session: Session, owner: str, settings: Settings) -> str:
 def require(session: Session, owner: str, settings: Settings) -> None:
     """Refuse a job that asks for a webhook its owner cannot verify (422), or one this
     service cannot sign (503)."""
-    key = service_key(settings)
-    if key is None:
-        raise WebhooksNotConfigured("webhooks are off on this service: its operator has not set "
-                                    "DVRL_WEBHOOK_KEY on the API and the workers")
+    key = signing_key(settings)
     row = session.get(WebhookSecret, owner)
     if row is None or not hmac.compare_digest(row.key_check, _key_check(key)):
         why = "no webhook secret yet" if row is None else \

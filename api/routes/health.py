@@ -8,6 +8,7 @@ from fastapi import APIRouter, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
 
+from service.db import first_line
 from service.dispatch import celery_app
 
 from ..deps import SessionDep, SettingsDep
@@ -28,15 +29,16 @@ def readyz(session: SessionDep, settings: SettingsDep):
     else: hosts, users and error texts stay in the service log."""
     try:
         session.execute(text("SELECT 1"))
-    except Exception:  # any failure to reach a dependency means not ready
-        log.warning("readyz: the database does not answer", exc_info=True)
+    except Exception as exc:  # any failure to reach a dependency means not ready
+        # a line each time, not a traceback: probes come every few seconds while it is down
+        log.warning("readyz: the database does not answer: %s", first_line(exc))
         return _not_ready("database")
     if not settings.embedded:
         try:
             with celery_app().connection_for_write() as connection:
                 connection.ensure_connection(max_retries=1, timeout=2)
-        except Exception:
-            log.warning("readyz: the broker does not answer", exc_info=True)
+        except Exception as exc:
+            log.warning("readyz: the broker does not answer: %s", first_line(exc))
             return _not_ready("broker")
     return {"status": "ready", "mode": "embedded" if settings.embedded else "celery"}
 

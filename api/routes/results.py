@@ -5,12 +5,12 @@ from __future__ import annotations
 import json
 from typing import Literal
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Request, Response
 from fastapi.responses import StreamingResponse
 
 from service import results
 from service.db import new_session
-from service.errors import InvalidPageToken
+from service.errors import InvalidPageToken, UnusedParameter
 
 from ..deps import OwnerDep, PageSize, SessionDep, decode_token, encode_token
 from ..schemas import CurvesPublic, ValuesPublic
@@ -21,13 +21,19 @@ router = APIRouter(prefix="/v1/jobs/{job_id}", tags=["results"])
 @router.get("/values", response_model=ValuesPublic, operation_id="get_values",
             summary="One value per training row",
             responses={200: {"content": {"text/csv": {}, "application/vnd.apache.parquet": {}}}})
-def get_values(job_id: str, session: SessionDep, owner: OwnerDep,
+def get_values(job_id: str, request: Request, session: SessionDep, owner: OwnerDep,
                format: Literal["json", "csv", "parquet"] = "json",
                order: Literal["rank", "row"] = "rank", page_size: PageSize = 1000,
                page_token: str | None = None):
     """JSON pages ordered by rank (lowest value first) or input row order; ``format=csv`` or
-    ``parquet`` downloads every row in input order (columns row, value, rank, label, flagged)."""
+    ``parquet`` downloads every row in input order (columns row, value, rank, label, flagged),
+    and refuses ``order``, ``page_size`` and ``page_token`` (400 ``unused-parameter``)."""
     results.require_succeeded(session, job_id, owner)
+    paging = [name for name in ("order", "page_size", "page_token")
+              if name in request.query_params]
+    if format != "json" and paging:  # they were ignored: a user sorting by rank got row order
+        raise UnusedParameter(paging, f"applies to JSON pages; format={format} downloads every "
+                              "row in input order (sort by its rank column)")
     if format == "csv":
         def stream():
             with new_session() as own:  # the request's session closes before streaming ends

@@ -37,8 +37,11 @@ def create_webhook_secret(session: SessionDep, settings: SettingsDep,
             summary="When the current webhook secret was made (never the secret)")
 def get_webhook_secret(session: SessionDep, owner: OwnerDep,
                        settings: SettingsDep) -> WebhookSecretPublic:
+    """404 where the owner has made none yet; 503 ``webhooks-not-configured`` (as the POST
+    answers) where there is none and webhooks are off on this service."""
     created = webhook_secrets.created_at(session, owner)
     if created is None:
+        webhook_secrets.signing_key(settings)  # off: no POST would make one
         raise NotFound("no webhook secret yet: POST /v1/webhook-secret makes one")
     try:
         webhook_secrets.secret_for(session, owner, settings)

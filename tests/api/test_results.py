@@ -46,6 +46,15 @@ def test_values_pages_in_rank_and_row_order_and_downloads(client, tables):
     parquet = client.get(f"/v1/jobs/{job_id}/values", params={"format": "parquet"})
     frame = pd.read_parquet(io.BytesIO(parquet.content))
     assert len(frame) == 360 and frame["noise_injected"].sum() == 72
+    # a download in rank order was silently in row order: refused, naming what it ignores
+    for params in ({"format": "csv", "order": "rank"},
+                   {"format": "parquet", "page_size": 10, "page_token": "x"}):
+        refused = client.get(f"/v1/jobs/{job_id}/values", params=params)
+        assert refused.status_code == 400, refused.text
+        problem = refused.json()
+        assert problem["type"] == "/problems/unused-parameter"
+        assert [e["field"] for e in problem["errors"]] == [p for p in params if p != "format"]
+        assert "applies to JSON pages" in problem["detail"]
 
 
 def test_corrupted_lists_flagged_rows_lowest_first(client, tables):

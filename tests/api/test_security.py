@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sqlite3
 import subprocess
 import sys
 import time
@@ -28,6 +29,17 @@ def test_missing_or_bad_keys_are_401_problems(client):
         assert response.headers["www-authenticate"].startswith("Bearer")
         assert response.json()["type"] == "/problems/unauthorized"
     assert anonymous.get("/healthz").status_code == 200  # probes need no key
+    key = client.headers["Authorization"].split()[1]
+    for headers, said in (  # each was "an API key is required", or the first header won
+            ([("Authorization", f"Basic {key}")], "(this request says 'Basic')"),
+            ([("Authorization", key)], "(this request says no scheme, only a value)"),
+            ([("Authorization", f"{key} {key}")], "(this request says a scheme other than "
+                                                  "Bearer)"),
+            ([("Authorization", f"Bearer {key}"), ("Authorization", "Bearer dvrl_x_y")],
+             "send one Authorization header: this request has 2")):
+        response = anonymous.get("/v1/datasets", headers=headers)
+        assert response.status_code == 401, headers
+        assert said in response.json()["detail"] and key not in response.text
 
 
 def test_another_owners_resources_are_not_found(client, other_client, tables):
@@ -107,7 +119,15 @@ def test_keys_cli_errors_are_one_line(tmp_path):
          f"{tmp_path / 'file'}: File exists"),
         ({"DVRL_DATA_DIR": str(tmp_path / "none")}, ["list"],  # not made: a typo lists nothing
          f"no database at SQLite {tmp_path / 'none' / 'dvrl.sqlite3'}"),
+        # another database than the service's: listed as empty, and migrated, until now
+        ({"DVRL_DATA_DIR": str(tmp_path / "other")}, ["list"],
+         f"the database at SQLite {tmp_path / 'other' / 'dvrl.sqlite3'} holds no tables of "
+         "this service"),
+        ({"DVRL_DATABASE_URL": "mysql://me:secret@127.0.0.1/x"}, ["create", "--owner", "x"],
+         "needs a driver this install does not have (No module named 'MySQLdb')"),
     ]
+    (tmp_path / "other").mkdir()
+    sqlite3.connect(tmp_path / "other" / "dvrl.sqlite3").execute("create table t (x int)")
     for case_env, args, message in cases:
         done = subprocess.run([sys.executable, "-m", "dvrl_cli", "keys", *args], cwd=ROOT,
                               env=env | case_env, capture_output=True, text=True, timeout=60)
@@ -117,6 +137,15 @@ def test_keys_cli_errors_are_one_line(tmp_path):
             done.stderr
         assert "secret" not in done.stderr
     assert not (tmp_path / "none").exists()
+    tables = sqlite3.connect(tmp_path / "other" / "dvrl.sqlite3").execute(
+        "select name from sqlite_master where type = 'table'").fetchall()
+    assert tables == [("t",)]
+    # dvrl migrate says what it did (it printed nothing)
+    for said in ("created at revision", "already at revision"):
+        done = subprocess.run([sys.executable, "-m", "dvrl_cli", "migrate"], cwd=ROOT,
+                              env=env | {"DVRL_DATA_DIR": str(tmp_path / "new")},
+                              capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0 and said in done.stderr, done.stderr
 
 
 def test_idempotent_job_creation(client, tables):

@@ -126,7 +126,7 @@ def _restart_redis() -> None:
 @pytest.mark.skipif(shutil.which("redis-server") is None, reason="needs redis-server here")
 @pytest.mark.alone  # stops a service every xdist worker shares
 def test_a_job_submitted_while_the_broker_is_down_is_accepted_and_runs_later(
-        client, tables, workers):
+        client, tables, workers, caplog):
     train, valid = tables
     ids = [client.post("/v1/datasets", files={"file": (n, csv_bytes(f))}).json()["id"]
            for n, f in (("train.csv", train), ("valid.csv", valid))]
@@ -140,6 +140,10 @@ def test_a_job_submitted_while_the_broker_is_down_is_accepted_and_runs_later(
         assert response.json()["state"] == "QUEUED"
         ready = client.get("/readyz")
         assert ready.status_code == 503 and ready.json()["detail"] == "the broker does not answer"
+        # a line in the log for each probe, not a traceback (probes come every few seconds)
+        (said,) = [r for r in caplog.records if r.name == "api.routes.health"]
+        assert said.getMessage().startswith("readyz: the broker does not answer: ")
+        assert said.exc_info is None and "\n" not in said.getMessage()
     finally:
         _start_redis()
     workers.start()  # its sweeper finds the job that was never sent

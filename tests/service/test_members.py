@@ -263,9 +263,20 @@ def test_bad_ensembles_are_refused_with_a_problem(client, tables):
         assert problem["errors"][0]["field"] == next(iter(options))
         assert problem["errors"][0]["message"].startswith("an option of method dvrl, not of "
                                                           "data_oob")
+    # a baseline job's spec as GET shows it (predictor null, the default dvrl block) is sent
+    # again as it is: those defaults are not options given
+    made = client.post("/v1/jobs", json=baseline | {"method": "data_oob"})
+    assert made.status_code == 202, made.text
+    shown = client.get(f"/v1/jobs/{made.json()['id']}").json()["spec"]
+    assert shown["predictor"] is None and shown["dvrl"]["iterations"] > 0
+    again = client.post("/v1/jobs", json=shown)
+    assert again.status_code == 202, again.text
+    assert again.json()["spec"] == shown
+    for job in (made, again):
+        assert client.post(f"/v1/jobs/{job.json()['id']}:cancel").status_code == 202
     response = client.post("/v1/jobs", json=spec | {"ensemble": 21})  # 20 jobs in flight
     assert response.status_code == 422 and response.json()["errors"][0]["field"] == "ensemble"
-    assert client.get("/v1/jobs").json()["items"] == []
+    assert {j["state"] for j in client.get("/v1/jobs").json()["items"]} == {"CANCELLED"}
 
 
 def test_each_member_counts_towards_the_jobs_in_flight(client, tables):

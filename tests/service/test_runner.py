@@ -126,6 +126,31 @@ def test_time_budget_ends_the_job_failed(client, tables):
         "/problems/time-budget-exceeded"
 
 
+def test_a_job_no_worker_takes_is_not_sent_again_while_its_message_waits(client, tables,
+                                                                         monkeypatch):
+    """A "cuda" job on a service without a GPU worker: every sweep sent it again, and copies
+    piled up on the GPU queue (4 in 6 minutes). Sent again once its queue is empty."""
+    import redis
+
+    from service import dispatch
+    from service.settings import get_settings
+    from tests.conftest import REDIS_URL
+
+    monkeypatch.setenv("DVRL_REQUEUE_AFTER_S", "0")  # every sweep finds it quiet long enough
+    get_settings.cache_clear()
+    settings = get_settings()
+    broker = redis.Redis.from_url(REDIS_URL)
+    job_id = _create(client, tables, device="cuda")
+    assert broker.llen(settings.gpu_queue) == 1
+    for _ in range(3):
+        assert dispatch.sweep(settings) == []
+    assert broker.llen(settings.gpu_queue) == 1
+    broker.delete(settings.gpu_queue)  # the message is lost (a Redis restart): sent again
+    assert dispatch.sweep(settings) == [job_id]
+    assert broker.llen(settings.gpu_queue) == 1
+    assert client.get(f"/v1/jobs/{job_id}").json()["state"] == "QUEUED"
+
+
 def test_a_lease_makes_a_claim_exclusive_until_it_runs_out(client, tables):
     from sqlalchemy import update
 

@@ -67,6 +67,10 @@ def test_without_a_service_key_webhooks_are_off_and_say_so(client, tables, monke
     assert response.status_code == 503
     assert response.json()["type"] == "/problems/webhooks-not-configured"
     assert "DVRL_WEBHOOK_KEY" in response.json()["detail"]
+    # GET said "no webhook secret yet: POST /v1/webhook-secret makes one" (a 404)
+    shown = client.get("/v1/webhook-secret")
+    assert shown.status_code == 503
+    assert shown.json()["type"] == "/problems/webhooks-not-configured"
 
 
 def test_a_job_with_a_webhook_needs_a_secret_first(client, tables, receiver_factory):
