@@ -101,6 +101,8 @@ def spec_fields(args: argparse.Namespace) -> dict[str, Any]:
         fields["ensemble"] = args.ensemble
     if args.id_column is not None:
         fields["id_column"] = args.id_column
+    if args.features is not None:
+        fields["features"] = args.features
     if args.inject_noise is not None:
         fields["label_noise"] = args.inject_noise
     if args.test is not None:  # the removal test's line in the summary, as dvrl value prints

@@ -1,12 +1,13 @@
 """The ``dvrl`` command line.
 
 ``dvrl value TRAIN --target COL [--valid VALID | --valid-fraction F] [--test TEST] [--threads N]
-[--id-column COL] [--method NAME] [--predictor NAME] [--iterations N] [--tolerance T] [--seed S]
-[--ensemble K] [--device D] [--inject-noise F] [--out OUT.csv|OUT.parquet]`` values every
-training row and writes one row per training row, in input order, with the columns ``row``,
-``value``, ``rank`` (1 = lowest value) and ``label`` (plus ``noise_injected`` with
-``--inject-noise``). Without ``--out`` the table goes to standard output. Progress and the
-summary go to standard error. Errors print one line and exit 2.
+[--id-column COL] [--features COL ...] [--method NAME] [--predictor NAME] [--iterations N]
+[--tolerance T] [--seed S] [--ensemble K] [--device D] [--inject-noise F]
+[--out OUT.csv|OUT.parquet]`` values every training row and writes one row per training row,
+in input order, with the columns ``row``, ``value``, ``rank`` (1 = lowest value) and
+``label`` (plus ``noise_injected`` with ``--inject-noise``). Without ``--out`` (or with
+``--out -``) the table goes to standard output. Progress and the summary go to standard error.
+Errors print one line and exit 2.
 ``--method`` picks DVRL (the default) or a baseline to compare it with (``knn_shapley``,
 ``data_oob``, ``leave_one_out``: see :mod:`dvrl_core.baselines`); the baselines run with their
 defaults and the seed, and DVRL's options (``--predictor``, ``--metric``, ``--rollouts``,
@@ -70,6 +71,9 @@ def add_value_arguments(value: argparse.ArgumentParser) -> None:
                        "(LightGBM's score without the lowest-, highest-valued and random 10/20/30%%"
                        " of the rows)")
     value.add_argument("--id-column", help="column whose values name the rows in the output")
+    value.add_argument("--features", nargs="+", metavar="COL",
+                       help="the feature columns (default: every column but the target and the "
+                       "id column)")
     value.add_argument("--task", default="auto", choices=["auto", "classification", "regression"])
     value.add_argument("--method", default="dvrl", choices=sorted(METHODS),
                        help="valuation method (default: dvrl); the others are baselines")
@@ -101,7 +105,8 @@ def add_value_arguments(value: argparse.ArgumentParser) -> None:
                        help="self-check: flip this fraction of training labels (regression: "
                        "move their targets far, see dvrl_core.noise) and report how many of "
                        "them rank lowest")
-    value.add_argument("--out", help="output file (.csv or .parquet); default: standard output")
+    value.add_argument("--out", help="output file (.csv or .parquet); default, or -: standard "
+                       "output")
     value.add_argument("--quiet", action="store_true", help="no progress and no summary")
     value.add_argument("--threads", type=int, help="threads for torch, OpenMP, BLAS and LightGBM "
                        "(default: the CPUs this process may use: its affinity and cgroup quota)")
@@ -219,6 +224,8 @@ def check_value_arguments(args: argparse.Namespace) -> None:
         raise ConfigError(f"--ensemble: an ensemble of DVRL runs; not of --method {args.method}")
     if not 0 <= args.seed <= MAX_SEED:
         raise ConfigError(f"--seed must be between 0 and {MAX_SEED}")
+    if args.out == "-":  # the usual name of standard output (a file named "-" was written)
+        args.out = None
     if args.out:  # refused before the run, not after it
         from .io import check_writable
 
@@ -265,13 +272,13 @@ def _value(args: argparse.Namespace) -> int:
         from .stream import prepare_file
 
         data = prepare_file(args.train, args.target, valid, valid_fraction=args.valid_fraction,
-                            test=test, id_column=args.id_column, task=args.task,
-                            random_state=args.seed)
+                            test=test, id_column=args.id_column, feature_columns=args.features,
+                            task=args.task, random_state=args.seed)
     else:
         ids = [args.id_column] if args.id_column else []  # as written: 007 is not 7
         data = prepare(read_table(args.train, text_columns=ids), args.target, valid,
-                       valid_fraction=args.valid_fraction, test=test,
-                       id_column=args.id_column, task=args.task, random_state=args.seed)
+                       valid_fraction=args.valid_fraction, test=test, id_column=args.id_column,
+                       feature_columns=args.features, task=args.task, random_state=args.seed)
     del valid, test  # the encoded arrays are all that is needed from here on
     if data.test is not None:  # the removal test's AUC: said before the run, not after it
         from .evaluation import scoring_rows
@@ -393,6 +400,11 @@ def _convergence_line(convergence: dict[str, Any]) -> str:
     return f"ran {used} of {most} iterations"
 
 
+def _rate(per_s: float) -> str:
+    """Iterations a second, in two significant figures below 10 (0.24, not 0)."""
+    return f"{per_s:.0f}" if per_s >= 10 else f"{per_s:.2g}"
+
+
 def print_summary(summary: dict[str, Any], table, out: str | None) -> None:
     """The summary on standard error: timing, the lowest- and highest-valued rows, the trust
     check and, with injected noise, how much of it ranks lowest."""
@@ -402,7 +414,7 @@ def print_summary(summary: dict[str, Any], table, out: str | None) -> None:
     if method == "dvrl":
         rate = timing["iterations_per_s"]  # none where the loop never ran (the prior returned)
         print(f"\nvalued {len(table)} rows in {timing['total_s']:.1f}s "
-              f"({f'{rate:.0f} iterations/s on ' if rate > 0 else 'on '}{summary['device']}, "
+              f"({f'{_rate(rate)} iterations/s on ' if rate > 0 else 'on '}{summary['device']}, "
               f"{_threads(summary)}); "
               f"predictor {summary['predictor']}, reward {summary['metric']}", file=err)
         convergence = summary.get("diagnostics", {}).get("convergence")

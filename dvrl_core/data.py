@@ -32,6 +32,7 @@ from .errors import (
     TargetTypeError,
     TooFewRowsError,
     UnseenClassError,
+    require_positive_int,
 )
 from .io import repeated_names
 
@@ -75,6 +76,17 @@ class PreparedData:
     def n_classes(self) -> int:
         return len(self.classes)
 
+    def __repr__(self) -> str:  # a line in a notebook, not 17 kB of arrays
+        classes = f", {self.n_classes} classes {_listed(self.classes)}" \
+            if self.task == "classification" else ""
+        test = "no test rows" if self.test is None else f"{len(self.test)} test rows"
+        notes = f", {len(self.notes)} note{'s' if len(self.notes) != 1 else ''}" \
+            if self.notes else ""
+        return (f"PreparedData({self.task} of {self.target!r}{classes}: {len(self.train)} "
+                f"training rows x {len(self.feature_names)} features "
+                f"{_listed(self.feature_names)}, {len(self.valid)} validation rows, {test}"
+                f"{notes})")
+
     def train_labels(self) -> np.ndarray:
         """The training rows' labels as the user gave them, in their own dtype (integer labels
         as integers, not objects); a regression's targets as numbers (integers where the user
@@ -88,8 +100,20 @@ class PreparedData:
         return classes.to_numpy()[self.train.y]
 
     def with_train_labels(self, y: np.ndarray) -> PreparedData:
-        """A copy whose training labels are replaced (used by label-noise injection)."""
-        return replace(self, train=Split(self.train.x, np.asarray(y), self.train.ids))
+        """A copy whose training labels are replaced (used by label-noise injection): one
+        for each training row, encoded as ``train.y`` is."""
+        y = np.asarray(y)
+        if y.shape != (len(self.train.x),):
+            raise ConfigError(f"with_train_labels takes one label for each of the "
+                              f"{len(self.train.x)} training rows, not an array of shape "
+                              f"{y.shape}")
+        return replace(self, train=Split(self.train.x, y, self.train.ids))
+
+
+def _listed(names: Sequence[Any], shown: int = 5) -> str:
+    """The first few of a list, as a list's repr: ['a', 'b', ... 3 more]."""
+    head = ", ".join(repr(_plain(name)) for name in names[:shown])
+    return f"[{head}{f', ... {len(names) - shown} more' if len(names) > shown else ''}]"
 
 
 def require_prepared(data: object, who: str) -> None:
@@ -107,6 +131,9 @@ def require_prepared(data: object, who: str) -> None:
             raise TypeError(f"data.{role}.x holds float32 features (as prepare makes them), not "
                             f"{np.asarray(split.x).dtype}: .astype(np.float32)")
         y = np.asarray(split.y)
+        if y.shape != (len(split.x),):
+            raise ConfigError(f"data.{role}.y holds one label for each of the {len(split.x)} "
+                              f"rows of data.{role}.x, not an array of shape {y.shape}")
         if data.task == "classification" and len(y) and (
                 not np.issubdtype(y.dtype, np.integer) or y.min() < 0 or
                 y.max() >= data.n_classes):
@@ -171,8 +198,8 @@ class TableEncoder:
         """``series``: the column's training rows; ``whole``: the column in the training table
         (held-out validation rows too), which decides whether text is numbers (every split of
         the table reads the column alike)."""
-        if pd.api.types.is_bool_dtype(series):
-            return _ColumnCode(name, "bool")
+        if pd.api.types.is_bool_dtype(series):  # pandas' "boolean" may hold NA: missing
+            return _ColumnCode(name, "bool", indicator=bool(series.isna().any()))
         if pd.api.types.is_datetime64_any_dtype(series) or _holds_dates(series):
             days = _datetime_days(series)
             return self._fit_numeric(name, "datetime", days)
@@ -246,9 +273,13 @@ class TableEncoder:
             "those cells empty")
         return True
 
-    @staticmethod
-    def _fit_numeric(name: str, kind, values: pd.Series) -> _ColumnCode:
+    def _fit_numeric(self, name: str, kind, values: pd.Series) -> _ColumnCode:
         finite = values.replace([np.inf, -np.inf], np.nan)
+        infinite = int((finite.isna() & values.notna()).sum())
+        if infinite:  # read as missing, as NaN is: said, not silently
+            self.notes_.append(f"column {name!r} holds {infinite} infinite value"
+                               f"{'s' if infinite != 1 else ''} in the training rows; read as "
+                               "missing")
         fill = float(finite.median()) if finite.notna().any() else 0.0
         filled = finite.fillna(fill).to_numpy(dtype=np.float64)
         # statistics of a rescaled copy: values near the float64 limit (1e300) would overflow
@@ -293,7 +324,7 @@ class TableEncoder:
                 at += len(code.levels)
             else:
                 if code.kind == "bool":
-                    values = series.astype("float64").fillna(0.0).to_numpy()
+                    values = _bools(series, code)
                 elif code.kind == "datetime":
                     _refuse_plain_numbers(series, code)
                     values = _datetime_days(_text_dates(series, code)).to_numpy()
@@ -381,13 +412,34 @@ def _numbers(series: pd.Series, code: _ColumnCode) -> np.ndarray:
                         "here; give the same kind of value in every table")
     values = _text_numbers(series)
     unread = series.notna() & values.isna() & ~_marks_missing(_as_text(series))
+    _refuse_unread(series, unread.to_numpy(), code, "numbers")
+    return values.to_numpy()
+
+
+def _refuse_unread(series: pd.Series, unread: np.ndarray, code: _ColumnCode, kind: str) -> None:
+    """DataError naming the cells of another table that are not the ``kind`` of value (numbers,
+    True or False) the column's training rows held, with one of them."""
     if unread.any():
         example = series[unread].iloc[0]
-        raise DataError(f"column {code.column!r} holds numbers in the training rows, but "
+        raise DataError(f"column {code.column!r} holds {kind} in the training rows, but "
                         f"{int(unread.sum())} of these rows hold something else (such as "
-                        f"{str(example)[:40]!r}); give numbers, or leave the cell empty for a "
+                        f"{str(example)[:40]!r}); give {kind}, or leave the cell empty for a "
                         "missing value")
-    return values.to_numpy()
+
+
+def _bools(series: pd.Series, code: _ColumnCode) -> np.ndarray:
+    """A boolean column's values as 0.0 / 1.0, NaN where missing. Where the training rows held
+    True and False, another table's 0 / 1 or "true" / "false" text reads as them; anything else
+    is said (it was pandas' "could not convert string to float")."""
+    if pd.api.types.is_bool_dtype(series) or pd.api.types.is_numeric_dtype(series):
+        values = series.astype("float64").to_numpy()
+    else:
+        words = _as_text(series).str.strip().str.lower()
+        values = words.map({"true": 1.0, "false": 0.0, "1": 1.0, "0": 0.0}).astype("float64")
+        values = values.where(series.notna()).to_numpy()
+    _refuse_unread(series, series.notna().to_numpy() & ~np.isin(values, (0.0, 1.0)), code,
+                   "True or False")
+    return values
 
 
 def _text_dates(series: pd.Series, code: _ColumnCode) -> pd.Series:
@@ -470,8 +522,16 @@ def prepare(
     if isinstance(feature_columns, str):
         raise ConfigError(f"feature_columns is a list of column names, not one string: "
                           f"[{feature_columns!r}]")
+    require_positive_int("max_categories", max_categories)
+    if isinstance(target, pd.Series | np.ndarray | list):
+        raise ConfigError("target is the name of the label column of train; to value labels "
+                          "held apart, add them as a column: prepare(X.assign(label=y), "
+                          "'label', ...)")
     # pd.DataFrame(array)'s columns are 0, 1, ...: "3" names column 3, as feature_names say
     target = _by_name(train, target)
+    if id_column is not None and id_column not in train.columns and \
+            id_column in train.index.names:  # a Parquet file's pandas index: read as its index
+        train = train.reset_index(level=id_column)
     id_column = None if id_column is None else _by_name(train, id_column)
     if feature_columns is not None:
         feature_columns = [_by_name(train, name) for name in feature_columns]
@@ -505,8 +565,8 @@ def prepare(
         kinds = train[target].nunique()
         if kinds > len(train) / 2:
             hint = (f" (the hold-out is stratified by class, and the target {target!r} has "
-                    f"{kinds} distinct values in {len(train)} rows, most of them once: if it is "
-                    "a number to predict, the task is regression)")
+                    f"{kinds} distinct values in {len(train)} rows, most of them once: "
+                    f"{_not_classes(train[target])})")
     _check_sizes(len(train) if train_rows is None else len(train_rows),
                  len(valid_frame) if valid_rows is None else len(valid_rows),
                  None if valid_fraction is None else (len(train), float(valid_fraction)), hint)
@@ -612,7 +672,21 @@ def _classes(train_target: pd.Series, target: str) -> list:
             f"the target {target!r} has one {kind} only ({classes[0]!r}) in the training "
             "table; valuation needs at least two"
         )
+    if len(classes) > max(MAX_CLASSES_INFERRED, len(train_target) // 2):
+        # an id, a date or free text named as the target: a class a row, nothing to learn
+        # (300 dates took 35 s to give near-constant values)
+        raise TargetTypeError(
+            f"the target {target!r} has {len(classes)} classes in {len(train_target)} training "
+            f"rows, most rows a class of their own: {_not_classes(train_target)}")
     return classes
+
+
+def _not_classes(target: pd.Series) -> str:
+    """What a target of about one class a row is likely to be, in words."""
+    numbers = pd.api.types.is_numeric_dtype(target) and not pd.api.types.is_bool_dtype(target)
+    if numbers or pd.to_numeric(target.dropna().astype(str), errors="coerce").notna().all():
+        return "if it is a number to predict, the task is regression"
+    return "is it the label column, not an id, a date or free text?"
 
 
 def check_unique_ids(ids: pd.Series, id_column: str) -> None:

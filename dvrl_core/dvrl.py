@@ -100,6 +100,7 @@ trained on all rows) or the paper's (moving-average baseline over ``window`` ite
 
 from __future__ import annotations
 
+import hashlib
 import inspect
 import io
 import threading
@@ -114,7 +115,7 @@ import torch
 
 from .checks import summary_checks
 from .data import PreparedData, Split, require_prepared
-from .errors import CheckpointMismatchError, ConfigError, RunStopped
+from .errors import CheckpointMismatchError, ConfigError, RunStopped, require_positive_int
 from .estimator import ValueEstimator, dvrl_loss
 from .metrics import get_metric
 from .optim import Adam
@@ -272,6 +273,9 @@ class DVRL:
             raise ConfigError(f"shift must be 'auto' or 'off', not {self.shift!r}")
         if not 0.0 <= self.check_fraction < 1.0:
             raise ConfigError("check_fraction must be in [0, 1)")
+        if not 0.0 <= self.average_fraction <= 1.0:
+            raise ConfigError(f"average_fraction is the share of the run whose values are "
+                              f"averaged, in [0, 1], not {self.average_fraction!r}")
         if self.prior not in ("pooled", "validation"):
             raise ConfigError(f"unknown prior {self.prior!r}; choose 'pooled' or 'validation'")
         if not isinstance(self.min_iterations, int) or self.min_iterations < 0:
@@ -294,6 +298,19 @@ class DVRL:
         if not (isinstance(self.predictor, str) or self.predictor is None):
             params["predictor"] = self.predictor.name
         return params
+
+    def _fingerprint(self, data: PreparedData) -> str:
+        """What a checkpoint must have been saved by to be resumed here: these settings (the
+        device aside: a run may resume on another) on this data, its planted check rows
+        included. The prepared data, not the fitted prior, whose last bits vary between CPUs."""
+        digest = hashlib.sha256(repr(sorted(
+            (name, value) for name, value in self.get_params().items() if name != "device"
+        )).encode())
+        for array in (data.train.x, data.train.y, data.valid.x, data.valid.y):
+            contiguous = np.ascontiguousarray(array)
+            digest.update(f"{contiguous.dtype}{contiguous.shape}".encode())
+            digest.update(contiguous.tobytes())
+        return digest.hexdigest()
 
     # set-up ----------------------------------------------------------------------------------
     def _make_predictor(self, data: PreparedData, device: torch.device, seed: int,
@@ -391,6 +408,7 @@ class DVRL:
         uninterrupted run.
         """
         require_prepared(data, "DVRL.fit")
+        require_positive_int("checkpoint_every", checkpoint_every, " of iterations")
         started = time.perf_counter()
         self.predictor_choice_ = None
         self.shift_ = None
@@ -469,12 +487,14 @@ class DVRL:
         value_sum = torch.zeros(n, dtype=torch.float64, device=device)
         value_count = torch.zeros(n, dtype=torch.float64, device=device)
         start_iteration = 0
+        run = self._fingerprint(data)
         if resume_from is not None:
             state = _load_state(resume_from)
-            if state["iterations"] != self.iterations or state["n_rows"] != n or \
+            if state.get("run") != run or state["iterations"] != self.iterations or \
+                    state["n_rows"] != n or \
                     not _same_shapes(state["estimator"], estimator.state_dict()):
                 raise CheckpointMismatchError("the checkpoint belongs to a run with other data "
-                                              "or settings")
+                                              "or settings (or an earlier version's run)")
             estimator.load_state_dict(state["estimator"])
             optimiser.load_state_dict(state["optimiser"])
             generator.set_state(state["generator"])
@@ -487,7 +507,7 @@ class DVRL:
 
         def checkpoint(iteration: int) -> bytes:
             return _dump_state({
-                "iteration": iteration, "iterations": self.iterations, "n_rows": n,
+                "run": run, "iteration": iteration, "iterations": self.iterations, "n_rows": n,
                 "estimator": estimator.state_dict(), "optimiser": optimiser.state_dict(),
                 "generator": generator.get_state(), "moving_baseline": moving_baseline,
                 "rewards": torch.as_tensor(rewards[:iteration]),
@@ -1001,4 +1021,13 @@ def _load_state(blob: bytes) -> dict[str, Any]:
                           "(while its prior was fitted), so there is nothing to resume; start "
                           "the run again")
     # weights_only: a checkpoint holds tensors and numbers; never unpickle arbitrary objects
-    return torch.load(io.BytesIO(blob), map_location="cpu", weights_only=True)
+    try:
+        state = torch.load(io.BytesIO(blob), map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - torch's unpickling errors are of many kinds
+        raise CheckpointMismatchError(
+            f"the checkpoint cannot be read ({type(exc).__name__}): it is not a DVRL.fit "
+            "checkpoint, or it was cut short") from None
+    if not isinstance(state, dict) or "iterations" not in state:
+        raise CheckpointMismatchError("the checkpoint cannot be read: it is not a DVRL.fit "
+                                      "checkpoint")
+    return state

@@ -79,6 +79,12 @@ class ConfigError(DVRLError, ValueError):
     code = "bad-config"
 
 
+def require_positive_int(name: str, value: object, what: str = "") -> None:
+    """ConfigError unless ``value`` is a whole number >= 1 (a bool is not one)."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(f"{name} must be a positive whole number{what}, not {value!r}")
+
+
 class CheckpointMismatchError(ConfigError):
     """``resume_from`` holds the state of another run: other data or settings, or the same job
     prepared by an earlier version into another number of features. Start the run again."""

@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from .data import PreparedData, Split
-from .errors import ConfigError, DataError
+from .errors import ConfigError, DataError, require_positive_int
 from .metrics import DEFAULT_METRIC, higher_is_better, roc_auc, score
 from .predictors import make_predictor
 
@@ -45,6 +45,9 @@ def _positions(n: int, corrupted: np.ndarray) -> np.ndarray:
 def found_fraction(values: np.ndarray, corrupted: np.ndarray, inspected: float) -> float:
     """Fraction of the corrupted rows among the lowest-valued ``inspected`` fraction of rows;
     ``corrupted``: their positions, or a boolean mask with one entry per row."""
+    if not 0.0 <= inspected <= 1.0:
+        raise ConfigError(f"inspected is the share of rows looked at, in [0, 1], not "
+                          f"{inspected!r}")
     corrupted = _positions(len(values), corrupted)
     if len(corrupted) == 0:
         return float("nan")
@@ -184,6 +187,11 @@ def removal_curves(
     metric = metric or DEFAULT_METRIC[data.task]
     if fractions is None:
         fractions = np.round(np.arange(0.0, 0.501, 0.05), 2)
+    fractions = np.asarray(fractions, dtype=np.float64)
+    if not np.all((fractions >= 0.0) & (fractions < 1.0)):
+        raise ConfigError(f"fractions are shares of the rows to remove, in [0, 1), not "
+                          f"{fractions[(fractions < 0.0) | (fractions >= 1.0)].tolist()}")
+    require_positive_int("random_repeats", random_repeats)
     held_out = scoring_rows(data, metric)
     order = np.argsort(values, kind="stable")
     rng = np.random.default_rng(random_state)

@@ -11,13 +11,15 @@ service's upload reads it:
 - column names lose the spaces around them (``a, b, label`` names ``label``, not ``" label"``).
 
 Text must be UTF-8 (a UTF-8 byte-order mark is fine); a UTF-16 or UTF-32 file, as a
-spreadsheet's "Unicode text" export writes it, is refused by name, as are a spreadsheet workbook
-and a JSON file (:func:`other_format`).
+spreadsheet's "Unicode text" export writes it, is refused by name, as are a spreadsheet workbook,
+a compressed file, a JSON file and a CSV whose first line is Excel's ``sep=`` hint
+(:func:`other_format`).
 """
 
 from __future__ import annotations
 
 import os
+import re
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -97,27 +99,37 @@ WORKBOOK_SUFFIXES = (".xlsx", ".xlsm", ".xls", ".ods", ".numbers")
 JSON_SUFFIXES = (".json", ".jsonl", ".ndjson")
 OLE_MAGIC = b"\xd0\xcf\x11\xe0"  # an old Excel .xls
 ZIP_MAGIC = b"PK\x03\x04"  # .xlsx, .ods: zip files
+# the first bytes of compressed files: named as such, their bytes not parsed as a CSV's text
+COMPRESSED = ((b"\x1f\x8b", "gzip"), (b"PK\x03\x04", "zip"), (b"BZh", "bzip2"),
+              (b"\xfd7zXZ", "xz"), (b"\x28\xb5\x2f\xfd", "zstd"))
 
 
 def other_format(head: bytes, filename: str) -> str | None:
-    """What a workbook or a JSON file is, in a sentence that says what to give instead; None
-    for anything else. Told from the first bytes (``head``: 64 or more), the name only where
-    they agree: a Parquet or a text table keeps any name (web apps export tab-separated text
-    as .xls)."""
+    """What a workbook, a compressed file, a JSON file or a CSV headed by Excel's ``sep=`` line
+    is, in a sentence that says what to give instead; None for anything else. Told from the
+    first bytes (``head``: 64 or more), the name only where they agree: a Parquet or a text
+    table keeps any name (web apps export tab-separated text as .xls)."""
     name = filename.lower()
     if head.startswith(OLE_MAGIC) or (name.endswith(WORKBOOK_SUFFIXES) and
                                       head.startswith(ZIP_MAGIC)):
         return ("the file is a spreadsheet workbook, not a table file; export the sheet as CSV "
                 "(UTF-8) or Parquet")
+    packed = next((kind for magic, kind in COMPRESSED if head.startswith(magic)), None)
+    if packed is not None:  # read as CSV, its bytes were printed back in a parse error
+        return (f"the file is {packed}-compressed; give the CSV uncompressed, or as Parquet "
+                "(which compresses)")
     text = head.removeprefix(b"\xef\xbb\xbf").lstrip()
     if name.endswith(JSON_SUFFIXES) and text[:1] in (b"{", b"["):
         return "the file is JSON, not a table file; save the table as CSV or Parquet"
+    if re.match(rb"(?i)sep=.?\r?\n", text):  # it was a bare parse error of the second line
+        return ("the file's first line is Excel's delimiter hint (sep=...), not the header; "
+                "delete that line, or save the sheet as CSV UTF-8")
     return None
 
 
 def refuse_other_format(path: Path) -> None:
-    """Raise :class:`UnreadableTableError` for a workbook or a JSON file (:func:`other_format`),
-    saying what to give instead."""
+    """Raise :class:`UnreadableTableError` for a file :func:`other_format` names, saying what to
+    give instead."""
     with open(path, "rb") as file:
         unreadable = other_format(file.read(64), path.name)
     if unreadable is not None:

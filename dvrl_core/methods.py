@@ -8,6 +8,7 @@ let a user compare methods on their own data; a higher value is a more valuable 
 
 from __future__ import annotations
 
+import inspect
 from importlib import import_module
 from typing import Any
 
@@ -27,4 +28,10 @@ def make_method(name: str, **params: Any) -> Any:
     if name not in METHODS:
         raise ConfigError(f"unknown method {name!r}; choose one of {sorted(METHODS)}")
     module, attribute = METHODS[name]
-    return getattr(import_module(module), attribute)(**params)
+    method = getattr(import_module(module), attribute)
+    known = set(inspect.signature(method).parameters) - {"self"}
+    unknown = sorted(set(params) - known)
+    if unknown:  # a typo was TypeError's "unexpected keyword argument"
+        raise ConfigError(f"{name} takes no option {', '.join(map(repr, unknown))}; its "
+                          f"options are {sorted(known)}")
+    return method(**params)

@@ -19,7 +19,7 @@ prior is, and the result says so.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 
 import numpy as np
 
@@ -123,8 +123,7 @@ def removal_check(
     if len(data.train) > CHECK_TRAIN_ROWS:  # a seeded sample of a big table's rows
         rows = sample_rows(len(data.train), CHECK_TRAIN_ROWS,
                            np.random.default_rng([random_state, 13]))
-        data = PreparedData(data.task, take_split(data.train, rows), data.valid, data.test,
-                            data.classes, data.feature_names, data.target)
+        data = replace(data, train=take_split(data.train, rows))
         values = {name: v[rows] for name, v in values.items()}
     n = len(data.train)
     drop = int(round(removed * n))
@@ -176,8 +175,7 @@ def split_check_rows(data: PreparedData, fraction: float, random_state: int,
         return data, None
     held = np.zeros(n, dtype=bool)
     held[np.concatenate(check_rows)] = True
-    reward = PreparedData(data.task, data.train, _subset(data.valid, ~held), data.test,
-                          data.classes, data.feature_names, data.target)
+    reward = replace(data, valid=_subset(data.valid, ~held))
     return reward, _subset(data.valid, held)
 
 
@@ -238,8 +236,7 @@ def with_planted(data: PreparedData, planted: Planted) -> PreparedData:
                               np.asarray([f"planted-{i}" for i in range(m)], dtype=object)])
     joined = Split(stack_rows(train.x, planted.rows.x),
                    np.concatenate([train.y, planted.rows.y]), ids)
-    return PreparedData(data.task, joined, data.valid, data.test, data.classes,
-                        data.feature_names, data.target)
+    return replace(data, train=joined)  # the notes and the labels' type kept
 
 
 def auroc_standard_error(auroc: float, positives: int, negatives: int) -> float:

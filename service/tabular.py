@@ -59,9 +59,6 @@ class Summary:
     schema: pa.Schema
 
 
-# the first bytes of compressed files, which an upload names as the CSV inside
-COMPRESSED = ((b"\x1f\x8b", "gzip"), (b"PK\x03\x04", "zip"), (b"BZh", "bzip2"),
-              (b"\xfd7zXZ", "xz"), (b"\x28\xb5\x2f\xfd", "zstd"))
 
 
 def is_parquet(head: bytes, filename: str) -> bool:
@@ -203,10 +200,6 @@ def convert(source: BinaryIO, filename: str, target: BinaryIO,
     unreadable = other_format(head, filename)
     if unreadable is not None:
         raise TableError(unreadable)
-    packed = next((name for magic, name in COMPRESSED if head.startswith(magic)), None)
-    if packed is not None:  # its bytes would otherwise be parsed as text
-        raise TableError(f"the file is {packed}-compressed; upload the CSV uncompressed, or as "
-                         "Parquet (which compresses)")
     other_encoding = encoding_problem(head)
     if other_encoding is not None:
         raise TableError(other_encoding)

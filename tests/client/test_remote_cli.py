@@ -55,7 +55,7 @@ def test_remote_value_writes_what_dvrl_value_writes(server, key, celery_worker, 
                                                     tmp_path):
     train = str(table_files[0])
     args = ["--target", "label", "--valid-fraction", "0.3", "--iterations", "20",
-            "--inject-noise", "0.2", "--seed", "2"]
+            "--inject-noise", "0.2", "--seed", "2", "--features", "x0", "x1", "x2"]
     done, local, got, expected = remote_and_local(train, args, server, key, tmp_path, "parquet")
     assert list(got.columns) == ["row", "value", "rank", "label", "noise_injected"]
     assert got.dtypes.to_dict() == expected.dtypes.to_dict()

@@ -74,12 +74,21 @@ def test_parquet_output_row_numbers_and_same_seed_same_file(tables):
     assert rows == sorted(rows) and len(rows) == 245 and max(rows) < 350
 
 
-def test_values_to_standard_output(tables):
+def test_values_to_standard_output(tables, tmp_path):
     done = run_cli("value", str(tables / "train.csv"), "--target", "label", "--valid",
                    str(tables / "valid.parquet"), "--iterations", "5", "--quiet")
     assert done.returncode == 0
     assert done.stdout.splitlines()[0] == "row,value,rank,label"
     assert len(done.stdout.splitlines()) == 351
+    every_feature = done.stdout
+    # "--out -" is standard output too (it wrote a file named "-"); --features names the
+    # columns to use (a column the tables share no values of could not be left out)
+    done = run_cli("value", str(tables / "train.csv"), "--target", "label", "--valid",
+                   str(tables / "valid.parquet"), "--iterations", "5", "--features", "x0",
+                   "x1", "--out", "-", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert len(done.stdout.splitlines()) == 351 and not (tmp_path / "-").exists()
+    assert done.stdout != every_feature  # two features value the rows otherwise
 
 
 @pytest.mark.parametrize(
@@ -99,6 +108,7 @@ def test_values_to_standard_output(tables):
         (["--target", "label", "--out", "/nonexistent/dir/v.csv"], "does not exist"),
         (["--target", "label", "--out", "/proc/v.csv"], "/proc/v.csv: cannot be written"),
         (["--target", "label", "--out", "values.xlsx"], ".xlsx is not written here"),
+        (["--target", "label", "--features", "x0", "nope"], "no column 'nope'"),
     ],
 )
 def test_errors_print_one_line_and_exit_2(tables, args, message):
@@ -147,7 +157,11 @@ def test_tables_that_cannot_be_valued_are_named_without_a_traceback(tmp_path):
     (tmp_path / "latin1_header.csv").write_bytes(
         good.to_csv(index=False, header=["gr\u00f6\u00dfe", "x1", "label"]).encode("latin-1"))
     (tmp_path / "utf16.csv").write_bytes(good.to_csv(index=False, sep="\t").encode("utf-16"))
-    cases = [("header.csv", "0.3", "the training table has no rows"),
+    good.to_csv(tmp_path / "t.csv.gz", index=False)  # its bytes came back as a parse error
+    (tmp_path / "excel.csv").write_text("sep=;\r\n" + good.to_csv(index=False, sep=";"))
+    cases = [("t.csv.gz", "0.3", "the file is gzip-compressed; give the CSV uncompressed"),
+             ("excel.csv", "0.3", "the file's first line is Excel's delimiter hint (sep=...)"),
+             ("header.csv", "0.3", "the training table has no rows"),
              ("latin1_header.csv", "0.3", "not UTF-8 text"),
              ("utf16.csv", "0.3", "the file is UTF-16 text, not UTF-8; save it as UTF-8"),
              ("twice.csv", "0.3", "duplicate column names: ['x0']"),

@@ -1,12 +1,14 @@
 from __future__ import annotations
 
 import datetime
+from dataclasses import replace
 
 import numpy as np
 import pandas as pd
 import pytest
 
 from dvrl_core import (
+    DVRL,
     ConfigError,
     ConstantTargetError,
     DataError,
@@ -14,6 +16,7 @@ from dvrl_core import (
     MissingColumnError,
     MissingTargetError,
     SingleClassError,
+    Split,
     TargetTypeError,
     TooFewRowsError,
     UnreadableTableError,
@@ -402,10 +405,14 @@ def test_validation_classes_the_training_table_lacks(table):
     with pytest.raises(UnseenClassError, match=r"lacks: \[0, 1\]; training classes are "
                        r"\['0', '1'\]; they are the training classes written as another type"):
         prepare(texts, "label", numbers)
-    amounts = table.assign(label=(table["x0"] * 100).round().astype(int).astype(str))
+    amounts = table.assign(label=(np.arange(60) % 30 * 7).astype(str))  # 30 twice each
     with pytest.raises(UnseenClassError, match="classes that are all numbers: if it is a number "
                        "to predict, set the task to regression"):
-        prepare(amounts.iloc[:40], "label", amounts.iloc[40:])
+        prepare(amounts, "label", amounts.assign(label="1001"))
+    amounts = table.assign(label=(table["x0"] * 100).round().astype(int).astype(str))
+    with pytest.raises(TargetTypeError, match="most rows a class of their own: if it is a "
+                       "number to predict, the task is regression"):
+        prepare(amounts.iloc[:40], "label", amounts.iloc[40:])  # 38 classes in 40 rows
     assert prepare(amounts.iloc[:40], "label", amounts.iloc[40:], task="regression").task == \
         "regression"
 
@@ -527,3 +534,85 @@ def test_an_empty_label_in_a_csv_is_missing_not_a_class(tmp_path):
     assert frame["label"].isna().sum() == 2 and frame["cat0"].isna().sum() == 1
     with pytest.raises(MissingTargetError, match="empty in 2 training rows"):
         prepare(frame, "label", valid_fraction=0.3)
+
+
+def test_a_target_of_about_one_class_a_row_is_refused_with_what_it_may_be():
+    """A date or an id named as the target made one class a row: 35 s of fitting for
+    near-constant values, with dates for labels."""
+    rng = np.random.default_rng(0)
+    train = pd.DataFrame({"x": rng.normal(size=200)})
+    valid = pd.DataFrame({"x": rng.normal(size=100)})
+    for target, task, said in (
+            (pd.date_range("2020-01-01", periods=300), "auto", "not an id, a date or free text"),
+            ([f"user-{i}" for i in range(300)], "auto", "not an id, a date or free text"),
+            (np.arange(300) * 1.5, "classification", "the task is regression")):
+        values = pd.Series(target)
+        with pytest.raises(TargetTypeError, match="most rows a class of their own") as refused:
+            prepare(train.assign(t=values[:200].to_numpy()), "t",
+                    valid.assign(t=values[200:].to_numpy()), task=task)
+        assert said in str(refused.value)
+    many = np.arange(300) % 26  # 26 classes of about eight rows each: a task, not an id
+    data = prepare(train.assign(t=many[:200]), "t", valid.assign(t=many[200:]),
+                   task="classification")
+    assert data.n_classes == 26
+
+
+def test_labels_that_do_not_fit_are_refused_by_name(table):
+    """A Series as the target failed in pandas ("unhashable type"); labels of another length
+    given to with_train_labels failed in NumPy's broadcasting, in the prior."""
+    data = prepare(table.iloc[:40], "label", table.iloc[40:])
+    with pytest.raises(ConfigError, match="the name of the label column"):
+        prepare(table.drop(columns="label"), table["label"], valid_fraction=0.25)
+    with pytest.raises(ConfigError, match="one label for each of the 40 training rows"):
+        data.with_train_labels(data.train.y[:10])
+    with pytest.raises(ConfigError, match="one label for each of the 40 rows of data.train.x"):
+        DVRL(iterations=2).fit(replace(data, train=Split(data.train.x, data.train.y[:10],
+                                                         data.train.ids)))
+
+
+def test_a_boolean_column_missing_cells_and_its_words_in_another_table(table):
+    """pandas' nullable boolean NA read as False, without the missing indicator a CSV's empty
+    cell gets; a validation table's "True" / "False" text failed in pandas."""
+    train, valid = table.iloc[:40].copy(), table.iloc[40:].copy()
+    train["flag"] = pd.array([True, None, False, True] * 10, dtype="boolean")
+    valid["flag"] = ["True", "false", None, "1"] * 5
+    data = prepare(train, "label", valid)
+    at = data.feature_names.index("flag")
+    assert data.feature_names[at + 1] == "flag__missing"
+    assert data.train.x[:4, at + 1].tolist() == [0, 1, 0, 0]
+    assert data.valid.x[:4, at].tolist() == [1, 0, 0, 1]
+    assert data.valid.x[:4, at + 1].tolist() == [0, 0, 1, 0]
+    valid["flag"] = ["True", "maybe"] * 10
+    with pytest.raises(DataError, match="column 'flag' holds True or False in the training rows, "
+                                        "but 10 of these rows hold something else"):
+        prepare(train, "label", valid)
+
+
+def test_prepared_data_reads_as_a_line_in_a_notebook(table):
+    """Its repr printed every array: 17 kB for 300 rows."""
+    data = prepare(table.iloc[:40], "label", table.iloc[40:])
+    shown = repr(data)
+    assert shown.startswith("PreparedData(classification of 'label', 2 classes ")
+    assert "40 training rows x " in shown and "20 validation rows, no test rows" in shown
+    assert len(shown) < 300
+
+
+def test_infinite_cells_are_read_as_missing_and_said(table):
+    """They became the median and a missing flag without a word."""
+    train = table.iloc[:40].copy()
+    train.loc[train.index[:3], "x0"] = [np.inf, -np.inf, np.inf]
+    data = prepare(train, "label", table.iloc[40:])
+    assert "column 'x0' holds 3 infinite values in the training rows; read as missing" in \
+        data.notes
+    assert "x0__missing" in data.feature_names
+
+
+def test_an_id_column_may_name_a_parquet_files_index(table, tmp_path):
+    """pandas writes a named index into Parquet and reads it back as the index: the rows were
+    named by it, yet naming it as the id column said "no column 'id'"."""
+    table.index = pd.Index([f"r{i}" for i in range(len(table))], name="id")
+    table.to_parquet(tmp_path / "t.parquet")
+    data = prepare(read_table(tmp_path / "t.parquet"), "label", valid_fraction=0.25,
+                   id_column="id")
+    assert all(str(i).startswith("r") for i in data.train.ids)
+    assert "id" not in data.feature_names

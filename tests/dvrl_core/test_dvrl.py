@@ -230,6 +230,23 @@ def test_checkpoint_of_data_prepared_into_other_features_is_refused_by_name(nois
         small().fit(fewer, resume_from=stopped.checkpoint)
 
 
+def test_checkpoint_of_other_rows_settings_or_seed_is_refused(noisy_data):
+    """Only the number of iterations and rows and the layers' shapes were compared: another
+    table of as many rows, another learning rate or seed resumed into values of neither run."""
+    data, _ = noisy_data
+    stopped, _ = stopped_after(small(), data, 1, every=10)
+    other_rows = data.with_train_labels(np.roll(data.train.y, 1))
+    for run, on in ((small(), other_rows), (small(learning_rate=0.02), data),
+                    (small(random_state=1), data)):
+        with pytest.raises(CheckpointMismatchError, match="other data or settings"):
+            run.fit(on, resume_from=stopped.checkpoint)
+    assert small().fit(data, resume_from=stopped.checkpoint).values.shape == (len(data.train),)
+    # bytes that are no checkpoint, or one cut short: said so, not torch's unpickling errors
+    for blob in (b"garbage", stopped.checkpoint[: len(stopped.checkpoint) // 2]):
+        with pytest.raises(CheckpointMismatchError, match="cannot be read"):
+            small().fit(data, resume_from=blob)
+
+
 def test_progress_is_reported_every_iteration(noisy_data):
     data, _ = noisy_data
     seen = []

@@ -210,3 +210,27 @@ def test_values_that_are_not_one_number_per_training_row_are_said_by_every_evalu
         with pytest.raises(ConfigError, match="non-negative and not all zero"):
             evaluate(data, np.zeros(n))
     assert len(removal_curves(data, -np.arange(n), model="logistic_regression")) > 0
+
+
+def test_settings_out_of_range_are_refused_by_name():
+    """Each was accepted into nonsense (a row for removing 150% of the rows, NaN columns, an
+    average over twice the run) or failed in Python (ZeroDivisionError, TypeError)."""
+    from dvrl_core import DVRL, prepare, removal_curves
+    from dvrl_core.datasets import make_table
+    from dvrl_core.errors import ConfigError
+    from dvrl_core.methods import make_method
+
+    table = make_table(200, n_features=3, random_state=0)
+    data = prepare(table.iloc[:150], "label", table.iloc[150:])
+    for call, said in (
+            (lambda: DVRL(average_fraction=2.0), "average_fraction is the share"),
+            (lambda: DVRL(iterations=3).fit(data, checkpoint_every=0), "checkpoint_every"),
+            (lambda: make_method("knn_shapley", bogus=1), "knn_shapley takes no option 'bogus'"),
+            (lambda: found_fraction(np.arange(10.0), [1], 1.5), "inspected is the share"),
+            (lambda: removal_curves(data, np.ones(150), fractions=np.array([0, 1.5])),
+             "fractions are shares of the rows to remove, in [0, 1), not [1.5]"),
+            (lambda: removal_curves(data, np.ones(150), random_repeats=0), "random_repeats"),
+            (lambda: prepare(table, "label", valid_fraction=0.2, max_categories=-1),
+             "max_categories must be a positive whole number")):
+        with pytest.raises(ConfigError, match=said):
+            call()

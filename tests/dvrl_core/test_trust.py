@@ -415,7 +415,10 @@ def test_a_table_of_many_classes_with_a_row_or_two_each_is_valued_without_a_chec
                           "label": [f"class_{i % 150}" for i in range(300)]})
     data = prepare(table, "label", table)
     assert split_check_rows(data, DVRL().check_fraction, random_state=0)[1] is None
-    held = prepare(table, "label", valid_fraction=0.5, random_state=0)
+    # held out: two rows of each class valued, two held (a class a training row is refused:
+    # test_data's test_a_target_of_about_one_class_a_row_is_refused_with_what_it_may_be)
+    twice = pd.concat([table, table.assign(a=table["a"] + 0.1)], ignore_index=True)
+    held = prepare(twice, "label", valid_fraction=0.5, random_state=0)
     verdicts = []
     for prepared in (data, held):
         result = DVRL(iterations=2, inner_iterations=10, random_state=0).fit(prepared)
@@ -424,3 +427,17 @@ def test_a_table_of_many_classes_with_a_row_or_two_each_is_valued_without_a_chec
         assert verdicts[-1].startswith("not checked")
     # the first has 300 validation rows, enough to hold 40 out: the verdict says what was short
     assert "150 classes have few rows each" in verdicts[0]
+
+
+def test_a_checked_run_gives_an_integer_regression_target_back_as_integers():
+    """The trust check rebuilt the data without the labels' type: with it on (the default, on
+    enough validation rows) a count came back as 12.0, without it as 12."""
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(600, 4))
+    table = pd.DataFrame(x, columns=[f"x{i}" for i in range(4)])
+    table["count"] = np.round(10 + 3 * x[:, 0] + rng.normal(size=600)).astype(int)
+    data = prepare(table.iloc[:350], "count", table.iloc[350:], task="regression")
+    result = DVRL(iterations=3, tolerance=None, random_state=0).fit(data)
+    assert result.diagnostics["trust"]["check_rows"] > 0  # the check ran
+    assert result.labels.dtype == np.int64
+    assert result.labels.tolist() == table["count"].iloc[:350].tolist()
