@@ -10,7 +10,7 @@ from fastapi import Depends, FastAPI
 from service import dispatch
 from service.settings import Settings, get_settings
 
-from . import problems, ui
+from . import openapi, problems, ui
 from .deps import one_value_each
 from .limits import BodyLimit
 from .methods import HeadAsGet
@@ -56,6 +56,7 @@ def create_app(run_embedded_worker: bool = True, listen_host: str | None = None)
     app.state.run_embedded_worker = run_embedded_worker
     app.state.auth_required = auth_required(get_settings(), listen_host)
     problems.install(app)
+    openapi.install(app)
     app.state.metrics = Metrics()
     app.add_middleware(BodyLimit)
     app.add_middleware(HeadAsGet)  # inside RequestMetrics: a HEAD is counted as a HEAD

@@ -12,10 +12,11 @@ Two sources, because no single process sees everything:
   finished jobs' outcomes and durations.
 
 Finished jobs are counted as this process first sees them finished (their ``finished_at`` after
-its start), so ``dvrl_jobs_finished_total`` and ``dvrl_job_duration_seconds`` are true counters
-and histograms: deleting old jobs (retention) never lowers them, and like every counter they
-start again at zero with the process. Each API process counts every job: with several replicas,
-aggregate with ``max`` across instances, not ``sum``.
+its start; at a scrape, or as it deletes one), so ``dvrl_jobs_finished_total`` and
+``dvrl_job_duration_seconds`` are true counters and histograms: deleting old jobs (retention)
+never lowers them, and like every counter they start again at zero with the process. Each API
+process counts every job: with several replicas, aggregate with ``max`` across instances, not
+``sum``.
 
 Each app has its own registry, so several apps in one process (the tests) never collide.
 """
@@ -203,6 +204,12 @@ class JobMetrics:
             _gauge("dvrl_jobs_lease_expired", "running jobs whose worker's lease ran out (the "
                    "worker is presumed dead; the sweeper hands the job to another)", expired),
         ]
+
+    def count_finished(self, session: Session) -> None:
+        """Count the jobs that finished since the last scrape now: before a job is deleted
+        (one finished and deleted between two scrapes was never counted)."""
+        with self._lock:
+            self._count_finished(session)
 
     def _count_finished(self, session: Session) -> None:
         cutoff = max(self._since, max(self._seen.values(), default=self._since) - LOOKBACK)

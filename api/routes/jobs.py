@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Request, Response
 from starlette.convertors import Convertor, register_url_convertor
 
 from service import dispatch, jobs, webhooks
@@ -94,8 +94,10 @@ def cancel_job(job_id: str, session: SessionDep, owner: OwnerDep) -> JobPublic:
 
 @router.delete("/{job_id:job_id}", status_code=204, operation_id="delete_job",
                summary="Delete a finished job and its results (409 while it is unfinished)")
-def delete_job(job_id: str, session: SessionDep, owner: OwnerDep) -> Response:
+def delete_job(job_id: str, request: Request, session: SessionDep,
+               owner: OwnerDep) -> Response:
     """The job, its values and curves, and its webhook events, undelivered ones included."""
+    request.app.state.metrics.jobs.count_finished(session)  # counted before it is gone
     retrying(session, lambda: jobs.delete_job(session, job_id, owner))
     return Response(status_code=204)
 

@@ -117,7 +117,10 @@ def test_metrics_count_requests_jobs_queue_and_heartbeats(client, celery_worker,
     again = scrape(client)
     assert value(again, finished, state="SUCCEEDED", reason="") == 1
     assert value(again, requests, method="GET", route="/metrics", status="200") >= 2
+    # one cancelled and deleted between two scrapes is counted (it was never seen finished)
     client.post(f"/v1/jobs/{queued['id']}:cancel")
+    assert client.delete(f"/v1/jobs/{queued['id']}").status_code == 204
+    assert value(scrape(client), finished, state="CANCELLED", reason="") == 2
 
     # the Grafana dashboard's queries parse and name only series /metrics serves
     dashboard = json.loads((ROOT / "deploy" / "grafana-dashboard.json").read_text())
