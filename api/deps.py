@@ -54,9 +54,8 @@ def get_owner(request: Request, session: SessionDep,
                            f"{len(request.headers.getlist('authorization'))}")
     given = request.headers.get("authorization", "").strip()
     if credentials is None and given:  # Basic, Token, a key alone
-        scheme = given.split()[0] if " " in given else "no scheme"
         raise Unauthorized(f"send the API key as 'Authorization: Bearer <key>' (this request "
-                           f"says {_short_scheme(scheme)})")
+                           f"says {_scheme_said(given)})")
     if credentials is None:
         raise Unauthorized("an API key is required: send 'Authorization: Bearer <key>' "
                            "(create one with 'dvrl keys create --owner NAME')")
@@ -66,10 +65,11 @@ def get_owner(request: Request, session: SessionDep,
     return owner
 
 
-def _short_scheme(scheme: str) -> str:
-    """An authorization scheme as said back: a word, never what may be a key."""
-    if scheme == "no scheme":
+def _scheme_said(header: str) -> str:
+    """An Authorization header's scheme as said back: a word, never what may be a key."""
+    if " " not in header:
         return "no scheme, only a value"
+    scheme = header.split()[0]
     return repr(scheme) if scheme.isascii() and scheme.isalpha() and len(scheme) <= 20 else \
         "a scheme other than Bearer"
 

@@ -94,10 +94,9 @@ def add_problems(schema: dict[str, Any]) -> None:
     components = schema.setdefault("components", {}).setdefault("schemas", {})
     for name in ("HTTPValidationError", "ValidationError"):
         components.pop(name, None)
-    components.update(Problem.model_json_schema(
-        ref_template="#/components/schemas/{model}")["$defs"])
-    components["Problem"] = {key: value for key, value in Problem.model_json_schema(
-        ref_template="#/components/schemas/{model}").items() if key != "$defs"}
+    problem = Problem.model_json_schema(ref_template="#/components/schemas/{model}")
+    components.update(problem.pop("$defs"))  # FieldError
+    components["Problem"] = problem
     for path, operations in schema["paths"].items():
         for method, operation in operations.items():
             answers = operation["responses"]

@@ -160,6 +160,9 @@ BESIDE_THREAD = "dvrl-prior-beside-loop"  # the thread fitting the returned prio
 
 Baseline = Literal["auto", "fixed", "moving_average", "leave_one_out"]
 
+# rows of a matrix hashed at a time for a checkpoint's fingerprint (DVRL._fingerprint)
+FINGERPRINT_ROWS = 1 << 16
+
 
 @dataclass
 class Progress:
@@ -307,9 +310,10 @@ class DVRL:
             (name, value) for name, value in self.get_params().items() if name != "device"
         )).encode())
         for array in (data.train.x, data.train.y, data.valid.x, data.valid.y):
-            contiguous = np.ascontiguousarray(array)
-            digest.update(f"{contiguous.dtype}{contiguous.shape}".encode())
-            digest.update(contiguous.tobytes())
+            digest.update(f"{array.dtype}{array.shape}".encode())
+            # a slice at a time: a big table's training matrix is mapped from disk, not copied
+            for start in range(0, len(array), FINGERPRINT_ROWS):
+                digest.update(np.ascontiguousarray(array[start:start + FINGERPRINT_ROWS]).data)
         return digest.hexdigest()
 
     # set-up ----------------------------------------------------------------------------------

@@ -407,12 +407,12 @@ def test_folds_drawn_twice_make_the_prior_steadier_across_seeds(monkeypatch, lin
 
 @pytest.mark.filterwarnings("ignore:The number of unique classes is greater than 50%")
 def test_a_table_of_many_classes_with_a_row_or_two_each_is_valued_without_a_check():
-    """150 classes, two rows each: no class can spare a row for the check, so none is held
+    """100 classes, two rows each: no class can spare a row for the check, so none is held
     (it held out zero rows and the check's model failed on them); the run still values
     every row, with finite values, and says the check was not made."""
     rng = np.random.default_rng(0)
-    table = pd.DataFrame({"a": rng.normal(size=300), "b": rng.normal(size=300),
-                          "label": [f"class_{i % 150}" for i in range(300)]})
+    table = pd.DataFrame({"a": rng.normal(size=200), "b": rng.normal(size=200),
+                          "label": [f"class_{i % 100}" for i in range(200)]})
     data = prepare(table, "label", table)
     assert split_check_rows(data, DVRL().check_fraction, random_state=0)[1] is None
     # held out: two rows of each class valued, two held (a class a training row is refused:
@@ -425,8 +425,8 @@ def test_a_table_of_many_classes_with_a_row_or_two_each_is_valued_without_a_chec
         assert np.isfinite(result.values).all() and len(result.values) == len(prepared.train)
         verdicts.append(result.diagnostics["trust"]["verdict"])
         assert verdicts[-1].startswith("not checked")
-    # the first has 300 validation rows, enough to hold 40 out: the verdict says what was short
-    assert "150 classes have few rows each" in verdicts[0]
+    # the first has 200 validation rows, enough to hold 40 out: the verdict says what was short
+    assert "100 classes have few rows each" in verdicts[0]
 
 
 def test_a_checked_run_gives_an_integer_regression_target_back_as_integers():
