@@ -67,7 +67,7 @@ class AsyncClient(ClientBase):
             operation.close()
 
     async def _send(self, call: Call) -> httpx.Response:
-        with open_request(self._http, call) as request:
+        with open_request(self._http, call, self.retry.total_s) as request:
             return await self._http.send(request)
 
     # datasets

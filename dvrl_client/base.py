@@ -18,8 +18,8 @@ class ClientBase:
     """``base_url``: the service, e.g. ``http://127.0.0.1:8000``; ``api_key``: sent as
     ``Authorization: Bearer <key>`` (the embedded service on 127.0.0.1 needs none);
     ``timeout``: seconds for any one network step (connecting takes at most 10; an upload's
-    answer may take 10 minutes: the service parses the whole table first); ``retry``: see
-    :class:`~dvrl_client.Retry`."""
+    answer is waited for up to 10 minutes, within ``retry.total_s``: the service parses the
+    whole table first); ``retry``: see :class:`~dvrl_client.Retry`."""
 
     def __init__(self, base_url: str, api_key: str | None = None, *, timeout: float = 60.0,
                  retry: Retry | None = None) -> None:

@@ -86,16 +86,20 @@ Operation = Generator[Step, Any, T]
 
 
 @contextmanager
-def open_request(http: httpx.Client | httpx.AsyncClient, call: Call) -> Iterator[httpx.Request]:
+def open_request(http: httpx.Client | httpx.AsyncClient, call: Call,
+                 total_s: float) -> Iterator[httpx.Request]:
     """The request for one attempt of ``call``; an upload's file stays open (and is streamed)
-    while the request is sent inside the ``with`` block."""
+    while the request is sent inside the ``with`` block. An upload's answer is waited for up to
+    ``UPLOAD_READ_TIMEOUT_S``, never past the retries' ``total_s`` (a server that never answered
+    held ``timeout=2, Retry(total_s=6)`` for 10 minutes)."""
     if call.upload is None:
         yield http.build_request(call.method, call.path, params=call.params, json=call.json,
                                  headers=call.headers)
         return
     timeout = http.timeout
+    read = timeout.read or 0.0
     longer = httpx.Timeout(connect=timeout.connect, pool=timeout.pool, write=timeout.write,
-                           read=max(timeout.read or 0.0, UPLOAD_READ_TIMEOUT_S))
+                           read=max(read, min(UPLOAD_READ_TIMEOUT_S, total_s)))
     with call.upload.open() as source:
         yield http.build_request(call.method, call.path, params=call.params,
                                  headers=call.headers, timeout=longer,

@@ -64,7 +64,7 @@ class Client(ClientBase):
             operation.close()
 
     def _send(self, call: Call) -> httpx.Response:
-        with open_request(self._http, call) as request:
+        with open_request(self._http, call, self.retry.total_s) as request:
             return self._http.send(request)
 
     # datasets
@@ -107,7 +107,8 @@ class Client(ClientBase):
         ``train``, ``valid`` and ``test`` are paths or DataFrames; ``valid`` may be a fraction
         of the training rows to hold out. Other keywords are job spec fields (``seed``,
         ``id_column``, ``method``, ``dvrl={"iterations": 500}``, ``label_noise``, ...); no
-        evaluations are run unless ``evaluations`` is given. The frame's ``attrs`` hold the
+        evaluations are run unless ``evaluations`` is given, but for the removal test on a
+        ``test`` table (``job.curves()["removal"]``). The frame's ``attrs`` hold the
         ``job_id`` and the job's ``summary``. ``on_submit(job)`` is called once the job is
         submitted (to show or keep its id). The job and the uploaded tables stay on the service
         (its page, curves and values; ``client.job(job_id).delete()`` and

@@ -46,6 +46,14 @@ def expect(response: httpx.Response, *statuses: int) -> httpx.Response:
     kind = response.headers.get("content-type", "no content type")
     if response.status_code in statuses and (
             response.status_code == 204 or kind.split(";")[0].strip() in SERVICE_TYPES):
+        if kind.split(";")[0].strip() == "application/json":
+            try:  # cut short, or not the service's: said, not a JSONDecodeError
+                response.json()
+            except ValueError as exc:
+                raise UnexpectedAnswer(
+                    f"{response.request.method} {response.request.url} answered "
+                    f"{response.status_code} with JSON that cannot be read ({exc}): is the URL "
+                    "the service's, and did the answer arrive whole?") from None
         return response
     if response.status_code < 400:  # a success or a redirect, but not the service's
         where = response.headers.get("location")
@@ -246,9 +254,9 @@ class Operations:
         else:
             validation = yield from self.upload_once(valid, _frame_name(valid, "valid"))
             spec["validation"] = {"dataset_id": validation.id}
-        if test is not None:
+        if test is not None:  # the removal test on it, as dvrl value --test (it was unused)
             tested = yield from self.upload_once(test, _frame_name(test, "test"))
-            spec["test"] = {"dataset_id": tested.id}
+            spec |= {"test": {"dataset_id": tested.id}, "evaluations": ["removal"]}
         call = Call.post("/v1/jobs", json=spec | spec_fields)
         if on_submitting is not None:
             on_submitting(call)

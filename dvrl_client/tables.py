@@ -61,11 +61,15 @@ def page_frame(items: list[dict[str, Any]], job: JobView, train: Dataset | None)
 def restore_types(frame: pd.DataFrame, job: JobView, train: Dataset | None) -> pd.DataFrame:
     """The service stores ``row`` and ``label`` as text; they get back the type they have in
     the training table (as ``dvrl value`` gives them): row numbers are integers, an id column
-    and a classification label keep their column's type, a regression label is a number (an
-    integer where the column holds integers and the label is still whole)."""
+    and a classification label keep their column's type (a CSV's id column stays text, as
+    ``dvrl value`` reads it: 007 keeps its zeros), a regression label is a number (an integer
+    where the column holds integers and the label is still whole)."""
     spec = job.spec
     types = train.column_types() if train is not None else {}
     id_type = "integer" if spec.get("id_column") is None else types.get(spec["id_column"])
+    if spec.get("id_column") is not None and train is not None and \
+            not train.filename.lower().endswith((".parquet", ".pq")):
+        id_type = None  # as written in the file (it was int64 where dvrl value wrote text)
     task = (job.summary or {}).get("task")
     label_type = types.get(spec["target"])
     if task == "regression" and label_type != "integer":

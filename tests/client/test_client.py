@@ -199,3 +199,32 @@ def test_the_async_client_is_a_twin(server, key, celery_worker, tables, table_fi
         blocking = client.value(table_files[0], target="label", valid=valid, progress=False,
                                 **spec)
     pd.testing.assert_frame_equal(table, blocking)
+
+
+def test_an_integer_id_column_comes_back_as_dvrl_value_gives_it(server, key, celery_worker,
+                                                                 tables, tmp_path):
+    """From a CSV file, as written (dvrl value reads a CSV's id column as text: it was int64
+    from the client, text from the command line); from a DataFrame, as the frame holds it.
+    A test table given is used, as dvrl value --test uses it."""
+    train, valid = (frame.drop(columns="customer") for frame in tables)
+    train = train.assign(uid=np.arange(1000, 1000 + len(train)))
+    valid = valid.assign(uid=np.arange(len(valid)))
+    train.to_csv(tmp_path / "train.csv", index=False)
+    valid.to_csv(tmp_path / "valid.csv", index=False)
+    with Client(server.url, api_key=key) as client:
+        from_file = client.value(tmp_path / "train.csv", target="label",
+                                 valid=tmp_path / "valid.csv", id_column="uid",
+                                 method="knn_shapley", progress=False,
+                                 test=tmp_path / "valid.csv")
+        # a test table is used: the removal test runs on it (it was uploaded, then unused)
+        assert "removal" in client.job(from_file.attrs["job_id"]).curves()
+        from_frame = client.value(train, target="label", valid=valid, id_column="uid",
+                                  method="knn_shapley", progress=False)
+    local = dvrl_value(str(tmp_path / "train.csv"), "--target", "label", "--valid",
+                       str(tmp_path / "valid.csv"), "--id-column", "uid", "--method",
+                       "knn_shapley", "--quiet", "--out", str(tmp_path / "local.parquet"))
+    assert local.returncode == 0, local.stderr
+    expected = pd.read_parquet(tmp_path / "local.parquet")["row"]
+    assert from_file["row"].tolist() == expected.tolist() == [str(i) for i in train["uid"]]
+    assert from_frame["row"].dtype == np.int64
+    assert from_frame["row"].tolist() == train["uid"].tolist()

@@ -4,13 +4,15 @@
 from __future__ import annotations
 
 import logging
+import socket
 import threading
 import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 from sqlalchemy import create_engine, func, select, text
 
-from dvrl_client import Client, Retry, ServiceUnreachable, TooManyRequests
+from dvrl_client import Client, Retry, ServiceUnreachable, TooManyRequests, UnexpectedAnswer
 from tests.conftest import PG_URL, free_port
 
 
@@ -114,3 +116,52 @@ def test_a_service_that_never_answers_is_given_up_after_unreachable_s(caplog):
         client.jobs()
     assert url in str(gave_up.value)
     assert len(_retried(caplog, "ConnectError")) >= 2  # tried again before giving up
+
+
+def test_an_upload_to_a_server_that_never_answers_is_given_up_within_the_retry_budget(tmp_path):
+    """A socket that accepts and never answers held an upload for 10 minutes, whatever the
+    client's timeout and Retry said (reading its list of datasets gave up in seconds)."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(8)
+    held = []
+    accepting = threading.Thread(target=lambda: [held.append(listener.accept())
+                                                 for _ in range(8)], daemon=True)
+    accepting.start()
+    (tmp_path / "t.csv").write_text("x,label\n1,0\n2,1\n")
+    started = time.monotonic()
+    try:
+        with Client(f"http://127.0.0.1:{listener.getsockname()[1]}", timeout=2,
+                    retry=Retry(total_s=6, unreachable_s=6)) as client, \
+                pytest.raises(ServiceUnreachable, match="ReadTimeout"):
+            client.upload(tmp_path / "t.csv")
+        assert time.monotonic() - started < 120  # 600 s and more before
+    finally:
+        listener.close()
+        for connection, _ in held:
+            connection.close()
+
+
+def test_json_that_cannot_be_read_is_an_unexpected_answer():
+    """A 200 with a JSON body cut short was a raw JSONDecodeError."""
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("content-type", "application/json")
+            self.send_header("content-length", "10")
+            self.end_headers()
+            self.wfile.write(b'{"weird":1')
+
+        def log_message(self, *args) -> None:
+            pass
+
+    other = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=other.serve_forever, daemon=True).start()
+    try:
+        with Client(f"http://127.0.0.1:{other.server_address[1]}") as client, \
+                pytest.raises(UnexpectedAnswer, match="with JSON that cannot be read"):
+            client.datasets()
+    finally:
+        other.shutdown()
+        other.server_close()
