@@ -146,10 +146,6 @@ def stop_embedded_worker() -> None:
         _embedded_sender = None
 
 
-def queue_for(device: str, settings: Settings) -> str:
-    return settings.queue_for(device)
-
-
 def waiting_queues(settings: Settings) -> frozenset[str]:
     """The service's queues that hold messages no worker has taken yet. A QUEUED job of such a
     queue is not sent again: its message is most likely among them, and a queue no worker takes
@@ -184,7 +180,7 @@ def send(job_id: str, device: str, settings: Settings | None = None,
         if _embedded is not None:
             _embedded.notify()
         return
-    celery_app().send_task(task, args=[job_id], queue=queue_for(device, settings))
+    celery_app().send_task(task, args=[job_id], queue=settings.queue_for(device))
 
 
 def submit(session: Session, job_id: str, device: str) -> bool:
