@@ -196,7 +196,7 @@ def submit(session: Session, job_id: str, device: str) -> bool:
         return True
     except Exception as exc:  # kombu / redis errors of every kind: the broker is unreachable
         log.warning("job %s: broker unavailable (%s); the sweeper will send it",
-                    job_id, str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+                    job_id, first_line(exc))
         session.execute(update(Job).where(Job.id == job_id, Job.state == "QUEUED")
                         .values(dispatched_at=None))  # due at the next sweep
         session.commit()

@@ -54,7 +54,7 @@ from dvrl_core.threads import threads_in_use
 
 from . import jobs, members, webhook_events, webhooks
 from .datasets import load_frame
-from .db import session_scope, transient
+from .db import first_line, session_scope, transient
 from .results import write_values
 from .settings import Settings, get_settings
 from .specs import JobSpec
@@ -80,8 +80,7 @@ def with_retries(action: Callable[[], T], settings: Settings) -> T:
         except DBAPIError as exc:
             if not transient(exc) or time.monotonic() > deadline:
                 raise
-            log.warning("database unavailable (%s); retrying in %.1fs",
-                        str(exc).splitlines()[0], pause)
+            log.warning("database unavailable (%s); retrying in %.1fs", first_line(exc), pause)
             time.sleep(pause)
             pause = min(pause * 2, 10.0)
 
@@ -148,8 +147,7 @@ class _Monitor:
                         self.lost = True
                         return
             except DBAPIError as exc:  # the database is away: the next beat tries again
-                log.warning("heartbeat for job %s failed: %s", self.job_id,
-                            str(exc).splitlines()[0])
+                log.warning("heartbeat for job %s failed: %s", self.job_id, first_line(exc))
 
     def _write(self, action: Callable[[Any], bool]) -> None:
         def attempt() -> bool:
