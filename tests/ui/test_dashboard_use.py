@@ -22,6 +22,33 @@ def table():
     return make_table(300, n_features=5, signal=3.0, random_state=5)
 
 
+def settled_scroll(page) -> float:
+    """``window.scrollY`` once a wheel's smooth scrolling has stopped: ``mouse.wheel`` does not
+    wait for it, and a place read halfway is not where the reader left the page."""
+    page.wait_for_function("() => window.scrollY > 300")
+    last = None
+    while (now := page.evaluate("window.scrollY")) != last:
+        last = now
+        page.wait_for_timeout(250)
+    return now
+
+
+def said_or_explain(page, selector: str, api, job_id: str, artifacts) -> None:
+    """Wait for ``selector``; if it never shows, fail with what the page and the API showed
+    instead (a screenshot too), not only a timeout."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    try:
+        page.locator(selector).wait_for()
+    except PlaywrightTimeout:
+        shot = save_screenshot(page, artifacts, "not-said")
+        head = page.evaluate("document.querySelector('.page-head')?.outerHTML")
+        focused = page.evaluate("document.activeElement && document.activeElement.outerHTML")
+        job = api.get(f"/v1/jobs/{job_id}").json()
+        pytest.fail(f"{selector} never showed; the head: {head}; the focus: {focused}; the "
+                    f"job: {job.get('state')} {job.get('progress')}; screenshot {shot}")
+
+
 def job_ids(api) -> list[str]:
     return [job["id"] for job in api.get("/v1/jobs", params={"page_size": 100}).json()["items"]]
 
@@ -68,7 +95,8 @@ def test_a_double_click_or_a_lost_answer_starts_one_job(server, api_as, browser_
     api.post(f"/v1/jobs/{first}:cancel")
 
 
-def test_a_keyboard_user_cancels_a_running_job(server, api_as, browser_context, table):
+def test_a_keyboard_user_cancels_a_running_job(server, api_as, browser_context, table,
+                                               artifacts):
     """The page polls every second; the Cancel button keeps the focus through it, the
     cancelled job says where training stopped, and it can then be deleted."""
     api = api_as("alice")
@@ -91,7 +119,7 @@ def test_a_keyboard_user_cancels_a_running_job(server, api_as, browser_context, 
     # the first request is lost: said beside the button, which takes the key again
     page.route("**/v1/jobs/*:cancel", lambda route: route.abort("connectionreset"))
     page.keyboard.press("Enter")
-    page.locator(".page-head .actions .alert").wait_for()
+    said_or_explain(page, ".page-head .actions .alert", api, job["id"], artifacts)
     assert page.evaluate("document.activeElement.id") == "cancel-job"
     assert api.get(f"/v1/jobs/{job['id']}").json()["state"] == "RUNNING"
     page.unroute("**/v1/jobs/*:cancel")
@@ -144,8 +172,7 @@ def test_the_jobs_list_keeps_its_place(server, api_as, browser_context, table):
     rows.nth(26).wait_for()
     assert page.url.endswith("/ui?rows=50")
     page.mouse.wheel(0, 2000)
-    page.wait_for_function("() => window.scrollY > 300")
-    left_at = page.evaluate("window.scrollY")
+    left_at = settled_scroll(page)
     rows.nth(26).locator("a").click()
     page.wait_for_url(JOB)
     assert JOB.match(page.url)[1] == made[0]  # the oldest, last in the list
