@@ -68,7 +68,7 @@ def test_two_slots_run_two_jobs_at_once_on_divided_threads_and_stop_on_sigterm(
         train, valid = tables
         spec = {"dataset_id": upload(client, train), "target": "label", "seed": 0,
                 "validation": {"dataset_id": upload(client, valid)},
-                "dvrl": {"iterations": 1000, "tolerance": 0}}
+                "dvrl": {"iterations": 400, "tolerance": 0}}
         ids = [client.post("/v1/jobs", json=spec | {"seed": seed}).json()["id"]
                for seed in (0, 1)]
 
