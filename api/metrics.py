@@ -40,7 +40,7 @@ from prometheus_client.process_collector import ProcessCollector
 from sqlalchemy import func, select
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
-from starlette.routing import Mount, compile_path
+from starlette.routing import Mount, Route, compile_path
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.db import first_line
@@ -121,8 +121,12 @@ class RequestMetrics:
 
 
 def route_templates(app: FastAPI) -> list[tuple[re.Pattern[str], str]]:
-    """The documented paths (OpenAPI) and the app's mounts, as patterns with their templates."""
-    templates = [(compile_path(path)[0], path) for path in app.openapi()["paths"]]
+    """The documented paths (OpenAPI), the app's other routes (``/openapi.json``, ``/docs``,
+    the dashboard's pages) and its mounts, as patterns with their templates."""
+    documented = list(app.openapi()["paths"])
+    templates = [(compile_path(path)[0], path) for path in documented]
+    templates += [(route.path_regex, route.path) for route in app.routes
+                  if isinstance(route, Route) and route.path not in documented]
     templates += [(compile_path(route.path + "/{path:path}")[0], route.path)
                   for route in app.routes if isinstance(route, Mount)]
     return templates

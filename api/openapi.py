@@ -51,6 +51,8 @@ MEANINGS = {
 }
 WEBHOOKS_OFF = ("; `webhooks-not-configured` where the operator has not set "
                 "`DVRL_WEBHOOK_KEY`")
+WEBHOOK_REFUSED = ("; for a job's `notify`: `webhook-url-refused` (an address this service may "
+                   "not call) or `webhook-secret-missing` (no usable secret to sign with)")
 
 # the statuses of each operation beyond those every /v1 operation may answer (400 for a
 # repeated query parameter, 401, 503; 413 for a body too large where a body is taken)
@@ -83,6 +85,8 @@ def _answer(status: int, operation: str) -> dict[str, Any]:
     if status == 503 and operation in ("create_job", "get_webhook_secret",
                                        "create_webhook_secret"):
         meaning += WEBHOOKS_OFF
+    if status == 422 and operation == "create_job":
+        meaning += WEBHOOK_REFUSED
     content: dict[str, Any] = {"schema": {"$ref": "#/components/schemas/Problem"}}
     if status == 422:
         content["example"] = VALIDATION_EXAMPLE

@@ -1,7 +1,8 @@
 """The retry policy: which failures are tried again, how long to wait, when to give up.
 
 A call is tried again when no answer came (connection refused or reset, a timeout) and when the
-answer is 429 (too many jobs in flight), 502, 503 (the database is away or busy) or 504. The wait
+answer is 429 (too many jobs in flight), 502, 503 (the database is away or busy) or 504, but for
+a 503 that says how the service is set up (webhooks off: no retry changes that). The wait
 is the answer's ``Retry-After`` when it has one, else an exponential backoff with jitter. The last
 failure is raised as a typed error after ``Retry.total_s`` seconds from the first attempt, or
 sooner, after ``Retry.unreachable_s`` seconds without any answer (a wrong URL fails in a minute,
@@ -31,6 +32,8 @@ log = logging.getLogger("dvrl_client")
 # failures where the request may not have reached the service, or reached it and its answer
 # was lost: both are safe to repeat (see the module docstring)
 RETRIED_TRANSPORT_ERRORS = (httpx.TimeoutException, httpx.NetworkError, httpx.RemoteProtocolError)
+# problems of a retried status that a retry does not change: the service's configuration
+SETTLED_PROBLEMS = frozenset({"/problems/webhooks-not-configured"})
 
 
 @dataclass(frozen=True)
@@ -84,6 +87,8 @@ def send(call: Call, retry: Retry) -> Operation[httpx.Response]:
             if response.status_code not in retry.statuses:
                 return response
             failure = problem_error(response)
+            if failure.type in SETTLED_PROBLEMS:
+                return response
             asked = retry_after(response)
             delay = asked if asked is not None else retry.backoff(attempt - 1)
             why = f"{response.status_code} {response.reason_phrase}"

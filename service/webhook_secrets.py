@@ -23,7 +23,8 @@ from datetime import datetime
 from functools import lru_cache
 from pathlib import Path
 
-from sqlalchemy import delete
+from sqlalchemy import update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from .errors import ServiceError
@@ -112,14 +113,24 @@ def _derive(key: bytes, owner: str, salt: str) -> str:
 
 def rotate(session: Session, owner: str, settings: Settings) -> tuple[str, datetime]:
     """A new secret for ``owner`` (replacing any earlier one, which stops signing now); returns
-    it, to be shown once, and its creation time."""
+    it, to be shown once, and its creation time. Rotations at the same moment each get a
+    secret; the one committed last signs (a delete and an insert raced: a 500 for half of
+    them)."""
     key = signing_key(settings)
-    row = WebhookSecret(owner=owner, salt=secrets.token_hex(16), key_check=_key_check(key),
-                        created_at=utcnow())
-    session.execute(delete(WebhookSecret).where(WebhookSecret.owner == owner))
-    session.add(row)
-    session.commit()
-    return _derive(key, owner, row.salt), row.created_at
+    values = {"salt": secrets.token_hex(16), "key_check": _key_check(key), "created_at": utcnow()}
+    for attempt in range(2):
+        replaced = session.execute(update(WebhookSecret).where(WebhookSecret.owner == owner)
+                                   .values(**values)).rowcount
+        if not replaced:
+            session.add(WebhookSecret(owner=owner, **values))
+        try:
+            session.commit()
+            break
+        except IntegrityError:  # another request made the owner's first secret meanwhile
+            session.rollback()  # (its row is there now: the second attempt replaces it)
+            if attempt:
+                raise
+    return _derive(key, owner, values["salt"]), values["created_at"]
 
 
 def created_at(session: Session, owner: str) -> datetime | None:
@@ -137,7 +148,8 @@ def secret_for(session: Session, owner: str, settings: Settings) -> str:
     except WebhooksNotConfigured as exc:  # the embedded key file is unusable
         raise SecretUnusable(str(exc)) from exc
     if key is None:
-        raise SecretUnusable("this worker has no DVRL_WEBHOOK_KEY")
+        raise SecretUnusable("DVRL_WEBHOOK_KEY is not set here (the API and every worker need "
+                             "the same one)")
     if not hmac.compare_digest(row.key_check, _key_check(key)):
         raise SecretUnusable("DVRL_WEBHOOK_KEY changed since the owner's secret was made: the "
                              "owner must create a new secret (POST /v1/webhook-secret)")

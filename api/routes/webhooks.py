@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Response
 
 from service import jobs, webhook_secrets, webhooks
 from service.db import retrying
@@ -23,12 +23,13 @@ router = APIRouter(tags=["webhooks"])
 @router.post("/v1/webhook-secret", status_code=201, response_model=WebhookSecretCreated,
              operation_id="create_webhook_secret",
              summary="A new webhook signing secret, shown once (replaces the current one)")
-def create_webhook_secret(session: SessionDep, settings: SettingsDep,
-                          owner: OwnerDep) -> WebhookSecretCreated:
+def create_webhook_secret(session: SessionDep, settings: SettingsDep, owner: OwnerDep,
+                          response: Response) -> WebhookSecretCreated:
     """Every webhook event of this owner's jobs is signed with this secret from now on; an
     earlier secret stops signing at once. Keep it: it is not shown again. 503
     ``webhooks-not-configured`` when the operator has not set ``DVRL_WEBHOOK_KEY``."""
     secret, created = retrying(session, lambda: webhook_secrets.rotate(session, owner, settings))
+    response.headers["Cache-Control"] = "no-store"  # a secret: no cache or proxy keeps it
     return WebhookSecretCreated(secret=secret, created_at=created)
 
 

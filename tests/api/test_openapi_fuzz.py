@@ -8,6 +8,8 @@ from __future__ import annotations
 import schemathesis
 from hypothesis import HealthCheck, given, settings
 
+from service.errors import ServiceError
+
 EXAMPLES = 25
 
 
@@ -46,6 +48,10 @@ def test_no_generated_request_gets_a_5xx(client):
           f"{sorted(set(statuses))}")
 
 
+def _subclasses(kind: type) -> list[type]:
+    return [sub for direct in kind.__subclasses__() for sub in (direct, *_subclasses(direct))]
+
+
 def test_every_operation_lists_its_problems(client):
     """The document listed no 401, 404, 409, 413, 429 or 503, and its only error, 422, as
     FastAPI's HTTPValidationError, a body the API never sends."""
@@ -67,3 +73,11 @@ def test_every_operation_lists_its_problems(client):
     assert "404" in document["paths"]["/v1/jobs/{job_id}"]["get"]["responses"]
     assert "409" in document["paths"]["/v1/jobs/{job_id}/values"]["get"]["responses"]
     assert "503" in document["paths"]["/readyz"]["get"]["responses"]
+    # every problem type the service answers with is named where it can be answered
+    named = " ".join(answer["description"] for operations in document["paths"].values()
+                     for operation in operations.values()
+                     for answer in operation["responses"].values())
+    slugs = {kind.slug for kind in _subclasses(ServiceError)}
+    assert {f"`{slug}`" for slug in slugs if f"`{slug}`" not in named} == set()
+    creating = jobs["422"]["description"]
+    assert "`webhook-url-refused`" in creating and "`webhook-secret-missing`" in creating

@@ -12,7 +12,14 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 from sqlalchemy import create_engine, func, select, text
 
-from dvrl_client import Client, Retry, ServiceUnreachable, TooManyRequests, UnexpectedAnswer
+from dvrl_client import (
+    Client,
+    ProblemError,
+    Retry,
+    ServiceUnreachable,
+    TooManyRequests,
+    UnexpectedAnswer,
+)
 from tests.conftest import PG_URL, free_port
 
 
@@ -165,3 +172,19 @@ def test_json_that_cannot_be_read_is_an_unexpected_answer():
     finally:
         other.shutdown()
         other.server_close()
+
+
+def test_a_503_that_says_webhooks_are_off_is_not_retried(start_server, key, table_files,
+                                                         caplog):
+    """It says how the service is set up: the client retried it for five minutes."""
+    server = start_server(DVRL_WEBHOOK_KEY="")
+    caplog.set_level(logging.WARNING, logger="dvrl_client")
+    with Client(server.url, api_key=key) as client:
+        train = client.upload(table_files[0])
+        spec = {"dataset_id": train.id, "target": "label", "validation": {"fraction": 0.2}}
+        with pytest.raises(ProblemError) as refused:
+            client.submit(spec, notify={"url": "https://hooks.example/dvrl"})
+    assert refused.value.status == 503
+    assert refused.value.type == "/problems/webhooks-not-configured"
+    assert "DVRL_WEBHOOK_KEY" in str(refused.value)
+    assert _retried(caplog, "503 Service Unavailable") == []

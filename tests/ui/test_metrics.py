@@ -78,6 +78,7 @@ def test_metrics_count_requests_jobs_queue_and_heartbeats(client, celery_worker,
     queued = client.post("/v1/jobs", json=spec | {"device": "cuda"}).json()
     assert client.get("/v1/jobs/no-such-job").status_code == 404
     assert client.get("/no/such/page").status_code == 404
+    assert client.get("/openapi.json").status_code == 200
 
     samples = scrape(client)
     seen |= set(samples)
@@ -106,6 +107,9 @@ def test_metrics_count_requests_jobs_queue_and_heartbeats(client, celery_worker,
                  status="202") == 1
     assert value(samples, requests, method="GET", route="/v1/jobs/{job_id}", status="404") == 1
     assert value(samples, requests, method="GET", route="unmatched", status="404") == 1
+    assert value(samples, requests, method="GET", route="/openapi.json", status="200") == 1
+    assert ("unmatched", "200") not in {(labels["route"], labels["status"])
+                                        for labels, _ in samples[requests]}
     latency = "dvrl_http_request_duration_seconds_count"
     assert value(samples, latency, method="GET", route="/v1/jobs/{job_id}", status="200") == polls
     assert value(samples, "dvrl_http_request_duration_seconds_bucket", method="POST",

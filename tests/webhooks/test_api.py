@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from service import webhooks
+from service import webhook_secrets, webhooks
 from service.settings import get_settings
 from tests.webhooks.conftest import tiny_job
 
@@ -20,7 +20,7 @@ def _secret(client) -> str:
 def test_the_secret_is_shown_once_and_a_new_one_replaces_it(client):
     assert client.get("/v1/webhook-secret").status_code == 404
     first = client.post("/v1/webhook-secret")
-    assert first.status_code == 201
+    assert first.status_code == 201 and first.headers["cache-control"] == "no-store"
     secret = first.json()["secret"]
     assert secret.startswith("whsec_") and len(secret) > 40
     shown = client.get("/v1/webhook-secret")
@@ -29,6 +29,34 @@ def test_the_secret_is_shown_once_and_a_new_one_replaces_it(client):
                             "reason": None}
     second = _secret(client)
     assert second != secret
+
+
+@pytest.mark.parametrize("earlier", [False, True], ids=["first secret", "rotation"])
+def test_secrets_asked_for_at_the_same_moment_are_each_made_and_the_last_signs(client,
+                                                                               earlier):
+    """Eight POSTs at once: each a 201 (half were 500s: a delete and an insert raced on the
+    owner's row), and the secret kept is one of those shown."""
+    from concurrent.futures import ThreadPoolExecutor
+    from threading import Barrier
+
+    from service.db import session_scope
+
+    if earlier:
+        _secret(client)
+    barrier = Barrier(8)
+
+    def ask(_):
+        barrier.wait()
+        return client.post("/v1/webhook-secret")
+
+    with ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(ask, range(8)))
+    assert [a.status_code for a in answers] == [201] * 8, [a.text for a in answers]
+    with session_scope() as session:
+        kept = webhook_secrets.secret_for(session, "alice", get_settings())
+    shown = {a.json()["secret"] for a in answers}
+    assert len(shown) == 8 and kept in shown
+    assert client.get("/v1/webhook-secret").json()["usable"] is True
 
 
 def test_a_secret_made_with_another_service_key_is_said_to_be_unusable(client, monkeypatch):

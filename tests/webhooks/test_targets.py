@@ -22,7 +22,7 @@ def _settings(allowed: str = "") -> Settings:
     "127.0.0.1", "127.0.0.2", "10.1.2.3", "172.16.0.1", "192.168.1.1", "169.254.169.254",
     "100.64.0.1", "0.0.0.0", "224.0.0.251", "255.255.255.255", "::1", "fe80::1", "fc00::1",
     "::ffff:127.0.0.1", "::ffff:10.0.0.1", "2002:7f00:1::", "64:ff9b::a9fe:a9fe", "ff0e::1",
-    "192.0.2.1", "::"])
+    "192.0.2.1", "::", "::127.0.0.2", "::10.0.0.1"])
 def test_non_global_addresses_are_refused(address):
     reason = refusal("hooks.example", ipaddress.ip_address(address), _settings())
     assert reason is not None and "DVRL_WEBHOOK_ALLOWED_HOSTS" in reason
