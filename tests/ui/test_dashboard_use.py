@@ -97,18 +97,32 @@ def test_a_double_click_or_a_lost_answer_starts_one_job(server, api_as, browser_
 
 def test_a_keyboard_user_cancels_a_running_job(server, api_as, browser_context, table,
                                                artifacts):
-    """The page polls every second; the Cancel button keeps the focus through it, the
-    cancelled job says where training stopped, and it can then be deleted."""
+    """The page polls every second; the Cancel button keeps the focus through it and through
+    the job's start, a server that stops answering for a while is said and then forgotten,
+    the cancelled job says where training stopped, and it can then be deleted."""
     api = api_as("alice")
-    job = api.post("/v1/jobs", json={
-        "dataset_id": upload(api, table), "target": "label", "validation": {"fraction": 0.3},
-        "seed": 0, "dvrl": {"iterations": 20000, "tolerance": 0}, "evaluations": []}).json()
+    spec = {"dataset_id": upload(api, table), "target": "label", "validation": {"fraction": 0.3},
+            "seed": 0, "dvrl": {"iterations": 20000, "tolerance": 0}, "evaluations": []}
+    blocker = api.post("/v1/jobs", json=spec).json()  # takes the one worker
+    wait_for(api, blocker["id"], states=("RUNNING",))
+    job = api.post("/v1/jobs", json=spec).json()
     page = browser_context.new_page()
     sign_in(page, server, api.key)
     page.goto(f"{server}/ui/jobs/{job['id']}")
+    page.locator("h1 .badge", has_text="queued").wait_for()
+    page.focus("#cancel-job")
+
+    # no answer for a while: the progress card says so, and once answers come it is drawn
+    # again, though the queued job has not changed (it said "does not answer" until a reload)
+    page.route(f"**/v1/jobs/{job['id']}", lambda route: route.abort("connectionrefused"))
+    page.locator("#live .alert").wait_for()
+    page.unroute(f"**/v1/jobs/{job['id']}")
+    page.locator("#live .alert").wait_for(state="detached")
+    assert page.locator("#live .live-head .sub").inner_text() == "waiting for a worker"
+
+    api.post(f"/v1/jobs/{blocker['id']}:cancel")  # the job starts: the button keeps the focus
     iteration = page.locator("#live dl.facts div", has_text="Iteration").locator("dd")
     iteration.filter(has_text=re.compile(r"^[1-9][\d,]* / 20,000$")).wait_for(timeout=120_000)
-    page.focus("#cancel-job")
     seen = {iteration.inner_text()}
     while len(seen) < 3:  # two more polls that changed the page
         page.wait_for_timeout(300)
@@ -126,6 +140,8 @@ def test_a_keyboard_user_cancels_a_running_job(server, api_as, browser_context, 
     page.keyboard.press("Enter")
     page.locator("h1 .badge", has_text="cancelled").wait_for(timeout=60_000)
     assert page.locator(".page-head .alert").count() == 0  # the new state's head has none
+    # the button pressed is gone: the focus is on the heading, Tab goes on from there
+    assert page.evaluate("document.activeElement.tagName") == "H1"
     stopped = wait_for(api, job["id"])["progress"]
     assert stopped["phase"] == "cancelled" and 0 < stopped["iteration"] < 20000
     assert stopped["total"] == 20000
@@ -147,10 +163,16 @@ def test_a_keyboard_user_cancels_a_running_job(server, api_as, browser_context, 
         f"Job {job['id'][:8]} and its values were deleted."
     assert api.get(f"/v1/jobs/{job['id']}").status_code == 404
     assert page.locator(f'#jobs-table tr[data-job-id="{job["id"]}"]').count() == 0
+    # the deleted job's page left the history: Back goes to the page before it, not to "Job
+    # not found"
+    page.go_back()
+    page.wait_for_url(f"{server}/ui")
+    page.locator("#jobs-table").wait_for()
+    assert page.locator("text=Job not found").count() == 0
     page.close()
 
 
-def test_the_jobs_list_keeps_its_place(server, api_as, browser_context, table):
+def test_the_jobs_list_keeps_its_place(server, api_as, browser_context, table, artifacts):
     """"Show more", a job, then Back: the same rows at the same place. The filter is in the
     address, whatever its case; a narrow screen scrolls the table sideways to its last column;
     an address the dashboard does not know says so, as a page."""
@@ -201,6 +223,18 @@ def test_the_jobs_list_keeps_its_place(server, api_as, browser_context, table):
     page.wait_for_function("() => document.querySelector('.table-scroll').scrollLeft > 0")
     box = created.bounding_box()
     assert box["x"] >= 0 and box["x"] + box["width"] <= 400  # ...and scrolled into view
+    # a phone's width: only the table scrolls sideways, never the page (the bar with the key
+    # made every page 518 px wide, its "forget" off the screen)
+    page.set_viewport_size({"width": 375, "height": 800})
+    for address, drawn in (("/ui", "#jobs-table tr[data-job-id]"), ("/ui/new", "#start-job"),
+                           (f"/ui/jobs/{made[0]}", "#delete-job")):
+        page.goto(f"{server}{address}")
+        page.locator(drawn).first.wait_for()
+        save_screenshot(page, artifacts, f"narrow{address.replace('/', '-')[:12]}")
+        wide = page.evaluate("document.documentElement.scrollWidth")
+        assert wide <= 375, f"{address} is {wide} px wide"
+        assert page.locator("#forget-key").bounding_box()["x"] + \
+            page.locator("#forget-key").bounding_box()["width"] <= 375
 
     answer = httpx.get(f"{server}/ui/nowhere")
     assert answer.status_code == 200 and answer.headers["content-type"].startswith("text/html")

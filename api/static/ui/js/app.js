@@ -50,9 +50,15 @@ function render(scrollY = 0) {
   cleanup = page.mount(main, { ...params, scrollY }, navigate) || (() => {});
 }
 
-export function navigate(url) {
-  history.replaceState({ scrollY: window.scrollY }, ""); // for Back to this page
-  history.pushState(null, "", url);
+/** Draw ``url``; ``replace``: in place of this page in the history (a deleted job's page,
+ * which Back would only say is gone). */
+export function navigate(url, { replace = false } = {}) {
+  if (replace) {
+    history.replaceState(null, "", url);
+  } else {
+    history.replaceState({ scrollY: window.scrollY }, ""); // for Back to this page
+    history.pushState(null, "", url);
+  }
   render();
 }
 
@@ -76,7 +82,17 @@ function askForKey(refused) {
   const status = h("div.form-status");
   const form = h("form.keyform", { id: "key-form", onsubmit: async (event) => {
     event.preventDefault();
-    auth.set(input.value.trim());
+    const key = input.value.trim();
+    // a key is printable ASCII (dvrl_<id>_<secret>); fetch() refuses a header with anything
+    // else before sending it: a curly quote or the "…" of a copied key chip
+    const odd = [...key].find((c) => c < "!" || c > "~");
+    if (odd) {
+      status.replaceChildren(problemBox({ title: "Not a key", message: "an API key is "
+        + `letters, digits, _ and - only; this one holds ${JSON.stringify(odd)} (copied with a `
+        + "quote or an ellipsis?)" }));
+      return;
+    }
+    auth.set(key);
     try {
       await api.jobs({ page_size: "1" });
     } catch (error) {

@@ -39,7 +39,10 @@ export function mount(main, { id }, navigate) {
           h("a.button.secondary", { href: "/ui", "data-nav": true }, "All jobs")));
         return;
       }
-      fill(live, problemBox(error));
+      // the card says so until an answer comes, then is drawn again (even if the job has
+      // not changed meanwhile: a queued job kept saying the server was down)
+      fill(live, problemBox(error), h("p.sub", "Asking again every few seconds."));
+      shownLive = null;
       timer = setTimeout(poll, 3 * POLL_MS);
       return;
     }
@@ -64,33 +67,35 @@ export function mount(main, { id }, navigate) {
   }
 
   // drawn again only when what they show changes: a focused Cancel button, or text being
-  // selected, survives the polling
+  // selected, survives the polling, and the job's start (QUEUED to RUNNING) keeps the button
+  let badge = null;
+  let actions = null;
+  let shownActions = null;
+
   function renderHead(job) {
     const looks = JSON.stringify([job.state, job.spec]);
     if (looks === shownHead) return;
     shownHead = looks;
     title(`Job ${fmt.shortId(job.id)} · ${job.state.toLowerCase()}`);
-    const actions = h("div.actions");
-    if (ACTIVE.has(job.state) && job.state !== "CANCELLING") {
-      actions.append(h("button.button.secondary", { type: "button", id: "cancel-job",
-        onclick: async (event) => {
-          const button = event.target;
-          button.disabled = true;
-          actions.querySelector(".alert")?.remove();
-          try {
-            await api.cancel(id);
-          } catch (error) { // said beside the button, which can be pressed again; the next
-            // state (the job ended, say) redraws the head without it
-            button.after(problemBox(error));
-            button.disabled = false;
-            button.focus();
-          }
-          poll();
-        } }, "Cancel job"));
-    } else if (!ACTIVE.has(job.state)) {
-      actions.append(deleteButton(job));
-    }
-    const heading = h("h1", "Job ", h("span.mono", fmt.shortId(job.id)), " ", stateBadge(job.state));
+    if (!badge) drawHead(job);
+    badge.replaceChildren(stateBadge(job.state));
+    const kind = !ACTIVE.has(job.state) ? "delete"
+      : job.state === "CANCELLING" ? "none" : "cancel";
+    if (kind === shownActions) return;
+    shownActions = kind;
+    const hadFocus = actions.contains(document.activeElement);
+    actions.replaceChildren(...(kind === "cancel" ? [cancelButton()]
+      : kind === "delete" ? [deleteButton(job)] : []));
+    // the button a keyboard user was on is gone (cancelled: the job is stopping): the focus
+    // goes to the heading, from where Tab reaches what comes next
+    if (hadFocus) head.querySelector("h1").focus();
+  }
+
+  function drawHead(job) {
+    badge = h("span");
+    actions = h("div.actions");
+    const heading = h("h1", { tabindex: "-1" }, "Job ", h("span.mono", fmt.shortId(job.id)), " ",
+      badge);
     // <bdi>: a name in a right-to-left script, or with direction marks, stays in its place
     // and cannot reorder the facts after it
     const data = h("bdi.name", "…");
@@ -99,6 +104,29 @@ export function mount(main, { id }, navigate) {
     const runs = (job.spec.ensemble || 1) > 1 ? ` · ensemble of ${job.spec.ensemble} runs` : "";
     fill(head, h("div", heading, h("p.lead", data, " → ", target, " · ", job.spec.method, runs,
       " · seed ", String(job.spec.seed), " · created ", fmt.when(job.created_at))), actions);
+  }
+
+  function cancelButton() {
+    return h("button.button.secondary", { type: "button", id: "cancel-job",
+      onclick: async (event) => {
+        const button = event.target;
+        button.disabled = true;
+        actions.querySelector(".alert")?.remove();
+        try {
+          await api.cancel(id);
+          // the job stops, the button goes (a disabled button lost the focus already): the
+          // focus goes to the heading, from where Tab reaches what comes next
+          if ([document.body, button, null].includes(document.activeElement)) {
+            head.querySelector("h1").focus();
+          }
+        } catch (error) { // said beside the button, which can be pressed again; the next
+          // state (the job ended, say) draws the actions again without it
+          button.after(problemBox(error));
+          button.disabled = false;
+          button.focus();
+        }
+        poll();
+      } }, "Cancel job");
   }
 
   function renderLive(job) {
@@ -161,7 +189,7 @@ export function mount(main, { id }, navigate) {
                 return;
               }
             }
-            navigate(`/ui?deleted=${encodeURIComponent(job.id)}`);
+            navigate(`/ui?deleted=${encodeURIComponent(job.id)}`, { replace: true });
           } }, "Delete");
         const confirm = h("div.actions.confirm", { role: "group", "aria-label": "delete job" },
           h("span", "Delete this job and its values for good?"), yes, keep);

@@ -86,7 +86,9 @@ export function mount(main, { scrollY }) {
       status.classList.remove("error");
     } catch (error) {
       if (stopped || error.status === 401) return;
-      status.textContent = error.detail ? `${error.title}: ${error.detail}` : error.title;
+      // an ApiError's message is the problem's detail (or its title when it has none)
+      status.textContent = error.message && error.message !== error.title
+        ? `${error.title}: ${error.message}` : error.title;
       status.classList.add("error");
       if (error.status >= 400 && error.status < 500) return;  // asking again will not help
     }
