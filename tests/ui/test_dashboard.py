@@ -83,6 +83,16 @@ def test_the_job_page_shows_what_the_api_returns(server, api_as, browser_context
     assert removal.locator("path.line").count() == 3 and removal.locator("path.band").count() == 1
     curves = api.get(f"/v1/jobs/{job['id']}/curves").json()
     assert removal.locator("circle.dot").count() == 3 * len(curves["removal"]["removed"])
+    # a share's axis stops at 1: the random band of a near-perfect score drew it to 1.2
+    near_one = {"metric": "auc", "removed": [0, 0.1, 0.2], "remove_lowest": [0.99, 1, 1],
+                "remove_highest": [0.98, 0.9, 0.8], "random": [0.99, 0.98, 0.97],
+                "random_std": [0.02, 0.1, 0.15]}
+    ticks = page.evaluate("""async (curves) => {
+        const { removalChart } = await import("/static/ui/js/job.js");
+        const figure = removalChart(curves);
+        return [...figure.querySelectorAll('text.tick[text-anchor="end"]')]
+          .map((t) => Number(t.textContent)); }""", near_one)
+    assert max(ticks) == 1 and min(ticks) <= 0.8
     weighted = page.locator('[data-figure="weighted"]')
     assert weighted.locator("rect.bar").count() == 2
     shown = [number(t) for t in weighted.locator("text.bar-value").all_text_contents()]

@@ -429,9 +429,18 @@ function discoveryChart(d, noise, words) {
     yFormat: fmt.percent, xDomain: [0, 1], yDomain: [0, 1], label: "discovery curve" }));
 }
 
-function removalChart(r) {
+// scores that cannot pass 0 or 1: their axis and the random band stop there
+const SHARES = new Set(["auc", "accuracy"]);
+
+export function removalChart(r) {
   const pts = (key) => r.removed.map((x, i) => [x, r[key][i]]);
   const std = r.random_std || r.removed.map(() => 0);
+  const [floor, ceiling] = SHARES.has(r.metric) ? [0, 1] : [-Infinity, Infinity];
+  const within = (v) => Math.min(ceiling, Math.max(floor, v));
+  const shown = ["remove_lowest", "remove_highest", "random"].flatMap((key) => r[key])
+    .concat(r.random.map((v, i) => within(v + std[i])), r.random.map((v, i) => within(v - std[i])))
+    .filter(Number.isFinite);
+  const pad = (Math.max(...shown) - Math.min(...shown)) * 0.05 || 0.01;
   return figure("removal", "Removal curves",
     `Test ${names.score(r.metric)} (${names.better(r.metric)}) of a `
     + `${names.model(r.model || "lightgbm")} model retrained without a share of the training rows`
@@ -441,10 +450,11 @@ function removalChart(r) {
       { name: "remove highest-valued", points: pts("remove_highest"), color: COLORS.high },
       { name: "remove at random", points: pts("random"), color: COLORS.random, dash: true },
     ], bands: [{ name: "random ± 1 sd", color: COLORS.random,
-      upper: r.removed.map((x, i) => [x, r.random[i] + std[i]]),
-      lower: r.removed.map((x, i) => [x, r.random[i] - std[i]]) }],
+      upper: r.removed.map((x, i) => [x, within(r.random[i] + std[i])]),
+      lower: r.removed.map((x, i) => [x, within(r.random[i] - std[i])]) }],
     xLabel: "share of training rows removed", yLabel: `test ${names.score(r.metric)}`,
-    xFormat: fmt.percent,
+    xFormat: fmt.percent, yDomain: [within(Math.min(...shown) - pad),
+      within(Math.max(...shown) + pad)],
     label: "removal curves" }));
 }
 
