@@ -338,6 +338,13 @@ def test_an_ensemble_job_shows_how_alike_its_runs_rank(server, api_as, browser_c
         assert f"Each of the 2 runs returned the prior; {which} ended before training" in said
     elif trust["returned"] == "prior":
         assert "did not find the planted" in said
+    # the iterations the runs used, not their full length (an ensemble that never trained
+    # read "40 / 40" beside a trust card saying every run ended before training)
+    used = sum(m["iterations_used"] for m in ensemble["per_member"])
+    shown = page.locator("#live dl.facts div", has_text="Iteration").locator("dd").inner_text()
+    assert shown == ("40 / 40" if used == 40 else
+                     "0 of 40: every run returned the prior before training" if used == 0 else
+                     f"{used} of 40 used by the 2 runs")
     page.close()
 
 

@@ -210,8 +210,17 @@ function iterationText(job) {
   const p = job.progress || {};
   if (!p.total) return "–";
   const done = `${fmt.count(p.iteration || 0)} / ${fmt.count(p.total)}`;
-  const used = job.state === "SUCCEEDED"
-    ? ((job.summary || {}).diagnostics || {}).convergence : null;
+  const s = job.state === "SUCCEEDED" ? job.summary || {} : {};
+  // an ensemble's runs each say what they used (its progress counts every run to the end)
+  const runs = (s.ensemble || {}).per_member;
+  if (runs && runs.every((m) => Number.isFinite(m.iterations_used))) {
+    const sum = runs.reduce((total, m) => total + m.iterations_used, 0);
+    if (sum >= p.total) return done;
+    const of = `${fmt.count(sum)} of ${fmt.count(p.total)}`;
+    return sum === 0 ? `${of}: every run returned the prior before training`
+      : `${of} used by the ${runs.length} runs`;
+  }
+  const used = (s.diagnostics || {}).convergence;
   if (!used || used.iterations_used === undefined || used.iterations_used >= used.iterations_max) {
     return done;
   }
