@@ -12,8 +12,8 @@ service's upload reads it:
 
 Text must be UTF-8 (a UTF-8 byte-order mark is fine); a UTF-16 or UTF-32 file, as a
 spreadsheet's "Unicode text" export writes it, is refused by name, as are a spreadsheet workbook,
-a compressed file, a JSON file and a CSV whose first line is Excel's ``sep=`` hint
-(:func:`other_format`).
+a compressed file, a JSON file, XML or HTML markup and a CSV whose first line is Excel's
+``sep=`` hint (:func:`other_format`).
 """
 
 from __future__ import annotations
@@ -105,10 +105,10 @@ COMPRESSED = ((b"\x1f\x8b", "gzip"), (b"PK\x03\x04", "zip"), (b"BZh", "bzip2"),
 
 
 def other_format(head: bytes, filename: str) -> str | None:
-    """What a workbook, a compressed file, a JSON file or a CSV headed by Excel's ``sep=`` line
-    is, in a sentence that says what to give instead; None for anything else. Told from the
-    first bytes (``head``: 64 or more), the name only where they agree: a Parquet or a text
-    table keeps any name (web apps export tab-separated text as .xls)."""
+    """What a workbook, a compressed file, a JSON file, XML or HTML markup or a CSV headed by
+    Excel's ``sep=`` line is, in a sentence that says what to give instead; None for anything
+    else. Told from the first bytes (``head``: 64 or more), the name only where they agree: a
+    Parquet or a text table keeps any name (web apps export tab-separated text as .xls)."""
     name = filename.lower()
     if head.startswith(OLE_MAGIC) or (name.endswith(WORKBOOK_SUFFIXES) and
                                       head.startswith(ZIP_MAGIC)):
@@ -121,6 +121,9 @@ def other_format(head: bytes, filename: str) -> str | None:
     text = head.removeprefix(b"\xef\xbb\xbf").lstrip()
     if name.endswith(JSON_SUFFIXES) and text[:1] in (b"{", b"["):
         return "the file is JSON, not a table file; save the table as CSV or Parquet"
+    if re.match(rb"(?i)<(\?xml|!doctype|html|svg|!--)", text):  # read as a column of tags
+        return ("the file is XML or HTML markup (a web page, an image, an export), not a table "
+                "file; save the table as CSV or Parquet")
     if re.match(rb"(?i)sep=.?\r?\n", text):  # it was a bare parse error of the second line
         return ("the file's first line is Excel's delimiter hint (sep=...), not the header; "
                 "delete that line, or save the sheet as CSV UTF-8")

@@ -61,6 +61,10 @@ BAD_UPLOADS = {
     "an Excel workbook": (b"PK\x03\x04" + bytes(200), "export the sheet as CSV", "t.xlsx"),
     "an old Excel workbook": (b"\xd0\xcf\x11\xe0" + bytes(200), "spreadsheet workbook"),
     "a JSON file": (b'[{"a": 1, "label": 0}]', "the file is JSON", "t.json"),
+    # a column of tags, its target option "<svg xmlns=..."
+    "an SVG named .csv": (b'<svg xmlns="http://www.w3.org/2000/svg">\n<rect x="0"/>\n' * 3
+                          + b"</svg>\n", "XML or HTML markup"),
+    "a web page": (b"\n<!DOCTYPE html>\n<html><body>Sign in</body></html>\n", "markup"),
 }
 
 

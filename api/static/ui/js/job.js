@@ -140,7 +140,8 @@ export function mount(main, { id }, navigate) {
       ["Iteration", iterationText(job)],
       ["Recent reward", p.reward === null || p.reward === undefined ? "–" : fmt.fixed(p.reward, 4)],
       ["Elapsed", fmt.duration(p.elapsed_s)],
-      ["Time left", ACTIVE.has(job.state) ? fmt.duration(p.eta_s) : "–"],
+      ["Time left", ACTIVE.has(job.state) && job.state !== "CANCELLING"
+        ? fmt.duration(p.eta_s) : "–"],
       ["Heartbeat", heartbeat],
     ];
     const shown = live.querySelector("dl.facts");

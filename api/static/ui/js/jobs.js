@@ -158,7 +158,8 @@ export function progressText(job) {
   if (job.state === "QUEUED") return "waiting for a worker";
   const parts = [p.phase];
   if (p.total) parts.push(`${fmt.count(p.iteration || 0)} / ${fmt.count(p.total)}`);
-  if (p.eta_s !== null && p.eta_s !== undefined && ACTIVE.has(job.state)) {
+  if (p.eta_s !== null && p.eta_s !== undefined && ACTIVE.has(job.state)
+      && job.state !== "CANCELLING") { // a job being stopped has no time left to tell
     parts.push(`${fmt.duration(p.eta_s)} left`);
   }
   return parts.join(" · ");
