@@ -87,6 +87,9 @@ class Settings(BaseSettings):
                                        "this long after it was created (it ends FAILED)")
     webhook_poll_s: float = Field(5.0, gt=0, description="how often each worker looks for "
                                   "due deliveries (events of its own jobs go out at once)")
+    webhook_senders: int = Field(4, ge=1, le=64, description="deliveries each worker process "
+                                 "attempts at once; one address takes one of them at a time, "
+                                 "so a slow receiver does not hold up the others")
 
     @field_validator("database_url", "broker_url", "public_url", "webhook_key", mode="before")
     @classmethod

@@ -5,10 +5,12 @@ job change they report), each with the time it is due. A ``WebhookSender`` threa
 process that runs jobs (each Celery worker, and the embedded service beside its worker thread):
 it claims a due event with one conditional UPDATE that takes a short claim (so one sender sends
 it at a time), records the attempt's start, sends it, and records the outcome and the next due
-time. A job's own events go out at once (the runner wakes its process's sender); others, and
-events whose sender died mid-attempt (its claim runs out), are found by the next poll of any
-sender (``DVRL_WEBHOOK_POLL_S``). Nothing is sent from the API process of a Celery deployment,
-and nothing here runs in a request.
+time. Each sender runs ``WEBHOOK_SENDERS`` such loops side by side, and an event is not claimed
+while another event to the same URL is being attempted: a receiver that answers slowly, or not
+at all, holds up its own events only. A job's own events go out at once (the runner wakes its
+process's sender); others, and events whose sender died mid-attempt (its claim runs out), are
+found by the next poll of any sender (``DVRL_WEBHOOK_POLL_S``). Nothing is sent from the API
+process of a Celery deployment, and nothing here runs in a request.
 
 Delivery is at least once: a sender that dies after the receiver answered but before the outcome
 was recorded sends the event again, with the same event id (``DVRL-Event-Id``), by which a
@@ -36,8 +38,8 @@ import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import and_, case, func, or_, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy import and_, case, exists, func, or_, select, update
+from sqlalchemy.orm import Session, aliased
 
 from . import webhook_secrets
 from .db import session_scope
@@ -87,12 +89,20 @@ def _due(stamp: datetime):
                     WebhookDelivery.claimed_until < stamp))
 
 
+def _address_free(stamp: datetime):
+    """No other event to the same URL is being attempted (its claim still runs)."""
+    other = aliased(WebhookDelivery)
+    return ~exists().where(other.url == WebhookDelivery.url, other.id != WebhookDelivery.id,
+                           other.state == "PENDING", other.claimed_until >= stamp)
+
+
 def claim(session: Session, settings: Settings, holder: str = SENDER_ID) -> Claimed | None:
     """Claim the event due longest, start its next attempt's record and commit; None when
     nothing is due. An earlier attempt left without an outcome is marked abandoned."""
     stamp = db_now(session)
     while True:
-        candidate = session.scalar(select(WebhookDelivery.id).where(_due(stamp))
+        candidate = session.scalar(select(WebhookDelivery.id)
+                                   .where(_due(stamp), _address_free(stamp))
                                    .order_by(WebhookDelivery.due_at).limit(1))
         if candidate is None:
             session.rollback()
@@ -201,19 +211,23 @@ def seconds_until_due(settings: Settings) -> float | None:
 
 
 class WebhookSender:
-    """Sends due events from a daemon thread; ``wake()`` starts a round at once."""
+    """Sends due events from ``WEBHOOK_SENDERS`` daemon threads; ``wake()`` starts a round at
+    once."""
 
     def __init__(self, settings: Settings, batch: int = 100) -> None:
         self.settings = settings
         self.batch = batch
         self._wake = threading.Event()
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name="dvrl-webhooks", daemon=True)
+        self._threads = [threading.Thread(target=self._loop, name=f"dvrl-webhooks-{i}",
+                                          daemon=True)
+                         for i in range(settings.webhook_senders)]
 
     def start(self) -> WebhookSender:
         with _lock:
             _senders.add(self)
-        self._thread.start()
+        for thread in self._threads:
+            thread.start()
         return self
 
     def stop(self) -> None:

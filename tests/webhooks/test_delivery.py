@@ -115,3 +115,33 @@ def test_a_delivery_in_flight_when_its_worker_is_killed_is_delivered_after_a_res
     events = receiver.verified(secret)
     assert [e["id"] for e in events] == [delivery["id"]] * 2  # the same event, sent again
     assert events[0]["job"]["state"] == "SUCCEEDED"
+
+
+def test_a_receiver_that_does_not_answer_holds_up_only_its_own_events(client, tables, workers,
+                                                                      receiver_factory):
+    """A worker sent one event at a time: an event to another receiver waited out every
+    attempt to the silent one (13.5 s late behind five of them in a probe; here the attempt's
+    timeout is a minute)."""
+    secret = _secret(client)
+    silent = receiver_factory(hold_first=True)  # takes the first request and does not answer
+    fine = receiver_factory()
+    workers.start(**ALLOWED, **(FAST_RETRIES | {"DVRL_WEBHOOK_TIMEOUT_S": "60"}))
+    first = tiny_job(client, tables, {"url": silent.url})
+    assert silent.first_arrived.wait(120)
+    second = tiny_job(client, tables, {"url": silent.url}, seed=1)
+    other = tiny_job(client, tables, {"url": fine.url}, seed=2)
+    for job in (second, other):
+        assert wait_for(client, job["id"])["state"] == "SUCCEEDED"
+
+    # the other receiver has its event while the silent one still holds the first
+    assert fine.wait_for(1, timeout=40)[0].event["job"]["id"] == other["id"]
+    (held,) = client.get(f"/v1/jobs/{first['id']}/deliveries").json()["items"]
+    assert held["state"] == "PENDING" and held["attempts"][0]["status_code"] is None
+    # one attempt at a time to an address: the silent one's second event waits its turn
+    (waiting,) = client.get(f"/v1/jobs/{second['id']}/deliveries").json()["items"]
+    assert waiting["state"] == "PENDING" and waiting["attempts"] == []
+
+    silent.release()
+    for job in (first, second):
+        wait_deliveries(client, job["id"], lambda d: _settled(d))
+    assert {e["job"]["id"] for e in silent.verified(secret)} == {first["id"], second["id"]}
