@@ -159,7 +159,9 @@ class _Monitor:
             raise LeaseLost(self.job_id)
 
     def phase(self, name: str, **extra: Any) -> None:
-        progress = {"phase": name, "elapsed_s": self.elapsed()} | extra
+        """Write the phase; the iterations reached so far stay in it (a progress bar went back
+        to nothing while the values were evaluated or an ensemble combined)."""
+        progress = {"phase": name, "elapsed_s": self.elapsed()} | self.reached | extra
         self._write(lambda session: self.store.record_progress(session, self.job_id, self.holder,
                                                                progress, self.settings))
 
@@ -370,6 +372,8 @@ def fit_resuming(valuer: Any, data: PreparedData, monitor: _Monitor,
 def _run_ensemble(job_id: str, spec: JobSpec, monitor: _Monitor) -> str | None:
     """The members' values combined (mean, standard errors, rank stability, their trust
     checks), then evaluated and written as one run's are."""
+    total = spec.dvrl.iterations * spec.ensemble
+    monitor.reached = {"iteration": total, "total": total}  # every member has run
     monitor.phase("combining")
     data, corrupted = _prepare(job_id, spec)
     with session_scope() as session:
@@ -377,7 +381,6 @@ def _run_ensemble(job_id: str, spec: JobSpec, monitor: _Monitor) -> str | None:
     if len(results) != spec.ensemble:  # cannot happen: the job is combined when all SUCCEEDED
         raise RuntimeError(f"{len(results)} of {spec.ensemble} members have values")
     result = combine_results(results, seeds)
-    total = spec.dvrl.iterations * spec.ensemble
     return _conclude(job_id, spec, monitor, data, result, corrupted, total)
 
 

@@ -384,3 +384,22 @@ def test_a_checkpoint_that_does_not_fit_the_run_is_dropped_and_the_job_starts_ag
         return [item["value"] for item in items]
 
     assert values(job_id) == values(fresh) and len(values(fresh)) == 360
+
+
+def test_the_phases_after_training_keep_the_iterations_reached(client, tables):
+    """Evaluating or combining wrote a progress without them: a progress bar went back to
+    nothing, then to full."""
+    from dvrl_core.dvrl import Progress
+    from service.runner import _Monitor
+    from service.settings import get_settings
+
+    settings = get_settings()
+    job_id = _create(client, tables)
+    with session_scope() as session:
+        assert jobs.claim(session, job_id, "worker-a", settings) is True
+    monitor = _Monitor(job_id, settings, budget_s=600, holder="worker-a")
+    monitor.on_progress(Progress(iteration=60, total=60, reward=0.1, elapsed_s=1.0))
+    monitor.phase("evaluating")
+    progress = client.get(f"/v1/jobs/{job_id}").json()["progress"]
+    assert progress["phase"] == "evaluating"
+    assert (progress["iteration"], progress["total"]) == (60, 60)
