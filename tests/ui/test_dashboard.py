@@ -149,6 +149,10 @@ def test_a_job_uploaded_and_started_through_the_forms(server, api_as, browser_co
 
     page.select_option("#field-dataset", dataset_id)
     page.select_option("#field-target", "label")
+    # the rows' names (a warning asked for them, and the form had no field)
+    options = page.locator("#field-id-column option").all_inner_texts()
+    assert options[0] == "none: rows are numbered" and "label" not in options
+    page.select_option("#field-id-column", "customer")
     page.fill("#field-fraction", "0.25")
     page.fill("#field-iterations", "20")
     page.fill("#field-seed", "3")
@@ -169,6 +173,7 @@ def test_a_job_uploaded_and_started_through_the_forms(server, api_as, browser_co
     job_id = page.url.rsplit("/", 1)[1]
     spec = api.get(f"/v1/jobs/{job_id}").json()["spec"]
     assert spec["dataset_id"] == dataset_id and spec["target"] == "label"
+    assert spec["id_column"] == "customer"
     assert spec["validation"] == {"dataset_id": None, "fraction": 0.25}
     assert spec["dvrl"]["iterations"] == 20 and spec["seed"] == 3
     assert spec["label_noise"] == 0.1 and spec["evaluations"] == ["removal", "weighted"]

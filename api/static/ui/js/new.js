@@ -33,7 +33,8 @@ export function mount(main, _params, navigate) {
 
   // 2. the job
   const training = h("select", { name: "dataset_id", id: "field-dataset", onchange: fillTargets });
-  const target = h("select", { name: "target", id: "field-target" });
+  const target = h("select", { name: "target", id: "field-target", onchange: fillIdColumns });
+  const idColumn = h("select", { name: "id_column", id: "field-id-column" });
   const validationMode = h("div.segmented", { role: "radiogroup", "aria-label": "validation data" },
     radio("validation-mode", "fraction", "Hold out a fraction", true),
     radio("validation-mode", "dataset", "A validation table", false));
@@ -60,6 +61,8 @@ export function mount(main, _params, navigate) {
   const jobForm = h("form.job-form", { id: "job-form", novalidate: true, onsubmit: start },
     field("Training table", training, "dataset_id"),
     field("Target column", target, "target", "the label to predict"),
+    field("ID column", idColumn, "id_column",
+      "optional: a column that names the rows in the results (not a feature)"),
     h("div.field.wide", h("span.field-label", "Validation data"), validationMode,
       h("div.validation-fraction", fraction, h("span.hint", "of the training rows, held out")),
       h("div.validation-dataset", { hidden: true }, validation),
@@ -136,6 +139,18 @@ export function mount(main, _params, navigate) {
     const names = chosen ? chosen.columns.map((c) => c.name) : [];
     if (names.includes(before)) target.value = before;
     else if (chosen) target.value = names.find((n) => /^(label|target|y|class)$/i.test(n)) || names.at(-1);
+    fillIdColumns();
+  }
+
+  /** Any column but the target may name the rows; none by default (rows are numbered). */
+  function fillIdColumns() {
+    const chosen = datasets.find((d) => d.id === training.value);
+    const before = idColumn.value;
+    const names = (chosen ? chosen.columns : []).map((c) => c.name)
+      .filter((n) => n !== target.value);
+    fill(idColumn, h("option", { value: "" }, "none: rows are numbered"),
+      names.map((n) => h("option", { value: n }, n)));
+    idColumn.value = names.includes(before) ? before : "";
   }
 
   function syncMethod() {
@@ -196,6 +211,7 @@ export function mount(main, _params, navigate) {
     // an empty box is the API's default (the seed 0, DVRL's iterations), not the text ""
     if (seed.value.trim() !== "") spec.seed = number(seed);
     if (test.value) spec.test = { dataset_id: test.value };
+    if (idColumn.value) spec.id_column = idColumn.value;
     if (noise.value !== "") spec.label_noise = number(noise);
     if (method.value === "dvrl" && iterations.value.trim() !== "") {
       spec.dvrl = { iterations: number(iterations) };
