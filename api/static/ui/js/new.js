@@ -7,6 +7,9 @@ import { fill, fmt, h, problemBox, title } from "./dom.js";
 // a table's columns come with it, so the list of a wide table's owner grows fast: the newest
 // MAX_TABLES are listed, and the form says so when there are more
 const MAX_TABLES = 200;
+// validation rows the trust check needs: it holds a quarter of them out, at least 40
+// (dvrl_core.trust.MIN_CHECK_ROWS, DVRL.check_fraction)
+const CHECK_ROWS = 160;
 const METHODS = [
   ["dvrl", "DVRL (default)"],
   ["knn_shapley", "KNN-Shapley (baseline)"],
@@ -40,6 +43,8 @@ export function mount(main, _params, navigate) {
     radio("validation-mode", "dataset", "A validation table", false));
   const fraction = h("input", { type: "number", name: "validation.fraction", id: "field-fraction",
     value: "0.2", step: "0.05", "aria-label": "validation fraction" });
+  fraction.addEventListener("input", () => sayHeldOut());
+  const fractionHint = h("span.hint", { id: "fraction-hint" });
   const validation = h("select", { name: "validation.dataset_id", id: "field-validation",
     "aria-label": "validation table" });
   const test = h("select", { name: "test.dataset_id", id: "field-test" });
@@ -64,7 +69,8 @@ export function mount(main, _params, navigate) {
     field("ID column", idColumn, "id_column",
       "optional: a column that names the rows in the results (not a feature)"),
     h("div.field.wide", h("span.field-label", "Validation data"), validationMode,
-      h("div.validation-fraction", fraction, h("span.hint", "of the training rows, held out")),
+      h("div.validation-fraction", fraction, h("span.hint", "of the training rows, held out"),
+        fractionHint),
       h("div.validation-dataset", { hidden: true }, validation),
       h("div.field-error", { dataset: { for: "validation" } })),
     field("Test table", test, "test.dataset_id", "optional: scores the removal curves"),
@@ -140,6 +146,22 @@ export function mount(main, _params, navigate) {
     if (names.includes(before)) target.value = before;
     else if (chosen) target.value = names.find((n) => /^(label|target|y|class)$/i.test(n)) || names.at(-1);
     fillIdColumns();
+    sayHeldOut();
+  }
+
+  /** How many rows the fraction holds out, and whether the trust check can use them (it
+   * holds a quarter of them out, at least CHECK_ROWS). */
+  function sayHeldOut() {
+    const chosen = datasets.find((d) => d.id === training.value);
+    const share = Number(fraction.value);
+    if (!chosen || !(share > 0 && share < 1)) {
+      fractionHint.textContent = "";
+      return;
+    }
+    const held = Math.round(chosen.rows * share);
+    fractionHint.textContent = `: about ${fmt.count(held)} rows` + (held < CHECK_ROWS
+      ? `; the trust check needs ${fmt.count(CHECK_ROWS)} (a larger fraction, or a validation `
+        + "table, lets the job check its values)" : "");
   }
 
   /** Any column but the target may name the rows; none by default (rows are numbered). */
