@@ -249,8 +249,12 @@ class WebhookSender:
                         deliver_one(self.settings):
                     sent += 1
                 due = seconds_until_due(self.settings)
-                if due is not None:
+                # due already and none claimed: their address is busy, and the end of its
+                # attempt wakes this sender (else every thread would ask five times a second)
+                if due is not None and (sent or due > 0):
                     wait = min(poll, due)
+                if sent:
+                    self._wake.set()  # an address is free again: the other threads look
             except Exception:  # the database is away or a bug: the next round tries again
                 log.warning("webhook sender: round failed", exc_info=True)
             self._wake.wait(timeout=max(wait, 0.2))

@@ -154,8 +154,8 @@ def test_a_job_uploaded_and_started_through_the_forms(server, api_as, browser_co
     assert options[0] == "none: rows are numbered" and "label" not in options
     page.select_option("#field-id-column", "customer")
     # how many rows the fraction holds out, and that the trust check wants more
-    assert page.locator("#fraction-hint").inner_text() == ": about 80 rows; the trust check needs " \
-        "160 (a larger fraction, or a validation table, lets the job check its values)"
+    assert page.locator("#fraction-hint").inner_text() == ": about 80 rows; the trust check " \
+        "needs 160 (a larger fraction, or a validation table, lets the job check its values)"
     page.fill("#field-fraction", "0.25")
     assert page.locator("#fraction-hint").inner_text().startswith(": about 100 rows; ")
     page.fill("#field-iterations", "20")

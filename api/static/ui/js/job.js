@@ -86,9 +86,7 @@ export function mount(main, { id }, navigate) {
     const hadFocus = actions.contains(document.activeElement);
     actions.replaceChildren(...(kind === "cancel" ? [cancelButton()]
       : kind === "delete" ? [deleteButton(job)] : []));
-    // the button a keyboard user was on is gone (cancelled: the job is stopping): the focus
-    // goes to the heading, from where Tab reaches what comes next
-    if (hadFocus) head.querySelector("h1").focus();
+    if (hadFocus) head.querySelector("h1").focus(); // its button went (stopped in another tab)
   }
 
   function drawHead(job) {
