@@ -203,6 +203,10 @@ def test_the_jobs_list_keeps_its_place(server, api_as, browser_context, table, a
     assert rows.count() == 27
     page.wait_for_function(f"() => Math.abs(window.scrollY - {left_at}) < 5")
 
+    page.goto(f"{server}/ui?rows=100000")  # the address says what the list shows
+    rows.nth(26).wait_for()
+    assert page.url == f"{server}/ui?rows=500"
+
     page.goto(f"{server}/ui?state=CANCELLED")
     rows.nth(24).wait_for()
     assert page.locator('.chip[aria-selected="true"]').inner_text().lower() == "cancelled"

@@ -65,7 +65,8 @@ export function mount(main, { scrollY }) {
     history.replaceState(history.state, "", search ? `/ui?${search}` : "/ui");
   }
 
-  if (deleted) remember();
+  // a row count the list cannot show (?rows=100000, ?rows=7) is put right in the address
+  if (deleted || (query.has("rows") && query.get("rows") !== String(limit))) remember();
 
   async function refresh() {
     clearTimeout(timer);
