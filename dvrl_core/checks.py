@@ -5,6 +5,7 @@
 - A class that the validation rows barely show: the reward's view of that class rests on a
   handful of rows, so the values of its training rows rest on them too. Below
   :data:`THIN_CLASS_ROWS` validation rows a class is named, with how many training rows it has.
+- Class labels that differ only in case or surrounding spaces ('yes', 'Yes ').
 
 :func:`summary_checks` is the part of a summary that the command line and the service share:
 ``validation_copies`` (always) and ``warnings`` (a list of sentences; empty when all is well).
@@ -43,10 +44,30 @@ def thin_class_warning(data: PreparedData) -> str | None:
             "read those rows' values with care")
 
 
+def look_alike_class_warning(data: PreparedData) -> str | None:
+    """A sentence naming classes whose labels differ only in case or surrounding spaces
+    ('>50K' and '>50K '): an export's slip more often than two classes; None where none do."""
+    if data.task != "classification":
+        return None
+    alike: dict[str, list] = {}
+    for label in data.classes:
+        if isinstance(label, str):
+            alike.setdefault(label.strip().casefold(), []).append(label)
+    groups = [labels for labels in alike.values() if len(labels) > 1]
+    if not groups:
+        return None
+    named = "; ".join(", ".join(repr(label) for label in labels)
+                      for labels in groups[:SHOWN_CLASSES])
+    more = f" and {len(groups) - SHOWN_CLASSES} more" if len(groups) > SHOWN_CLASSES else ""
+    return (f"classes whose labels differ only in case or surrounding spaces are valued as "
+            f"different classes: {named}{more}. If they are one class, write its label one way")
+
+
 def summary_checks(data: PreparedData) -> dict[str, object]:
     """``validation_copies`` and ``warnings``, for a run's summary (module docstring)."""
     copies = copied_validation_rows(data)
-    warnings = [overlap_warning(copies, len(data.valid)), thin_class_warning(data), *data.notes]
+    warnings = [overlap_warning(copies, len(data.valid)), thin_class_warning(data),
+                look_alike_class_warning(data), *data.notes]
     return {"validation_copies": copies, "warnings": [w for w in warnings if w]}
 
 

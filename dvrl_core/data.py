@@ -14,6 +14,7 @@ frequent ``max_categories`` levels (rarer and unseen levels encode as all zeros)
 from __future__ import annotations
 
 import datetime
+import decimal
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
@@ -40,6 +41,7 @@ Task = Literal["classification", "regression"]
 
 MIN_TRAIN_ROWS = 10
 MIN_VALID_ROWS = 5
+FLOAT32_MAX = float(np.finfo(np.float32).max)  # the largest target the models can hold
 MAX_CLASSES_INFERRED = 20
 
 
@@ -184,10 +186,12 @@ class TableEncoder:
         for name in frame.columns if columns is None else columns:
             series = _column(frame, name, rows)
             if series.isna().all():
-                raise EmptyColumnError(
-                    f"column {name!r} has no values in the training table; drop it or name the "
-                    "feature columns to use"
-                )
+                held = 0 if rows is None else int(frame[name].notna().sum())
+                where = "the training table" if not held else (
+                    f"the training rows: its {held} value(s) are all in the rows held out for "
+                    "validation")  # which rows those are depends on the seed
+                raise EmptyColumnError(f"column {name!r} has no values in {where}; drop it or "
+                                       "name the feature columns to use")
             code = self._fit_column(str(name), series, frame[name])
             if not isinstance(name, str):  # pd.DataFrame(array)'s columns are 0, 1, ...
                 code.key = name
@@ -479,8 +483,12 @@ def _datetime_days(series: pd.Series) -> pd.Series:
 
 
 def infer_task(target: pd.Series) -> Task:
-    """Classification for non-numeric, boolean or few-valued integer targets; else regression."""
+    """Classification for non-numeric, boolean or few-valued integer targets; else regression.
+    Decimals (a Parquet decimal column reads as Python objects) are numbers."""
     values = target.dropna()
+    if values.dtype == object and len(values) and isinstance(values.iloc[0], decimal.Decimal) \
+            and values.map(type).eq(decimal.Decimal).all():
+        values = values.astype("float64")
     if not pd.api.types.is_numeric_dtype(values) or pd.api.types.is_bool_dtype(values):
         return "classification"
     as_float = values.astype("float64")
@@ -801,8 +809,14 @@ def _numeric_target(values: pd.Series, target: str, what: str) -> np.ndarray:
             "task='classification')"
         )
     array = np.array(numbers.to_numpy(dtype=np.float64))  # a writable copy
-    if not np.all(np.isfinite(array)):
-        raise TargetTypeError(f"the {what} target {target!r} holds infinite values")
+    # the models fit in float32: past its range a number is infinite there (a 500 before)
+    beyond = ~np.isfinite(array) | (np.abs(array) > FLOAT32_MAX)
+    if beyond.any():
+        first = values.index[beyond][:5].tolist()
+        raise TargetTypeError(
+            f"the {what} target {target!r} holds {int(beyond.sum())} infinite value(s) or "
+            f"value(s) beyond +-{FLOAT32_MAX:.1e} (first rows: {first}); correct or drop "
+            "those rows")
     if what == "training" and len(array) and np.ptp(array) == 0:
         raise ConstantTargetError(
             f"the target {target!r} is {array[0]:g} in every training row: with nothing to "

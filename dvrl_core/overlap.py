@@ -43,8 +43,9 @@ def _row_hashes(x: np.ndarray, y: np.ndarray, keys: np.ndarray) -> Iterator[np.n
 
 
 def copied_validation_rows(data: PreparedData) -> int:
-    """How many validation rows repeat a training row exactly: every encoded feature and the
-    target (a row whose label differs is not a copy)."""
+    """How many validation rows repeat a training row as the model sees it: every encoded
+    feature and the target (a row whose label differs is not a copy; categories past the
+    encoder's most frequent ones read alike, so rows that differ only in those count too)."""
     if len(data.valid) == 0 or len(data.train) == 0:
         return 0
     keys = np.random.default_rng(0).integers(1, 2**63, size=data.train.x.shape[1] + 1,
@@ -60,8 +61,10 @@ def overlap_warning(copies: int, validation_rows: int) -> str | None:
     if validation_rows == 0 or copies <= WARN_SHARE * validation_rows:
         return None
     return (f"{copies} of the {validation_rows} validation rows ({copies / validation_rows:.0%}) "
-            "repeat a training row exactly (every feature and the target). The values trust the "
+            "repeat a training row as the model sees it (every feature as encoded, and the "
+            "target; categories past the most frequent ones read alike). The values trust the "
             "validation rows as clean and kept apart: copies of wrong training rows teach them "
             "that those rows are right, and the trust check's held-out rows are not held out. "
             "Give validation rows that are not in the training table (natural duplicates, such "
-            "as a message sent twice, are the exception)")
+            "as a message sent twice, and rows that differ only in rare categories are the "
+            "exception)")

@@ -309,7 +309,8 @@ def test_the_training_table_as_its_own_validation_table_is_warned_about(tables):
                    str(tables / "train.csv"), "--iterations", "5", "--out",
                    str(tables / "self.csv"))
     assert done.returncode == 0, done.stderr
-    assert ("warning: 350 of the 350 validation rows (100%) repeat a training row exactly"
+    assert ("warning: 350 of the 350 validation rows (100%) repeat a training row as the model "
+            "sees it"
             in done.stderr)
 
 

@@ -616,3 +616,51 @@ def test_an_id_column_may_name_a_parquet_files_index(table, tmp_path):
                    id_column="id")
     assert all(str(i).startswith("r") for i in data.train.ids)
     assert "id" not in data.feature_names
+
+
+@pytest.mark.parametrize("huge", [np.inf, 1e300, -1e39])
+def test_a_regression_target_beyond_what_the_models_hold_is_refused_naming_its_rows(huge):
+    """1e300 is finite, yet infinite in the models' float32: the prior's fit raised a
+    ValueError (a 500 in the service, a traceback from the CLI)."""
+    rng = np.random.default_rng(0)
+    table = pd.DataFrame({"x": rng.normal(size=60), "y": rng.normal(size=60) * 100})
+    table.loc[[4, 9], "y"] = huge
+    with pytest.raises(TargetTypeError, match=r"holds 2 infinite value\(s\) or value\(s\) "
+                       r"beyond \+-3\.4e\+38 \(first rows: \[4, 9\]\)"):
+        prepare(table.iloc[:40], "y", table.iloc[40:], task="regression")
+
+
+def test_a_decimal_target_from_parquet_is_a_regression_target(tmp_path):
+    """pandas reads a Parquet decimal column as Python objects: the target was taken for
+    labels, a class per value (230 classes, a job 100 times slower)."""
+    import decimal
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=300)
+    counts = [decimal.Decimal(int(v)) for v in np.round(200 + 60 * x + rng.normal(size=300))]
+    pq.write_table(pa.table({"x": x, "count": pa.array(counts, type=pa.decimal128(10, 0))}),
+                   tmp_path / "counts.parquet")
+    table = read_table(tmp_path / "counts.parquet")
+    assert infer_task(table["count"]) == "regression"
+    data = prepare(table, "count", valid_fraction=0.3, random_state=0)
+    assert data.task == "regression" and data.train.y.dtype == np.float64
+
+
+def test_a_column_whose_only_values_were_held_out_says_so():
+    """It said "no values in the training table" of a table that has one: the only value fell
+    in the rows held out for validation (with another seed the job ran)."""
+    rng = np.random.default_rng(0)
+    table = pd.DataFrame({"x": rng.normal(size=100), "promo": [None] * 100,
+                          "label": np.where(rng.normal(size=100) > 0, "yes", "no")})
+    row = int(prepare(table.drop(columns="promo"), "label", valid_fraction=0.2,
+                      random_state=0).valid.ids[0])
+    table.loc[row, "promo"] = "gold"
+    with pytest.raises(EmptyColumnError, match=r"column 'promo' has no values in the training "
+                       r"rows: its 1 value\(s\) are all in the rows held out for validation"):
+        prepare(table, "label", valid_fraction=0.2, random_state=0)
+    table.loc[:, "promo"] = None
+    with pytest.raises(EmptyColumnError, match="no values in the training table;"):
+        prepare(table, "label", valid_fraction=0.2, random_state=0)

@@ -36,7 +36,7 @@ def test_a_job_warns_when_a_quarter_of_its_validation_rows_are_copies():
     report = checks.summary_checks(many)
     assert report["validation_copies"] == 60
     assert report["warnings"][0].startswith("60 of the 100 validation rows (60%) repeat a "
-                                            "training row exactly")
+                                            "training row as the model sees it")
 
 
 def test_a_valuation_in_a_notebook_carries_the_warning_and_shows_in_one_short_line():
