@@ -50,7 +50,10 @@ class ProgressPublic(BaseModel):
     reward: float | None = Field(None, description="mean reward of recent iterations")
     elapsed_s: float | None = None
     eta_s: float | None = None
-    heartbeat: Moment | None = None
+    heartbeat: Moment | None = Field(
+        None, description="the worker's last sign of life while the job is active: each "
+        "progress write, and the lease's renewal every third of DVRL_LEASE_S (also while it "
+        "evaluates or combines, which write no progress)")
     members: dict[str, int] | None = Field(
         None, description="an ensemble's members by state (queued, running, succeeded, failed, "
         "cancelled); iteration and total then count the iterations of all members")

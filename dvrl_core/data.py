@@ -761,7 +761,8 @@ def _check_target_values(frame: pd.DataFrame, target: str, what: str) -> None:
     if empty:
         first = frame.index[frame[target].isna()][:5].tolist()
         raise MissingTargetError(
-            f"the target {target!r} is empty in {empty} {what} rows (first rows: {first}); "
+            f"the target {target!r} is empty in {empty} {what} row{'s' if empty > 1 else ''} "
+            f"(first rows: {first}); "
             "drop or fill them (in a CSV file, text such as NA, N/A or null reads as empty: "
             "a class so named needs another name)"
         )

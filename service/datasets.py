@@ -46,9 +46,14 @@ def _check_schema(schema: pa.Schema, settings: Settings) -> None:
     names = schema.names
     if not names:
         raise BadUpload("the table has no columns")
-    empty = [i for i, n in enumerate(names) if not str(n).strip()]
+    empty = [i + 1 for i, n in enumerate(names) if not str(n).strip()]
     if empty:
-        raise BadUpload(f"columns at positions {empty[:10]} have no name")
+        # a spreadsheet's export leaves delimiters at the end of every line: columns at the end
+        last = empty == list(range(len(names) - len(empty) + 1, len(names) + 1))
+        why = (": delimiters at the end of the header line, as a spreadsheet's export leaves "
+               "them? Delete them, or name the columns") if last else "; name them"
+        raise BadUpload(f"column{'s' if len(empty) > 1 else ''} {empty[:10]} (counting from 1) "
+                        f"{'have' if len(empty) > 1 else 'has'} no name{why}")
     duplicates = repeated_names(names)
     if duplicates:
         raise BadUpload(f"duplicate column names: {duplicates[:10]}")

@@ -51,8 +51,12 @@ def to_public(job: Job) -> JobPublic:
     if job.state == "SUCCEEDED":
         links |= {"values": f"{base}/values", "corrupted": f"{base}/corrupted",
                   "curves": f"{base}/curves"}
+    progress = dict(job.progress or {"phase": "queued"})
+    if job.heartbeat_at is not None and job.state in ("RUNNING", "CANCELLING"):
+        # the lease's renewal: a worker evaluating for minutes writes no progress, yet lives
+        progress["heartbeat"] = job.heartbeat_at
     return JobPublic(id=job.id, state=job.state, spec=JobSpec.model_validate(job.spec),
-                     progress=ProgressPublic.model_validate(job.progress or {"phase": "queued"}),
+                     progress=ProgressPublic.model_validate(progress),
                      error=ProblemPublic.model_validate(job.error) if job.error else None,
                      summary=job.summary, created_at=job.created_at, started_at=job.started_at,
                      finished_at=job.finished_at, links=links)

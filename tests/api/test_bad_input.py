@@ -49,7 +49,11 @@ BAD_UPLOADS = {
     "a header not in UTF-8": ("gr\u00f6\u00dfe,label\n1,0\n2,1\n".encode("latin-1"), "UTF-8"),
     "UTF-16 text": ("a\tlabel\n1\t0\n2\t1\n".encode("utf-16"), "UTF-16 text"),
     "duplicate column names": (b"a,a,label\n1,2,3\n", "duplicate"),
-    "empty column name": (b"a,,label\n1,2,3\n", "no name"),
+    "empty column name": (b"a,,label\n1,2,3\n", "column [2] (counting from 1) has no name; "
+                          "name them"),
+    # an export's trailing delimiters: said as such, counted from 1 (it said "positions [2, 3]")
+    "trailing delimiters": (b"a,label,,\n1,0,,\n2,1,,\n", "columns [3, 4] (counting from 1) "
+                            "have no name: delimiters at the end of the header line"),
     "10k+1 columns": (",".join(f"c{i}" for i in range(10_001)).encode() + b"\n" +
                       ",".join("1" * 10_001).encode() + b"\n", "columns"),
     "truncated parquet": (GOOD_PARQUET[: len(GOOD_PARQUET) // 2], "cannot read"),

@@ -403,3 +403,24 @@ def test_the_phases_after_training_keep_the_iterations_reached(client, tables):
     progress = client.get(f"/v1/jobs/{job_id}").json()["progress"]
     assert progress["phase"] == "evaluating"
     assert (progress["iteration"], progress["total"]) == (60, 60)
+
+
+def test_a_running_jobs_heartbeat_is_the_leases_renewal(client, tables):
+    """A job evaluating for minutes writes no progress: its heartbeat read three minutes old,
+    a job that looked hung, while the worker renewed its lease all along."""
+    from service.settings import get_settings
+
+    settings = get_settings()
+    job_id = _create(client, tables)
+    with session_scope() as session:
+        assert jobs.claim(session, job_id, "worker-a", settings) is True
+        assert jobs.record_progress(session, job_id, "worker-a", {"phase": "evaluating"},
+                                    settings) is True
+    written = client.get(f"/v1/jobs/{job_id}").json()["progress"]["heartbeat"]
+    time.sleep(0.05)
+    with session_scope() as session:
+        assert jobs.renew(session, job_id, "worker-a", settings) is True
+        renewed = jobs.get_job(session, job_id).heartbeat_at
+    progress = client.get(f"/v1/jobs/{job_id}").json()["progress"]
+    assert progress["phase"] == "evaluating" and progress["heartbeat"] > written
+    assert progress["heartbeat"] == renewed.isoformat().replace("+00:00", "Z")
