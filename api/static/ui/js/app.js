@@ -83,9 +83,9 @@ function askForKey(refused) {
   const form = h("form.keyform", { id: "key-form", onsubmit: async (event) => {
     event.preventDefault();
     const key = input.value.trim();
-    // a key is printable ASCII (dvrl_<id>_<secret>); fetch() refuses a header with anything
-    // else before sending it: a curly quote or the "…" of a copied key chip
-    const odd = [...key].find((c) => c < "!" || c > "~");
+    // a key is dvrl_<id>_<secret> in letters, digits, _ and -: fetch() refused a header with
+    // a curly quote or the "…" of a copied key chip before sending it, and the key was kept
+    const odd = [...key].find((c) => !/[A-Za-z0-9_-]/.test(c));
     if (odd) {
       status.replaceChildren(problemBox({ title: "Not a key", message: "an API key is "
         + `letters, digits, _ and - only; this one holds ${JSON.stringify(odd)} (copied with a `
