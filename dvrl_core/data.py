@@ -14,7 +14,6 @@ frequent ``max_categories`` levels (rarer and unseen levels encode as all zeros)
 from __future__ import annotations
 
 import datetime
-import decimal
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
@@ -486,8 +485,7 @@ def infer_task(target: pd.Series) -> Task:
     """Classification for non-numeric, boolean or few-valued integer targets; else regression.
     Decimals (a Parquet decimal column reads as Python objects) are numbers."""
     values = target.dropna()
-    if values.dtype == object and len(values) and isinstance(values.iloc[0], decimal.Decimal) \
-            and values.map(type).eq(decimal.Decimal).all():
+    if values.dtype == object and pd.api.types.infer_dtype(values, skipna=True) == "decimal":
         values = values.astype("float64")
     if not pd.api.types.is_numeric_dtype(values) or pd.api.types.is_bool_dtype(values):
         return "classification"

@@ -7,7 +7,7 @@ from typing import Literal
 from fastapi import APIRouter, Request, Response
 from starlette.convertors import Convertor, register_url_convertor
 
-from service import dispatch, jobs, webhooks
+from service import dispatch, jobs, members, webhooks
 from service.db import retrying
 from service.models import Job
 from service.specs import JobSpec
@@ -52,7 +52,7 @@ def to_public(job: Job) -> JobPublic:
         links |= {"values": f"{base}/values", "corrupted": f"{base}/corrupted",
                   "curves": f"{base}/curves"}
     progress = dict(job.progress or {"phase": "queued"})
-    if job.heartbeat_at is not None and job.state in ("RUNNING", "CANCELLING"):
+    if job.heartbeat_at is not None and job.state in members.RUNNING_JOB:
         # the lease's renewal: a worker evaluating for minutes writes no progress, yet lives
         progress["heartbeat"] = job.heartbeat_at
     return JobPublic(id=job.id, state=job.state, spec=JobSpec.model_validate(job.spec),

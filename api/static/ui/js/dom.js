@@ -97,6 +97,8 @@ export const names = {
 };
 
 export const ACTIVE = new Set(["QUEUED", "RUNNING", "CANCELLING"]);
+// states with time left to tell (a job being cancelled is stopping, whatever its estimate)
+export const GOING_ON = new Set(["QUEUED", "RUNNING"]);
 
 export function stateBadge(state) {
   return h(`span.badge.state-${state.toLowerCase()}`, { dataset: { state } }, state.toLowerCase());

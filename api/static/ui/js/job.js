@@ -4,7 +4,8 @@
 
 import { allValues, api, datasetName, download } from "./api.js";
 import { COLORS, bars, histogram, lineChart } from "./charts.js";
-import { ACTIVE, fill, fmt, h, names, problemBox, progressBar, stateBadge, title } from "./dom.js";
+import { ACTIVE, GOING_ON, fill, fmt, h, names, problemBox, progressBar, stateBadge, title }
+  from "./dom.js";
 import { progressText } from "./jobs.js";
 
 const POLL_MS = 1000;
@@ -138,8 +139,7 @@ export function mount(main, { id }, navigate) {
       ["Iteration", iterationText(job)],
       ["Recent reward", p.reward === null || p.reward === undefined ? "–" : fmt.fixed(p.reward, 4)],
       ["Elapsed", fmt.duration(p.elapsed_s)],
-      ["Time left", ACTIVE.has(job.state) && job.state !== "CANCELLING"
-        ? fmt.duration(p.eta_s) : "–"],
+      ["Time left", GOING_ON.has(job.state) ? fmt.duration(p.eta_s) : "–"],
       ["Heartbeat", heartbeat],
     ];
     const shown = live.querySelector("dl.facts");

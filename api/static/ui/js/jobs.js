@@ -3,7 +3,7 @@
 // the address (?state=running&rows=50), so Back, a reload and a shared link show the same list.
 
 import { api, datasetName } from "./api.js";
-import { ACTIVE, fill, fmt, h, progressBar, stateBadge, title } from "./dom.js";
+import { ACTIVE, GOING_ON, fill, fmt, h, progressBar, stateBadge, title } from "./dom.js";
 
 const STATES = ["", "QUEUED", "RUNNING", "CANCELLING", "SUCCEEDED", "FAILED", "CANCELLED"];
 const PAGE = 25;
@@ -159,8 +159,7 @@ export function progressText(job) {
   if (job.state === "QUEUED") return "waiting for a worker";
   const parts = [p.phase];
   if (p.total) parts.push(`${fmt.count(p.iteration || 0)} / ${fmt.count(p.total)}`);
-  if (p.eta_s !== null && p.eta_s !== undefined && ACTIVE.has(job.state)
-      && job.state !== "CANCELLING") { // a job being stopped has no time left to tell
+  if (p.eta_s !== null && p.eta_s !== undefined && GOING_ON.has(job.state)) {
     parts.push(`${fmt.duration(p.eta_s)} left`);
   }
   return parts.join(" · ");
