@@ -213,7 +213,7 @@ class TableEncoder:
         if self._holds_numbers(name, whole):
             return self._fit_numeric(name, "numeric", _text_numbers(series))
         counts = _as_text(series.dropna()).value_counts(sort=True)
-        if self._spoiled_dates(name, whole):
+        if self._spoiled_dates(name, whole) or self._written_numbers(name, whole):
             pass  # its note says what the column is: not the many-categories one
         elif len(counts) > self.max_categories:
             per_row = len(counts) >= 0.9 * int(series.notna().sum())
@@ -254,6 +254,27 @@ class TableEncoder:
                 "read as categories; if it is a number, give numbers there (a decimal point, "
                 "not a comma) or leave those cells empty")
         return False
+
+    def _written_numbers(self, name: str, whole: pd.Series) -> bool:
+        """Whether a text column holds numbers written for people: currency or percent signs,
+        digit grouping ("$1,200.50", "12%", "77,516"). They stay categories (whether "1,200" is
+        a thousand or one and a fifth is the writer's convention), with a note saying how to
+        give them as numbers (it replaces the note on many categories, which would point at the
+        id column). Told by the first cells, as a column of words is."""
+        text = _as_text(whole.dropna().iloc[:1000])
+        text = text[~_marks_missing(text)].str.strip()
+        if not len(text):
+            return False
+        written = pd.to_numeric(text, errors="coerce").isna()
+        plain = pd.to_numeric(text.str.replace(NUMBER_DRESSING, "", regex=True), errors="coerce")
+        if written.mean() <= MOSTLY_NUMBERS or plain.isna().mean() > MOSTLY_NUMBERS:
+            return False
+        self.notes_.append(
+            f"column {name!r} holds numbers written as text (such as "
+            f"{str(text[written].iloc[0])[:40]!r}), so it was read as categories; if it is a "
+            "number, give plain numbers there (1200.5: a decimal point, no currency or percent "
+            "signs, no thousands separators)")
+        return True
 
     def _spoiled_dates(self, name: str, whole: pd.Series) -> bool:
         """Whether a text column holds ISO 8601 dates in all but a few cells (``unknown``, a
@@ -394,6 +415,8 @@ def _refuse_plain_numbers(series: pd.Series, code: _ColumnCode) -> None:
 # the share of a text column's cells that may be other than numbers before it is no longer
 # taken for a column of numbers spoiled by a few cells (PreparedData.notes)
 MOSTLY_NUMBERS = 0.05
+# what people write around and inside numbers: currency and percent signs, thousands separators
+NUMBER_DRESSING = r"[$€£¥%,']"
 # text that marks a missing number (a CSV reader turns most of these into empty cells already)
 MISSING_MARKERS = frozenset({"", "na", "n/a", "nan", "null", "none", "?", "-", "--"})
 

@@ -192,6 +192,34 @@ def test_a_training_column_of_numbers_but_for_a_few_cells_is_said(table, tmp_pat
     assert "x1=2" in prepare(codes, "label", valid_fraction=0.3).feature_names
 
 
+def test_numbers_written_for_people_are_said_as_numbers_not_as_ids(table, tmp_path):
+    """'$1,200.50', '12%' and '77,516' were categories with the many-categories note, which
+    pointed at the id column: the note says they are numbers written as text."""
+    rng = np.random.default_rng(0)
+    amounts = rng.uniform(0, 5000, len(table))
+    written = {"dollars": [f"${v:,.2f}" for v in amounts],
+               "share": [f"{v / 50:.0f}%" for v in amounts],
+               "count": [f"{int(v * 20):,}" for v in amounts]}
+    for column, cells in written.items():
+        spoiled = table.assign(x1=cells)
+        spoiled.loc[3, "x1"] = None  # a missing cell changes nothing
+        spoiled.to_csv(tmp_path / "written.csv", index=False)
+        for data in (prepare(spoiled, "label", valid_fraction=0.3, max_categories=5),
+                     prepare_file(tmp_path / "written.csv", "label", valid_fraction=0.3,
+                                  max_categories=5)):
+            first = cells[0]
+            assert data.notes == [f"column 'x1' holds numbers written as text (such as "
+                                  f"{first!r}), so it was read as categories; if it is a "
+                                  "number, give plain numbers there (1200.5: a decimal point, "
+                                  "no currency or percent signs, no thousands separators)"], column
+    # words, codes and plain digits written as text as before: no such note
+    for cells in (["red", "green"] * (len(table) // 2), [f"A-{i}" for i in range(len(table))],
+                  [f"{v:.2f}" for v in amounts]):
+        notes = prepare(table.assign(x1=cells), "label", valid_fraction=0.3,
+                        max_categories=5).notes
+        assert not any("written as text" in note for note in notes)
+
+
 def test_a_training_column_of_dates_but_for_a_few_cells_is_said(table, tmp_path):
     """One 'unknown' among dates made them categories, and the note said to give a column of
     dates as the id column (a value per row)."""
