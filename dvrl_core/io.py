@@ -212,6 +212,17 @@ def clean_names(names: Iterable[str]) -> list[str]:
     return [name.strip() or name for name in names]
 
 
+def spacing_clash(names: Sequence[str]) -> str | None:
+    """What is wrong with a header whose names repeat only once the spaces around them are
+    dropped (``age`` and `` age ``), said with the names as written; None for any other."""
+    repeated = set(repeated_names(clean_names(names)))
+    if not repeated or repeated_names(names):
+        return None  # none, or repeated as written: said as such
+    written = [repr(name) for name in names if name.strip() in repeated]
+    return (f"duplicate column names once the spaces around them are dropped: "
+            f"{', '.join(written[:10])}; rename one of each")
+
+
 def read_table(path: str | Path, text_columns: Sequence[str] = ()) -> pd.DataFrame:
     """Read a CSV or Parquet file into a DataFrame.
 
@@ -236,6 +247,9 @@ def read_table(path: str | Path, text_columns: Sequence[str] = ()) -> pd.DataFra
             types = dict.fromkeys(text, pa.string())
             table = pacsv.read_csv(path, parse_options=dialect.parse_options(),
                                    convert_options=dialect.convert_options(types))
+            clash = spacing_clash(table.column_names)
+            if clash:
+                raise UnreadableTableError(f"{path}: {clash}")
             table = table.rename_columns(clean_names(table.column_names))
             binary = [f.name for f in table.schema if pa.types.is_binary(f.type)]
             if binary:  # pyarrow keeps bytes that are not UTF-8 as binary: refuse them by name

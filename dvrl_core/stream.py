@@ -59,6 +59,7 @@ from .io import (
     reading,
     refuse_other_format,
     repeated_names,
+    spacing_clash,
     zero_padded_in_file,
 )
 
@@ -142,7 +143,11 @@ def _first_columns(path: Path) -> list[str]:
 
         with pacsv.open_csv(path, read_options=pacsv.ReadOptions(block_size=1 << 20),
                             parse_options=csv_dialect(path).parse_options()) as probe:
-            return clean_names(probe.schema.names)
+            names = probe.schema.names
+        clash = spacing_clash(names)
+        if clash:
+            raise UnreadableTableError(f"{path}: {clash}")
+        return clean_names(names)
 
 
 def prepare_file(

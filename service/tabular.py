@@ -39,6 +39,7 @@ from dvrl_core.io import (
     row_boundary,
     sniff_decimal_point,
     sniff_delimiter,
+    spacing_clash,
     zero_padded,
 )
 
@@ -255,6 +256,9 @@ def _write_csv(source: BinaryIO, target: BinaryIO, types: dict[str, pa.DataType]
     if first is None:
         raise TableError("the file is empty")
     _require_text(first.schema)
+    clash = spacing_clash(first.column_names)
+    if clash:
+        raise TableError(clash)
     names = clean_names(first.column_names)  # stored without the spaces around them
     if names != first.column_names:
         first = first.rename_columns(names)

@@ -49,6 +49,9 @@ BAD_UPLOADS = {
     "a header not in UTF-8": ("gr\u00f6\u00dfe,label\n1,0\n2,1\n".encode("latin-1"), "UTF-8"),
     "UTF-16 text": ("a\tlabel\n1\t0\n2\t1\n".encode("utf-16"), "UTF-16 text"),
     "duplicate column names": (b"a,a,label\n1,2,3\n", "duplicate"),
+    "names that repeat without their spaces": (
+        b"a, a ,label\n1,2,3\n", "duplicate column names once the spaces around them are "
+        "dropped: 'a', ' a '"),
     "empty column name": (b"a,,label\n1,2,3\n", "column [2] (counting from 1) has no name; "
                           "name them"),
     # an export's trailing delimiters: said as such, counted from 1 (it said "positions [2, 3]")

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import datetime
+import re
 from dataclasses import replace
 
 import numpy as np
@@ -25,6 +26,7 @@ from dvrl_core import (
     prepare,
     prepare_file,
     read_table,
+    stream,
 )
 from dvrl_core.datasets import make_table
 
@@ -547,7 +549,15 @@ def test_column_names_lose_the_spaces_around_them(tmp_path):
     frame = read_table(tmp_path / "t.csv")
     assert list(frame.columns) == ["x", "y", "label"]
     assert frame["y"].tolist() == [2.5, 4.5]
+    # names that repeat only without their spaces: said as written (it said ['x'], which the
+    # header does not repeat)
     (tmp_path / "twice.csv").write_text("x, x ,label\n1,2,a\n", encoding="utf-8")
+    said = ("duplicate column names once the spaces around them are dropped: 'x', ' x '; "
+            "rename one of each")
+    for read in (read_table, stream._first_columns):
+        with pytest.raises(UnreadableTableError, match=re.escape(said)):
+            read(tmp_path / "twice.csv")
+    (tmp_path / "twice.csv").write_text("x,x,label\n1,2,a\n", encoding="utf-8")
     with pytest.raises(UnreadableTableError, match="duplicate column names: \\['x'\\]"):
         read_table(tmp_path / "twice.csv")
 
